@@ -1,0 +1,61 @@
+"""Domain errors, free of HTTP: the app maps each to a status code in one place.
+
+Every runtime (HTTP, Cog, Modal, batch jobs) raises and catches these same types, so a message
+such as "steps must be <= 50 (MAX_STEPS), got 80" reads the same wherever it surfaces.
+"""
+
+from __future__ import annotations
+
+
+class InferenceError(Exception):
+    """Base class; ``code`` is a stable machine-readable name for clients."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(InferenceError):
+    """The request is well-formed but breaks a limit or a model constraint."""
+
+    code = "invalid_request"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class Overloaded(InferenceError):
+    """The queue is full; the client should retry after ``retry_after_s`` seconds."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class NotReady(InferenceError):
+    """The model is still loading (or failed to load)."""
+
+    code = "not_ready"
+
+
+class RequestTimeout(InferenceError):
+    """The request did not finish within ``request_timeout_s``."""
+
+    code = "timeout"
+
+
+class ModelError(InferenceError):
+    """The model call failed; details are in the server log, not sent to clients."""
+
+    code = "model_error"
+
+
+class ModelLoadError(InferenceError):
+    """The model could not be loaded: bad path, missing weights, unsafe format."""
+
+    code = "model_load_error"

@@ -1,0 +1,45 @@
+"""The small protocol every model backend implements.
+
+A backend loads once, says which requests can share a call (``batch_key``) and turns a list of
+jobs into images. Queueing, batching policy, timeouts and HTTP live elsewhere (the engine, the
+app), so a backend is only model code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from inference.schema import Defaults, Job
+
+#: Called after each denoising step with (step, total_steps) so the engine can report progress.
+ProgressCallback = Callable[[int, int], None]
+
+
+class Model(Protocol):
+    #: Identifies the served model in results, logs and GET /.
+    name: str
+
+    @property
+    def defaults(self) -> Defaults:
+        """Values for request fields the client omitted."""
+        ...
+
+    def load(self) -> None:
+        """Load weights; called once, before any ``generate``."""
+        ...
+
+    def batch_key(self, job: Job) -> Hashable:
+        """Jobs with equal keys may share one ``generate`` call."""
+        ...
+
+    def generate(
+        self, jobs: Sequence[Job], progress: ProgressCallback | None = None
+    ) -> list[list[np.ndarray]]:
+        """One list of HxWx3 uint8 arrays per job, ``job.num_outputs`` long.
+
+        An image must depend only on its own job and seed, never on the rest of the batch.
+        """
+        ...

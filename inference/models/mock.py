@@ -1,0 +1,150 @@
+"""The embedded default model: a tiny deterministic diffusion-style sampler.
+
+It needs no download, runs on any CPU, and behaves like a real sampler where it matters for
+serving: cost grows with steps x pixels, the seed fixes the noise, and ``prompt_weight`` pulls
+the image toward a pattern derived from the prompt. Update rule, for t = 1..T:
+
+    x_0 = eps_0
+    D   = P(prompt) - P(negative_prompt)
+    x_t = gamma * x_{t-1} + (1 - gamma) * w * D + beta * sigma_t * eps_t
+    sigma_t = 1 - 0.5 * (t - 1) / max(T - 1, 1)
+    pixel = clip(floor(64 * x_T + 128), 0, 255)
+
+eps_t ~ N(0, I) of shape 3 x H x W, drawn from a CPU generator seeded with the image's seed.
+P(text) is a 3 x H x W pattern in [-1, 1] of triangle waves whose frequencies and phases come
+from SHA-256(text); P("") = 0, so w = 0 or an empty prompt gives a prompt-independent image.
+Every operation is an exactly rounded elementwise op (no transcendental functions, no fused
+multiply-add), so an image's bytes do not depend on the batch it was computed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Hashable, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inference.errors import ModelLoadError
+from inference.models.base import ProgressCallback
+from inference.schema import Defaults, Job
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS = {"gamma": 0.82, "beta": 0.15}
+
+
+def load_weights(path: Path | None) -> dict[str, float]:
+    """The default weights, or those in a JSON or safetensors file with keys gamma and beta."""
+    if path is None:
+        return dict(DEFAULT_WEIGHTS)
+    if not path.is_file():
+        raise ModelLoadError(
+            f"mock weights file {str(path)!r} does not exist; unset WEIGHTS_PATH to use the "
+            f"embedded weights {DEFAULT_WEIGHTS}"
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            raw = {k: float(v.item()) for k, v in load_file(str(path)).items()}
+        else:
+            raw = json.loads(path.read_text())
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"cannot read mock weights from {str(path)!r}: {exc}") from exc
+    missing = sorted(set(DEFAULT_WEIGHTS) - set(raw))
+    if missing:
+        raise ModelLoadError(f"mock weights file {str(path)!r} lacks keys {missing}")
+    weights = {k: float(raw[k]) for k in DEFAULT_WEIGHTS}
+    if not 0.0 <= weights["gamma"] < 1.0 or weights["beta"] < 0.0:
+        raise ModelLoadError(
+            f"mock weights in {str(path)!r} need 0 <= gamma < 1 and beta >= 0, got {weights}"
+        )
+    return weights
+
+
+@lru_cache(maxsize=256)
+def prompt_pattern(text: str, height: int, width: int) -> torch.Tensor:
+    """A deterministic 3 x H x W pattern in [-1, 1] for ``text`` (zeros for the empty text)."""
+    if not text:
+        return torch.zeros(3, height, width)
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    v = torch.arange(height, dtype=torch.float32).mul_(1.0 / height).view(1, height, 1)
+    u = torch.arange(width, dtype=torch.float32).mul_(1.0 / width).view(1, 1, width)
+    channels = []
+    for c in range(3):
+        waves = []
+        for k in range(2):
+            b = digest[8 * c + 4 * k : 8 * c + 4 * k + 4]
+            fx, fy = float(b[0] % 7 - 3), float(b[1] % 7 - 3)  # cycles across the image
+            if fx == fy == 0.0:
+                fx = 1.0
+            phase = b[2] / 256.0
+            t = (u * fx + v * fy + phase).squeeze(0)  # separate mul/add: exactly rounded
+            waves.append((t - t.floor() - 0.5).abs_().mul_(4.0).sub_(1.0))  # triangle wave
+        channels.append((waves[0] + waves[1]).mul_(0.5))
+    return torch.stack(channels)
+
+
+class MockModel:
+    """The deterministic CPU sampler described in the module docstring."""
+
+    name = "mock"
+
+    def __init__(self, weights_path: Path | None = None) -> None:
+        self.weights_path = weights_path
+        self.weights: dict[str, float] | None = None
+
+    @property
+    def defaults(self) -> Defaults:
+        return Defaults(steps=20, prompt_weight=1.0, width=256, height=256)
+
+    def load(self) -> None:
+        self.weights = load_weights(self.weights_path)
+        log.info("mock model loaded with weights %s", self.weights)
+
+    def batch_key(self, job: Job) -> Hashable:
+        return (job.width, job.height, job.steps)
+
+    def generate(
+        self, jobs: Sequence[Job], progress: ProgressCallback | None = None
+    ) -> list[list[np.ndarray]]:
+        if self.weights is None:
+            raise RuntimeError("MockModel.generate called before load()")
+        if len({self.batch_key(job) for job in jobs}) != 1:
+            raise ValueError("a batch must share width, height and steps")
+        gamma, beta = self.weights["gamma"], self.weights["beta"]
+        first = jobs[0]
+        steps, height, width = first.steps, first.height, first.width
+        generators = [torch.Generator().manual_seed(s) for job in jobs for s in job.seeds]
+        drift = torch.stack(
+            [
+                (
+                    prompt_pattern(job.prompt, height, width)
+                    - prompt_pattern(job.negative_prompt, height, width)
+                ).mul_((1.0 - gamma) * job.prompt_weight)
+                for job in jobs
+                for _ in job.seeds
+            ]
+        )
+        shape = (3, height, width)
+        x = torch.stack([torch.randn(shape, generator=g) for g in generators])
+        noise = torch.empty_like(x)
+        for t in range(1, steps + 1):
+            sigma = 1.0 - 0.5 * (t - 1) / max(steps - 1, 1)
+            for i, g in enumerate(generators):
+                torch.randn(shape, generator=g, out=noise[i])
+            x.mul_(gamma).add_(drift).add_(noise.mul_(beta * sigma))
+            if progress is not None:
+                progress(t, steps)
+        pixels = x.mul_(64.0).add_(128.0).clamp_(0.0, 255.0).floor_().to(torch.uint8)
+        images = list(pixels.permute(0, 2, 3, 1).contiguous().numpy())
+        out: list[list[np.ndarray]] = []
+        for job in jobs:
+            out.append(images[: job.num_outputs])
+            images = images[job.num_outputs :]
+        return out

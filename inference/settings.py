@@ -1,0 +1,126 @@
+"""Typed settings read from environment variables: the only place the package reads env vars.
+
+Every field has a working CPU default, so `python -m inference serve` runs with no configuration.
+Names carry their units (``max_wait_ms``, ``request_timeout_s``) so a deployer never has to guess.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from inference import schema
+
+
+class Settings(BaseSettings):
+    """Deployment settings; each field is read from the upper-cased env var of the same name."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # Model
+    model: str = Field(
+        "mock",
+        description="'mock' (embedded), a local diffusers folder, or a Hugging Face hub id.",
+    )
+    model_revision: str | None = Field(
+        None, description="Hub revision (commit hash or tag) to pin a hub model to."
+    )
+    weights_path: Path | None = Field(
+        None, description="Mock model only: a JSON or safetensors file with 'gamma' and 'beta'."
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="Where the model runs; 'auto' picks cuda, then mps, then cpu."
+    )
+
+    # Dynamic batching and back-pressure
+    max_batch_size: int = Field(8, ge=1, le=256, description="Most images in one model call.")
+    max_wait_ms: float = Field(
+        10.0, ge=0, le=10_000, description="Longest a request waits for batch company."
+    )
+    max_queue_size: int = Field(
+        64, ge=1, description="Requests waiting beyond this are refused with 503."
+    )
+    request_timeout_s: float = Field(
+        120.0, gt=0, description="A request not finished by then fails with 504."
+    )
+
+    # Request limits (tighten the schema's hard bounds for this deployment)
+    max_steps: int = Field(100, ge=1, le=schema.STEPS_MAX)
+    max_width: int = Field(1024, ge=schema.SIDE_MIN, le=schema.SIDE_MAX)
+    max_height: int = Field(1024, ge=schema.SIDE_MIN, le=schema.SIDE_MAX)
+    max_pixels: int = Field(1024 * 1024, ge=schema.SIDE_MIN**2, le=schema.SIDE_MAX**2)
+    max_batch_requests: int = Field(
+        16, ge=1, le=256, description="Most requests in one POST /predict/batch."
+    )
+    max_body_bytes: int = Field(
+        1_000_000, ge=1024, description="Larger request bodies are refused with 413."
+    )
+
+    # Defaults for omitted request fields; unset means the model's own default.
+    default_steps: int | None = Field(None, ge=1, le=schema.STEPS_MAX)
+    default_prompt_weight: float | None = Field(
+        None, ge=schema.PROMPT_WEIGHT_MIN, le=schema.PROMPT_WEIGHT_MAX
+    )
+    default_width: int | None = Field(None, ge=schema.SIDE_MIN, le=schema.SIDE_MAX)
+    default_height: int | None = Field(None, ge=schema.SIDE_MIN, le=schema.SIDE_MAX)
+
+    # HTTP server
+    auth_token: SecretStr | None = Field(
+        None, description="When set, /predict* and /metrics need 'Authorization: Bearer <token>'."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> Settings:
+        for name, limit in (
+            ("default_steps", "max_steps"),
+            ("default_width", "max_width"),
+            ("default_height", "max_height"),
+        ):
+            value = getattr(self, name)
+            if value is not None and value > getattr(self, limit):
+                raise ValueError(
+                    f"{name.upper()}={value} exceeds {limit.upper()}={getattr(self, limit)}; "
+                    f"lower {name.upper()} or raise {limit.upper()}"
+                )
+        for name in ("default_width", "default_height"):
+            value = getattr(self, name)
+            if value is not None and value % 8:
+                raise ValueError(f"{name.upper()} must be a multiple of 8, got {value}")
+        if self.auth_token is not None and not self.auth_token.get_secret_value():
+            self.auth_token = None  # AUTH_TOKEN="" means auth off, not "the empty token"
+        return self
+
+    @property
+    def limits(self) -> schema.Limits:
+        return schema.Limits(
+            max_steps=self.max_steps,
+            max_width=self.max_width,
+            max_height=self.max_height,
+            max_pixels=self.max_pixels,
+        )
+
+    def override_defaults(self, model_defaults: schema.Defaults) -> schema.Defaults:
+        """The model's defaults with any deployment overrides applied on top."""
+        return schema.Defaults(
+            steps=self.default_steps or model_defaults.steps,
+            prompt_weight=(
+                model_defaults.prompt_weight
+                if self.default_prompt_weight is None
+                else self.default_prompt_weight
+            ),
+            width=self.default_width or model_defaults.width,
+            height=self.default_height or model_defaults.height,
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once. Tests call ``get_settings.cache_clear()``."""
+    return Settings()

@@ -1,0 +1,82 @@
+"""Start real servers as subprocesses on 127.0.0.1 for tests, and stop them cleanly."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(url: str, process: subprocess.Popen, timeout_s: float = 60, status: int = 200) -> None:
+    """Poll ``url`` until it answers ``status``; fail with the server's output if it dies."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            out = process.stdout.read() if process.stdout else ""
+            raise RuntimeError(f"server exited with {process.returncode}:\n{out}")
+        try:
+            if httpx.get(url, timeout=2).status_code == status:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer {status} within {timeout_s}s")
+
+
+@contextmanager
+def running(
+    command: Sequence[str],
+    *,
+    port: int,
+    env: Mapping[str, str] | None = None,
+    cwd: Path = ROOT,
+    ready_path: str = "/health",
+    timeout_s: float = 60,
+    clean_env: bool = False,
+) -> Iterator[str]:
+    """Run ``command`` (which must listen on ``port``) and yield its base URL."""
+    base_env = {} if clean_env else dict(os.environ)
+    full_env = {**base_env, "PYTHONUNBUFFERED": "1", **(env or {})}
+    process = subprocess.Popen(
+        list(command),
+        cwd=cwd,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(url + ready_path, process, timeout_s)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def inference_server(env: Mapping[str, str] | None = None, port: int | None = None) -> Iterator[str]:
+    """``python -m inference serve`` on a free port, waited on until /ready answers 200."""
+    port = port or free_port()
+    command = [sys.executable, "-m", "inference", "serve", "--port", str(port)]
+    with running(command, port=port, env=env, ready_path="/ready") as url:
+        yield url
