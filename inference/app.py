@@ -59,6 +59,13 @@ STATUS_BY_ERROR: dict[type[InferenceError], int] = {
 }
 
 
+# Module level: FastAPI resolves dependency annotations from the module's globals.
+BearerToken = Annotated[
+    HTTPAuthorizationCredentials | None,
+    Security(HTTPBearer(auto_error=False, description="Needed when AUTH_TOKEN is set.")),
+]
+
+
 class ClientDisconnected(Exception):
     """The client closed the connection before its result was ready."""
 
@@ -140,11 +147,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine
     app.state.metrics = metrics
 
-    bearer = HTTPBearer(auto_error=False, description="Needed when AUTH_TOKEN is set.")
-
-    def require_token(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
-    ) -> None:
+    def require_token(credentials: BearerToken) -> None:
         if settings.auth_token is None:
             return
         expected = settings.auth_token.get_secret_value().encode()
