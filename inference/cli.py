@@ -7,6 +7,7 @@ the runtimes all share one configuration path.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,10 @@ from inference.errors import InferenceError
 from inference.settings import Settings
 
 log = logging.getLogger("inference")
+
+#: Modules that add a subcommand through ``register(subparsers)``; each sets ``run`` on its
+#: parser and imports its heavy dependencies inside ``run`` so ``--help`` stays fast.
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _settings(args: argparse.Namespace, **fields: Any) -> Settings:
@@ -127,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(run=_predict)
+
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(commands)
     return parser
 
 

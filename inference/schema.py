@@ -37,6 +37,10 @@ SIDE_MAX = 2048
 SIDE_MULTIPLE = 8
 NUM_OUTPUTS_MAX = 4
 OutputFormat = Literal["png", "jpeg", "webp"]
+#: Sampler choices for diffusers models (the mock model has one sampler and ignores this).
+Scheduler = Literal[
+    "ddim", "ddpm", "dpm++", "dpm++_karras", "euler", "euler_a", "heun", "lms", "pndm", "unipc"
+]
 
 
 class GenerateRequest(BaseModel):
@@ -79,6 +83,9 @@ class GenerateRequest(BaseModel):
     )
     num_outputs: int = Field(1, ge=1, le=NUM_OUTPUTS_MAX, description="Images to generate.")
     output_format: OutputFormat = Field("png", description="Encoding of the returned images.")
+    scheduler: Scheduler | None = Field(
+        None, description="Sampler for diffusers models; omit for the model's own."
+    )
 
     @field_validator("width", "height")
     @classmethod
@@ -124,6 +131,7 @@ class Job:
     width: int
     height: int
     output_format: OutputFormat
+    scheduler: Scheduler | None = None
 
     @property
     def num_outputs(self) -> int:
@@ -187,6 +195,7 @@ def resolve(request: GenerateRequest, defaults: Defaults, limits: Limits) -> Job
         width=width,
         height=height,
         output_format=request.output_format,
+        scheduler=request.scheduler,
     )
 
 
