@@ -1,0 +1,24 @@
+"""Deployment-contract checks: each runtime's files checked against what its platform accepts.
+
+Each module here (``space``, ``cog``, ``modal``) exposes ``check(root: Path) -> list[Problem]``;
+``python -m inference check`` runs them all and prints every problem with its file and line.
+These checks read files as text, YAML or Python AST: they never import ``modal`` or ``cog``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken rule, located as precisely as the file format allows."""
+
+    file: Path
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else str(self.file)
+        return f"{where}: {self.message}"
