@@ -74,10 +74,10 @@ class _Ticket:
     future: concurrent.futures.Future[_Output] = field(default_factory=concurrent.futures.Future)
     abandoned: bool = False
 
-    def abandon(self) -> None:
-        """The caller has gone: drop it if still queued, let its running batch stop early."""
+    def abandon(self) -> bool:
+        """Mark the caller gone; True if the request had not started (so it can be dropped)."""
         self.abandoned = True
-        self.future.cancel()
+        return self.future.cancel()
 
 
 @dataclass
@@ -148,7 +148,10 @@ class Engine:
         except BaseException as exc:
             self.phase = "failed"
             self.load_error = str(exc) or type(exc).__name__
-            log.exception("model %r failed to load", self.model.name)
+            if isinstance(exc, InferenceError):  # expected, and its message says it all
+                log.error("model %r failed to load: %s", self.model.name, exc)
+            else:
+                log.exception("model %r failed to load", self.model.name)
             raise
         log.info(
             "model %r ready (load %.2fs, warm-up %.2fs)",
@@ -222,6 +225,14 @@ class Engine:
             f"the request did not finish within {self.request_timeout_s:g}s (REQUEST_TIMEOUT_S)"
         )
 
+    def _abandon(self, ticket: _Ticket) -> None:
+        """The caller has gone: free its queue slot now, or let its running batch stop early."""
+        if ticket.abandon():
+            with self._cond:
+                if ticket in self._pending:
+                    self._pending.remove(ticket)
+                    self.stats.dropped_requests += 1
+
     def generate(self, request: GenerateRequest) -> GenerateResult:
         """Blocking: validate, queue, wait for the batch, encode. Safe from any thread."""
         started = time.monotonic()
@@ -230,10 +241,10 @@ class Engine:
         try:
             output = ticket.future.result(timeout=max(0.0, ticket.deadline - time.monotonic()))
         except concurrent.futures.TimeoutError:
-            ticket.abandon()
+            self._abandon(ticket)
             raise self._timeout_error() from None
         except BaseException:
-            ticket.abandon()
+            self._abandon(ticket)
             raise
         return self._finish(job, output, started)
 
@@ -251,10 +262,10 @@ class Engine:
                 timeout=max(0.0, ticket.deadline - time.monotonic()),
             )
         except TimeoutError:
-            ticket.abandon()
+            self._abandon(ticket)
             raise self._timeout_error() from None
         except BaseException:
-            ticket.abandon()
+            self._abandon(ticket)
             raise
         return await asyncio.to_thread(self._finish, job, output, started)
 

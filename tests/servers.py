@@ -22,7 +22,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(url: str, process: subprocess.Popen, timeout_s: float = 60, status: int = 200) -> None:
+def wait_until(
+    url: str, process: subprocess.Popen, timeout_s: float = 60, status: int = 200
+) -> None:
     """Poll ``url`` until it answers ``status``; fail with the server's output if it dies."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -74,9 +76,34 @@ def running(
 
 
 @contextmanager
-def inference_server(env: Mapping[str, str] | None = None, port: int | None = None) -> Iterator[str]:
+def inference_server(
+    env: Mapping[str, str] | None = None, port: int | None = None
+) -> Iterator[str]:
     """``python -m inference serve`` on a free port, waited on until /ready answers 200."""
     port = port or free_port()
     command = [sys.executable, "-m", "inference", "serve", "--port", str(port)]
     with running(command, port=port, env=env, ready_path="/ready") as url:
         yield url
+
+
+@contextmanager
+def serving_in_thread(app: object) -> Iterator[str]:
+    """A real uvicorn server on 127.0.0.1 in this process, for apps around a test's engine."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)

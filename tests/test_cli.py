@@ -1,0 +1,79 @@
+"""The command line, run as a user would: a real subprocess writing real files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from inference.engine import Engine
+from inference.images import decode
+from inference.models.mock import MockModel
+from inference.schema import GenerateRequest
+from inference.settings import Settings
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "inference", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_predict_writes_the_same_png_as_the_engine(tmp_path: Path) -> None:
+    done = cli(
+        "predict",
+        "--prompt",
+        "a red fox",
+        "--seed",
+        "42",
+        "--prompt-weight",
+        "0.7",
+        "-o",
+        "out.png",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "out.png  seed=42  256x256" in done.stdout
+    engine = Engine(MockModel(), Settings()).start()
+    expected = engine.generate(GenerateRequest(prompt="a red fox", seed=42, prompt_weight=0.7))
+    engine.stop()
+    assert (tmp_path / "out.png").read_bytes() == expected.images[0].data
+
+
+def test_predict_several_images_with_format_from_the_extension(tmp_path: Path) -> None:
+    done = cli(
+        "predict",
+        "--seed",
+        "7",
+        "--num-outputs",
+        "3",
+        "--width",
+        "64",
+        "--height",
+        "72",
+        "-o",
+        "imgs/fox.webp",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    paths = [tmp_path / "imgs" / f"fox-{i}.webp" for i in range(3)]
+    assert [decode(p.read_bytes()).shape for p in paths] == [(72, 64, 3)] * 3
+    assert "seed=9" in done.stdout and "step" in done.stderr  # progress bar on stderr
+
+
+def test_predict_bad_input_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
+    done = cli("predict", "--width", "1004", "-o", "x.png", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "error: width must be a multiple of 8, got 1004" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "x.png").exists()
+
+
+def test_predict_missing_weights_names_the_path(tmp_path: Path) -> None:
+    done = cli("predict", "--weights-path", "nope.json", "-o", "x.png", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "nope.json" in done.stderr and "does not exist" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,243 @@
+"""The engine: dynamic batching, back-pressure, timeouts, cancellation and failure isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from inference.engine import Engine
+from inference.errors import ModelError, ModelLoadError, NotReady, Overloaded, RequestTimeout
+from inference.models.mock import MockModel
+from inference.schema import GenerateRequest
+from inference.settings import Settings
+from tests.fakes import GatedModel, MiscountingModel, SlowStepsModel
+
+SMALL = {"width": 64, "height": 64, "steps": 4}
+
+
+def req(prompt: str = "a red fox", seed: int = 1, **kw: object) -> GenerateRequest:
+    return GenerateRequest(prompt=prompt, seed=seed, **{**SMALL, **kw})  # type: ignore[arg-type]
+
+
+def started(model: MockModel, **settings: object) -> Engine:
+    return Engine(model, Settings(**settings)).start()
+
+
+def test_32_concurrent_requests_share_model_calls_and_match_solo_runs() -> None:
+    engine = started(MockModel(), max_batch_size=8, max_wait_ms=50)
+    sizes: list[int] = []
+    engine.add_batch_listener(lambda size, seconds: sizes.append(size))
+    requests = [req(f"prompt {i % 5}", seed=i) for i in range(32)]
+
+    async def all_at_once() -> list:
+        return await asyncio.gather(*(engine.submit(r) for r in requests))
+
+    results = asyncio.run(all_at_once())
+    assert engine.stats.model_calls < 32 and sum(sizes) == 32 and max(sizes) <= 8
+    assert max(r.batch_size for r in results) > 1
+    solo = started(MockModel(), max_batch_size=1)
+    for request, result in zip(requests, results, strict=True):
+        assert result.images[0].data == solo.generate(request).images[0].data
+        assert result.seed == request.seed
+    engine.stop()
+    solo.stop()
+
+
+def test_sync_generate_from_many_threads_is_batched_too() -> None:
+    engine = started(MockModel(), max_batch_size=4, max_wait_ms=50)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: engine.generate(req(seed=i)), range(8)))
+    assert [r.seed for r in results] == list(range(8))
+    assert engine.stats.model_calls < 8
+    engine.stop()
+
+
+def test_batches_respect_max_batch_size_counted_in_images() -> None:
+    model = GatedModel()
+    engine = started(model, max_batch_size=4, max_wait_ms=0)
+    model.hold()
+    first = threading.Thread(target=engine.generate, args=(req(seed=99),))
+    first.start()
+    assert model.entered.wait(5)
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(engine.generate, req(seed=i, num_outputs=2)) for i in range(6)]
+        time.sleep(0.2)  # let every request reach the queue behind the busy worker
+        model.gate.set()
+        results = [f.result(timeout=30) for f in futures]
+    first.join()
+    queued_calls = model.calls[2:]  # the first is warm-up, the second the blocking request
+    assert all(sum(j.num_outputs for j in call) <= 4 for call in queued_calls)
+    assert {r.batch_size for r in results} == {4}
+    engine.stop()
+
+
+def test_incompatible_requests_are_not_merged() -> None:
+    model = GatedModel()
+    engine = started(model, max_batch_size=8, max_wait_ms=0)
+    model.hold()
+    blocker = threading.Thread(target=engine.generate, args=(req(seed=0),))
+    blocker.start()
+    assert model.entered.wait(5)
+    with ThreadPoolExecutor(4) as pool:
+        futures = [
+            pool.submit(engine.generate, req(seed=1, width=64)),
+            pool.submit(engine.generate, req(seed=2, width=128)),
+            pool.submit(engine.generate, req(seed=3, width=64)),
+            pool.submit(engine.generate, req(seed=4, steps=5)),
+        ]
+        time.sleep(0.2)
+        model.gate.set()
+        results = [f.result(timeout=30) for f in futures]
+    blocker.join()
+    for call in model.calls[2:]:
+        assert len({(j.width, j.height, j.steps) for j in call}) == 1
+    assert [r.batch_size for r in results] == [2, 1, 2, 1]
+    engine.stop()
+
+
+def test_full_queue_refuses_at_once_with_retry_after() -> None:
+    model = GatedModel()
+    engine = started(model, max_queue_size=2, max_wait_ms=0)
+    model.hold()
+    with ThreadPoolExecutor(3) as pool:
+        running = pool.submit(engine.generate, req(seed=0))
+        assert model.entered.wait(5)
+        queued = [pool.submit(engine.generate, req(seed=i)) for i in (1, 2)]
+        deadline = time.monotonic() + 5
+        while engine.queue_depth < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started_at = time.monotonic()
+        with pytest.raises(Overloaded) as info:
+            engine.generate(req(seed=3))
+        assert time.monotonic() - started_at < 0.5
+        assert info.value.retry_after_s >= 1 and "MAX_QUEUE_SIZE" in info.value.message
+        model.gate.set()
+        assert running.result(30) and all(f.result(30) for f in queued)
+    assert engine.generate(req(seed=4)).seed == 4  # serving again once the queue drained
+    engine.stop()
+
+
+def test_request_times_out_and_engine_keeps_serving() -> None:
+    model = GatedModel()
+    engine = started(model, request_timeout_s=0.3, max_wait_ms=0)
+    model.hold()
+    with pytest.raises(RequestTimeout, match="REQUEST_TIMEOUT_S"):
+        engine.generate(req(seed=1))
+    model.gate.set()
+    assert engine.generate(req(seed=2)).seed == 2
+
+
+def test_request_expired_in_the_queue_never_reaches_the_model() -> None:
+    model = GatedModel()
+    engine = started(model, request_timeout_s=0.3, max_wait_ms=0)
+    model.hold()
+    with ThreadPoolExecutor(2) as pool:
+        busy = pool.submit(engine.generate, req("first", seed=1))
+        assert model.entered.wait(5)
+        with pytest.raises(RequestTimeout):
+            engine.generate(req("queued", seed=2))
+        model.gate.set()
+        with pytest.raises(RequestTimeout):
+            busy.result(30)
+    engine.generate(req("after", seed=3))
+    prompts = [j.prompt for call in model.calls for j in call]
+    assert "queued" not in prompts and "after" in prompts
+    assert engine.stats.dropped_requests >= 1
+
+
+def test_cancelled_caller_is_dropped_before_its_batch_starts() -> None:
+    model = GatedModel()
+    engine = started(model, max_wait_ms=0)
+    model.hold()
+
+    async def scenario() -> None:
+        busy = asyncio.ensure_future(engine.submit(req("busy", seed=1)))
+        await asyncio.to_thread(model.entered.wait, 5)
+        leaving = asyncio.ensure_future(engine.submit(req("leaving", seed=2)))
+        await asyncio.sleep(0.05)
+        leaving.cancel()
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        await busy
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+
+    asyncio.run(scenario())
+    engine.generate(req("after", seed=3))
+    prompts = [j.prompt for call in model.calls for j in call]
+    assert "leaving" not in prompts and engine.stats.dropped_requests == 1
+
+
+def test_batch_whose_callers_all_left_stops_between_steps() -> None:
+    model = SlowStepsModel(step_s=0.05)
+    engine = started(model, request_timeout_s=0.25, max_wait_ms=0)
+    model.steps_run = 0
+    with pytest.raises(RequestTimeout):
+        engine.generate(req(seed=1, steps=100))
+    time.sleep(0.2)
+    assert engine.stats.abandoned_batches == 1
+    assert model.steps_run < 50  # stopped early instead of running all 100 steps
+    model.step_s = 0
+    assert engine.generate(req(seed=2)).seed == 2
+
+
+def test_failing_batch_fails_only_its_requests() -> None:
+    model = GatedModel()
+    engine = started(model, max_wait_ms=0)
+    with pytest.raises(ModelError, match="server log") as info:
+        engine.generate(req("boom", seed=1))
+    assert "CUDA" not in info.value.message  # internals stay in the log
+    assert engine.generate(req("fine", seed=2)).seed == 2
+    assert engine.stats.failed_batches == 1 and engine.ready
+
+
+def test_wrong_number_of_outputs_fails_loudly() -> None:
+    engine = started(MiscountingModel())
+    with pytest.raises(ModelError, match="returned 0 images for a request of 1"):
+        engine.generate(req("short"))
+    assert engine.generate(req("fine")).images
+
+
+def test_not_ready_before_start_and_after_a_failed_load(tmp_path) -> None:
+    engine = Engine(MockModel(), Settings())
+    with pytest.raises(NotReady, match="still loading"):
+        engine.generate(req())
+    broken = Engine(MockModel(tmp_path / "missing.json"), Settings())
+    with pytest.raises(ModelLoadError, match=r"missing\.json"):
+        broken.start()
+    assert broken.phase == "failed"
+    with pytest.raises(NotReady, match=r"failed to load: .*missing\.json"):
+        broken.generate(req())
+
+
+def test_result_reports_seeds_timings_and_model() -> None:
+    engine = started(MockModel())
+    result = engine.generate(req(seed=10, num_outputs=3, output_format="webp"))
+    assert [i.seed for i in result.images] == [10, 11, 12] and result.seed == 10
+    assert {i.media_type for i in result.images} == {"image/webp"}
+    assert result.model == "mock" and result.batch_size == 3
+    t = result.timings
+    assert t.total_ms >= t.inference_ms > 0 and t.queue_ms >= 0 and t.encode_ms > 0
+    assert engine.stats.load_s is not None and engine.stats.warmup_s is not None
+    engine.stop()
+
+
+def test_stop_fails_queued_requests_cleanly() -> None:
+    model = GatedModel()
+    engine = started(model, max_wait_ms=0)
+    model.hold()
+    with ThreadPoolExecutor(2) as pool:
+        busy = pool.submit(engine.generate, req(seed=1))
+        assert model.entered.wait(5)
+        queued = pool.submit(engine.generate, req(seed=2))
+        while engine.queue_depth < 1:
+            time.sleep(0.01)
+        threading.Timer(0.1, model.gate.set).start()
+        engine.stop()
+        with pytest.raises(NotReady, match="shutting down"):
+            queued.result(30)
+        busy.result(30)

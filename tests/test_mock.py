@@ -1,0 +1,147 @@
+"""The mock model: deterministic, seed- and prompt-sensitive, batch-independent, O(steps x px)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference.errors import ModelLoadError
+from inference.images import decode, encode
+from inference.models.mock import DEFAULT_WEIGHTS, MockModel, prompt_pattern
+from inference.schema import Job
+
+
+def job(prompt: str = "a red fox", seed: int = 42, weight: float = 0.7, **kw: object) -> Job:
+    fields = {"negative_prompt": "", "steps": 20, "width": 64, "height": 48, "output_format": "png"}
+    fields.update(kw)
+    return Job(prompt=prompt, seeds=(seed,), prompt_weight=weight, **fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def model() -> MockModel:
+    m = MockModel()
+    m.load()
+    return m
+
+
+def run(model: MockModel, *jobs: Job) -> list[np.ndarray]:
+    return [img for images in model.generate(list(jobs)) for img in images]
+
+
+def test_default_weights_are_embedded(model: MockModel) -> None:
+    assert model.weights == {"gamma": 0.82, "beta": 0.15} == DEFAULT_WEIGHTS
+
+
+def test_output_shape_and_dtype(model: MockModel) -> None:
+    (image,) = run(model, job())
+    assert image.shape == (48, 64, 3) and image.dtype == np.uint8
+
+
+def test_same_request_gives_the_same_png_bytes(model: MockModel) -> None:
+    fresh = MockModel()
+    fresh.load()
+    first = encode(run(model, job())[0], "png")
+    assert encode(run(model, job())[0], "png") == first
+    assert encode(run(fresh, job())[0], "png") == first
+
+
+def test_different_seeds_give_different_images(model: MockModel) -> None:
+    a, b = run(model, job(seed=1)), run(model, job(seed=2))
+    assert not np.array_equal(a[0], b[0])
+    assert np.abs(a[0].astype(int) - b[0].astype(int)).mean() > 2  # visibly, not one pixel
+
+
+def test_batched_equals_single_byte_for_byte(model: MockModel) -> None:
+    jobs = [
+        job("a red fox", seed=7, weight=0.7),
+        job("a blue whale", seed=8, weight=3.0, negative_prompt="blur"),
+        job("", seed=9, weight=0.0),
+        Job("a", "", (10, 11, 12), 1.5, 20, 64, 48, "png"),
+    ]
+    batched = run(model, *jobs)
+    solo = [img for j in jobs for img in run(model, j)]
+    assert len(batched) == len(solo) == 6
+    for b, s in zip(batched, solo, strict=True):
+        assert encode(b, "png") == encode(s, "png")
+
+
+def test_image_i_of_a_request_equals_a_solo_run_with_seed_plus_i(model: MockModel) -> None:
+    multi = run(model, Job("fox", "", (100, 101), 1.0, 20, 64, 48, "png"))
+    assert np.array_equal(multi[1], run(model, job("fox", seed=101, weight=1.0))[0])
+
+
+def test_zero_weight_is_prompt_independent(model: MockModel) -> None:
+    a = run(model, job("a red fox", weight=0.0))[0]
+    b = run(model, job("a cathedral at night", weight=0.0, negative_prompt="x"))[0]
+    assert np.array_equal(a, b)
+
+
+def test_prompts_give_different_images(model: MockModel) -> None:
+    assert not np.array_equal(run(model, job("fox"))[0], run(model, job("whale"))[0])
+
+
+def test_larger_weight_moves_the_image_toward_the_prompt_pattern(model: MockModel) -> None:
+    pattern = prompt_pattern("a red fox", 48, 64).permute(1, 2, 0).numpy().ravel()
+
+    def correlation(weight: float) -> float:
+        image = run(model, job("a red fox", weight=weight))[0].astype(float).ravel() - 128
+        return float(np.corrcoef(image, pattern)[0, 1])
+
+    values = [correlation(w) for w in (0.0, 0.25, 0.7, 2.0)]
+    assert abs(values[0]) < 0.05
+    assert values == sorted(values) and values[-1] > 0.9
+
+
+def test_pattern_of_empty_text_is_zero_and_others_are_bounded() -> None:
+    assert not prompt_pattern("", 8, 8).any()
+    p = prompt_pattern("anything", 64, 64)
+    assert p.shape == (3, 64, 64) and p.min() >= -1 and p.max() <= 1 and p.std() > 0.1
+
+
+def test_steps_change_the_image(model: MockModel) -> None:
+    assert not np.array_equal(run(model, job(steps=2))[0], run(model, job(steps=20))[0])
+
+
+def test_png_round_trips(model: MockModel) -> None:
+    image = run(model, job())[0]
+    assert np.array_equal(decode(encode(image, "png")), image)
+
+
+def test_weights_from_json_and_safetensors_override(tmp_path: Path, model: MockModel) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    (tmp_path / "w.json").write_text(json.dumps({"gamma": 0.5, "beta": 0.0}))
+    save_file(
+        {"gamma": torch.tensor(0.6), "beta": torch.tensor(0.1)}, str(tmp_path / "w.safetensors")
+    )
+    for name, expected in (("w.json", 0.5), ("w.safetensors", 0.6)):
+        m = MockModel(tmp_path / name)
+        m.load()
+        assert m.weights is not None and m.weights["gamma"] == pytest.approx(expected)
+    custom = MockModel(tmp_path / "w.json")
+    custom.load()
+    assert not np.array_equal(run(custom, job())[0], run(model, job())[0])
+
+
+@pytest.mark.parametrize(
+    ("content", "text"),
+    [
+        (None, "does not exist; unset WEIGHTS_PATH"),
+        ("{not json", "cannot read mock weights"),
+        ('{"gamma": 0.5}', "lacks keys ['beta']"),
+        ('{"gamma": 1.5, "beta": 0.1}', "need 0 <= gamma < 1"),
+    ],
+)
+def test_bad_weights_files_are_refused_naming_the_path(
+    tmp_path: Path, content: str | None, text: str
+) -> None:
+    path = tmp_path / "weights.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ModelLoadError, match="weights") as info:
+        MockModel(path).load()
+    assert text in str(info.value) and str(path) in str(info.value)

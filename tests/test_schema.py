@@ -1,0 +1,106 @@
+"""The request schema: bounds, messages that name the field, and resolution against limits."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from inference.errors import InvalidRequest
+from inference.schema import (
+    SEED_MAX,
+    Defaults,
+    GenerateRequest,
+    GenerateResult,
+    Limits,
+    describe_errors,
+    resolve,
+)
+
+DEFAULTS = Defaults(steps=20, prompt_weight=1.0, width=256, height=256)
+
+
+def messages(**fields: object) -> list[str]:
+    with pytest.raises(ValidationError) as info:
+        GenerateRequest(**fields)
+    return [e["message"] for e in describe_errors(info.value.errors())]
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"width": 1004}, "width must be a multiple of 8, got 1004 (try 1000 or 1008)"),
+        ({"height": 70}, "height must be a multiple of 8, got 70 (try 64 or 72)"),
+        ({"steps": 500}, "steps: Input should be less than or equal to 150, got 500"),
+        ({"steps": 0}, "steps: Input should be greater than or equal to 1, got 0"),
+        ({"seed": -1}, "seed: Input should be greater than or equal to 0, got -1"),
+        ({"seed": SEED_MAX + 1}, f"less than or equal to {SEED_MAX}, got {SEED_MAX + 1}"),
+        ({"prompt_weight": 31}, "prompt_weight: Input should be less than or equal to 30"),
+        ({"num_outputs": 5}, "num_outputs: Input should be less than or equal to 4, got 5"),
+        ({"output_format": "gif"}, "output_format: Input should be 'png', 'jpeg' or 'webp'"),
+        ({"prompt": "x" * 2001}, "prompt: String should have at most 2000 characters"),
+        ({"colour": "red"}, "colour: Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_fields_name_the_field_and_bound(fields: dict, expected: str) -> None:
+    assert any(expected in m for m in messages(**fields)), messages(**fields)
+
+
+def test_defaults_and_bounds_accepted() -> None:
+    request = GenerateRequest(seed=SEED_MAX, width=2048, height=64, num_outputs=4)
+    assert request.prompt == "" and request.output_format == "png" and request.steps is None
+
+
+def test_resolve_fills_model_defaults_and_draws_seeds() -> None:
+    job = resolve(GenerateRequest(num_outputs=3), DEFAULTS, Limits())
+    assert (job.steps, job.width, job.height, job.prompt_weight) == (20, 256, 256, 1.0)
+    assert len(job.seeds) == 3 and 0 <= job.seeds[0] <= SEED_MAX
+    assert job.seeds[1] == (job.seeds[0] + 1) % (SEED_MAX + 1)
+
+
+def test_resolve_seed_wraps_at_the_top() -> None:
+    job = resolve(GenerateRequest(seed=SEED_MAX, num_outputs=2), DEFAULTS, Limits())
+    assert job.seeds == (SEED_MAX, 0)
+
+
+def test_explicit_zero_prompt_weight_is_kept() -> None:
+    assert resolve(GenerateRequest(prompt_weight=0.0), DEFAULTS, Limits()).prompt_weight == 0.0
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "text"),
+    [
+        ({"steps": 60}, "steps", "steps must be <= 50 on this server (MAX_STEPS), got 60"),
+        ({"width": 640}, "width", "width must be <= 512 on this server (MAX_WIDTH), got 640"),
+        ({"width": 512, "height": 512}, "width", "MAX_PIXELS), got 512x512 = 262144"),
+    ],
+)
+def test_resolve_enforces_deployment_limits(fields: dict, field: str, text: str) -> None:
+    limits = Limits(max_steps=50, max_width=512, max_height=512, max_pixels=200_000)
+    with pytest.raises(InvalidRequest) as info:
+        resolve(GenerateRequest(**fields), DEFAULTS, limits)
+    assert info.value.field == field and text in info.value.message
+
+
+def test_result_json_has_standard_base64_and_round_trips() -> None:
+    payload = bytes(range(256))
+    result = GenerateResult.model_validate(
+        {
+            "images": [
+                {
+                    "data": payload,
+                    "seed": 1,
+                    "width": 8,
+                    "height": 8,
+                    "format": "png",
+                    "media_type": "image/png",
+                }
+            ],
+            "seed": 1,
+            "model": "mock",
+            "batch_size": 1,
+            "timings": {"queue_ms": 0, "inference_ms": 1, "encode_ms": 0, "total_ms": 1},
+        }
+    )
+    text = result.model_dump_json()
+    assert "+" in text or "/" in text  # standard, not URL-safe, base64
+    assert GenerateResult.model_validate_json(text).images[0].data == payload
