@@ -5,9 +5,11 @@ and callers from any context share one queue: async routes (``await submit``), s
 Modal methods and the CLI (``generate``). The worker takes the oldest request, gathers queued
 requests that the model can serve in the same call (equal ``batch_key``) until the batch holds
 ``max_batch_size`` images or ``max_wait_ms`` has passed since the oldest arrived, and runs them
-as one call. The queue is bounded (a full queue refuses at once), every request has a deadline,
-a request abandoned before its batch starts is dropped, a batch whose callers have all gone
-stops between steps, and a failing call fails only its own batch.
+as one call. It waits for company only while traffic is concurrent (the last batch held several
+requests, or requests arrived while it ran), so a lone caller never pays ``max_wait_ms``.
+The queue is bounded (a full queue refuses at once), every request has a deadline, a request
+abandoned before its batch starts is dropped, a batch whose callers have all gone stops between
+steps, and a failing call fails only its own batch.
 """
 
 from __future__ import annotations
@@ -114,6 +116,8 @@ class Engine:
         self._batch_listeners: list[BatchListener] = []
         self._step_listeners: list[StepListener] = []
         self._mean_batch_s = 0.0
+        # Whether the last batch saw concurrent demand; a lone caller does not wait for company.
+        self._company_likely = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
@@ -318,7 +322,9 @@ class Engine:
                     self._pending.popleft()
                     self.stats.dropped_requests += 1
                     continue
-                wait_until = first.enqueued + self.max_wait_s
+                # Waiting only pays when other callers are around: under sequential traffic it
+                # would add MAX_WAIT_MS to every request and gain nothing.
+                wait_until = first.enqueued + (self.max_wait_s if self._company_likely else 0.0)
                 while True:
                     batch = self._compatible(first)
                     remaining = wait_until - time.monotonic()
@@ -356,6 +362,13 @@ class Engine:
                 live.append(ticket)
         if not live:
             return
+        try:
+            self._run_batch(live)
+        finally:
+            with self._cond:
+                self._company_likely = len(live) > 1 or bool(self._pending)
+
+    def _run_batch(self, live: list[_Ticket]) -> None:
         jobs = [t.job for t in live]
         size = sum(job.num_outputs for job in jobs)
 

@@ -56,6 +56,13 @@ def test_sync_generate_from_many_threads_is_batched_too() -> None:
     engine.stop()
 
 
+def test_a_lone_caller_does_not_wait_for_company() -> None:
+    engine = started(MockModel(), max_wait_ms=3000)
+    for seed in range(3):  # sequential traffic: nobody to wait for
+        assert engine.generate(req(seed=seed)).timings.queue_ms < 1500
+    engine.stop()
+
+
 def test_batches_respect_max_batch_size_counted_in_images() -> None:
     model = GatedModel()
     engine = started(model, max_batch_size=4, max_wait_ms=0)
