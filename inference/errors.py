@@ -16,9 +16,21 @@ class InferenceError(Exception):
         super().__init__(message)
         self.message = message
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Errors cross process boundaries (Modal, Cog workers); rebuild them from their
+        # attributes, since subclasses take other arguments than Exception.args holds.
+        return (_rebuild, (type(self), self.__dict__.copy()))
 
-class InvalidRequest(InferenceError):
-    """The request is well-formed but breaks a limit or a model constraint."""
+
+def _rebuild(cls: type[InferenceError], state: dict[str, object]) -> InferenceError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, state.get("message", ""))
+    error.__dict__.update(state)
+    return error
+
+
+class InvalidRequest(InferenceError, ValueError):
+    """The request breaks the schema, a limit or a model constraint; ``field`` names where."""
 
     code = "invalid_request"
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 from pydantic import ValidationError
 
-from inference.errors import InvalidRequest
+from inference.errors import InferenceError, InvalidRequest, Overloaded, RequestTimeout
 from inference.schema import (
     SEED_MAX,
     Defaults,
@@ -104,3 +106,18 @@ def test_result_json_has_standard_base64_and_round_trips() -> None:
     text = result.model_dump_json()
     assert "+" in text or "/" in text  # standard, not URL-safe, base64
     assert GenerateResult.model_validate_json(text).images[0].data == payload
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        InvalidRequest("steps", "steps must be <= 50, got 60"),
+        Overloaded("the queue is full", retry_after_s=3),
+        RequestTimeout("too slow"),
+    ],
+)
+def test_domain_errors_survive_pickling(error: InferenceError) -> None:
+    """Modal and Cog carry errors across processes, so they must unpickle intact."""
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error) and copy.__dict__ == error.__dict__
+    assert str(copy) == str(error)
