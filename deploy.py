@@ -1,0 +1,231 @@
+"""Modal adapter: serve the ``inference`` engine on Modal GPUs, over HTTP and ``.map()``.
+
+Reads top to bottom: settings data, app and image, the GPU class (which also serves the HTTP
+app), then the command-line entrypoints.
+
+    modal serve deploy.py                                    # dev: hot-reloading URL
+    modal deploy deploy.py                                   # production
+    modal run deploy.py::batch --input prompts.jsonl --output-dir out/
+    modal run deploy.py::download --model stabilityai/sd-turbo
+
+Every resource below (GPU, timeouts, scale-down, containers, volume) comes from
+``DeploySettings``, plain data overridable by ``MODAL_*`` environment variables at deploy time.
+``python -m inference check`` verifies that no decorator bypasses it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import modal
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from inference.settings import Settings
+
+# -- settings: plain data, overridable at deploy time ----------------------------------------
+
+
+class DeploySettings(BaseSettings):
+    """Modal resources; each field is read from ``MODAL_<FIELD>`` at deploy time."""
+
+    model_config = SettingsConfigDict(env_prefix="MODAL_", case_sensitive=False, extra="ignore")
+
+    app_name: str = Field("diffusion-serve", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    gpu: str = Field("L40S", pattern=r"^[A-Za-z0-9!+-]+(:[1-8])?$")
+    timeout_s: int = Field(600, ge=10, le=86_400)
+    startup_timeout_s: int = Field(1200, ge=10, le=86_400)
+    scaledown_window_s: int = Field(300, ge=2, le=3600)
+    min_containers: int = Field(0, ge=0, le=100)
+    max_containers: int = Field(10, ge=1, le=1000)
+    buffer_containers: int = Field(0, ge=0, le=100)
+    max_inputs: int = Field(32, ge=1, le=1000)
+    target_inputs: int = Field(16, ge=1, le=1000)
+    volume: str = Field("diffusion-serve-weights", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    memory_snapshot: bool = True
+    proxy_auth: bool = False
+    secret: str | None = None
+    extras: str = Field("diffusers", pattern=r"^[a-z0-9_-]+(,[a-z0-9_-]+)*$")
+    torch_index_url: str = "https://download.pytorch.org/whl/cu128"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeploySettings:
+        for low, high in (("min_containers", "max_containers"), ("target_inputs", "max_inputs")):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(
+                    f"MODAL_{low.upper()}={getattr(self, low)} exceeds MODAL_{high.upper()}="
+                    f"{getattr(self, high)}; lower one or raise the other"
+                )
+        return self
+
+
+def load_settings() -> DeploySettings:
+    """The settings, or an exit whose message names each bad MODAL_* variable and value."""
+    try:
+        settings = DeploySettings()
+    except ValidationError as exc:
+        problems = [
+            f"MODAL_{str(e['loc'][0]).upper()}={e.get('input')}: {e['msg']}"
+            if e["loc"]
+            else e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        ]
+        raise SystemExit(f"invalid deploy settings: {'; '.join(problems)}") from None
+    if PYPROJECT.exists():  # locally; the container has no pyproject.toml and needs no check
+        known = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
+        unknown = sorted(set(settings.extras.split(",")) - set(known))
+        if unknown:
+            raise SystemExit(f"MODAL_EXTRAS names unknown extras {unknown}; use {sorted(known)}")
+    return settings
+
+
+PYPROJECT = Path(__file__).with_name("pyproject.toml")
+SETTINGS = load_settings()
+
+#: Where the weights volume is mounted; the Hugging Face cache lives on it.
+WEIGHTS_DIR = "/weights"
+
+# The container re-imports this file, so deploy-time settings travel with it as env vars:
+# MODAL_* keeps the definitions above identical in the container, and the engine settings
+# (MODEL, MAX_BATCH_SIZE, ...) configure the engine. Secrets (AUTH_TOKEN, HF_TOKEN) never
+# travel this way: put them in the modal.Secret named by MODAL_SECRET. DEVICE stays "cuda".
+_LOCAL_ONLY = ("auth_token", "host", "port", "device")
+_FORWARDED = {f"MODAL_{name.upper()}" for name in DeploySettings.model_fields} | {
+    name.upper() for name in Settings.model_fields if name not in _LOCAL_ONLY
+}
+CONTAINER_ENV = {name: os.environ[name] for name in sorted(_FORWARDED) if name in os.environ}
+
+# -- app and image ---------------------------------------------------------------------------
+
+app = modal.App(SETTINGS.app_name)
+weights_volume = modal.Volume.from_name(SETTINGS.volume, create_if_missing=True)
+secrets = [modal.Secret.from_name(SETTINGS.secret)] if SETTINGS.secret else []
+
+image = (
+    modal.Image.debian_slim(python_version="3.11")
+    # The project's own dependency list and pins; torch comes from the CUDA 12.8 wheel index.
+    .pip_install_from_pyproject(
+        str(PYPROJECT),
+        optional_dependencies=SETTINGS.extras.split(","),
+        extra_index_url=SETTINGS.torch_index_url or None,
+    )
+    .env({"HF_HOME": f"{WEIGHTS_DIR}/huggingface", "DEVICE": "cuda"})
+    .add_local_python_source("inference")
+)
+
+# -- the GPU class: one engine per container, shared by .map() inputs and HTTP ---------------
+
+
+@app.cls(
+    image=image,
+    gpu=SETTINGS.gpu,
+    volumes={WEIGHTS_DIR: weights_volume},
+    secrets=secrets,
+    env=CONTAINER_ENV,
+    timeout=SETTINGS.timeout_s,
+    startup_timeout=SETTINGS.startup_timeout_s,
+    scaledown_window=SETTINGS.scaledown_window_s,
+    min_containers=SETTINGS.min_containers,
+    max_containers=SETTINGS.max_containers,
+    buffer_containers=SETTINGS.buffer_containers,
+    enable_memory_snapshot=SETTINGS.memory_snapshot,
+)
+@modal.concurrent(max_inputs=SETTINGS.max_inputs, target_inputs=SETTINGS.target_inputs)
+class Model:
+    """The engine on a GPU. Concurrent inputs reach its dynamic batcher (no @modal.batched)."""
+
+    @modal.enter(snap=True)
+    def build(self) -> None:
+        """Before the snapshot: import torch and the backend, build the (unloaded) model.
+
+        Only deployment data (forwarded env) is read here; secrets are read after restore.
+        """
+        import importlib
+
+        from inference.models import build_model
+
+        # Heavy imports (fastapi, the engine, torch with the backend) happen once, pre-snapshot.
+        for module in ("inference.app", "inference.batch"):
+            importlib.import_module(module)
+
+        self.model = build_model(Settings())
+
+    @modal.enter(snap=False)
+    def start(self) -> None:
+        """After restore: load the weights onto the GPU, warm up, start the batching worker."""
+        from inference.app import create_app
+        from inference.engine import Engine
+
+        self.settings = Settings()  # now with the secret's AUTH_TOKEN / HF_TOKEN
+        self.engine = Engine(self.model, self.settings).start()
+        self.app = create_app(self.settings, engine=self.engine)
+
+    @modal.exit()
+    def stop(self) -> None:
+        self.engine.stop()
+
+    @modal.method()
+    def generate(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One request (GenerateRequest fields) -> GenerateResult as a dict with image bytes.
+
+        An invalid request raises ``ValueError`` naming the field and value.
+        """
+        from inference.batch import generate_dict
+
+        return generate_dict(self.engine, request)
+
+    # -- the web front end: the local server's app, on this container's engine ---------------
+
+    @modal.asgi_app(requires_proxy_auth=SETTINGS.proxy_auth)
+    def web(self) -> Any:
+        """The same FastAPI app as ``python -m inference serve``: routes, errors, auth, metrics."""
+        return self.app
+
+
+# -- entrypoints -----------------------------------------------------------------------------
+
+
+@app.function(
+    image=image,
+    volumes={WEIGHTS_DIR: weights_volume},
+    secrets=secrets,
+    env=CONTAINER_ENV,
+    timeout=SETTINGS.startup_timeout_s,
+)
+def download_weights(model: str, revision: str | None = None) -> str:
+    """Download a hub model into the weights volume, so containers start without the Hub."""
+    from inference.weights import download_weights as download
+
+    path = download(model, revision)
+    weights_volume.commit()
+    return str(path)
+
+
+@app.local_entrypoint()
+def download(model: str = "", revision: str = "") -> None:
+    """``modal run deploy.py::download --model ID [--revision REV]`` (default: $MODEL)."""
+    model = model or os.environ.get("MODEL", "")
+    if not model or model == "mock":
+        raise SystemExit("the mock model has no weights to download; pass --model <hub id>")
+    path = download_weights.remote(model, revision or os.environ.get("MODEL_REVISION") or None)
+    print(f"{model} is in volume {SETTINGS.volume!r} at {path}")
+
+
+@app.local_entrypoint()
+def batch(input: str, output_dir: str = "out", quiet: bool = False) -> None:
+    """``modal run deploy.py::batch --input prompts.jsonl --output-dir out/`` on Modal GPUs."""
+    from inference.batch import run_batch
+
+    def map_on_modal(requests: list[dict[str, Any]]) -> Any:
+        # In input order, so every failure is attributed to its line (an exception returned
+        # out of order carries no trace of its input); images are written as they come.
+        outputs = Model().generate.map(requests, return_exceptions=True)
+        return enumerate(outputs)
+
+    summary = run_batch(Path(input), Path(output_dir), map_on_modal, progress=not quiet)
+    print(summary.describe())
+    if summary.failed:
+        raise SystemExit(1)

@@ -1,0 +1,321 @@
+"""Modal contract check: deploy.py declares its resources from its settings data, and only there.
+
+Modal accepts a hard-coded ``gpu="A10G"`` happily; the harm is that ``MODAL_GPU`` then silently
+stops working and the README's settings table lies. So this check reads deploy.py as an AST
+(never importing modal) and asks: does every resource keyword of ``@app.cls`` /
+``@app.function`` / ``@modal.concurrent`` / ``@modal.asgi_app`` read ``SETTINGS.<field>``, are
+the defaults of ``DeploySettings`` inside Modal's accepted ranges, is the image built from
+pyproject.toml with the ``inference`` package added, is nothing deprecated or removed in modal
+1.x used, and does the runtime-agnostic package stay free of ``import modal``?
+"""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from inference.checks import Problem
+
+SETTINGS_CLASS = "DeploySettings"
+SETTINGS_NAME = "SETTINGS"
+
+#: Resource keyword -> the DeploySettings fields it may read.
+RESOURCE_FIELDS: dict[str, set[str]] = {
+    "gpu": {"gpu"},
+    "timeout": {"timeout_s", "startup_timeout_s"},
+    "startup_timeout": {"startup_timeout_s"},
+    "scaledown_window": {"scaledown_window_s"},
+    "min_containers": {"min_containers"},
+    "max_containers": {"max_containers"},
+    "buffer_containers": {"buffer_containers"},
+    "enable_memory_snapshot": {"memory_snapshot"},
+    "max_inputs": {"max_inputs"},
+    "target_inputs": {"target_inputs"},
+    "requires_proxy_auth": {"proxy_auth"},
+}
+#: Keywords the GPU class must declare.
+REQUIRED_CLS_KEYWORDS = (
+    "gpu",
+    "volumes",
+    "timeout",
+    "scaledown_window",
+    "min_containers",
+    "max_containers",
+    "enable_memory_snapshot",
+)
+#: Removed or deprecated in modal 1.x, with the replacement.
+DEPRECATED_KEYWORDS = {
+    "keep_warm": "min_containers",
+    "concurrency_limit": "max_containers",
+    "container_idle_timeout": "scaledown_window",
+    "allow_concurrent_inputs": "@modal.concurrent(max_inputs=...)",
+}
+DEPRECATED_ATTRIBUTES = {
+    "web_endpoint": "modal.fastapi_endpoint",
+    "Stub": "modal.App",
+    "Mount": "Image.add_local_python_source / add_local_dir",
+    "lookup": "modal.Function.from_name / modal.Cls.from_name",
+}
+KNOWN_GPUS = {
+    "T4",
+    "L4",
+    "A10",
+    "A10G",
+    "A100",
+    "A100-40GB",
+    "A100-80GB",
+    "L40S",
+    "H100",
+    "H100!",
+    "H200",
+    "B200",
+    "B200+",
+    "RTX-PRO-6000",
+    "ANY",
+}
+
+
+def check(root: Path) -> list[Problem]:
+    """Every problem in ``root/deploy.py`` and every ``import modal`` under ``root/inference``."""
+    problems = _package_stays_modal_free(root)
+    path = root / "deploy.py"
+    if not path.is_file():
+        return [*problems, Problem(path, None, "deploy.py is missing: the Modal adapter")]
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except SyntaxError as exc:
+        return [*problems, Problem(path, exc.lineno, f"deploy.py does not parse: {exc.msg}")]
+    fields = _settings_defaults(tree)
+    if fields is None:
+        problems.append(
+            Problem(path, None, f"no class {SETTINGS_CLASS}: keep resources in one data class")
+        )
+        fields = {}
+    else:
+        problems += [Problem(path, line, msg) for line, msg in _check_defaults(fields)]
+        problems += _check_extras(root, path, fields)
+    problems += [Problem(path, line, msg) for line, msg in _check_declarations(tree, fields)]
+    return problems
+
+
+def _package_stays_modal_free(root: Path) -> list[Problem]:
+    problems = []
+    for source in sorted((root / "inference").rglob("*.py")):
+        try:
+            tree = ast.parse(source.read_text(encoding="utf-8"))
+        except SyntaxError:
+            continue  # not this check's business
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            if any(name == "modal" or name.startswith("modal.") for name in names):
+                problems.append(
+                    Problem(
+                        source,
+                        node.lineno,
+                        "inference/ must not import modal (it runs on every runtime); "
+                        "move Modal code to deploy.py",
+                    )
+                )
+    return problems
+
+
+def _settings_defaults(tree: ast.Module) -> dict[str, tuple[int, Any]] | None:
+    """``{field: (line, default)}`` of the settings class, or None if it is missing."""
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == SETTINGS_CLASS:
+            fields: dict[str, tuple[int, Any]] = {}
+            for stmt in node.body:
+                if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
+                    continue
+                value = stmt.value
+                if isinstance(value, ast.Call) and getattr(value.func, "id", "") == "Field":
+                    value = value.args[0] if value.args else None
+                try:
+                    default = ast.literal_eval(value) if value is not None else None
+                except ValueError:
+                    default = None
+                fields[stmt.target.id] = (stmt.lineno, default)
+            return fields
+    return None
+
+
+def _check_defaults(fields: dict[str, tuple[int, Any]]) -> list[tuple[int, str]]:
+    problems = []
+
+    def between(name: str, low: int, high: int, why: str) -> None:
+        if name in fields:
+            line, value = fields[name]
+            if not isinstance(value, int) or not low <= value <= high:
+                problems.append(
+                    (line, f"{name} default must be {low}..{high} ({why}), got {value!r}")
+                )
+
+    between("timeout_s", 10, 86_400, "Modal's input timeout range")
+    between("startup_timeout_s", 10, 86_400, "Modal's startup timeout range")
+    between("scaledown_window_s", 2, 3600, "Modal's scaledown_window range")
+    between("max_containers", 1, 1000, "at least one container")
+    for low, high in (("min_containers", "max_containers"), ("target_inputs", "max_inputs")):
+        if low in fields and high in fields:
+            (line, lo), (_, hi) = fields[low], fields[high]
+            if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
+                problems.append((line, f"{low} default {lo} exceeds {high} default {hi}"))
+    if "gpu" in fields:
+        line, gpu = fields["gpu"]
+        kind = str(gpu).split(":")[0].upper()
+        if kind not in KNOWN_GPUS:
+            problems.append(
+                (line, f"gpu default {gpu!r} is not a Modal GPU type {sorted(KNOWN_GPUS)}")
+            )
+    for name in ("gpu", "volume", "timeout_s", "scaledown_window_s", "max_containers"):
+        if name not in fields:
+            problems.append((1, f"{SETTINGS_CLASS} has no field {name!r}"))
+    return problems
+
+
+def _check_extras(root: Path, path: Path, fields: dict[str, tuple[int, Any]]) -> list[Problem]:
+    """pip_install_from_pyproject silently skips an unknown extra; this check does not."""
+    if "extras" not in fields or not (root / "pyproject.toml").is_file():
+        return []
+    line, extras = fields["extras"]
+    try:
+        project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    except (tomllib.TOMLDecodeError, KeyError):
+        return [Problem(root / "pyproject.toml", None, "pyproject.toml has no [project] table")]
+    known = set(project.get("optional-dependencies", {}))
+    unknown = sorted(set(str(extras).split(",")) - known)
+    if unknown:
+        return [
+            Problem(
+                path, line, f"extras default names unknown extras {unknown}; use {sorted(known)}"
+            )
+        ]
+    return []
+
+
+def _settings_field(node: ast.expr) -> str | None:
+    """``SETTINGS.x`` -> ``'x'``; anything else -> None."""
+    if (
+        isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == SETTINGS_NAME
+    ):
+        return node.attr
+    return None
+
+
+def _call_name(node: ast.expr) -> str:
+    """``app.cls`` / ``modal.concurrent`` / ``x.y.z`` as a dotted string."""
+    if isinstance(node, ast.Call):
+        node = node.func
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+    return ".".join(reversed(parts))
+
+
+def _check_declarations(tree: ast.Module, fields: dict[str, Any]) -> list[tuple[int, str]]:
+    problems: list[tuple[int, str]] = []
+    volume_names = _volumes_from_settings(tree)
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
+    seen = {_call_name(call).rsplit(".", 1)[-1] for call in calls}
+    for call in calls:
+        name = _call_name(call)
+        short = name.rsplit(".", 1)[-1]
+        for keyword in call.keywords:
+            if keyword.arg in DEPRECATED_KEYWORDS:
+                problems.append(
+                    (
+                        keyword.value.lineno,
+                        f"{keyword.arg}= is removed in modal 1.x; use "
+                        f"{DEPRECATED_KEYWORDS[keyword.arg]}",
+                    )
+                )
+        if short == "batched":
+            problems.append(
+                (
+                    call.lineno,
+                    "@modal.batched stacks a second batcher on the engine's; "
+                    "use @modal.concurrent so inputs reach the engine",
+                )
+            )
+        if short not in ("cls", "function", "concurrent", "asgi_app"):
+            continue
+        for keyword in call.keywords:
+            allowed = RESOURCE_FIELDS.get(keyword.arg or "")
+            if allowed is not None:
+                used = _settings_field(keyword.value)
+                if used not in allowed:
+                    wanted = " or ".join(f"{SETTINGS_NAME}.{f}" for f in sorted(allowed))
+                    problems.append(
+                        (
+                            keyword.value.lineno,
+                            f"{keyword.arg}={ast.unparse(keyword.value)} "
+                            f"bypasses the settings; use {wanted} so MODAL_* can override it",
+                        )
+                    )
+                elif used not in fields:
+                    problems.append(
+                        (
+                            keyword.value.lineno,
+                            f"{SETTINGS_NAME}.{used} is not a field of {SETTINGS_CLASS}",
+                        )
+                    )
+            elif keyword.arg == "volumes" and isinstance(keyword.value, ast.Dict):
+                for value in keyword.value.values:
+                    if not (isinstance(value, ast.Name) and value.id in volume_names):
+                        problems.append(
+                            (
+                                value.lineno,
+                                f"volume {ast.unparse(value)} is not "
+                                f"modal.Volume.from_name({SETTINGS_NAME}.volume, ...)",
+                            )
+                        )
+        if name.endswith("app.cls"):
+            declared = {k.arg for k in call.keywords}
+            for keyword in REQUIRED_CLS_KEYWORDS:
+                if keyword not in declared:
+                    problems.append((call.lineno, f"@app.cls declares no {keyword}="))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in DEPRECATED_ATTRIBUTES:
+            problems.append(
+                (
+                    node.lineno,
+                    f"{ast.unparse(node)} is removed in modal 1.x; use "
+                    f"{DEPRECATED_ATTRIBUTES[node.attr]}",
+                )
+            )
+    if "pip_install_from_pyproject" not in seen:
+        problems.append((1, "the image must install from pyproject.toml (no hand-copied list)"))
+    if not any(
+        _call_name(call).endswith("add_local_python_source")
+        and any(isinstance(a, ast.Constant) and a.value == "inference" for a in call.args)
+        for call in calls
+    ):
+        problems.append((1, 'the image must add_local_python_source("inference")'))
+    if "concurrent" not in seen:
+        problems.append((1, "no @modal.concurrent: the engine's batcher would see one input"))
+    return problems
+
+
+def _volumes_from_settings(tree: ast.Module) -> set[str]:
+    """Names bound to ``modal.Volume.from_name(SETTINGS.volume, ...)``."""
+    names = set()
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call)
+            and _call_name(node.value).endswith("Volume.from_name")
+            and node.value.args
+            and _settings_field(node.value.args[0]) == "volume"
+        ):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return names

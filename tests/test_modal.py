@@ -1,0 +1,437 @@
+"""The Modal adapter, offline: no token, no network, nothing that contacts Modal.
+
+Modal has no local emulator, so these tests use what works offline (see RUNTIMES.md):
+``import deploy``, ``.info()`` for declared resources, and ``.local()`` to run the class's code
+in-process, including the ASGI app served through a test client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from inference.checks.modal import check
+from inference.errors import InvalidRequest
+from inference.schema import GenerateRequest
+from inference.settings import Settings
+from tests.conftest import make_engine
+
+# .local() runs without the weights volume, as intended here.
+pytestmark = pytest.mark.filterwarnings("ignore:The .* function is executing locally:UserWarning")
+
+ROOT = Path(__file__).resolve().parent.parent
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SMALL = {"prompt": "a red fox", "seed": 7, "steps": 4, "width": 64, "height": 64}
+
+# Refuses every non-loopback connection; used in this process and in each subprocess.
+BLOCK_NETWORK = textwrap.dedent(
+    """
+    import socket
+    _connect = socket.socket.connect
+    def _loopback_only(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and host not in ("127.0.0.1", "::1", "localhost") \\
+                and self.family != socket.AF_UNIX:
+            raise OSError(f"network blocked in tests: {address}")
+        return _connect(self, address)
+    socket.socket.connect = _loopback_only
+    """
+)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No Modal credentials and no route out: any attempt to reach Modal fails loudly."""
+    for name in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "MODAL_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "no-modal.toml"))
+    connect = socket.socket.connect
+
+    def loopback_only(self: socket.socket, address: Any) -> None:
+        host = address[0] if isinstance(address, tuple) else address
+        if self.family != socket.AF_UNIX and host not in ("127.0.0.1", "::1", "localhost"):
+            raise OSError(f"network blocked in tests: {address}")
+        connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", loopback_only)
+
+
+@pytest.fixture(scope="module")
+def deploy() -> Any:
+    import deploy as module
+
+    return module
+
+
+def run_deploy(code: str, env: dict[str, str] | None = None, tmp: Path | None = None) -> Any:
+    """Run ``code`` after ``import deploy`` in a fresh, offline interpreter; return its JSON."""
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MODAL_") and k.upper() not in {"MODEL", "AUTH_TOKEN"}
+    }
+    clean["MODAL_CONFIG_PATH"] = str((tmp or ROOT) / "no-modal.toml")
+    script = BLOCK_NETWORK + "import json, deploy\n" + textwrap.dedent(code)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return proc
+
+
+def _stop(obj: Any) -> None:
+    """Modal never runs @modal.exit locally; reach the instance's engine through its app."""
+    obj.web.local().state.engine.stop()
+
+
+@pytest.fixture(scope="module")
+def model(deploy: Any) -> Iterator[Any]:
+    """One class instance (one engine, as in one container) for the module's tests."""
+    with pytest.MonkeyPatch.context() as env:
+        for name in Settings.model_fields:
+            env.delenv(name.upper(), raising=False)
+        obj = deploy.Model()
+        obj.generate.local(dict(SMALL))  # runs the @modal.enter hooks under clean settings
+    yield obj
+    _stop(obj)
+
+
+# -- importing and declared resources ---------------------------------------------------------
+
+
+def test_import_deploy_is_offline_fast_and_uses_nothing_deprecated(tmp_path: Path) -> None:
+    proc = run_deploy(
+        """
+        import sys
+        print(json.dumps({"heavy": sorted(m for m in ("torch", "fastapi", "diffusers")
+                                          if m in sys.modules)}))
+        """,
+        tmp=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"heavy": []}
+    # The same import with Modal's deprecation warnings turned into errors.
+    strict = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BLOCK_NETWORK + "import warnings, modal.exception\n"
+            "warnings.simplefilter('error', modal.exception.DeprecationError)\n"
+            "warnings.simplefilter('error', DeprecationWarning)\n"
+            "import deploy\n"
+            "deploy.Model().generate.info(); deploy.Model().web.info()\n"
+            "deploy.download_weights.info()\n",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "MODAL_CONFIG_PATH": str(tmp_path / "none.toml")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert strict.returncode == 0, strict.stderr
+
+
+def test_the_class_asks_for_a_gpu_mounts_the_volume_and_has_generate(deploy: Any) -> None:
+    settings = deploy.SETTINGS
+    info = deploy.Model().generate.info()
+    assert info.gpus == [(settings.gpu.upper(), 1)]
+    assert {path: v.name for path, v in info.volumes.items()} == {
+        deploy.WEIGHTS_DIR: settings.volume
+    }
+    assert {"generate", "web"} <= set(info.method_names or [])
+    assert info.timeout == settings.timeout_s
+    assert info.startup_timeout == settings.startup_timeout_s
+    assert info.concurrency_info is not None
+    assert info.concurrency_info.max_inputs == settings.max_inputs
+    assert info.concurrency_info.target_inputs == settings.target_inputs
+    assert info.batching_info is None  # one batching layer: the engine's
+    web = deploy.Model().web.info().method_details["web"]
+    assert web.unauthenticated is (not settings.proxy_auth)
+    download = deploy.download_weights.info()
+    assert download.gpus == []  # downloading needs no GPU
+    assert {v.name for v in download.volumes.values()} == {settings.volume}
+
+
+def test_settings_data_agree_with_what_deploy_declares(tmp_path: Path) -> None:
+    """Every resource follows its MODAL_* variable, including the web endpoint's auth flag."""
+    env = {
+        "MODAL_GPU": "a100-80gb",
+        "MODAL_TIMEOUT_S": "900",
+        "MODAL_STARTUP_TIMEOUT_S": "1800",
+        "MODAL_VOLUME": "my-weights",
+        "MODAL_PROXY_AUTH": "true",
+        "MODAL_MAX_INPUTS": "8",
+        "MODAL_TARGET_INPUTS": "4",
+    }
+    proc = run_deploy(
+        """
+        info = deploy.Model().generate.info()
+        web = deploy.Model().web.info().method_details["web"]
+        print(json.dumps({
+            "gpus": info.gpus, "timeout": info.timeout, "startup": info.startup_timeout,
+            "volumes": {p: v.name for p, v in info.volumes.items()},
+            "max_inputs": info.concurrency_info.max_inputs,
+            "target_inputs": info.concurrency_info.target_inputs,
+            "unauthenticated": web.unauthenticated,
+            "forwarded": sorted(deploy.CONTAINER_ENV),
+        }))
+        """,
+        env=env,
+        tmp=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    declared = json.loads(proc.stdout)
+    assert declared["gpus"] == [["A100-80GB", 1]]
+    assert (declared["timeout"], declared["startup"]) == (900, 1800)
+    assert declared["volumes"] == {"/weights": "my-weights"}
+    assert (declared["max_inputs"], declared["target_inputs"]) == (8, 4)
+    assert declared["unauthenticated"] is False
+    # The container re-imports deploy.py: the same settings must reach it.
+    assert set(env) <= set(declared["forwarded"])
+
+
+def test_engine_settings_travel_to_the_container_but_secrets_do_not(tmp_path: Path) -> None:
+    proc = run_deploy(
+        "print(json.dumps(deploy.CONTAINER_ENV))",
+        env={
+            "MODEL": "stabilityai/sd-turbo",
+            "MAX_BATCH_SIZE": "4",
+            "AUTH_TOKEN": "s3cret",
+            "DEVICE": "cpu",
+        },
+        tmp=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    forwarded = json.loads(proc.stdout)
+    assert forwarded["MODEL"] == "stabilityai/sd-turbo"
+    assert forwarded["MAX_BATCH_SIZE"] == "4"
+    assert "AUTH_TOKEN" not in forwarded  # secrets belong in a modal.Secret
+    assert "DEVICE" not in forwarded  # a laptop's DEVICE=cpu must not reach the GPU image
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"MODAL_SCALEDOWN_WINDOW_S": "1"}, "MODAL_SCALEDOWN_WINDOW_S=1"),
+        ({"MODAL_TIMEOUT_S": "soon"}, "MODAL_TIMEOUT_S=soon"),
+        ({"MODAL_MIN_CONTAINERS": "5", "MODAL_MAX_CONTAINERS": "2"}, "MODAL_MIN_CONTAINERS=5"),
+        ({"MODAL_EXTRAS": "diffusers,gui"}, "MODAL_EXTRAS names unknown extras ['gui']"),
+    ],
+)
+def test_bad_deploy_settings_fail_naming_the_variable(
+    env: dict[str, str], named: str, tmp_path: Path
+) -> None:
+    proc = run_deploy("", env=env, tmp=tmp_path)
+    assert proc.returncode != 0
+    assert named in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_deploy_setting_names_do_not_collide_with_modal_config(deploy: Any) -> None:
+    """Modal reads MODAL_<key> for its own config; ours must never shadow one of those."""
+    from modal.config import _SETTINGS
+
+    assert not set(deploy.DeploySettings.model_fields) & set(_SETTINGS)
+
+
+# -- running the class's code in-process ------------------------------------------------------
+
+
+def test_generate_local_returns_the_same_png_bytes_as_the_engine(model: Any) -> None:
+    result = model.generate.local(dict(SMALL))
+    engine = make_engine()
+    try:
+        direct = engine.generate(GenerateRequest(**SMALL))
+    finally:
+        engine.stop()
+    image = result["images"][0]
+    assert isinstance(image["data"], bytes) and image["data"].startswith(PNG_MAGIC)
+    assert image["data"] == direct.images[0].data
+    assert (result["seed"], image["seed"], result["model"]) == (7, 7, direct.model)
+    pickle.loads(pickle.dumps(result))  # what Modal sends back to the caller
+
+
+@pytest.mark.parametrize(
+    ("request_", "named"),
+    [
+        ({"steps": 500}, "steps"),
+        ({"width": 100}, "width must be a multiple of 8, got 100"),
+        ({"stepz": 4}, "stepz"),
+        ({"width": 2048, "height": 64}, "MAX_WIDTH"),  # a deployment limit, not a schema bound
+    ],
+)
+def test_invalid_requests_raise_a_clear_picklable_error(
+    model: Any, request_: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        model.generate.local(request_)
+    assert named in str(raised.value)
+    # Modal pickles a raised exception to send it to the caller; it must survive the trip.
+    assert str(pickle.loads(pickle.dumps(raised.value))) == str(raised.value)
+
+
+def test_asgi_app_serves_the_local_routes_on_the_same_engine(model: Any) -> None:
+    result = model.generate.local(dict(SMALL))
+    app = model.web.local()
+    engine = app.state.engine
+    calls_before = engine.stats.model_calls
+    assert calls_before >= 1  # the generate call above ran on this very engine
+    with TestClient(app) as client:
+        assert client.get("/ready").json()["ready"] is True
+        response = client.post("/predict", json=SMALL, headers={"accept": "image/png"})
+        assert response.status_code == 200, response.text
+        assert response.content == result["images"][0]["data"]
+        assert response.headers["x-seed"] == "7"
+        invalid = client.post("/predict", json={"steps": 500})
+        assert invalid.status_code == 422
+        assert invalid.json()["error"]["type"] == "invalid_request"
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200
+        assert "inference_images_generated" in metrics.text
+    assert engine.stats.model_calls == calls_before + 1
+
+
+def test_asgi_app_enforces_the_bearer_token(deploy: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTH_TOKEN", "s3cret")  # what the modal.Secret would inject
+    obj = deploy.Model()
+    try:
+        with TestClient(obj.web.local()) as client:
+            assert client.post("/predict", json=SMALL).status_code == 401
+            assert client.get("/metrics").status_code == 401
+            authorized = {"authorization": "Bearer s3cret"}
+            assert client.post("/predict", json=SMALL, headers=authorized).status_code == 200
+            assert client.get("/ready").status_code == 200
+    finally:
+        _stop(obj)
+
+
+def test_nothing_here_contacted_modal() -> None:
+    """The fixture's guard really refuses a non-loopback connection."""
+    with socket.socket() as sock, pytest.raises(OSError, match="network blocked"):
+        sock.connect(("api.modal.com", 443))
+
+
+# -- the deploy.py contract check -------------------------------------------------------------
+
+
+def test_check_passes_on_this_repository() -> None:
+    assert [str(p) for p in check(ROOT)] == []
+
+
+def _copy(tmp_path: Path, replace: tuple[str, str] | None = None) -> Path:
+    shutil.copy(ROOT / "deploy.py", tmp_path / "deploy.py")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / "inference").mkdir()
+    if replace:
+        path = tmp_path / "deploy.py"
+        text = path.read_text()
+        assert replace[0] in text, f"deploy.py no longer contains {replace[0]!r}"
+        path.write_text(text.replace(replace[0], replace[1], 1))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("replace", "expected"),
+    [
+        (("gpu=SETTINGS.gpu", 'gpu="A10G"'), "gpu='A10G' bypasses the settings"),
+        (("    timeout=SETTINGS.timeout_s,\n", ""), "@app.cls declares no timeout="),
+        (("scaledown_window=SETTINGS", "container_idle_timeout=SETTINGS"), "removed in modal"),
+        (("requires_proxy_auth=SETTINGS.proxy_auth", "requires_proxy_auth=True"), "proxy_auth"),
+        (('gpu: str = Field("L40S"', 'gpu: str = Field("Z80"'), "not a Modal GPU type"),
+        (
+            ("scaledown_window_s: int = Field(300", "scaledown_window_s: int = Field(7200"),
+            "2..3600",
+        ),
+        (('.add_local_python_source("inference")', ""), 'add_local_python_source("inference")'),
+        (("{WEIGHTS_DIR: weights_volume}", '{WEIGHTS_DIR: modal.Volume.from_name("x")}'), "volume"),
+        (("@modal.method()", "@modal.batched(max_batch_size=4, wait_ms=10)"), "second batcher"),
+        (('extras: str = Field("diffusers"', 'extras: str = Field("diffuser"'), "unknown extras"),
+    ],
+)
+def test_check_names_each_drift(tmp_path: Path, replace: tuple[str, str], expected: str) -> None:
+    problems = check(_copy(tmp_path, replace))
+    assert any(expected in p.message for p in problems), [str(p) for p in problems]
+    assert all(p.line for p in problems)
+
+
+def test_check_finds_modal_imported_inside_the_package(tmp_path: Path) -> None:
+    root = _copy(tmp_path)
+    (root / "inference" / "runtime.py").write_text("import os\nfrom modal import App\n")
+    problems = check(root)
+    assert [(p.file.name, p.line) for p in problems] == [("runtime.py", 2)]
+    assert "must not import modal" in problems[0].message
+
+
+# -- entrypoints, with only the Modal calls themselves replaced ------------------------------
+
+
+def test_batch_entrypoint_maps_over_the_class_with_exceptions_returned(
+    deploy: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``modal run deploy.py::batch`` glue: inputs go to generate.map, failures stay per line."""
+    from inference.batch import generate_dict
+
+    engine = make_engine()
+    seen: dict[str, Any] = {}
+
+    class LocalGenerate:
+        def map(self, requests: list[dict[str, Any]], **options: Any) -> Iterator[Any]:
+            seen.update(options)
+            for request in requests:  # what Modal does with return_exceptions=True
+                try:
+                    yield generate_dict(engine, request)
+                except Exception as exc:
+                    yield exc
+
+    class LocalModel:
+        generate = LocalGenerate()
+
+    monkeypatch.setattr(deploy, "Model", LocalModel)
+    source = tmp_path / "r.jsonl"
+    source.write_text(json.dumps(SMALL) + "\n" + json.dumps({**SMALL, "width": 2048}) + "\n")
+    try:
+        with pytest.raises(SystemExit) as exited:
+            deploy.batch(input=str(source), output_dir=str(tmp_path / "out"), quiet=True)
+    finally:
+        engine.stop()
+    assert exited.value.code == 1  # one line failed
+    assert seen == {"return_exceptions": True}
+    lines = (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()
+    assert [json.loads(line)["status"] for line in lines] == ["ok", "failed"]
+
+
+def test_download_fetches_into_the_volume_and_commits(
+    deploy: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[Any] = []
+
+    def fake_download(model: str, revision: str | None) -> Path:
+        calls.append((model, revision))
+        return Path("/weights/huggingface/hub/models--org--model/snapshots/abc")
+
+    class Volume:
+        def commit(self) -> None:
+            calls.append("commit")
+
+    monkeypatch.setattr("inference.weights.download_weights", fake_download)
+    monkeypatch.setattr(deploy, "weights_volume", Volume())
+    path = deploy.download_weights.local("org/model", "abc")
+    assert path.endswith("/snapshots/abc")
+    assert calls == [("org/model", "abc"), "commit"]
+    with pytest.raises(SystemExit, match="mock model has no weights"):
+        deploy.download()
