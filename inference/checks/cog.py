@@ -1,0 +1,517 @@
+"""The Cog / Replicate contract: cog.yaml, its requirements and predict.py, checked together.
+
+``cog build`` needs Docker and reports a bad cog.yaml only when it runs, and Replicate reports a
+predictor it cannot parse only after a push, so the mistakes that cost a build are caught here,
+offline: a key Cog does not know, an unquoted ``python_version`` (3.10 reads as 3.1), a torch
+release with no wheel for the image's CUDA, a ``predict`` reference to a class that does not
+exist, an ``Input(...)`` argument the build cannot resolve statically, concurrency that the
+predictor cannot honour, and packages that disagree with pyproject.toml, the one dependency list.
+Files are read as YAML, text and Python AST; nothing imports cog.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from inference.checks import Problem
+
+# The known keys of cog.yaml: the subset of Cog's own JSON schema (replicate/cog,
+# pkg/config/data/config_schema_v1.0.json, and the ``configFile`` struct in
+# pkg/config/config_file.go) that describes keys and types. Cog rejects unknown keys.
+# ``run`` is the newer name for ``predict`` (cog >= 0.17; both are accepted).
+_STRINGS = {"type": ["array", "null"], "items": {"type": "string"}}
+COG_YAML_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "build": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "gpu": {"type": "boolean"},
+                "cuda": {"type": "string"},
+                "cudnn": {"type": "string"},
+                "python_version": {"type": ["string", "number"]},
+                "python_requirements": {"type": "string"},
+                "python_packages": _STRINGS,  # deprecated: python_requirements
+                "system_packages": _STRINGS,
+                "pre_install": _STRINGS,  # deprecated: run
+                "run": {
+                    "type": ["array", "null"],
+                    "items": {
+                        "anyOf": [
+                            {"type": "string"},
+                            {
+                                "type": "object",
+                                "required": ["command"],
+                                "properties": {
+                                    "command": {"type": "string"},
+                                    "mounts": {"type": "array"},
+                                },
+                            },
+                        ]
+                    },
+                },
+            },
+        },
+        "image": {"type": "string"},
+        "predict": {"type": "string"},
+        "run": {"type": "string"},
+        "train": {"type": "string"},
+        "concurrency": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["max"],
+            "properties": {
+                "max": {"type": "integer"},
+                "default_target": {"type": "integer"},
+            },
+        },
+        "environment": _STRINGS,
+        "weights": {
+            "type": ["array", "null"],
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["source"],
+                "properties": {"source": {"type": "string"}, "target": {"type": "string"}},
+            },
+        },
+    },
+}
+
+#: Cog's floors (pkg/config/config.go): Python 3.10, and 3.11 when concurrency.max > 1.
+MIN_PYTHON = (3, 10)
+MIN_PYTHON_FOR_CONCURRENCY = (3, 11)
+#: torch releases with wheels for each CUDA (download.pytorch.org/whl/cuXYZ), as (first, last).
+#: CUDA 11.8 ends at 2.7.1: torch 2.8 dropped it.
+TORCH_BY_CUDA: dict[str, tuple[str, str]] = {
+    "11.7": ("1.13.0", "2.0.1"),
+    "11.8": ("2.0.0", "2.7.1"),
+    "12.1": ("2.1.0", "2.5.1"),
+    "12.4": ("2.4.0", "2.6.0"),
+}
+_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+    "null": (type(None),),
+}
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One line of the Cog requirements: ``name==version`` (``pinned`` is None otherwise)."""
+
+    name: str
+    text: str
+    pinned: str | None
+    line: int | None
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _is_type(value: Any, name: str) -> bool:
+    if isinstance(value, bool) and name in ("number", "integer"):
+        return False
+    return isinstance(value, _TYPES[name])
+
+
+def schema_errors(value: Any, schema: dict[str, Any], path: str = "") -> list[tuple[str, str]]:
+    """(dotted path, message) for each way ``value`` breaks the schema subset used above."""
+    where = path or "cog.yaml"
+    types = schema.get("type")
+    if types is not None:
+        names = [types] if isinstance(types, str) else types
+        if not any(_is_type(value, t) for t in names):
+            return [(where, f"{where} must be {' or '.join(names)}, got {value!r}")]
+    if "anyOf" in schema and not any(not schema_errors(value, s, path) for s in schema["anyOf"]):
+        return [(where, f"{where} matches none of the allowed forms, got {value!r}")]
+    errors: list[tuple[str, str]] = []
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        for key in schema.get("required", []):
+            if key not in value:
+                errors.append((where, f"{where} needs the key {key!r}"))
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            if key in properties:
+                errors.extend(schema_errors(item, properties[key], child))
+            elif schema.get("additionalProperties") is False:
+                known = ", ".join(sorted(properties))
+                errors.append((child, f"{child} is not a key Cog knows (known here: {known})"))
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            errors.extend(schema_errors(item, schema["items"], f"{path}[{i}]"))
+    return errors
+
+
+def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
+    """Dotted key path -> 1-based line, for locating problems in cog.yaml."""
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = f"{prefix}.{key.value}" if prefix else str(key.value)
+            lines[path] = key.start_mark.line + 1
+            lines.update(_key_lines(value, path))
+    return lines
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text.split("+")[0])[:3])
+
+
+def load_cog_yaml(root: Path) -> tuple[dict[str, Any], yaml.Node, dict[str, int]] | Problem:
+    """cog.yaml as data, as a node tree (to see quoting) and with key lines."""
+    path = root / "cog.yaml"
+    if not path.is_file():
+        return Problem(path, None, "cog.yaml is missing; Cog needs it at the repository root")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        return Problem(path, mark.line + 1 if mark else None, f"not valid YAML: {exc}")
+    if not isinstance(data, dict) or node is None:
+        return Problem(path, None, "cog.yaml must be a mapping with a 'build' key")
+    return data, node, _key_lines(node)
+
+
+def cog_requirements(root: Path) -> list[Requirement] | None:
+    """The image's Python packages (python_requirements file or python_packages), or None."""
+    loaded = load_cog_yaml(root)
+    if isinstance(loaded, Problem):
+        return None
+    build = loaded[0].get("build") or {}
+    if isinstance(build.get("python_requirements"), str):
+        path = root / build["python_requirements"]
+        if not path.is_file():
+            return None
+        raw = [(i, line) for i, line in enumerate(path.read_text().splitlines(), start=1)]
+    elif isinstance(build.get("python_packages"), list):
+        raw = [(None, str(line)) for line in build["python_packages"]]
+    else:
+        return []
+    requirements = []
+    for line_no, line in raw:
+        text = line.split("#", 1)[0].strip()
+        if not text or text.startswith("-"):
+            continue
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*(.*)$", text)
+        if match is None:
+            continue
+        spec = match.group(3).strip()
+        pinned = spec[2:].strip() if spec.startswith("==") and "," not in spec else None
+        requirements.append(Requirement(_normalize(match.group(1)), text, pinned, line_no))
+    return requirements
+
+
+def _project_pins(root: Path) -> tuple[dict[str, list[str]], set[str], dict[str, set[str]]]:
+    """pyproject.toml: name -> specifiers, the core names, and extra -> names."""
+    data = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    project = data.get("project", {})
+    specs: dict[str, list[str]] = {}
+    groups = {"": project.get("dependencies", []), **project.get("optional-dependencies", {})}
+    members: dict[str, set[str]] = {}
+    for group, lines in groups.items():
+        for line in lines:
+            match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*([^;]*)", line)
+            if match is None:
+                continue
+            name = _normalize(match.group(1))
+            specs.setdefault(name, []).append(match.group(3).strip())
+            members.setdefault(group, set()).add(name)
+    return specs, members.get("", set()), members
+
+
+def _check_requirements(root: Path, build: dict[str, Any], where: Path) -> list[Problem]:
+    try:
+        from packaging.specifiers import SpecifierSet
+    except ImportError:
+        return [
+            Problem(
+                where,
+                None,
+                "cannot compare the Cog pins with pyproject.toml without the 'packaging' "
+                "package: pip install 'diffusion-serve[dev]'",
+            )
+        ]
+
+    problems: list[Problem] = []
+    if isinstance(build.get("python_requirements"), str):
+        req_path = root / build["python_requirements"]
+        if not req_path.is_file():
+            return [Problem(where, None, f"build.python_requirements: {req_path} does not exist")]
+        where = req_path
+    requirements = cog_requirements(root) or []
+    if not (root / "pyproject.toml").is_file():
+        return problems
+    specs, core, groups = _project_pins(root)
+    listed = {r.name for r in requirements}
+    for requirement in requirements:
+        if requirement.name not in specs:
+            problems.append(
+                Problem(
+                    where,
+                    requirement.line,
+                    f"{requirement.name} is not in pyproject.toml; declare it there first "
+                    f"(the one dependency list), then pin it here",
+                )
+            )
+            continue
+        if requirement.pinned is None:
+            problems.append(
+                Problem(
+                    where,
+                    requirement.line,
+                    f"{requirement.text!r} must be an exact pin (name==version) so the image is "
+                    f"reproducible and Cog can pick the CUDA build of torch",
+                )
+            )
+            continue
+        for spec in specs[requirement.name]:
+            if spec and requirement.pinned not in SpecifierSet(spec):
+                problems.append(
+                    Problem(
+                        where,
+                        requirement.line,
+                        f"{requirement.name}=={requirement.pinned} is outside pyproject.toml's "
+                        f"'{requirement.name}{spec}'; change one of them so they agree",
+                    )
+                )
+    for name in sorted((core | groups.get("cog", set())) - listed):
+        problems.append(
+            Problem(
+                where,
+                None,
+                f"{name} is a dependency in pyproject.toml but the Cog image does not install "
+                f"it; add {name}==<version> here",
+            )
+        )
+    return problems
+
+
+def _check_torch_cuda(build: dict[str, Any], root: Path, where: Path) -> list[Problem]:
+    torch = next((r for r in cog_requirements(root) or [] if r.name == "torch"), None)
+    if isinstance(build.get("python_requirements"), str):
+        where = root / build["python_requirements"]
+    if not build.get("gpu") or torch is None:
+        return []
+    if torch.pinned is None:
+        return [Problem(where, torch.line, "with build.gpu, pin torch exactly (torch==X.Y.Z)")]
+    cuda = str(build.get("cuda", ""))
+    if not cuda:
+        return []  # Cog picks a CUDA for the pinned torch itself
+    key = ".".join(cuda.split(".")[:2])
+    if key not in TORCH_BY_CUDA:
+        return [
+            Problem(
+                where,
+                torch.line,
+                f"this check has no torch range for CUDA {cuda}; known: "
+                f"{', '.join(TORCH_BY_CUDA)}; add it to TORCH_BY_CUDA in inference/checks/cog.py",
+            )
+        ]
+    first, last = TORCH_BY_CUDA[key]
+    if not _version(first) <= _version(torch.pinned) <= _version(last):
+        return [
+            Problem(
+                where,
+                torch.line,
+                f"torch=={torch.pinned} has no CUDA {cuda} build; CUDA {key} supports torch "
+                f"{first} to {last} (use torch=={last}, or a newer build.cuda)",
+            )
+        ]
+    return []
+
+
+def _literal(node: ast.expr | None, constants: dict[str, ast.expr]) -> bool:
+    if node is None:
+        return True
+    if isinstance(node, ast.Name) and node.id in constants:
+        node = constants[node.id]
+    try:
+        ast.literal_eval(node)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class _PredictorFacts:
+    """What the cog.yaml checks need to know about the predictor class."""
+
+    problems: list[Problem]
+    concurrency: int | None = None  # @concurrent(max=...), when declared
+    is_async: bool = False
+
+
+def _check_predictor(root: Path, ref: str, where: Path, line: int | None) -> _PredictorFacts:
+    """The predictor named by ``ref``, read as an AST the way cog build reads it."""
+    module_file, sep, class_name = ref.partition(":")
+    if not sep or not module_file.endswith(".py") or not class_name:
+        message = f"predict must look like 'predict.py:Predictor', got {ref!r}"
+        return _PredictorFacts([Problem(where, line, message)])
+    path = root / module_file
+    if not path.is_file():
+        message = f"predict names {module_file}, which does not exist"
+        return _PredictorFacts([Problem(where, line, message)])
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except SyntaxError as exc:
+        return _PredictorFacts([Problem(path, exc.lineno, f"cannot parse: {exc.msg}")])
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    if class_name not in classes:
+        message = (
+            f"predict names class {class_name!r}, which {module_file} does not define at "
+            f"module level (classes there: {', '.join(sorted(classes)) or 'none'})"
+        )
+        return _PredictorFacts([Problem(where, line, message)])
+    constants = {
+        target.id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    methods = {
+        n.name: n
+        for n in classes[class_name].body
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    entry = [methods[name] for name in ("run", "predict") if name in methods]
+    if len(entry) != 1:
+        message = f"{class_name} must define exactly one of run() or predict()"
+        return _PredictorFacts([Problem(path, classes[class_name].lineno, message)])
+    method = entry[0]
+    facts = _PredictorFacts([], is_async=isinstance(method, ast.AsyncFunctionDef))
+    for default in [*method.args.defaults, *method.args.kw_defaults]:
+        if not (isinstance(default, ast.Call) and getattr(default.func, "id", None) == "Input"):
+            continue
+        for keyword in default.keywords:
+            if not _literal(keyword.value, constants):
+                message = (
+                    f"Input({keyword.arg}=...) must be a literal or a constant defined in "
+                    f"{module_file}: cog build parses it statically and cannot resolve "
+                    f"{ast.unparse(keyword.value)!r}"
+                )
+                facts.problems.append(Problem(path, keyword.value.lineno, message))
+    for decorator in method.decorator_list:
+        if isinstance(decorator, ast.Call) and ast.unparse(decorator.func).endswith("concurrent"):
+            for keyword in decorator.keywords:
+                value = constants.get(getattr(keyword.value, "id", ""), keyword.value)
+                if keyword.arg == "max" and isinstance(value, ast.Constant):
+                    facts.concurrency = int(value.value)
+    return facts
+
+
+def check(root: Path) -> list[Problem]:
+    """Every problem with root/cog.yaml, its requirements, the predictor it names, and any
+    torch API in inference/ newer than the image's torch (``torch_compat``)."""
+    from inference.checks import torch_compat
+
+    return _check_cog(root) + torch_compat.check(root)
+
+
+def _build_node(node: yaml.Node, key: str) -> yaml.Node | None:
+    """The node of ``build.<key>`` (its ``style`` tells whether the value was quoted)."""
+    build = next((v for k, v in node.value if k.value == "build"), None)
+    if not isinstance(build, yaml.MappingNode):
+        return None
+    return next((v for k, v in build.value if k.value == key), None)
+
+
+def _check_python_version(
+    build: dict[str, Any], node: yaml.Node, concurrency: int, path: Path, line: int | None
+) -> list[Problem]:
+    value = _build_node(node, "python_version")
+    if value is None:
+        return [Problem(path, line, 'build.python_version is required, e.g. "3.11"')]
+    if not isinstance(value, yaml.ScalarNode) or value.style not in ('"', "'"):
+        return [
+            Problem(
+                path,
+                line,
+                f'build.python_version must be quoted ("{getattr(value, "value", "")}"): YAML '
+                f"reads an unquoted {getattr(value, 'value', '')} as a number (3.10 becomes 3.1)",
+            )
+        ]
+    floor, why = MIN_PYTHON, ""
+    if concurrency > 1:
+        floor, why = MIN_PYTHON_FOR_CONCURRENCY, " with concurrency.max > 1"
+    if _version(str(build["python_version"]))[:2] < floor:
+        return [
+            Problem(
+                path,
+                line,
+                f"Cog needs Python >= {floor[0]}.{floor[1]}{why}, got {build['python_version']}",
+            )
+        ]
+    return []
+
+
+def _check_cog(root: Path) -> list[Problem]:
+    loaded = load_cog_yaml(root)
+    if isinstance(loaded, Problem):
+        return [loaded]
+    data, node, lines = loaded
+    path = root / "cog.yaml"
+    problems = [
+        Problem(path, lines.get(where.split("[")[0]), message)
+        for where, message in schema_errors(data, COG_YAML_SCHEMA)
+    ]
+    build = data.get("build")
+    if not isinstance(build, dict):
+        return [*problems, Problem(path, None, "cog.yaml needs a 'build' mapping")]
+    concurrency = data.get("concurrency") if isinstance(data.get("concurrency"), dict) else {}
+    concurrency_max = concurrency.get("max") if isinstance(concurrency.get("max"), int) else None
+    problems += _check_python_version(
+        build,
+        node,
+        concurrency_max or 1,
+        path,
+        lines.get("build.python_version", lines.get("build")),
+    )
+    if build.get("cuda") and not build.get("gpu"):
+        message = "build.cuda has no effect without build.gpu: true"
+        problems.append(Problem(path, lines.get("build.cuda"), message))
+    if "python_packages" in build and "python_requirements" in build:
+        message = "set only one of build.python_packages and build.python_requirements"
+        problems.append(Problem(path, lines.get("build"), message))
+    problems += _check_torch_cuda(build, root, path)
+    problems += _check_requirements(root, build, path)
+
+    ref_key = "run" if "run" in data else "predict"
+    ref = data.get(ref_key)
+    if not isinstance(ref, str):
+        problems.append(Problem(path, None, 'cog.yaml needs predict: "predict.py:Predictor"'))
+        return problems
+    predictor = _check_predictor(root, ref, path, lines.get(ref_key))
+    problems += predictor.problems
+    line = lines.get("concurrency.max")
+    if None not in (concurrency_max, predictor.concurrency) and (
+        concurrency_max != predictor.concurrency
+    ):
+        message = (
+            f"concurrency.max is {concurrency_max} but {ref} declares "
+            f"@concurrent(max={predictor.concurrency}); make them equal"
+        )
+        problems.append(Problem(path, line, message))
+    in_flight = max(concurrency_max or 1, predictor.concurrency or 1)
+    if in_flight > 1 and not predictor.is_async and not predictor.problems:
+        message = "concurrency > 1 needs an async predict()/run(); Cog refuses a sync one"
+        problems.append(Problem(path, line, message))
+    return problems

@@ -1,0 +1,156 @@
+"""Cog adapter: Replicate's entry point (cog.yaml: ``predict: "predict.py:Predictor"``).
+
+It builds the engine once in ``setup()`` and turns Cog inputs into a ``GenerateRequest``; all
+model logic lives in ``inference/``. The ``Input(...)`` declarations repeat the request schema as
+literals because ``cog build`` parses this file statically (an imported constant "cannot be
+statically resolved"); tests/test_cog.py proves they equal ``GenerateRequest`` field by field.
+
+``predict`` is async and awaits ``engine.submit``, so up to ``MAX_CONCURRENCY`` predictions are in
+flight at once and the engine's batcher groups them into shared model calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from typing import Optional  # Cog documents Optional[...] for optional inputs
+
+from cog import BasePredictor, Input, Path, concurrent
+from pydantic import ValidationError
+
+from inference.engine import Engine
+from inference.errors import InferenceError
+from inference.schema import GenerateRequest, describe_errors
+from inference.settings import Settings
+
+#: Predictions in flight at once; `cog build` bakes it into COG_MAX_CONCURRENCY. Keep it equal
+#: to cog.yaml's concurrency.max (the cog check enforces that).
+MAX_CONCURRENCY = 8
+#: Output folders older than this are deleted: Cog reads the files when predict() returns and
+#: does not delete them, so without pruning a long-lived container fills its disk.
+OUTPUT_TTL_S = 600
+
+
+class Predictor(BasePredictor):
+    """Serves the configured model (``MODEL``, default the embedded mock) through Cog."""
+
+    engine: Engine
+    outputs: Path
+
+    def setup(self, weights: Optional[Path] = None) -> None:  # noqa: UP045
+        """Load and warm up the model once per container.
+
+        Cog's ``weights`` (``COG_WEIGHTS``) selects the weights: a diffusers folder (it holds
+        model_index.json) or, when MODEL names a diffusers model, a hub id (like ``MODEL``);
+        otherwise the mock model's JSON or safetensors file (like ``WEIGHTS_PATH``). A bad path
+        fails setup with a message naming it.
+        """
+        settings = Settings()
+        if weights is not None and str(weights):
+            pipeline = (
+                settings.model != "mock" or (Path(str(weights)) / "model_index.json").is_file()
+            )
+            settings = Settings(**{"model" if pipeline else "weights_path": str(weights)})
+        self.engine = Engine.from_settings(settings).start()
+        self.outputs = Path(tempfile.mkdtemp(prefix="cog-outputs-"))
+
+    @concurrent(max=MAX_CONCURRENCY)
+    async def predict(
+        self,
+        prompt: str = Input(default="", max_length=2000, description="What to draw."),
+        negative_prompt: str = Input(
+            default="", max_length=2000, description="What to steer away from."
+        ),
+        seed: Optional[int] = Input(  # noqa: UP045
+            default=None,
+            ge=0,
+            le=4294967295,
+            description="Random seed; leave empty for a random one (reported in the "
+            "prediction's metrics and logs). Image i uses seed + i.",
+        ),
+        prompt_weight: Optional[float] = Input(  # noqa: UP045
+            default=None,
+            ge=0.0,
+            le=30.0,
+            description="Guidance strength: how strongly the image follows the prompt. "
+            "Leave empty for the model's default.",
+        ),
+        steps: Optional[int] = Input(  # noqa: UP045
+            default=None, ge=1, le=150, description="Denoising steps; empty: model's default."
+        ),
+        width: Optional[int] = Input(  # noqa: UP045
+            default=None,
+            ge=64,
+            le=2048,
+            description="Image width in pixels, a multiple of 8; empty: model's default.",
+        ),
+        height: Optional[int] = Input(  # noqa: UP045
+            default=None,
+            ge=64,
+            le=2048,
+            description="Image height in pixels, a multiple of 8; empty: model's default.",
+        ),
+        num_outputs: int = Input(default=1, ge=1, le=4, description="Images to generate."),
+        output_format: str = Input(
+            default="png", choices=["png", "jpeg", "webp"], description="Image file format."
+        ),
+        scheduler: Optional[str] = Input(  # noqa: UP045
+            default=None,
+            choices=[
+                "ddim",
+                "ddpm",
+                "dpm++",
+                "dpm++_karras",
+                "euler",
+                "euler_a",
+                "heun",
+                "lms",
+                "pndm",
+                "unipc",
+            ],
+            description="Sampler for diffusers models; empty: the model's own.",
+        ),
+    ) -> list[Path]:
+        """Validate through the project's schema, await the batcher, write out-{i}.{ext}."""
+        try:
+            request = GenerateRequest(
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                seed=seed,
+                prompt_weight=prompt_weight,
+                steps=steps,
+                width=width,
+                height=height,
+                num_outputs=num_outputs,
+                output_format=output_format,
+                scheduler=scheduler,
+            )
+        except ValidationError as exc:
+            raise ValueError(
+                "; ".join(e["message"] for e in describe_errors(exc.errors()))
+            ) from None
+        try:
+            result = await self.engine.submit(request)
+        except InferenceError as exc:
+            raise RuntimeError(exc.message) from None
+        self.record_metric("seed", result.seed)
+        self.record_metric("batch_size", result.batch_size)
+        self.record_metric("model", result.model)
+        print(f"seed={result.seed} batch_size={result.batch_size} model={result.model}")
+        return await asyncio.to_thread(
+            self._write, [image.data for image in result.images], request.output_format
+        )
+
+    def _write(self, images: list[bytes], ext: str) -> list[Path]:
+        """Files out-{i}.{ext} in a fresh folder (several predictions run at once); old folders
+        are pruned."""
+        for old in self.outputs.iterdir():
+            if time.time() - old.stat().st_mtime > OUTPUT_TTL_S:
+                shutil.rmtree(old, ignore_errors=True)
+        folder = Path(tempfile.mkdtemp(prefix="prediction-", dir=self.outputs))
+        paths = [folder / f"out-{i}.{ext}" for i in range(len(images))]
+        for path, data in zip(paths, images, strict=True):
+            path.write_bytes(data)
+        return paths
