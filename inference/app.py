@@ -329,6 +329,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 )
         return BatchResponse(results=items)
 
+    # The browser UI at /ui calls this same engine (gradio is imported only inside mount_ui).
+    from inference.ui import mount_ui
+
+    mount_ui(app, engine, settings)
+
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -1,0 +1,81 @@
+"""``python -m inference check``: validate every runtime's deployment files before a push.
+
+Each platform validates its files only after an upload and a build (minutes per mistake), so
+the rules they enforce are checked here, offline, in one pass: the Space (README front matter
+and Dockerfile), Cog (cog.yaml and predict.py) and Modal (deploy.py). Every problem is printed
+as ``file:line: message`` and any problem makes the exit status 1, so CI can gate on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from inference.checks import Problem
+
+#: One module per runtime, each exposing ``check(root: Path) -> list[Problem]``.
+CHECK_MODULES: tuple[str, ...] = (
+    "inference.checks.space",
+    "inference.checks.cog",
+    "inference.checks.modal",
+)
+
+
+def run_checks(root: Path) -> list[Problem]:
+    """Every problem found by every runtime check, in module order."""
+    problems: list[Problem] = []
+    for name in CHECK_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            # Loud, never a silent skip: a check that cannot run is a failed check.
+            source = Path(__file__).parent / "checks" / f"{name.rsplit('.', 1)[1]}.py"
+            problems.append(
+                Problem(source, None, f"the check module {name} is missing; reinstall the package")
+            )
+            continue
+        problems.extend(module.check(root))
+    return problems
+
+
+def _relative(problem: Problem, root: Path) -> str:
+    try:
+        file = problem.file.resolve().relative_to(root.resolve())
+    except ValueError:
+        file = problem.file
+    return str(Problem(file, problem.line, problem.message))
+
+
+def _run(args: argparse.Namespace) -> int:
+    root: Path = args.root
+    if not root.is_dir():
+        sys.stderr.write(f"error: {root} is not a directory; pass the repository root\n")
+        return 2
+    problems = run_checks(root)
+    for problem in problems:
+        sys.stdout.write(_relative(problem, root) + "\n")
+    if problems:
+        sys.stderr.write(f"{len(problems)} problem(s) found\n")
+        return 1
+    sys.stdout.write(f"ok: {', '.join(m.rsplit('.', 1)[1] for m in CHECK_MODULES)}\n")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``check`` subcommand."""
+    parser = subparsers.add_parser(
+        "check",
+        help="validate the Space, Cog and Modal deployment files; exit 1 on any problem",
+    )
+    parser.add_argument(
+        "root",
+        nargs="?",
+        type=Path,
+        default=Path("."),
+        help="repository root holding README.md, Dockerfile, cog.yaml, deploy.py (default: .)",
+    )
+    parser.set_defaults(run=_run)

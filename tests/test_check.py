@@ -1,0 +1,249 @@
+"""``python -m inference check``: passes on the repository, names each planted mistake."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from inference import check as check_command
+from inference.checks import Problem
+from inference.checks import space as space_check
+from inference.cli import main
+from tests.servers import ROOT
+
+SPACE_FILES = ("README.md", "Dockerfile", "pyproject.toml")
+
+
+def test_check_passes_on_the_repository() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "inference", "check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("ok: space, cog, modal")
+
+
+def test_check_runs_every_runtime_check() -> None:
+    assert check_command.CHECK_MODULES == (
+        "inference.checks.space",
+        "inference.checks.cog",
+        "inference.checks.modal",
+    )
+
+
+@pytest.fixture
+def space_copy(tmp_path: Path) -> Path:
+    for name in SPACE_FILES:
+        shutil.copy(ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def edit(path: Path, old: str, new: str) -> int:
+    """Replace ``old`` (which must occur once) and return the 1-based line of the change."""
+    text = path.read_text()
+    assert text.count(old) == 1, f"{old!r} should occur once in {path.name}"
+    path.write_text(text.replace(old, new))
+    return text[: text.index(old)].count("\n") + 1
+
+
+def line_of(path: Path, fragment: str) -> int:
+    lines = path.read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if fragment in line)
+
+
+# Each mutation returns the "file:line: message start" the check must print for it.
+Mutation = Callable[[Path], str]
+
+
+def port_mismatch(root: Path) -> str:
+    line = edit(root / "Dockerfile", '"--port", "8000"]', '"--port", "7860"]')
+    return f"Dockerfile:{line}: CMD serves on port 7860, but the front matter's app_port is 8000"
+
+
+def app_port_mismatch(root: Path) -> str:
+    line = edit(root / "README.md", "app_port: 8000", "app_port: 7860")
+    expose = line_of(root / "Dockerfile", "EXPOSE")
+    assert line > 0
+    return f"Dockerfile:{expose}: EXPOSE 8000, but the front matter's app_port is 7860"
+
+
+def quoted_app_port(root: Path) -> str:
+    line = edit(root / "README.md", "app_port: 8000", 'app_port: "8000"')
+    return f"README.md:{line}: app_port must be an integer (no quotes), got '8000'"
+
+
+def missing_user(root: Path) -> str:
+    dockerfile = root / "Dockerfile"
+    kept = [line for line in dockerfile.read_text().splitlines() if not line.startswith("USER ")]
+    dockerfile.write_text("\n".join(kept) + "\n")
+    last = len(root.joinpath("Dockerfile").read_text().rstrip().splitlines())
+    return f"Dockerfile:{last}: no USER instruction: the Space runs the container as uid 1000"
+
+
+def root_user(root: Path) -> str:
+    dockerfile = root / "Dockerfile"
+    lines = dockerfile.read_text().splitlines(keepends=True)
+    last = max(i for i, line in enumerate(lines) if line.startswith("USER "))
+    lines[last] = "USER root\n"
+    dockerfile.write_text("".join(lines))
+    return f"Dockerfile:{last + 1}: the final USER is 'root', which is not uid 1000"
+
+
+def hex_colour(root: Path) -> str:
+    line = edit(root / "README.md", "colorFrom: indigo", 'colorFrom: "#4f46e5"')
+    return f"README.md:{line}: colorFrom must be one of red, yellow, green"
+
+
+def secret_in_env(root: Path) -> str:
+    line = edit(root / "Dockerfile", "EXPOSE 8000", "ENV HF_TOKEN=hf_example\nEXPOSE 8000")
+    return f"Dockerfile:{line}: ENV HF_TOKEN looks like a secret"
+
+
+def secret_in_arg(root: Path) -> str:
+    line = edit(root / "Dockerfile", "ARG MODEL=mock", "ARG MODEL=mock\nARG AUTH_TOKEN")
+    return f"Dockerfile:{line + 1}: ARG AUTH_TOKEN looks like a secret"
+
+
+def localhost_bind(root: Path) -> str:
+    line = edit(root / "Dockerfile", '"--host", "0.0.0.0"', '"--host", "127.0.0.1"')
+    return f"Dockerfile:{line}: CMD binds host 127.0.0.1, which the Space's proxy cannot reach"
+
+
+def long_description(root: Path) -> str:
+    text = "x" * 61
+    line = line_of(root / "README.md", "short_description:")
+    readme = root / "README.md"
+    lines = readme.read_text().splitlines(keepends=True)
+    lines[line - 1] = f"short_description: {text}\n"
+    readme.write_text("".join(lines))
+    return f"README.md:{line}: short_description must be at most 60 characters"
+
+
+def gradio_sdk(root: Path) -> str:
+    line = edit(root / "README.md", "sdk: docker", "sdk: gradio")
+    return f"README.md:{line}: sdk must be 'docker'"
+
+
+def no_front_matter(root: Path) -> str:
+    readme = root / "README.md"
+    readme.write_text(readme.read_text().split("---\n", 2)[2])
+    return "README.md:1: no front matter"
+
+
+def license_mismatch(root: Path) -> str:
+    line = edit(root / "README.md", "license: apache-2.0", "license: mit")
+    return f"README.md:{line}: license must be the Hub id of pyproject.toml's 'Apache-2.0'"
+
+
+def cache_outside_home(root: Path) -> str:
+    edit(root / "Dockerfile", "HF_HOME=/home/user/.cache/huggingface", "HF_HOME=/data/hf")
+    env = line_of(root / "Dockerfile", "ENV HOME=")
+    return f"Dockerfile:{env}: HF_HOME=/data/hf is outside HOME=/home/user"
+
+
+def unknown_hardware(root: Path) -> str:
+    line = line_of(root / "README.md", "suggested_hardware:")
+    readme = root / "README.md"
+    lines = readme.read_text().splitlines(keepends=True)
+    lines[line - 1] = "suggested_hardware: gpu-large\n"
+    readme.write_text("".join(lines))
+    return f"README.md:{line}: suggested_hardware must be one of cpu-basic"
+
+
+MUTATIONS = [
+    port_mismatch,
+    app_port_mismatch,
+    quoted_app_port,
+    missing_user,
+    root_user,
+    hex_colour,
+    secret_in_env,
+    secret_in_arg,
+    localhost_bind,
+    long_description,
+    gradio_sdk,
+    no_front_matter,
+    license_mismatch,
+    cache_outside_home,
+    unknown_hardware,
+]
+
+
+def test_the_space_copy_starts_clean(space_copy: Path) -> None:
+    assert space_check.check(space_copy) == []
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS, ids=lambda m: m.__name__)
+def test_check_names_each_planted_mistake(
+    mutation: Mutation, space_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = mutation(space_copy)
+    assert main(["check", str(space_copy)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert any(line.startswith(expected) for line in out), (
+        f"expected a line starting with {expected!r}, got:\n" + "\n".join(out)
+    )
+
+
+def test_a_missing_check_module_fails_loudly(
+    monkeypatch: pytest.MonkeyPatch, space_copy: Path
+) -> None:
+    monkeypatch.setattr(
+        check_command, "CHECK_MODULES", ("inference.checks.space", "inference.checks.nope")
+    )
+    problems = check_command.run_checks(space_copy)
+    assert [p.message for p in problems] == [
+        "the check module inference.checks.nope is missing; reinstall the package"
+    ]
+
+
+def test_check_refuses_a_root_that_is_not_a_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", str(tmp_path / "nowhere")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_problem_prints_file_and_line() -> None:
+    assert str(Problem(Path("Dockerfile"), 3, "bad")) == "Dockerfile:3: bad"
+    assert str(Problem(Path("Dockerfile"), None, "bad")) == "Dockerfile: bad"
+
+
+def test_dockerfile_parser_joins_continuations_and_skips_heredocs() -> None:
+    text = (
+        "FROM a AS b\n"
+        "# a comment\n"
+        "ENV A=1 \\\n"
+        "    # inside\n"
+        "    B=2\n"
+        "RUN <<EOF\n"
+        "USER root\n"
+        "EOF\n"
+        'CMD ["python", "-m", "x"]\n'
+        "CMD python -m y --port 9\n"
+    )
+    parsed = space_check.parse_dockerfile(text)
+    assert [(i.line, i.keyword) for i in parsed] == [
+        (1, "FROM"),
+        (3, "ENV"),
+        (6, "RUN"),
+        (9, "CMD"),
+        (10, "CMD"),
+    ]
+    assert parsed[1].words() == ["A=1", "B=2"]
+    assert parsed[3].words() == ["python", "-m", "x"]
+    assert parsed[4].words() == ["python", "-m", "y", "--port", "9"]
+
+
+def test_hardware_names_are_ones_the_hub_knows() -> None:
+    hub = pytest.importorskip("huggingface_hub")
+    known = {h.value for h in hub.SpaceHardware}
+    assert set(space_check.HARDWARE) <= known

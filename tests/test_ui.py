@@ -1,0 +1,299 @@
+"""The Gradio UI at /ui, driven by real clients: gradio_client and a headless Chromium.
+
+The server runs in-process (uvicorn in a thread) around an engine the test holds, so the tests
+can see that UI and API requests land in the same batcher and the same counters.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from inference.app import create_app
+from inference.engine import Engine
+from inference.models.mock import MockModel
+from inference.settings import Settings
+from tests.servers import ROOT, free_port
+
+pytest.importorskip("gradio")
+from gradio_client import Client
+
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Batches of at most two images; tight step and pixel limits that the UI must respect.
+SETTINGS = {"max_batch_size": 2, "max_steps": 50, "max_pixels": 256 * 256, "ui": True}
+# Positional inputs of the UI's "generate" endpoint, in order.
+UI_INPUTS = (
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "randomize_seed",
+    "prompt_weight",
+    "steps",
+    "width",
+    "height",
+    "num_outputs",
+)
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a thread (lifespan on, so Gradio's queue starts)."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive(), "uvicorn exited during start-up"
+        assert time.monotonic() < deadline, "uvicorn did not start within 60 s"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    eng = Engine(MockModel(), Settings(**SETTINGS)).start()
+    yield eng
+    eng.stop()
+
+
+@pytest.fixture(scope="module")
+def url(engine: Engine) -> Iterator[str]:
+    with serve(create_app(Settings(**SETTINGS), engine)) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def client(url: str) -> Client:
+    return Client(url + "/ui/", verbose=False)
+
+
+def ui_request(**fields: Any) -> list[Any]:
+    values = {
+        "prompt": "",
+        "negative_prompt": "",
+        "seed": 0,
+        "randomize_seed": False,
+        "prompt_weight": 1.0,
+        "steps": 20,
+        "width": 256,
+        "height": 256,
+        "num_outputs": 1,
+        **fields,
+    }
+    return [values[name] for name in UI_INPUTS]
+
+
+def gallery_bytes(gallery: list[dict[str, Any]]) -> list[bytes]:
+    """The files gradio_client downloaded for a Gallery output."""
+    return [Path(item["image"]).read_bytes() for item in gallery]
+
+
+def api_images(url: str, **request: Any) -> list[bytes]:
+    response = httpx.post(url + "/predict", json=request, timeout=60)
+    assert response.status_code == 200, response.text
+    return [base64.b64decode(image["data"]) for image in response.json()["images"]]
+
+
+def test_gradio_client_gets_the_same_png_bytes_as_predict(client: Client, url: str) -> None:
+    request = {
+        "prompt": "a red fox",
+        "negative_prompt": "fog",
+        "seed": 42,
+        "prompt_weight": 0.7,
+        "steps": 12,
+        "width": 128,
+        "height": 96,
+        "num_outputs": 2,
+    }
+    gallery, seed_used, timings = client.predict(*ui_request(**request), api_name="/generate")
+    ui_bytes = gallery_bytes(gallery)
+    assert seed_used == 42
+    assert ui_bytes[0].startswith(b"\x89PNG\r\n\x1a\n")
+    assert ui_bytes == api_images(url, **request)
+    assert re.search(r"queue \d+ ms · inference \d+ ms · encode \d+ ms · total \d+ ms", timings)
+
+
+def test_randomize_seed_draws_a_seed_and_reports_it(client: Client, url: str) -> None:
+    gallery, seed_used, timings = client.predict(
+        *ui_request(seed=42, randomize_seed=True, steps=4, width=64, height=64, num_outputs=2),
+        api_name="/generate",
+    )
+    assert isinstance(seed_used, int)
+    assert f"Seed **{seed_used}**" in timings
+    again = api_images(url, seed=seed_used, steps=4, width=64, height=64, num_outputs=2)
+    assert gallery_bytes(gallery) == again
+
+
+def test_ui_and_api_requests_share_one_batch(client: Client, url: str, engine: Engine) -> None:
+    """A UI request and an API request queued together are served by one model call."""
+    busy, release = threading.Event(), threading.Event()
+
+    def hold_the_worker(step: int, total: int) -> None:
+        if not release.is_set():
+            busy.set()
+            release.wait(timeout=60)
+
+    engine.add_step_listener(hold_the_worker)
+    calls, images = engine.stats.model_calls, engine.stats.images_generated
+    metrics_before = _images_metric(url)
+    shape = {"steps": 3, "width": 72, "height": 72}
+    with ThreadPoolExecutor(3) as pool:
+        try:
+            # A first request occupies the worker, so the next two queue up side by side.
+            blocker = pool.submit(
+                httpx.post, url + "/predict", json={"seed": 0, "steps": 2}, timeout=60
+            )
+            assert busy.wait(timeout=30), "the worker never started the first batch"
+            ui = pool.submit(client.predict, *ui_request(seed=1, **shape), api_name="/generate")
+            api = pool.submit(httpx.post, url + "/predict", json={"seed": 2, **shape}, timeout=60)
+            deadline = time.monotonic() + 30
+            while engine.queue_depth < 2:
+                assert time.monotonic() < deadline, "the UI and API requests did not both queue"
+                time.sleep(0.02)
+        finally:
+            release.set()
+        assert blocker.result(timeout=60).status_code == 200
+        _, _, timings = ui.result(timeout=60)
+        api_result = api.result(timeout=60).json()
+    assert api_result["batch_size"] == 2
+    assert "batch of 2 images" in timings
+    assert engine.stats.model_calls == calls + 2
+    assert engine.stats.images_generated == images + 3
+    assert _images_metric(url) == metrics_before + 3
+
+
+def _images_metric(url: str) -> float:
+    text = httpx.get(url + "/metrics").text
+    match = re.search(r"^inference_images_generated_total (\S+)$", text, re.MULTILINE)
+    assert match, "inference_images_generated_total missing from /metrics"
+    return float(match.group(1))
+
+
+def test_ui_enforces_the_servers_limits(client: Client) -> None:
+    # The slider's bound comes from MAX_STEPS; Gradio refuses beyond it.
+    with pytest.raises(Exception, match=r"Value 60 is greater than maximum value 50"):
+        client.predict(*ui_request(steps=60), api_name="/generate")
+    # MAX_PIXELS has no slider of its own: the engine's check answers, word for word.
+    with pytest.raises(Exception, match=r"width x height must be <= 65536 pixels .*MAX_PIXELS"):
+        client.predict(*ui_request(width=512, height=256), api_name="/generate")
+
+
+def test_ui_sliders_are_bounded_by_the_servers_limits(client: Client) -> None:
+    config = httpx.get(client.src.rstrip("/") + "/config").json()
+    sliders = {
+        c["props"]["label"]: c["props"] for c in config["components"] if c.get("type") == "slider"
+    }
+    assert sliders["Steps"]["maximum"] == 50
+    assert sliders["Width"]["maximum"] == 1024
+    assert sliders["Width"]["step"] == 8
+
+
+def test_ui_answers_with_how_to_enable_it_without_gradio(
+    monkeypatch: pytest.MonkeyPatch, engine: Engine
+) -> None:
+    monkeypatch.setattr("inference.ui.gradio_available", lambda: False)
+    with TestClient(create_app(Settings(**SETTINGS), engine)) as http:
+        for path in ("/ui", "/ui/", "/ui/config"):
+            response = http.get(path)
+            assert response.status_code == 501, path
+            message = response.json()["error"]["message"]
+            assert "pip install 'diffusion-serve[ui]'" in message
+        assert http.get("/").status_code == 200
+
+
+def test_ui_setting_off_answers_with_how_to_turn_it_on(engine: Engine) -> None:
+    with TestClient(create_app(Settings(**{**SETTINGS, "ui": False}), engine)) as http:
+        response = http.get("/ui/")
+    assert response.status_code == 501 and "UI=true" in response.json()["error"]["message"]
+
+
+def test_ui_asks_for_the_token_when_auth_is_on(engine: Engine) -> None:
+    settings = Settings(**SETTINGS, auth_token="s3cret")
+    with serve(create_app(settings, engine)) as base:
+        with pytest.raises(Exception):  # noqa: B017 - gradio_client raises its own types
+            Client(base + "/ui/", verbose=False).predict(
+                *ui_request(steps=2, width=64, height=64, num_outputs=2), api_name="/generate"
+            )
+        authed = Client(base + "/ui/", auth=("anyone", "s3cret"), verbose=False)
+        _, seed_used, _ = authed.predict(
+            *ui_request(seed=9, steps=2, width=64, height=64, num_outputs=2),
+            api_name="/generate",
+        )
+        assert seed_used == 9
+
+
+def test_a_real_browser_generates_an_image(url: str) -> None:
+    """Headless Chromium opens /ui/, types a prompt, clicks Generate and sees the image."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    assert CHROMIUM.exists(), (
+        f"{CHROMIUM} is missing: run `bash scripts/install-system-deps.sh` (make test does)"
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    profile = ARTIFACTS / "chromium-profile"
+    shutil.rmtree(profile, ignore_errors=True)
+    with sync_api.sync_playwright() as playwright:
+        # A fresh profile per run (Playwright passes it as --user-data-dir).
+        browser = playwright.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_FLAGS,
+            headless=True,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            page = browser.new_page()
+            # Not "networkidle": offline, the theme's web-font request only ends by timing out.
+            page.goto(url + "/ui/", wait_until="domcontentloaded", timeout=60_000)
+            page.locator("#prompt textarea").fill("a red fox in the snow, watercolor")
+            page.get_by_label("Randomize seed").uncheck()
+            seed_box = page.get_by_label("Seed", exact=True)
+            seed_box.fill("42")
+            page.locator("#generate").click()
+            image = page.locator("#gallery img").first
+            image.wait_for(state="visible", timeout=60_000)
+            page.wait_for_function(
+                "() => document.querySelector('#timings')?.innerText.includes('total')",
+                timeout=60_000,
+            )
+            page.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)
+            src = image.get_attribute("src")
+            timings = page.locator("#timings").inner_text()
+        finally:
+            browser.close()
+    shutil.rmtree(profile, ignore_errors=True)
+    assert src
+    shown = httpx.get(src if src.startswith("http") else url + src, timeout=30).content
+    assert "Seed 42" in timings
+    assert [shown] == api_images(url, prompt="a red fox in the snow, watercolor", seed=42)
