@@ -35,6 +35,29 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto", description="Where the model runs; 'auto' picks cuda, then mps, then cpu."
     )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto",
+        description="Diffusers models: weight dtype; 'auto' is bfloat16 on CUDA GPUs that "
+        "support it, else float16 on a GPU, float32 on CPU.",
+    )
+    scheduler: schema.Scheduler | None = Field(
+        None,
+        description="Diffusers models: the sampler for requests that name none; unset keeps "
+        "the model's own.",
+    )
+    torch_compile: bool = Field(
+        False,
+        description="Diffusers models on CUDA: torch.compile the denoiser (slower start, faster "
+        "steps; each new batch size compiles once).",
+    )
+    channels_last: bool = Field(
+        False, description="Diffusers models on CUDA: channels_last memory format for UNet/VAE."
+    )
+    hf_hub_offline: bool = Field(
+        False,
+        description="Never contact the Hugging Face Hub: hub models load from the local cache "
+        "only.",
+    )
 
     # Dynamic batching and back-pressure
     max_batch_size: int = Field(8, ge=1, le=256, description="Most images in one model call.")
@@ -72,6 +95,9 @@ class Settings(BaseSettings):
     auth_token: SecretStr | None = Field(
         None, description="When set, /predict* and /metrics need 'Authorization: Bearer <token>'."
     )
+    ui: bool = Field(
+        True, description="Serve the Gradio UI at /ui (needs the 'ui' extra); false skips it."
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -93,6 +119,11 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if value is not None and value % 8:
                 raise ValueError(f"{name.upper()} must be a multiple of 8, got {value}")
+        if self.torch_compile and self.device in ("cpu", "mps"):
+            raise ValueError(
+                f"TORCH_COMPILE=1 needs a CUDA GPU, but DEVICE={self.device}; "
+                "unset TORCH_COMPILE or use DEVICE=cuda (or auto)"
+            )
         if self.auth_token is not None and not self.auth_token.get_secret_value():
             self.auth_token = None  # AUTH_TOKEN="" means auth off, not "the empty token"
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,8 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test reads settings afresh, unaffected by the developer's own env vars."""
     for name in Settings.model_fields:
         monkeypatch.delenv(name.upper(), raising=False)
+    # Gradio costs seconds per app; only the UI and Space tests turn it on (explicitly).
+    monkeypatch.setenv("UI", "false")
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
@@ -38,3 +41,12 @@ def server_url() -> Iterator[str]:
     """One real uvicorn server with the mock model for the whole session."""
     with inference_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Stable Diffusion pipeline (64x64, safetensors), built once per session."""
+    pytest.importorskip("diffusers")
+    from inference.models.tiny import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd"))

@@ -1,0 +1,465 @@
+"""Any diffusers text-to-image pipeline (SD 1.x/2.x, SDXL, SD-Turbo, SD3, FLUX) as a backend.
+
+The pipeline comes from a local folder (``model_index.json``) or a hub id at a pinned revision,
+always from safetensors: a pickle checkpoint can run code when it is loaded, so a folder whose
+weights are pickles is refused rather than trusted. Device and dtype are chosen automatically
+(cuda with bfloat16 where supported, else float16; mps with float16; cpu with float32).
+
+Why requests map the way they do:
+
+- One pipeline call per batch, with one prompt and one ``torch.Generator`` per image. diffusers
+  draws each image's initial noise from its own generator, so an image depends on its seed, not
+  on its neighbours; batched and solo runs differ only by float rounding in batched matmuls.
+- The pipeline takes one ``guidance_scale``, one size, one step count and one scheduler per call,
+  so those make up ``batch_key``; requests that differ in them run in separate calls.
+- ``batch_key`` also checks the job against the loaded model (size multiple, scheduler family,
+  negative prompt support), so a request the model cannot run is refused with a named field
+  before it is queued, instead of failing a whole batch later.
+- Progress goes through ``callback_on_step_end``; the engine's callback raises once every caller
+  of the batch has gone, which stops the pipeline between two steps and frees the device.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference.errors import InvalidRequest, ModelLoadError
+from inference.models.base import ProgressCallback
+from inference.schema import Defaults, Job, Scheduler
+from inference.settings import Settings
+from inference.weights import check_safetensors, download_command, download_weights
+
+log = logging.getLogger(__name__)
+
+#: Scheduler names of the public API -> diffusers class and config overrides.
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+    "dpm++": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": False}),
+    "dpm++_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+}
+
+#: Shown before the model has loaded (GET / answers while a large model loads); replaced by the
+#: pipeline's own defaults once it is loaded.
+PROVISIONAL_DEFAULTS = Defaults(steps=30, prompt_weight=7.5, width=512, height=512)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def pick_device(requested: str) -> str:
+    """``requested`` unless 'auto': cuda if available, then mps, then cpu."""
+    import torch
+
+    if requested != "auto":
+        if requested == "cuda" and not torch.cuda.is_available():
+            raise ModelLoadError("DEVICE=cuda but no CUDA GPU is visible; use DEVICE=auto or cpu")
+        if requested == "mps" and not torch.backends.mps.is_available():
+            raise ModelLoadError("DEVICE=mps but MPS is not available; use DEVICE=auto or cpu")
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(requested: str, device: str) -> Any:
+    """``requested`` unless 'auto': bfloat16 on CUDA where supported, float16 on other GPUs,
+    float32 on CPU (half precision on CPU is slow or unsupported for many kernels)."""
+    import torch
+
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def size_multiple(pipe: Any) -> int:
+    """What width and height must be multiples of for ``pipe``.
+
+    Latents are the image divided by the VAE's scale factor; transformer models cut latents into
+    patches (SD3: 2x2) and FLUX packs 2x2 latents into one token, so both need a larger multiple.
+    The schema already demands multiples of 8.
+    """
+    multiple = int(getattr(pipe, "vae_scale_factor", 8) or 8)
+    transformer = getattr(pipe, "transformer", None)
+    patch = getattr(getattr(transformer, "config", None), "patch_size", None)
+    if isinstance(patch, int) and patch > 1:
+        multiple *= patch
+    if hasattr(pipe, "_pack_latents"):
+        multiple *= 2
+    return max(multiple, 8)
+
+
+def native_size(pipe: Any) -> tuple[int, int]:
+    """The resolution the model was trained at: latent sample size times the VAE factor."""
+    factor = int(getattr(pipe, "vae_scale_factor", 8) or 8)
+    sample = getattr(pipe, "default_sample_size", None)
+    if sample is None:
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        sample = getattr(getattr(denoiser, "config", None), "sample_size", None) or 64
+    if isinstance(sample, list | tuple):
+        height, width = int(sample[0]), int(sample[1])
+    else:
+        height = width = int(sample)
+    return width * factor, height * factor
+
+
+def model_defaults(pipe: Any, name: str) -> Defaults:
+    """The defaults the pipeline's authors chose, adjusted for distilled (few-step) models.
+
+    ``__call__``'s own defaults say what the authors recommend (SD 7.5/50, SDXL 5.0/50,
+    SD3 7.0/28, FLUX-dev 3.5/28). Distilled models are trained for guidance 0 and a few steps:
+    SD-Turbo and SDXL-Turbo (one step), FLUX-schnell (no guidance embedding; four steps).
+    """
+    params = inspect.signature(pipe.__call__).parameters
+    guidance = _default_number(params, "guidance_scale", 7.5)
+    steps = int(_default_number(params, "num_inference_steps", 30))
+    width, height = native_size(pipe)
+    transformer = getattr(pipe, "transformer", None)
+    guidance_embeds = getattr(getattr(transformer, "config", None), "guidance_embeds", None)
+    if "turbo" in name.lower():
+        guidance, steps = 0.0, 1
+    elif type(pipe).__name__.startswith("Flux") and guidance_embeds is False:
+        guidance, steps = 0.0, 4
+    return Defaults(steps=steps, prompt_weight=float(guidance), width=width, height=height)
+
+
+def _default_number(params: Any, name: str, fallback: float) -> float:
+    param = params.get(name)
+    if param is None or not isinstance(param.default, int | float) or param.default is None:
+        return fallback
+    return float(param.default)
+
+
+def to_pixels(images: Any) -> list[np.ndarray]:
+    """Pipeline output (float numpy in [0, 1], or PIL images) as HxWx3 uint8 arrays."""
+    if isinstance(images, np.ndarray):
+        scaled = (np.clip(images, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        return [np.ascontiguousarray(image[..., :3]) for image in scaled]
+    return [np.asarray(image.convert("RGB"), dtype=np.uint8) for image in images]
+
+
+class DiffusersModel:
+    """A diffusers text-to-image pipeline behind the ``Model`` protocol."""
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        revision: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        scheduler: Scheduler | None = None,
+        torch_compile: bool = False,
+        channels_last: bool = False,
+        offline: bool = False,
+        cache_dir: Path | None = None,
+        max_steps: int | None = None,
+        max_width: int | None = None,
+        max_height: int | None = None,
+    ) -> None:
+        self.name = source
+        self.source = source
+        self.revision = revision
+        self.requested_device = device
+        self.requested_dtype = dtype
+        self.default_scheduler = scheduler
+        self.torch_compile = torch_compile
+        self.channels_last = channels_last
+        self.offline = offline
+        self.cache_dir = cache_dir
+        self._caps = (max_steps, max_width, max_height)
+        self.device: str | None = None
+        self.dtype: Any = None
+        self.pipe: Any = None
+        self.size_multiple = 8
+        self._defaults = PROVISIONAL_DEFAULTS
+        self._own_scheduler: tuple[type, dict[str, Any]] | None = None
+        self._accepts: set[str] = set()
+        self._empty_negative_special = False
+        self._compatible: set[str] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DiffusersModel:
+        return cls(
+            settings.model,
+            revision=settings.model_revision,
+            device=settings.device,
+            dtype=settings.dtype,
+            scheduler=settings.scheduler,
+            torch_compile=settings.torch_compile,
+            channels_last=settings.channels_last,
+            offline=settings.hf_hub_offline,
+            max_steps=settings.max_steps,
+            max_width=settings.max_width,
+            max_height=settings.max_height,
+        )
+
+    @property
+    def defaults(self) -> Defaults:
+        return self._defaults
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def resolve_folder(self) -> Path:
+        """The local pipeline folder: ``source`` itself, or its snapshot in the HF cache."""
+        path = Path(self.source).expanduser()
+        if path.exists():
+            if not (path / "model_index.json").is_file():
+                raise ModelLoadError(
+                    f"{str(path)!r} has no model_index.json, so it is not a diffusers pipeline "
+                    "folder; save one with pipeline.save_pretrained(folder)"
+                )
+            return path
+        looks_local = self.source.startswith(("/", ".", "~")) or not _HUB_ID.match(self.source)
+        if looks_local:
+            raise ModelLoadError(
+                f"model folder {self.source!r} does not exist; MODEL takes 'mock', a folder "
+                "with model_index.json, or a hub id such as 'stabilityai/sd-turbo'"
+            )
+        if self.revision is None:
+            log.warning(
+                "model %r has no MODEL_REVISION: the hub's latest files are used; pin a commit "
+                "hash for reproducible deployments",
+                self.source,
+            )
+        return download_weights(
+            self.source, self.revision, self.cache_dir, local_files_only=self.offline
+        )
+
+    def load(self) -> None:
+        """Find the weights, load the pipeline on the chosen device, read its defaults."""
+        if self.pipe is not None:
+            return
+        folder = self.resolve_folder()
+        check_safetensors(folder)
+        self.device = pick_device(self.requested_device)
+        self.dtype = pick_dtype(self.requested_dtype, self.device)
+        pipe = self._from_pretrained(folder)
+        try:
+            pipe.to(self.device)
+        except (RuntimeError, ValueError) as exc:  # out of memory, unsupported dtype
+            raise ModelLoadError(
+                f"cannot move model {self.source!r} to {self.device} as {self.dtype}: {exc}"
+            ) from exc
+        pipe.set_progress_bar_config(disable=True)
+        self._accepts = set(inspect.signature(pipe.__call__).parameters)
+        if "prompt" not in self._accepts:
+            raise ModelLoadError(
+                f"{type(pipe).__name__} from {self.source!r} takes no text prompt; "
+                "this server serves text-to-image pipelines"
+            )
+        self._optimize(pipe)
+        self._own_scheduler = (type(pipe.scheduler), dict(pipe.scheduler.config))
+        self._compatible = {type(pipe.scheduler).__name__} | {
+            cls.__name__ for cls in pipe.scheduler.compatibles
+        }
+        self._empty_negative_special = bool(pipe.config.get("force_zeros_for_empty_prompt"))
+        self.size_multiple = size_multiple(pipe)
+        self._defaults = self._capped(model_defaults(pipe, self.source))
+        self.pipe = pipe
+        log.info(
+            "loaded %s from %s on %s (%s); defaults %s; sizes multiple of %d",
+            type(pipe).__name__,
+            folder,
+            self.device,
+            str(self.dtype).removeprefix("torch."),
+            self._defaults,
+            self.size_multiple,
+        )
+
+    def _from_pretrained(self, folder: Path) -> Any:
+        import diffusers
+        import transformers
+        from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+
+        # Per-file progress bars would flood a server's log; the load time is logged instead.
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
+        kwargs: dict[str, Any] = {
+            "use_safetensors": True,
+            "local_files_only": True,
+            "dtype": self.dtype,
+        }
+        try:
+            try:
+                return AutoPipelineForText2Image.from_pretrained(str(folder), **kwargs)
+            except ValueError as exc:
+                if "AutoPipeline" not in str(exc):
+                    raise
+                # A pipeline class AutoPipeline does not map (a community or newer pipeline):
+                # load it as what model_index.json says it is.
+                return DiffusionPipeline.from_pretrained(str(folder), **kwargs)
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            hint = (
+                f"; to refresh the download run: {download_command(self.source, self.revision)}"
+                if not Path(self.source).expanduser().exists()
+                else ""
+            )
+            raise ModelLoadError(
+                f"cannot load diffusers pipeline {self.source!r} from {str(folder)!r}: "
+                f"{type(exc).__name__}: {exc}{hint}"
+            ) from exc
+
+    def _optimize(self, pipe: Any) -> None:
+        """channels_last and torch.compile, CUDA only (elsewhere they cost more than they give)."""
+        import torch
+
+        if not (self.torch_compile or self.channels_last):
+            return
+        if self.device != "cuda":
+            log.warning(
+                "TORCH_COMPILE/CHANNELS_LAST apply on CUDA only; ignored on %s", self.device
+            )
+            return
+        denoiser_name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+        denoiser = getattr(pipe, denoiser_name)
+        if self.channels_last:
+            for module in (getattr(pipe, "unet", None), getattr(pipe, "vae", None)):
+                if module is not None:
+                    module.to(memory_format=torch.channels_last)
+        if self.torch_compile:
+            # Compiled lazily on the first call, i.e. during the engine's warm-up; each new
+            # batch size compiles once more (dynamic shapes after the first recompile).
+            denoiser.compile()
+            log.info("torch.compile enabled for the %s", denoiser_name)
+
+    def _capped(self, defaults: Defaults) -> Defaults:
+        """Defaults within this deployment's limits, so an empty request is always valid."""
+        max_steps, max_width, max_height = self._caps
+        m = self.size_multiple
+        width, height, steps = defaults.width, defaults.height, defaults.steps
+        if max_width is not None and width > max_width:
+            width = max(m, max_width - max_width % m)
+        if max_height is not None and height > max_height:
+            height = max(m, max_height - max_height % m)
+        if max_steps is not None:
+            steps = min(steps, max_steps)
+        return Defaults(
+            steps=steps, prompt_weight=defaults.prompt_weight, width=width, height=height
+        )
+
+    # -- serving -----------------------------------------------------------------------------
+
+    def scheduler_name(self, job: Job) -> str | None:
+        """The job's sampler: its own choice, else the deployment's SCHEDULER, else None."""
+        return job.scheduler or self.default_scheduler
+
+    def batch_key(self, job: Job) -> Hashable:
+        """Size, steps, guidance and sampler; raises ``InvalidRequest`` for a job this model
+        cannot run, so the caller hears of it before the job is queued."""
+        scheduler = self.scheduler_name(job)
+        if self.pipe is not None:
+            self._check(job, scheduler)
+        negative = bool(job.negative_prompt) if self._empty_negative_special else None
+        return (job.width, job.height, job.steps, job.prompt_weight, scheduler, negative)
+
+    def _check(self, job: Job, scheduler: str | None) -> None:
+        m = self.size_multiple
+        for field, value in (("width", job.width), ("height", job.height)):
+            if value % m:
+                lower = max(m, value - value % m)
+                raise InvalidRequest(
+                    field,
+                    f"{field} must be a multiple of {m} for model {self.name!r}, got {value} "
+                    f"(try {lower} or {lower + m})",
+                )
+        if job.negative_prompt and "negative_prompt" not in self._accepts:
+            raise InvalidRequest(
+                "negative_prompt",
+                f"model {self.name!r} ({type(self.pipe).__name__}) takes no negative_prompt; "
+                "omit it",
+            )
+        if scheduler is not None:
+            allowed = self.compatible_schedulers()
+            if scheduler not in allowed:
+                raise InvalidRequest(
+                    "scheduler",
+                    f"scheduler {scheduler!r} does not fit model {self.name!r} "
+                    f"({type(self.pipe.scheduler).__name__}); choose one of {allowed} or omit it",
+                )
+
+    def compatible_schedulers(self) -> list[str]:
+        """The API's scheduler names this pipeline can use (its scheduler's family)."""
+        return [name for name, (cls, _) in SCHEDULERS.items() if cls in self._compatible]
+
+    def _make_scheduler(self, name: str | None) -> Any:
+        """A fresh scheduler for one call: schedulers keep per-call state (step index, history)."""
+        import diffusers
+
+        assert self._own_scheduler is not None
+        own_cls, config = self._own_scheduler
+        if name is None:
+            return own_cls.from_config(config)
+        cls_name, overrides = SCHEDULERS[name]
+        return getattr(diffusers, cls_name).from_config(config, **overrides)
+
+    def generate(
+        self, jobs: Sequence[Job], progress: ProgressCallback | None = None
+    ) -> list[list[np.ndarray]]:
+        import torch
+
+        if self.pipe is None:
+            raise RuntimeError("DiffusersModel.generate called before load()")
+        keys = {self.batch_key(job) for job in jobs}
+        if len(keys) != 1:
+            raise ValueError(f"a batch must share one batch_key, got {sorted(map(str, keys))}")
+        pipe, first = self.pipe, jobs[0]
+        generator_device = "cuda" if self.device == "cuda" else "cpu"  # mps: CPU generators
+        prompts = [job.prompt for job in jobs for _ in job.seeds]
+        generators = [
+            torch.Generator(device=generator_device).manual_seed(seed)
+            for job in jobs
+            for seed in job.seeds
+        ]
+        kwargs: dict[str, Any] = {
+            "prompt": prompts,
+            "num_inference_steps": first.steps,
+            "guidance_scale": first.prompt_weight,
+            "width": first.width,
+            "height": first.height,
+            "generator": generators,
+            "num_images_per_prompt": 1,
+            "output_type": "np",
+        }
+        if "negative_prompt" in self._accepts and any(job.negative_prompt for job in jobs):
+            kwargs["negative_prompt"] = [job.negative_prompt for job in jobs for _ in job.seeds]
+        if progress is not None and "callback_on_step_end" in self._accepts:
+
+            def on_step_end(p: Any, index: int, timestep: Any, tensors: dict) -> dict:
+                total = int(getattr(p, "num_timesteps", None) or first.steps)
+                log.debug("step %d/%d of a batch of %d images", index + 1, total, len(prompts))
+                progress(index + 1, total)  # raises when every caller has gone: stops here
+                return tensors
+
+            kwargs["callback_on_step_end"] = on_step_end
+        pipe.scheduler = self._make_scheduler(self.scheduler_name(first))
+        with torch.inference_mode():
+            output = pipe(**kwargs)
+        images = to_pixels(output.images)
+        if len(images) != len(prompts):
+            raise ValueError(f"the pipeline returned {len(images)} images for {len(prompts)}")
+        out: list[list[np.ndarray]] = []
+        for job in jobs:
+            out.append(images[: job.num_outputs])
+            images = images[job.num_outputs :]
+        return out
