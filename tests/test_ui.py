@@ -13,21 +13,18 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from inference.app import create_app
 from inference.engine import Engine
 from inference.models.mock import MockModel
 from inference.settings import Settings
-from tests.servers import ROOT, free_port
+from tests.servers import ROOT, serving_in_thread
 
 pytest.importorskip("gradio")
 from gradio_client import Client
@@ -60,27 +57,6 @@ UI_INPUTS = (
 )
 
 
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a thread (lifespan on, so Gradio's queue starts)."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive(), "uvicorn exited during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start within 60 s"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-
-
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Engine]:
     eng = Engine(MockModel(), Settings(**SETTINGS)).start()
@@ -90,7 +66,7 @@ def engine() -> Iterator[Engine]:
 
 @pytest.fixture(scope="module")
 def url(engine: Engine) -> Iterator[str]:
-    with serve(create_app(Settings(**SETTINGS), engine)) as base:
+    with serving_in_thread(create_app(Settings(**SETTINGS), engine)) as base:
         yield base
 
 
@@ -241,7 +217,7 @@ def test_ui_setting_off_answers_with_how_to_turn_it_on(engine: Engine) -> None:
 
 def test_ui_asks_for_the_token_when_auth_is_on(engine: Engine) -> None:
     settings = Settings(**SETTINGS, auth_token="s3cret")
-    with serve(create_app(settings, engine)) as base:
+    with serving_in_thread(create_app(settings, engine)) as base:
         with pytest.raises(Exception):  # noqa: B017 - gradio_client raises its own types
             Client(base + "/ui/", verbose=False).predict(
                 *ui_request(steps=2, width=64, height=64, num_outputs=2), api_name="/generate"

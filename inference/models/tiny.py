@@ -77,7 +77,6 @@ def build_tiny_pipeline(folder: Path, seed: int = 0) -> Path:
     from diffusers import (
         AutoencoderKL,
         DDIMScheduler,
-        StableDiffusionPipeline,
         UNet2DConditionModel,
     )
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -120,19 +119,7 @@ def build_tiny_pipeline(folder: Path, seed: int = 0) -> Path:
             layer_norm_eps=1e-5,
         )
     )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=_tokenizer(folder / "tokenizer"),
-        unet=unet,
-        scheduler=DDIMScheduler.from_config(SD_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        image_encoder=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(str(folder), safe_serialization=True)
-    return folder
+    return _save(folder, unet, vae, text_encoder, DDIMScheduler.from_config(SD_SCHEDULER_CONFIG))
 
 
 #: Stable Diffusion 1.5's component configs (from its model repository's config.json files).
@@ -208,17 +195,24 @@ def build_sd15_pipeline(folder: Path, seed: int = 0) -> Path:
     or so on a CPU and writes about 4 GB (float32); the images are noise.
     """
     import torch
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from diffusers import PNDMScheduler
 
     folder = Path(folder)
     torch.manual_seed(seed)
     unet, vae, text_encoder = sd15_models()
+    return _save(folder, unet, vae, text_encoder, PNDMScheduler.from_config(SD_SCHEDULER_CONFIG))
+
+
+def _save(folder: Path, unet: Any, vae: Any, text_encoder: Any, scheduler: Any) -> Path:
+    """Assemble a Stable Diffusion pipeline (no safety checker) and save it as safetensors."""
+    from diffusers import StableDiffusionPipeline
+
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=_tokenizer(folder / "tokenizer"),
         unet=unet,
-        scheduler=PNDMScheduler.from_config(SD_SCHEDULER_CONFIG),
+        scheduler=scheduler,
         safety_checker=None,
         feature_extractor=None,
         image_encoder=None,
