@@ -237,18 +237,12 @@ def _project_pins(root: Path) -> tuple[dict[str, list[str]], set[str], dict[str,
     return specs, members.get("", set()), members
 
 
+#: The pyproject extras the Cog image must carry: Cog itself, and real models.
+COG_IMAGE_EXTRAS = ("cog", "diffusers")
+
+
 def _check_requirements(root: Path, build: dict[str, Any], where: Path) -> list[Problem]:
-    try:
-        from packaging.specifiers import SpecifierSet
-    except ImportError:
-        return [
-            Problem(
-                where,
-                None,
-                "cannot compare the Cog pins with pyproject.toml without the 'packaging' "
-                "package: pip install 'diffusion-serve[dev]'",
-            )
-        ]
+    from packaging.specifiers import SpecifierSet
 
     problems: list[Problem] = []
     if isinstance(build.get("python_requirements"), str):
@@ -292,7 +286,8 @@ def _check_requirements(root: Path, build: dict[str, Any], where: Path) -> list[
                         f"'{requirement.name}{spec}'; change one of them so they agree",
                     )
                 )
-    for name in sorted((core | groups.get("cog", set())) - listed):
+    needed = core.union(*(groups.get(extra, set()) for extra in COG_IMAGE_EXTRAS))
+    for name in sorted(needed - listed):
         problems.append(
             Problem(
                 where,
