@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 TEST_EXTRAS := dev,diffusers,ui,modal,cog,bench
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install install-test serve test lint format check clean
+.PHONY: install install-test serve test lint format check clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ test: install-test  ## install everything the tests need, then run them
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install-test  ## throughput, latency, cold start vs the ceiling, a naive server, LitServe
+	$(BIN)/python -m inference bench $(BENCH_ARGS)
 
 lint:
 	$(BIN)/ruff check .

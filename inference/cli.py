@@ -24,7 +24,12 @@ log = logging.getLogger("inference")
 
 #: Modules that add a subcommand through ``register(subparsers)``; each sets ``run`` on its
 #: parser and imports its heavy dependencies inside ``run`` so ``--help`` stays fast.
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "inference.check",
+    "inference.bench",
+    "inference.batch",
+    "inference.weights",
+)
 
 
 def _settings(args: argparse.Namespace, **fields: Any) -> Settings:
