@@ -17,7 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from inference import bench, cli
+from inference import cli
+from inference.bench import command
+from inference.bench.data import Ceiling, LevelResult, Report, mean_batch_size, percentile
+from inference.bench.processes import ALL_SERVERS, stop_process_group
+from inference.bench.report import goal_verdicts
 from tests.servers import ROOT
 
 MD_COLUMNS = 10  # server .. errors in the throughput table
@@ -35,7 +39,7 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_quick_run_reports_every_server_and_level(quick_report: Path) -> None:
     data = json.loads((quick_report / "bench.json").read_text())
     seen = {(r["server"], r["concurrency"]) for r in data["levels"]}
-    assert seen == {(s, c) for s in bench.ALL_SERVERS for c in (1, 4)}
+    assert seen == {(s, c) for s in ALL_SERVERS for c in (1, 4)}
     for level in data["levels"]:
         assert level["errors"] == 0, level["error_samples"]
         assert level["images"] == level["requests"] == 12
@@ -63,9 +67,9 @@ def test_quick_run_markdown_has_every_cell_filled(quick_report: Path) -> None:
         line
         for line in markdown.splitlines()
         if line.startswith("| ") and "mock 64x64" in line and line.split("|")[1].strip() in
-        bench.ALL_SERVERS
+        ALL_SERVERS
     ]  # fmt: skip
-    assert len(rows) == len(bench.ALL_SERVERS) * 2
+    assert len(rows) == len(ALL_SERVERS) * 2
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == MD_COLUMNS
@@ -79,31 +83,31 @@ def test_quick_run_markdown_has_every_cell_filled(quick_report: Path) -> None:
 
 def test_percentile_matches_the_numpy_definition() -> None:
     values = [5.0, 1.0, 4.0, 2.0, 3.0]
-    assert bench.percentile(values, 50) == 3.0
-    assert bench.percentile(values, 0) == 1.0 and bench.percentile(values, 100) == 5.0
-    assert bench.percentile(values, 95) == pytest.approx(4.8)
-    assert math.isnan(bench.percentile([], 50))
+    assert percentile(values, 50) == 3.0
+    assert percentile(values, 0) == 1.0 and percentile(values, 100) == 5.0
+    assert percentile(values, 95) == pytest.approx(4.8)
+    assert math.isnan(percentile([], 50))
 
 
 def test_mean_batch_size_weights_each_call_once() -> None:
     # One call of 4 (reported by its 4 requests) and two calls of 1: 6 images in 3 calls.
-    assert bench.mean_batch_size([4, 4, 4, 4, 1, 1]) == pytest.approx(2.0)
-    assert math.isnan(bench.mean_batch_size([]))
+    assert mean_batch_size([4, 4, 4, 4, 1, 1]) == pytest.approx(2.0)
+    assert math.isnan(mean_batch_size([]))
 
 
 def test_goal_verdicts_name_the_numbers() -> None:
-    def level(server: str, c: int, ips: float, p95: float, p50: float = 10.0) -> bench.LevelResult:
-        return bench.LevelResult(server, "mock 64x64", c, 10, 10, 0, 1.0, ips, p50, p95, p95, 1.0)
+    def level(server: str, c: int, ips: float, p95: float, p50: float = 10.0) -> LevelResult:
+        return LevelResult(server, "mock 64x64", c, 10, 10, 0, 1.0, ips, p50, p95, p95, 1.0)
 
-    report = bench.Report("cmd", {}, {})
-    report.ceilings.append(bench.Ceiling("mock 64x64", {1: 100.0}, 1, 100.0, 2.0))
+    report = Report("cmd", {}, {})
+    report.ceilings.append(Ceiling("mock 64x64", {1: 100.0}, 1, 100.0, 2.0))
     report.levels += [
         level("ours", 1, 50, 5, p50=6.0),
         level("ours", 32, 95, 20),
         level("naive", 32, 50, 30),
         level("litserve", 32, 96, 10),
     ]
-    verdicts = bench.goal_verdicts(report)
+    verdicts = goal_verdicts(report)
     assert any(v.startswith("MET: served >= 0.9 x ceiling") and "0.95 x" in v for v in verdicts)
     assert any(v.startswith("MET: ahead of naive") for v in verdicts)
     assert any(v.startswith("MISSED: ahead of litserve") and "95.0 vs 96.0" in v for v in verdicts)
@@ -113,7 +117,7 @@ def test_goal_verdicts_name_the_numbers() -> None:
 def test_bench_is_a_cli_subcommand_with_checked_flags(capsys: pytest.CaptureFixture[str]) -> None:
     parser = cli.build_parser()
     args = parser.parse_args(["bench", "--quick", "--servers", "ours,naive"])
-    assert args.run is bench.run and args.servers == ["ours", "naive"]
+    assert args.run is command.run and args.servers == ["ours", "naive"]
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "--servers", "ours,torchserve"])
     assert "torchserve" in capsys.readouterr().err
@@ -144,7 +148,7 @@ def test_stopping_a_server_stops_its_children() -> None:
     process = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     try:
         time.sleep(1.0)  # let it start its child
-        bench.stop_process_group(process)
+        stop_process_group(process)
         with pytest.raises(ProcessLookupError):
             os.killpg(process.pid, 0)
     finally:
