@@ -130,7 +130,7 @@ def test_weights_from_json_and_safetensors_override(tmp_path: Path, model: MockM
 @pytest.mark.parametrize(
     ("content", "text"),
     [
-        (None, "does not exist; unset WEIGHTS_PATH"),
+        (None, "does not exist; point WEIGHTS_PATH (or Cog's weights) at a JSON"),
         ("{not json", "cannot read mock weights"),
         ('{"gamma": 0.5}', "lacks keys ['beta']"),
         ('{"gamma": 1.5, "beta": 0.1}', "need 0 <= gamma < 1"),

@@ -44,8 +44,9 @@ def load_weights(path: Path | None) -> dict[str, float]:
         return dict(DEFAULT_WEIGHTS)
     if not path.is_file():
         raise ModelLoadError(
-            f"mock weights file {str(path)!r} does not exist; unset WEIGHTS_PATH to use the "
-            f"embedded weights {DEFAULT_WEIGHTS}"
+            f"mock weights file {str(path)!r} does not exist; point WEIGHTS_PATH (or Cog's "
+            f"weights) at a JSON or safetensors file with 'gamma' and 'beta', or unset it to use "
+            f"the embedded weights {DEFAULT_WEIGHTS}"
         )
     try:
         if path.suffix == ".safetensors":
