@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from inference import check as check_command
 from inference.checks import Problem
 from inference.checks import space as space_check
 from inference.cli import main
+from tests.files import copy_files, edit
 from tests.servers import ROOT
 
 SPACE_FILES = ("README.md", "Dockerfile", "pyproject.toml")
@@ -41,17 +41,7 @@ def test_check_runs_every_runtime_check() -> None:
 
 @pytest.fixture
 def space_copy(tmp_path: Path) -> Path:
-    for name in SPACE_FILES:
-        shutil.copy(ROOT / name, tmp_path / name)
-    return tmp_path
-
-
-def edit(path: Path, old: str, new: str) -> int:
-    """Replace the first ``old`` (in README.md, the front matter's) and return its line."""
-    text = path.read_text()
-    assert old in text, f"{old!r} does not occur in {path.name}"
-    path.write_text(text.replace(old, new, 1))
-    return text[: text.index(old)].count("\n") + 1
+    return copy_files(SPACE_FILES, tmp_path)
 
 
 def line_of(path: Path, fragment: str) -> int:

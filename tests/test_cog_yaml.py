@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from inference.checks import Problem, cog, torch_api, torch_compat
+from tests.files import copy_files, edit
 from tests.servers import ROOT
 
 FILES = ("cog.yaml", "requirements-cog.txt", "predict.py", "pyproject.toml")
@@ -21,15 +22,7 @@ FILES = ("cog.yaml", "requirements-cog.txt", "predict.py", "pyproject.toml")
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A copy of the files the Cog check reads (no inference/ package: torch scan is empty)."""
-    for name in FILES:
-        shutil.copy(ROOT / name, tmp_path / name)
-    return tmp_path
-
-
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {path.name}"
-    path.write_text(text.replace(old, new, 1))
+    return copy_files(FILES, tmp_path)
 
 
 def _messages(problems: list[Problem]) -> list[str]:
@@ -55,32 +48,32 @@ def test_the_copy_passes(repo: Path) -> None:
     ],
 )
 def test_unknown_keys_and_wrong_types(repo: Path, old: str, new: str, expected: str) -> None:
-    _edit(repo / "cog.yaml", old, new)
+    edit(repo / "cog.yaml", old, new)
     problems = cog.check(repo)
     assert any(expected in p.message for p in problems), _messages(problems)
     assert all(p.line is not None for p in problems if expected in p.message)
 
 
 def test_python_version_must_be_present_and_quoted(repo: Path) -> None:
-    _edit(repo / "cog.yaml", 'python_version: "3.11"', "python_version: 3.10")
+    edit(repo / "cog.yaml", 'python_version: "3.11"', "python_version: 3.10")
     (problem,) = cog.check(repo)
     lines = (repo / "cog.yaml").read_text().splitlines()
     assert lines[problem.line - 1].startswith("  python_version: 3.10")
     assert 'must be quoted ("3.10")' in problem.message and "3.1" in problem.message
 
-    _edit(repo / "cog.yaml", "python_version: 3.10", "python_versions: 3.11")
+    edit(repo / "cog.yaml", "python_version: 3.10", "python_versions: 3.11")
     messages = " | ".join(_messages(cog.check(repo)))
     assert "python_version is required" in messages
 
 
 def test_concurrency_needs_python_3_11(repo: Path) -> None:
-    _edit(repo / "cog.yaml", 'python_version: "3.11"', 'python_version: "3.10"')
+    edit(repo / "cog.yaml", 'python_version: "3.11"', 'python_version: "3.10"')
     (problem,) = cog.check(repo)
     assert "Python >= 3.11 with concurrency.max > 1, got 3.10" in problem.message
 
 
 def test_torch_must_have_a_build_for_the_cuda(repo: Path) -> None:
-    _edit(repo / "requirements-cog.txt", "torch==2.7.1", "torch==2.8.0")
+    edit(repo / "requirements-cog.txt", "torch==2.7.1", "torch==2.8.0")
     messages = _messages(cog.check(repo))
     assert any(
         "torch==2.8.0 has no CUDA 11.8 build; CUDA 11.8 supports torch 2.0.0 to 2.7.1" in m
@@ -90,18 +83,18 @@ def test_torch_must_have_a_build_for_the_cuda(repo: Path) -> None:
 
 
 def test_predict_must_name_an_existing_class(repo: Path) -> None:
-    _edit(repo / "cog.yaml", "predict.py:Predictor", "predict.py:Predicter")
+    edit(repo / "cog.yaml", "predict.py:Predictor", "predict.py:Predicter")
     (problem,) = cog.check(repo)
     assert "class 'Predicter', which predict.py does not define" in problem.message
     assert "Predictor" in problem.message  # says what is there
 
-    _edit(repo / "cog.yaml", "predict.py:Predicter", "predictor.py:Predictor")
+    edit(repo / "cog.yaml", "predict.py:Predicter", "predictor.py:Predictor")
     (problem,) = cog.check(repo)
     assert "predictor.py, which does not exist" in problem.message
 
 
 def test_inputs_must_be_statically_resolvable(repo: Path) -> None:
-    _edit(
+    edit(
         repo / "predict.py",
         'default=1, ge=1, le=4, description="Images to generate."',
         'default=1, ge=1, le=schema.NUM_OUTPUTS_MAX, description="Images to generate."',
@@ -112,15 +105,15 @@ def test_inputs_must_be_statically_resolvable(repo: Path) -> None:
 
 
 def test_concurrency_must_agree_and_needs_async(repo: Path) -> None:
-    _edit(repo / "cog.yaml", "  max: 8", "  max: 4")
+    edit(repo / "cog.yaml", "  max: 8", "  max: 4")
     (problem,) = cog.check(repo)
     assert "concurrency.max is 4 but predict.py:Predictor declares @concurrent(max=8)" in (
         problem.message
     )
 
-    _edit(repo / "cog.yaml", "  max: 4", "  max: 8")
-    _edit(repo / "predict.py", "    @concurrent(max=MAX_CONCURRENCY)\n", "")
-    _edit(repo / "predict.py", "async def predict(", "def predict(")
+    edit(repo / "cog.yaml", "  max: 4", "  max: 8")
+    edit(repo / "predict.py", "    @concurrent(max=MAX_CONCURRENCY)\n", "")
+    edit(repo / "predict.py", "async def predict(", "def predict(")
     (problem,) = cog.check(repo)
     assert "needs an async predict()/run()" in problem.message
 
@@ -136,7 +129,7 @@ def test_concurrency_must_agree_and_needs_async(repo: Path) -> None:
     ],
 )
 def test_requirements_agree_with_pyproject(repo: Path, old: str, new: str, expected: str) -> None:
-    _edit(repo / "requirements-cog.txt", old, new)
+    edit(repo / "requirements-cog.txt", old, new)
     messages = _messages(cog.check(repo))
     assert any(expected in m for m in messages), messages
 
@@ -170,7 +163,7 @@ def test_newer_torch_apis_are_caught(tmp_path: Path) -> None:
 
 
 def test_the_recorded_torch_must_be_the_pinned_one(repo: Path) -> None:
-    _edit(repo / "requirements-cog.txt", "torch==2.7.1", "torch==2.6.0")
+    edit(repo / "requirements-cog.txt", "torch==2.7.1", "torch==2.6.0")
     (problem,) = torch_compat.check(repo)
     assert "recorded for torch 2.7.1, but the Cog image pins torch==2.6.0" in problem.message
 
@@ -200,7 +193,7 @@ def test_inline_python_packages_are_checked_too(repo: Path) -> None:
         if line and not line.startswith("#")
     ]
     listed = "\n".join(f'    - "{p}"' for p in packages).replace("torch==2.7.1", "torch==2.9.0")
-    _edit(
+    edit(
         repo / "cog.yaml",
         "  python_requirements: requirements-cog.txt\n",
         f"  python_packages:\n{listed}\n",
