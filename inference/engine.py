@@ -30,7 +30,9 @@ import numpy as np
 from inference import images as image_codec
 from inference.errors import (
     InferenceError,
+    InvalidRequest,
     ModelError,
+    ModelLoadError,
     NotReady,
     Overloaded,
     RequestTimeout,
@@ -138,19 +140,26 @@ class Engine:
         return len(self._pending)
 
     def start(self) -> Engine:
-        """Load the model, run one warm-up generation, then start serving. Blocks; idempotent."""
-        if self.phase in ("loading", "ready"):
-            return self
-        self.phase = "loading"
+        """Load the model, run one warm-up generation, then start serving. Blocks; idempotent.
+
+        A ``stop()`` that arrives while the model loads wins: the engine stays stopped.
+        """
+        with self._cond:
+            if self.phase in ("loading", "ready"):
+                return self
+            self.phase = "loading"
         try:
             started = time.perf_counter()
             self.model.load()
             self.stats.load_s = time.perf_counter() - started
+            self._check_defaults()
             started = time.perf_counter()
             self._warm_up()
             self.stats.warmup_s = time.perf_counter() - started
         except BaseException as exc:
-            self.phase = "failed"
+            with self._cond:
+                if self.phase == "loading":
+                    self.phase = "failed"
             self.load_error = str(exc) or type(exc).__name__
             if isinstance(exc, InferenceError):  # expected, and its message says it all
                 log.error("model %r failed to load: %s", self.model.name, exc)
@@ -163,9 +172,12 @@ class Engine:
             self.stats.load_s,
             self.stats.warmup_s,
         )
-        self._worker = threading.Thread(target=self._run, name="engine-worker", daemon=True)
-        self.phase = "ready"
-        self._worker.start()
+        with self._cond:
+            if self.phase != "loading":  # stopped while loading
+                return self
+            self._worker = threading.Thread(target=self._run, name="engine-worker", daemon=True)
+            self.phase = "ready"
+            self._worker.start()
         return self
 
     def stop(self) -> None:
@@ -180,8 +192,22 @@ class Engine:
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout=30)
 
+    def _check_defaults(self) -> None:
+        """Limits tighter than the defaults would refuse every request that omits a field and
+        blame its sender; refuse the configuration at start instead."""
+        try:
+            resolve(GenerateRequest(), self.defaults, self.limits)
+        except InvalidRequest as exc:
+            raise ModelLoadError(
+                f"the default request does not fit this server's limits: {exc}; raise that "
+                f"limit or set DEFAULT_{exc.field.upper()} (the model {self.model.name!r} "
+                f"defaults to {self.defaults})"
+            ) from None
+
     def _warm_up(self) -> None:
-        d = self.model.defaults
+        """One small generation at the size actually served, so the first request is not the
+        one that pays for lazy initialisation (kernels, allocator, caches)."""
+        d = self.defaults
         job = Job("warm-up", "", (0,), d.prompt_weight, min(2, d.steps), d.width, d.height, "png")
         self._check_output([job], self.model.generate([job]))
 
@@ -196,6 +222,17 @@ class Engine:
     # -- submitting --------------------------------------------------------------------------
 
     def resolve(self, request: GenerateRequest) -> Job:
+        """The request with defaults filled in, checked against this server's limits.
+
+        ``max_batch_size`` bounds the images of one model call (the usual guard against running
+        out of accelerator memory), so a request asking for more images is refused here.
+        """
+        if request.num_outputs > self.max_batch_size:
+            raise InvalidRequest(
+                "num_outputs",
+                f"num_outputs must be <= {self.max_batch_size} on this server (MAX_BATCH_SIZE), "
+                f"got {request.num_outputs}",
+            )
         return resolve(request, self.defaults, self.limits)
 
     def _enqueue(self, job: Job) -> _Ticket:
@@ -307,7 +344,14 @@ class Engine:
             batch = self._next_batch()
             if batch is None:
                 return
-            self._execute(batch)
+            try:
+                self._execute(batch)
+            except Exception:  # a bug outside the model call must not end the worker
+                log.exception("the engine failed a batch of %d requests", len(batch))
+                error = ModelError("the server failed on this request; its log has the details")
+                for ticket in batch:
+                    if not ticket.future.done():
+                        ticket.future.set_exception(error)
 
     def _next_batch(self) -> list[_Ticket] | None:
         """Wait for work, then for company, and take one batch off the queue."""
@@ -373,8 +417,7 @@ class Engine:
         size = sum(job.num_outputs for job in jobs)
 
         def progress(step: int, total: int) -> None:
-            for listener in self._step_listeners:
-                listener(step, total)
+            _notify(self._step_listeners, step, total)
             if all(t.abandoned for t in live):
                 raise _BatchAbandoned
 
@@ -405,8 +448,7 @@ class Engine:
         self._mean_batch_s = (
             elapsed if not self._mean_batch_s else 0.8 * self._mean_batch_s + 0.2 * elapsed
         )
-        for listener in self._batch_listeners:
-            listener(size, elapsed)
+        _notify(self._batch_listeners, size, elapsed)
         for ticket, pixels in zip(live, outputs, strict=True):
             ticket.future.set_result(_Output(pixels, size, started - ticket.enqueued, elapsed))
 
@@ -426,3 +468,12 @@ class Engine:
                         f"the model returned an image of {pixels.dtype} {pixels.shape}, "
                         f"expected uint8 {(job.height, job.width, 3)}"
                     )
+
+
+def _notify(listeners: list[Callable[[int, float], None]], *args: float) -> None:
+    """Call each listener; one that fails (metrics, logs) is logged and never fails a batch."""
+    for listener in listeners:
+        try:
+            listener(*args)
+        except Exception:
+            log.exception("listener %r failed", listener)

@@ -10,7 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from inference.engine import Engine
-from inference.errors import ModelError, ModelLoadError, NotReady, Overloaded, RequestTimeout
+from inference.errors import (
+    InvalidRequest,
+    ModelError,
+    ModelLoadError,
+    NotReady,
+    Overloaded,
+    RequestTimeout,
+)
 from inference.models.mock import MockModel
 from inference.schema import GenerateRequest
 from inference.settings import Settings
@@ -248,3 +255,85 @@ def test_stop_fails_queued_requests_cleanly() -> None:
         with pytest.raises(NotReady, match="shutting down"):
             queued.result(30)
         busy.result(30)
+
+
+def test_a_failing_listener_neither_fails_its_batch_nor_stops_the_worker() -> None:
+    engine = started(MockModel())
+    calls: list[int] = []
+
+    def broken_metrics(size: int, seconds: float) -> None:
+        calls.append(size)
+        raise RuntimeError("metrics backend down")
+
+    engine.add_batch_listener(broken_metrics)
+    engine.add_step_listener(lambda step, total: 1 / 0)
+    assert engine.generate(req(seed=1)).images
+    assert engine.generate(req(seed=2)).images  # the worker is still alive
+    assert calls == [1, 1] and engine.stats.failed_batches == 0
+    engine.stop()
+
+
+def test_a_bug_outside_the_model_call_fails_its_batch_and_the_worker_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = started(MockModel())
+    real = engine._run_batch
+
+    def once_broken(live: list) -> None:
+        monkeypatch.setattr(engine, "_run_batch", real)
+        raise KeyError("bookkeeping bug")
+
+    monkeypatch.setattr(engine, "_run_batch", once_broken)
+    with pytest.raises(ModelError, match="its log has the details"):
+        engine.generate(req(seed=1))
+    assert engine.generate(req(seed=2)).images
+    engine.stop()
+
+
+def test_max_batch_size_caps_the_images_of_one_request_too() -> None:
+    engine = started(MockModel(), max_batch_size=2)
+    with pytest.raises(InvalidRequest, match=r"num_outputs must be <= 2 .*MAX_BATCH_SIZE.*got 4"):
+        engine.generate(req(num_outputs=4))
+    assert engine.generate(req(num_outputs=2)).batch_size == 2
+    engine.stop()
+
+
+@pytest.mark.parametrize(
+    ("settings", "names"),
+    [
+        ({"max_steps": 10}, r"steps must be <= 10 .*MAX_STEPS.*DEFAULT_STEPS"),
+        (
+            {"default_width": 1024, "default_height": 1024, "max_pixels": 512 * 512},
+            r"MAX_PIXELS.*DEFAULT_WIDTH",
+        ),
+    ],
+)
+def test_limits_tighter_than_the_defaults_fail_at_start_not_per_request(
+    settings: dict, names: str
+) -> None:
+    engine = Engine(MockModel(), Settings(**settings))
+    with pytest.raises(ModelLoadError, match=names):
+        engine.start()
+    assert engine.phase == "failed"
+
+
+def test_warm_up_runs_at_the_size_actually_served() -> None:
+    model = GatedModel()
+    started(model, default_width=96, default_height=64).stop()
+    warm_up = model.calls[0][0]
+    assert (warm_up.width, warm_up.height) == (96, 64)
+
+
+def test_stop_during_load_wins() -> None:
+    model = GatedModel()
+    model.hold()  # the warm-up call waits, as a slow load would
+    engine = Engine(model, Settings())
+    loader = threading.Thread(target=engine.start)
+    loader.start()
+    assert model.entered.wait(5)
+    engine.stop()
+    model.gate.set()
+    loader.join(10)
+    assert engine.phase == "stopped" and engine._worker is None
+    with pytest.raises(NotReady, match="shutting down"):
+        engine.generate(req())

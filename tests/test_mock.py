@@ -145,3 +145,12 @@ def test_bad_weights_files_are_refused_naming_the_path(
     with pytest.raises(ModelLoadError, match="weights") as info:
         MockModel(path).load()
     assert text in str(info.value) and str(path) in str(info.value)
+
+
+def test_prompt_patterns_cache_stays_small_under_unique_prompts() -> None:
+    # Each cached pattern is a full 3 x H x W tensor: unique prompts must not grow memory.
+    from inference.models.mock import prompt_pattern
+
+    for i in range(40):
+        prompt_pattern(f"unique prompt {i}", 64, 64)
+    assert prompt_pattern.cache_info().currsize <= 8

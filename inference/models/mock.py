@@ -68,7 +68,9 @@ def load_weights(path: Path | None) -> dict[str, float]:
     return weights
 
 
-@lru_cache(maxsize=256)
+# Each pattern is 3 x H x W float32 (12 MB at 1024^2): a few entries cover the prompts a batch
+# or a burst of retries repeats, without letting unique prompts grow memory.
+@lru_cache(maxsize=8)
 def prompt_pattern(text: str, height: int, width: int) -> torch.Tensor:
     """A deterministic 3 x H x W pattern in [-1, 1] for ``text`` (zeros for the empty text)."""
     if not text:
