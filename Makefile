@@ -1,11 +1,16 @@
 # `make serve` and `make test` set themselves up on a fresh machine (Python 3.11 + pip).
-# torch is installed first from its pinned CPU build so pip never resolves a multi-GB CUDA
-# build on a laptop or in CI; everything else comes from pyproject.toml, the one dependency list.
+# torch is installed first, pinned, so the rest of the install never re-resolves it; everything
+# else comes from pyproject.toml, the one dependency list. Our CI and dev machines carry a local
+# CPU wheel of that pin. Elsewhere, PyPI's Linux torch pulls multi-GB CUDA libraries; keep a
+# laptop or a CPU runner on the CPU build with
+#   make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+INSTALL_TORCH = $(PIP) install "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 TEST_EXTRAS := dev,diffusers,ui,modal,cog,bench
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
@@ -15,13 +20,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(PIP) install "$(TORCH)"
+	$(INSTALL_TORCH)
 	$(PIP) install -e .
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml scripts/install-system-deps.sh | $(BIN)/python
 	bash scripts/install-system-deps.sh
-	$(PIP) install "$(TORCH)"
+	$(INSTALL_TORCH)
 	$(PIP) install -e ".[$(TEST_EXTRAS)]"
 	@touch $(VENV)/.installed $@
 

@@ -185,10 +185,11 @@ def measure_cold_start(
             stop_process_group(process)
     load_s = _metric(metrics, "inference_model_load_seconds")
     warmup_s = _metric(metrics, "inference_model_warmup_seconds")
-    # Interpreter start + the imports the server does before it loads weights, in a fresh
-    # process (page cache warm, like the server's own start after the first run).
+    # Interpreter start + the imports the server does before it loads weights, torch included
+    # (the mock imports it to build; diffusers only on load), in a fresh process (page cache
+    # warm, like the server's own start after the first run).
     probe = (
-        "import uvicorn, inference.app, inference.cli;"
+        "import torch, uvicorn, inference.app, inference.cli;"
         "from inference.models import build_model;"
         "from inference.settings import Settings;"
         "build_model(Settings())"

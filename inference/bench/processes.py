@@ -56,6 +56,7 @@ def server_env(workload: Workload, extra: dict[str, str]) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         "MODEL": workload.model,
         "LOG_LEVEL": "warning",
+        "UI": "false",  # the peers serve no UI; Gradio's import would only blur cold start
         **dict(workload.env),
         **extra,
     }
