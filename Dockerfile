@@ -10,12 +10,14 @@ FROM ghcr.io/astral-sh/uv:0.8.14 AS uv
 
 # CUDA 12 base: it sets the NVIDIA container hooks and holds cudart; the torch wheel below
 # carries its own cuBLAS/cuDNN, so the larger `runtime` variant would only duplicate them.
-FROM nvidia/cuda:12.8.1-base-ubuntu22.04
+# Its CUDA (12.6) matches the wheel's, so it asks the host driver for no more than torch does.
+FROM nvidia/cuda:12.6.3-base-ubuntu22.04
 
 # torch pinned to a CUDA 12 build: PyPI's default torch wheel is now a CUDA 13 build, which
-# needs a newer host driver (>= 580) than Space GPUs are known to have.
+# needs a newer host driver (>= 580) than Space GPUs are known to have. CUDA 12.6 is the only
+# CUDA 12 line torch 2.12-2.14 publish (cu128 ended with 2.11).
 ARG TORCH_VERSION=2.13.0
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126
 # Hugging Face passes Space variables as build args: with MODEL set to a hub id, its weights
 # are downloaded into the image, so a restart does not download them again.
 ARG MODEL=mock

@@ -49,7 +49,7 @@ class DeploySettings(BaseSettings):
     proxy_auth: bool = False
     secret: str | None = None
     extras: str = Field("diffusers", pattern=r"^[a-z0-9_-]+(,[a-z0-9_-]+)*$")
-    torch_index_url: str = "https://download.pytorch.org/whl/cu128"
+    torch_index_url: str = "https://download.pytorch.org/whl/cu126"
 
     @model_validator(mode="after")
     def _consistent(self) -> DeploySettings:
@@ -63,17 +63,29 @@ class DeploySettings(BaseSettings):
 
 
 def load_settings() -> DeploySettings:
-    """The settings, or an exit whose message names each bad MODAL_* variable and value."""
+    """The settings, or an exit whose message names each bad variable and value.
+
+    The engine settings are checked here too, so a bad MAX_* fails the deploy on your machine
+    instead of every container's start.
+    """
     try:
         settings = DeploySettings()
+        engine = Settings()
     except ValidationError as exc:
+        prefix = "MODAL_" if exc.title == DeploySettings.__name__ else ""
         problems = [
-            f"MODAL_{str(e['loc'][0]).upper()}={e.get('input')}: {e['msg']}"
+            f"{prefix}{str(e['loc'][0]).upper()}={e.get('input')}: {e['msg']}"
             if e["loc"]
             else e["msg"].removeprefix("Value error, ")
             for e in exc.errors()
         ]
         raise SystemExit(f"invalid deploy settings: {'; '.join(problems)}") from None
+    if settings.max_inputs > engine.max_queue_size:
+        raise SystemExit(
+            f"MODAL_MAX_INPUTS={settings.max_inputs} exceeds MAX_QUEUE_SIZE="
+            f"{engine.max_queue_size}: the engine would refuse the inputs Modal sends beyond its "
+            "queue; lower MODAL_MAX_INPUTS or raise MAX_QUEUE_SIZE"
+        )
     if PYPROJECT.exists():  # locally; the container has no pyproject.toml and needs no check
         known = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
         unknown = sorted(set(settings.extras.split(",")) - set(known))
@@ -106,7 +118,7 @@ secrets = [modal.Secret.from_name(SETTINGS.secret)] if SETTINGS.secret else []
 
 image = (
     modal.Image.debian_slim(python_version="3.11")
-    # The project's own dependency list and pins; torch comes from the CUDA 12.8 wheel index.
+    # The project's own dependency list and pins; torch comes from the CUDA 12.6 wheel index.
     .pip_install_from_pyproject(
         str(PYPROJECT),
         optional_dependencies=SETTINGS.extras.split(","),
@@ -137,9 +149,9 @@ image = (
 class Model:
     """The engine on a GPU. Concurrent inputs reach its dynamic batcher (no @modal.batched)."""
 
-    @modal.enter(snap=True)
+    @modal.enter(snap=SETTINGS.memory_snapshot)
     def build(self) -> None:
-        """Before the snapshot: import torch and the backend, build the (unloaded) model.
+        """Before the snapshot (if enabled): import torch and the backend, build the model.
 
         Only deployment data (forwarded env) is read here; secrets are read after restore.
         """

@@ -16,7 +16,8 @@ Why it is shaped this way:
   re-run reuses it, so retrying a failed line reproduces what the first run would have made.
 - Images and manifest records are written as each result arrives (images atomically), so an
   interrupted job keeps everything it finished. The manifest is an append-only log during the
-  run and is compacted to one record per input line at the end.
+  run and is compacted to one record per input line at the end; a request still in flight
+  when the job stops is recorded as ``pending`` with its seed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import logging
 import os
 import re
 import sys
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -92,7 +94,9 @@ def engine_map(engine: Engine, max_in_flight: int | None = None) -> MapFunction:
                 error = future.exception()
                 yield futures[future], error if error is not None else future.result()
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            # On an interrupt, don't sit out the in-flight requests: stopping the engine
+            # fails them, and the re-run redoes them.
+            pool.shutdown(wait=False, cancel_futures=True)
 
     return map_fn
 
@@ -129,9 +133,13 @@ def _canonical(request: GenerateRequest) -> str:
 def read_items(path: Path, fmt: InputFormat = "auto") -> list[Item]:
     """Parse and validate every non-blank line; bad lines become items with an error."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM from a Windows editor is no error
     except FileNotFoundError:
         raise FileNotFoundError(f"input file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"input file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
     if fmt == "auto":
         fmt = detect_format(path, text)
     items: list[Item] = []
@@ -187,7 +195,8 @@ def _describe_exception(line: int, exc: BaseException) -> dict[str, Any]:
 def output_names(item: Item) -> list[str]:
     """File names of an item's images: readable prompt slug, key, image index."""
     assert item.request is not None and item.key is not None
-    slug = "-".join(re.findall(r"[a-z0-9]+", item.request.prompt.lower()))[:40].strip("-")
+    ascii_prompt = unicodedata.normalize("NFKD", item.request.prompt).encode("ascii", "ignore")
+    slug = "-".join(re.findall(r"[a-z0-9]+", ascii_prompt.decode().lower()))[:40].strip("-")
     ext = _EXTENSIONS[item.request.output_format]
     return [f"{slug or 'image'}-{item.key[:10]}-{i}.{ext}" for i in range(item.request.num_outputs)]
 
@@ -262,23 +271,28 @@ def run_batch(
             continue
         assert item.request is not None and item.key is not None
         earlier = previous.get(item.key, {})
-        if item.request.seed is None:  # fix the seed once, reuse it on every re-run
-            seed = earlier.get("seed") if isinstance(earlier.get("seed"), int) else random_seed()
-            item.request = item.request.model_copy(update={"seed": seed})
+        seed = item.request.seed
+        if seed is None and isinstance(earlier.get("seed"), int):
+            seed = earlier["seed"]  # drawn by an earlier run: reuse it
         names = output_names(item)
-        request = item.request.model_dump(mode="json")
         if all((output_dir / name).exists() for name in names):
-            seed = item.request.seed
+            request = item.request.model_copy(update={"seed": seed}).model_dump(mode="json")
             model = earlier.get("model")
             record(item, "skipped", request=request, seed=seed, outputs=names, model=model)
             summary.skipped += 1
-        else:
-            pending.append(item)
+            continue
+        if seed is None:  # fix the seed once, reuse it on every re-run
+            seed = random_seed()
+        item.request = item.request.model_copy(update={"seed": seed})
+        # Until its result arrives; an interrupted run keeps the seed in the manifest.
+        record(item, "pending", request=item.request.model_dump(mode="json"), seed=seed)
+        pending.append(item)
     if summary.skipped:
         log.info("skipping %d requests whose outputs exist in %s", summary.skipped, output_dir)
 
     from tqdm import tqdm
 
+    invalid = summary.failed
     try:
         with (
             manifest_path.open("a", encoding="utf-8") as log_file,
@@ -295,7 +309,7 @@ def run_batch(
                 log_file.write(json.dumps(entry) + "\n")
                 log_file.flush()
                 bar.update(1)
-                bar.set_postfix(failed=summary.failed, refresh=False)
+                bar.set_postfix(failed=summary.failed - invalid, refresh=False)
             for position, item in enumerate(pending):
                 if position not in seen:
                     error = _error("missing_result", item.line, "no result came back")
@@ -352,7 +366,8 @@ def _run(args: argparse.Namespace) -> int:
     from inference.settings import Settings
 
     if not args.input.is_file():
-        sys.stderr.write(f"error: input file {args.input} does not exist\n")
+        problem = "is a folder" if args.input.is_dir() else "does not exist"
+        sys.stderr.write(f"error: input file {args.input} {problem}\n")
         return 2
     overrides = {"model": args.model, "weights_path": args.weights_path}
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
@@ -371,6 +386,15 @@ def _run(args: argparse.Namespace) -> int:
             input_format=args.input_format,
             progress=not args.quiet,
         )
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            f"interrupted: finished images and {args.output_dir / MANIFEST_NAME} are kept; "
+            "run the same command again to resume\n"
+        )
+        return 130
+    except (OSError, ValueError) as exc:  # unreadable input, unwritable output folder
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
     finally:
         for engine in engines:
             engine.stop()

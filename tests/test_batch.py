@@ -179,11 +179,14 @@ def test_an_interrupted_job_keeps_what_it_finished(tmp_path: Path, shared_engine
 
     with pytest.raises(KeyboardInterrupt):
         run_batch(source, out, interrupted, progress=False)
-    assert [e["status"] for e in _manifest_log(out)] == ["ok"]
+    # The unfinished line is kept as pending, with the seed drawn for it.
+    assert [e["status"] for e in _manifest_log(out)] == ["ok", "pending"]
+    drawn = _by_line(out)[2]["seed"]
+    assert isinstance(drawn, int)
     recorder = Recorder(shared_engine, out)
     summary = run_batch(source, out, recorder, progress=False)
     assert (summary.skipped, summary.done) == (1, 1)
-    assert [r["prompt"] for r in recorder.sent] == ["a blue whale"]
+    assert [(r["prompt"], r["seed"]) for r in recorder.sent] == [("a blue whale", drawn)]
 
 
 def test_map_failures_are_recorded_per_line_without_stopping(tmp_path: Path) -> None:

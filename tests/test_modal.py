@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import socket
 import subprocess
@@ -21,7 +22,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from packaging.version import Version
 
+from inference.checks.cog import TORCH_BY_CUDA
 from inference.checks.modal import check
 from inference.errors import InvalidRequest
 from inference.schema import GenerateRequest
@@ -159,6 +162,17 @@ def test_the_class_asks_for_a_gpu_mounts_the_volume_and_has_generate(deploy: Any
     assert {v.name for v in download.volumes.values()} == {settings.volume}
 
 
+def test_the_image_takes_torch_from_an_index_that_publishes_it(deploy: Any) -> None:
+    """pip falls back to PyPI's CUDA 13 torch, silently, when the extra index has none."""
+    wheel = re.search(r"/whl/cu(\d+)(\d)$", deploy.SETTINGS.torch_index_url)
+    assert wheel, deploy.SETTINGS.torch_index_url
+    first, last = TORCH_BY_CUDA[".".join(wheel.groups())]  # KeyError: no known torch there
+    project = (ROOT / "pyproject.toml").read_text()
+    low, high = re.search(r'"torch>=([\d.]+),<([\d.]+)"', project).groups()  # type: ignore[union-attr]
+    # The newest torch pyproject.toml allows must have a wheel on that index.
+    assert Version(first) < Version(high) and Version(low) <= Version(last), (first, last)
+
+
 def test_settings_data_agree_with_what_deploy_declares(tmp_path: Path) -> None:
     """Every resource follows its MODAL_* variable, including the web endpoint's auth flag."""
     env = {
@@ -197,6 +211,17 @@ def test_settings_data_agree_with_what_deploy_declares(tmp_path: Path) -> None:
     assert set(env) <= set(declared["forwarded"])
 
 
+def test_memory_snapshots_can_be_turned_off(tmp_path: Path) -> None:
+    """Modal refuses snap=True hooks on a class without snapshots, at import time."""
+    proc = run_deploy(
+        "deploy.Model().generate.info(); print(json.dumps(deploy.SETTINGS.memory_snapshot))",
+        env={"MODAL_MEMORY_SNAPSHOT": "0"},
+        tmp=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) is False
+
+
 def test_engine_settings_travel_to_the_container_but_secrets_do_not(tmp_path: Path) -> None:
     proc = run_deploy(
         "print(json.dumps(deploy.CONTAINER_ENV))",
@@ -223,6 +248,8 @@ def test_engine_settings_travel_to_the_container_but_secrets_do_not(tmp_path: Pa
         ({"MODAL_TIMEOUT_S": "soon"}, "MODAL_TIMEOUT_S=soon"),
         ({"MODAL_MIN_CONTAINERS": "5", "MODAL_MAX_CONTAINERS": "2"}, "MODAL_MIN_CONTAINERS=5"),
         ({"MODAL_EXTRAS": "diffusers,gui"}, "MODAL_EXTRAS names unknown extras ['gui']"),
+        ({"MAX_BATCH_SIZE": "0"}, "MAX_BATCH_SIZE=0"),
+        ({"MAX_QUEUE_SIZE": "8"}, "MODAL_MAX_INPUTS=32 exceeds MAX_QUEUE_SIZE=8"),
     ],
 )
 def test_bad_deploy_settings_fail_naming_the_variable(
@@ -352,6 +379,11 @@ def _copy(tmp_path: Path, replace: tuple[str, str] | None = None) -> Path:
         (("{WEIGHTS_DIR: weights_volume}", '{WEIGHTS_DIR: modal.Volume.from_name("x")}'), "volume"),
         (("@modal.method()", "@modal.batched(max_batch_size=4, wait_ms=10)"), "second batcher"),
         (('extras: str = Field("diffusers"', 'extras: str = Field("diffuser"'), "unknown extras"),
+        (("@modal.enter(snap=SETTINGS.memory_snapshot)", "@modal.enter(snap=True)"), "SNAPSHOT=0"),
+        (
+            ("app = modal.App(SETTINGS.app_name)", 'app = modal.App.lookup("a")\nmodal.Cls.lookup'),
+            "modal.Cls.lookup is removed",
+        ),
     ],
 )
 def test_check_names_each_drift(tmp_path: Path, replace: tuple[str, str], expected: str) -> None:

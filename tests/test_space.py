@@ -22,8 +22,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from packaging.version import Version
 from PIL import Image
 
+from inference.checks.cog import TORCH_BY_CUDA
 from inference.checks.space import Instruction, check_dockerfile, parse_dockerfile
 from tests.servers import ROOT, free_port, running
 
@@ -200,7 +202,12 @@ def test_dockerfile_installs_pinned_cuda12_torch_and_the_projects_extras() -> No
         for word in inst.words()
     }
     assert re.fullmatch(r"\d+\.\d+\.\d+", args["TORCH_VERSION"])
-    assert re.search(r"/whl/cu12\d$", args["TORCH_INDEX_URL"]), args["TORCH_INDEX_URL"]
+    wheel_cuda = re.search(r"/whl/cu(12)(\d)$", args["TORCH_INDEX_URL"])
+    assert wheel_cuda, args["TORCH_INDEX_URL"]
+    cuda = ".".join(wheel_cuda.groups())
+    first, last = TORCH_BY_CUDA[cuda]  # a KeyError here: no torch of ours ships for that CUDA
+    assert Version(first) <= Version(args["TORCH_VERSION"]) <= Version(last), cuda
+    assert base.startswith(f"nvidia/cuda:{cuda}."), "the base asks the driver for the wheel's CUDA"
     pins = re.search(r'"torch>=([\d.]+),<([\d.]+)"', (ROOT / "pyproject.toml").read_text())
     assert pins, "pyproject.toml should pin torch as a range"
     version = tuple(int(p) for p in args["TORCH_VERSION"].split("."))

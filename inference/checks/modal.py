@@ -56,8 +56,9 @@ DEPRECATED_ATTRIBUTES = {
     "web_endpoint": "modal.fastapi_endpoint",
     "Stub": "modal.App",
     "Mount": "Image.add_local_python_source / add_local_dir",
-    "lookup": "modal.Function.from_name / modal.Cls.from_name",
 }
+#: ``Function.lookup`` / ``Cls.lookup`` are removed; ``App.lookup`` is current API.
+REMOVED_LOOKUPS = {"Function": "modal.Function.from_name", "Cls": "modal.Cls.from_name"}
 KNOWN_GPUS = {
     "T4",
     "L4",
@@ -239,6 +240,17 @@ def _check_declarations(tree: ast.Module, fields: dict[str, Any]) -> list[tuple[
                         f"{DEPRECATED_KEYWORDS[keyword.arg]}",
                     )
                 )
+        if short == "enter" and any(
+            k.arg == "snap" and isinstance(k.value, ast.Constant) and k.value.value is True
+            for k in call.keywords
+        ):
+            problems.append(
+                (
+                    call.lineno,
+                    "@modal.enter(snap=True) fails to import when MODAL_MEMORY_SNAPSHOT=0; "
+                    f"use snap={SETTINGS_NAME}.memory_snapshot",
+                )
+            )
         if short == "batched":
             problems.append(
                 (
@@ -285,14 +297,18 @@ def _check_declarations(tree: ast.Module, fields: dict[str, Any]) -> list[tuple[
                 if keyword not in declared:
                     problems.append((call.lineno, f"@app.cls declares no {keyword}="))
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and node.attr in DEPRECATED_ATTRIBUTES:
-            problems.append(
-                (
-                    node.lineno,
-                    f"{ast.unparse(node)} is removed in modal 1.x; use "
-                    f"{DEPRECATED_ATTRIBUTES[node.attr]}",
-                )
-            )
+        if not isinstance(node, ast.Attribute):
+            continue
+        owner = node.value.attr if isinstance(node.value, ast.Attribute) else ""
+        if node.attr == "lookup" and owner in REMOVED_LOOKUPS:
+            replacement = REMOVED_LOOKUPS[owner]
+        elif node.attr in DEPRECATED_ATTRIBUTES:
+            replacement = DEPRECATED_ATTRIBUTES[node.attr]
+        else:
+            continue
+        problems.append(
+            (node.lineno, f"{ast.unparse(node)} is removed in modal 1.x; use {replacement}")
+        )
     if "pip_install_from_pyproject" not in seen:
         problems.append((1, "the image must install from pyproject.toml (no hand-copied list)"))
     if not any(
