@@ -12,6 +12,7 @@ flight at once and the engine's batcher groups them into shared model calls.
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import tempfile
 import time
@@ -48,6 +49,11 @@ class Predictor(BasePredictor):
         fails setup with a message naming it.
         """
         settings = Settings()
+        if weights is not None and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", str(weights)):
+            raise ValueError(
+                f"weights {str(weights)!r} is a URL, which this predictor does not download; "
+                "pass a folder in the image or a hub id (with MODEL set to a diffusers model)"
+            )
         if weights is not None and str(weights):
             pipeline = (
                 settings.model != "mock" or (Path(str(weights)) / "model_index.json").is_file()
@@ -67,15 +73,13 @@ class Predictor(BasePredictor):
             default=None,
             ge=0,
             le=4294967295,
-            description="Random seed; leave empty for a random one (reported in the "
-            "prediction's metrics and logs). Image i uses seed + i.",
+            description="Random seed; empty: random (see the metrics). Image i uses seed + i.",
         ),
         prompt_weight: Optional[float] = Input(  # noqa: UP045
             default=None,
             ge=0.0,
             le=30.0,
-            description="Guidance strength: how strongly the image follows the prompt. "
-            "Leave empty for the model's default.",
+            description="How strongly the image follows the prompt; empty: model's default.",
         ),
         steps: Optional[int] = Input(  # noqa: UP045
             default=None, ge=1, le=150, description="Denoising steps; empty: model's default."
@@ -147,7 +151,11 @@ class Predictor(BasePredictor):
         """Files out-{i}.{ext} in a fresh folder (several predictions run at once); old folders
         are pruned."""
         for old in self.outputs.iterdir():
-            if time.time() - old.stat().st_mtime > OUTPUT_TTL_S:
+            try:
+                expired = time.time() - old.stat().st_mtime > OUTPUT_TTL_S
+            except OSError:  # a concurrent prediction pruned it first
+                continue
+            if expired:
                 shutil.rmtree(old, ignore_errors=True)
         folder = Path(tempfile.mkdtemp(prefix="prediction-", dir=self.outputs))
         paths = [folder / f"out-{i}.{ext}" for i in range(len(images))]

@@ -79,7 +79,7 @@ def test_torch_must_have_a_build_for_the_cuda(repo: Path) -> None:
         "torch==2.8.0 has no CUDA 11.8 build; CUDA 11.8 supports torch 2.0.0 to 2.7.1" in m
         for m in messages
     ), messages
-    assert any("requirements-cog.txt:6:" in m for m in messages), messages
+    assert any("requirements-cog.txt:7:" in m for m in messages), messages
 
 
 def test_predict_must_name_an_existing_class(repo: Path) -> None:
@@ -124,14 +124,32 @@ def test_concurrency_must_agree_and_needs_async(repo: Path) -> None:
         ("pillow==12.3.0", "pillow==13.0.0", "pillow==13.0.0 is outside pyproject.toml's"),
         ("numpy==2.4.6", "numpy>=2", "'numpy>=2' must be an exact pin"),
         ("numpy==2.4.6\n", "", "numpy is a dependency in pyproject.toml but the Cog image"),
-        ("cog==0.23.1", "cog==0.23.1\nrequests==2.32.0", "requests is not in pyproject.toml"),
-        ("cog==0.23.1\n", "", "cog is a dependency in pyproject.toml"),
+        ("scipy==1.17.1", "scipy==1.17.1\nrequests==2.32.0", "requests is not in pyproject"),
+        ("scipy==1.17.1", "scipy==1.17.1\ncog==0.23.1", "cog build replaces cog"),
     ],
 )
 def test_requirements_agree_with_pyproject(repo: Path, old: str, new: str, expected: str) -> None:
     edit(repo / "requirements-cog.txt", old, new)
     messages = _messages(cog.check(repo))
     assert any(expected in m for m in messages), messages
+
+
+def test_the_sdk_version_is_pinned_to_the_tested_cog(repo: Path) -> None:
+    edit(repo / "cog.yaml", 'sdk_version: "0.23.1"', 'sdk_version: "0.22.0"')
+    (problem,) = cog.check(repo)
+    assert "build.sdk_version is 0.22.0 but pyproject.toml pins cog==0.23.1" in problem.message
+
+    edit(repo / "cog.yaml", '  sdk_version: "0.22.0"\n', "")
+    (problem,) = cog.check(repo)
+    assert 'installs the latest SDK, not the 0.23.1 the tests run; add sdk_version: "0.23.1"' in (
+        problem.message
+    )
+
+
+def test_descriptions_must_be_one_string_literal(repo: Path) -> None:
+    edit(repo / "predict.py", 'description="What to draw."', 'description="What " "to draw."')
+    (problem,) = cog.check(repo)
+    assert problem.file.name == "predict.py" and "must be one string literal" in problem.message
 
 
 # -- torch API newer than the image's torch ---------------------------------------------------

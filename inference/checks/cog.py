@@ -12,7 +12,9 @@ Files are read as YAML, text and Python AST; nothing imports cog.
 from __future__ import annotations
 
 import ast
+import io
 import re
+import tokenize
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,9 @@ COG_YAML_SCHEMA: dict[str, Any] = {
                 "cuda": {"type": "string"},
                 "cudnn": {"type": "string"},
                 "python_version": {"type": ["string", "number"]},
+                "sdk_version": {"type": "string"},
+                "fast": {"type": "boolean"},
+                "environment": _STRINGS,
                 "python_requirements": {"type": "string"},
                 "python_packages": _STRINGS,  # deprecated: python_requirements
                 "system_packages": _STRINGS,
@@ -91,12 +96,14 @@ COG_YAML_SCHEMA: dict[str, Any] = {
 MIN_PYTHON = (3, 10)
 MIN_PYTHON_FOR_CONCURRENCY = (3, 11)
 #: torch releases with wheels for each CUDA (download.pytorch.org/whl/cuXYZ), as (first, last).
-#: CUDA 11.8 ends at 2.7.1: torch 2.8 dropped it.
+#: CUDA 11.8 ends at 2.7.1: torch 2.8 dropped it. CUDA 12.8 ends with 2.11 (no cu128 wheels
+#: from 2.12 on), so 12.6 is the CUDA 12 line of torch 2.12-2.14; 2.15 drops 12.6 too.
 TORCH_BY_CUDA: dict[str, tuple[str, str]] = {
     "11.7": ("1.13.0", "2.0.1"),
     "11.8": ("2.0.0", "2.7.1"),
     "12.1": ("2.1.0", "2.5.1"),
     "12.4": ("2.4.0", "2.6.0"),
+    "12.6": ("2.6.0", "2.14.1"),
 }
 _TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -237,8 +244,11 @@ def _project_pins(root: Path) -> tuple[dict[str, list[str]], set[str], dict[str,
     return specs, members.get("", set()), members
 
 
-#: The pyproject extras the Cog image must carry: Cog itself, and real models.
-COG_IMAGE_EXTRAS = ("cog", "diffusers")
+#: The pyproject extras the Cog image must carry besides the core: real models. The Cog SDK is
+#: not among them: ``cog build`` drops cog/coglet from the requirements and installs the SDK
+#: that ``build.sdk_version`` names (the latest, without it).
+COG_IMAGE_EXTRAS = ("diffusers",)
+SDK_PACKAGES = ("cog", "coglet")
 
 
 def _check_requirements(root: Path, build: dict[str, Any], where: Path) -> list[Problem]:
@@ -256,6 +266,16 @@ def _check_requirements(root: Path, build: dict[str, Any], where: Path) -> list[
     specs, core, groups = _project_pins(root)
     listed = {r.name for r in requirements}
     for requirement in requirements:
+        if requirement.name in SDK_PACKAGES:
+            problems.append(
+                Problem(
+                    where,
+                    requirement.line,
+                    f"cog build replaces {requirement.name} in the requirements with the latest "
+                    f"SDK; remove it here and pin the SDK with build.sdk_version in cog.yaml",
+                )
+            )
+            continue
         if requirement.name not in specs:
             problems.append(
                 Problem(
@@ -345,6 +365,15 @@ def _literal(node: ast.expr | None, constants: dict[str, ast.expr]) -> bool:
     return True
 
 
+def _string_literals(segment: str) -> int:
+    """How many string tokens ``segment`` is made of (2+ for implicit concatenation)."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(f"({segment})").readline))
+    except (tokenize.TokenError, SyntaxError):
+        return 0
+    return sum(t.type == tokenize.STRING for t in tokens)
+
+
 @dataclass
 class _PredictorFacts:
     """What the cog.yaml checks need to know about the predictor class."""
@@ -364,8 +393,9 @@ def _check_predictor(root: Path, ref: str, where: Path, line: int | None) -> _Pr
     if not path.is_file():
         message = f"predict names {module_file}, which does not exist"
         return _PredictorFacts([Problem(where, line, message)])
+    source = path.read_text(encoding="utf-8")
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = ast.parse(source)
     except SyntaxError as exc:
         return _PredictorFacts([Problem(path, exc.lineno, f"cannot parse: {exc.msg}")])
     classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
@@ -404,6 +434,16 @@ def _check_predictor(root: Path, ref: str, where: Path, line: int | None) -> _Pr
                     f"{ast.unparse(keyword.value)!r}"
                 )
                 facts.problems.append(Problem(path, keyword.value.lineno, message))
+            elif (
+                isinstance(keyword.value, ast.Constant)
+                and isinstance(keyword.value.value, str)
+                and _string_literals(ast.get_source_segment(source, keyword.value) or "") > 1
+            ):
+                message = (
+                    f"Input({keyword.arg}=...) must be one string literal: cog build reads "
+                    f"adjacent strings ('a' 'b') as raw source, quotes and newlines included"
+                )
+                facts.problems.append(Problem(path, keyword.value.lineno, message))
     for decorator in method.decorator_list:
         if isinstance(decorator, ast.Call) and ast.unparse(decorator.func).endswith("concurrent"):
             for keyword in decorator.keywords:
@@ -427,6 +467,29 @@ def _build_node(node: yaml.Node, key: str) -> yaml.Node | None:
     if not isinstance(build, yaml.MappingNode):
         return None
     return next((v for k, v in build.value if k.value == key), None)
+
+
+def _check_sdk_version(
+    root: Path, build: dict[str, Any], path: Path, line: int | None
+) -> list[Problem]:
+    """The image's Cog SDK must be the one the tests run against: pyproject's cog pin."""
+    if not (root / "pyproject.toml").is_file():
+        return []
+    specs = _project_pins(root)[0].get("cog", [])
+    pinned = next((s[2:] for s in specs if s.startswith("==")), None)
+    if pinned is None:
+        return []
+    version = build.get("sdk_version")
+    if version is None:
+        message = (
+            f"build.sdk_version is unset, so cog build installs the latest SDK, not the "
+            f'{pinned} the tests run; add sdk_version: "{pinned}"'
+        )
+        return [Problem(path, line, message)]
+    if str(version) != pinned:
+        message = f"build.sdk_version is {version} but pyproject.toml pins cog=={pinned}"
+        return [Problem(path, line, message)]
+    return []
 
 
 def _check_python_version(
@@ -488,6 +551,7 @@ def _check_cog(root: Path) -> list[Problem]:
         problems.append(Problem(path, lines.get("build"), message))
     problems += _check_torch_cuda(build, root, path)
     problems += _check_requirements(root, build, path)
+    problems += _check_sdk_version(root, build, path, lines.get("build.sdk_version"))
 
     ref_key = "run" if "run" in data else "predict"
     ref = data.get(ref_key)
