@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +15,7 @@ import pytest
 
 from inference.errors import ModelLoadError
 from inference.images import decode, encode
-from inference.models.mock import DEFAULT_WEIGHTS, MockModel, prompt_pattern
+from inference.models.mock import DEFAULT_WEIGHTS, MockModel, normal_quantiles, prompt_pattern
 from inference.schema import Job
 
 
@@ -46,6 +51,50 @@ def test_same_request_gives_the_same_png_bytes(model: MockModel) -> None:
     first = encode(run(model, job())[0], "png")
     assert encode(run(model, job())[0], "png") == first
     assert encode(run(fresh, job())[0], "png") == first
+
+
+#: The quick-start request's pixels ({"seed": 42, "prompt_weight": 0.7}, defaults 256x256, 20
+#: steps). Any machine, any torch the project supports, must reproduce them.
+QUICK_START_SHA256 = "960789f28072b459c4789fa45e4cae050313e98e969a8986866ea19620c52f1c"
+#: Sizes and seeds where torch.randn's AVX2 and generic CPU kernels gave different pixels.
+PORTABILITY_CASES = [("a fox", 2, 200, 136), ("a fox", 3, 256, 256), ("", 42, 256, 256)]
+
+
+def test_the_quick_start_image_is_pinned(model: MockModel) -> None:
+    (image,) = run(model, job("", seed=42, weight=0.7, width=256, height=256))
+    assert hashlib.sha256(image.tobytes()).hexdigest() == QUICK_START_SHA256
+
+
+def test_pixels_do_not_depend_on_the_cpus_vector_instructions(model: MockModel) -> None:
+    """The same images with torch's AVX2 kernels off, as on ARM or an older x86 CPU."""
+    script = textwrap.dedent(
+        f"""
+        import hashlib
+        from inference.models.mock import MockModel
+        from inference.schema import Job
+        model = MockModel()
+        model.load()
+        for prompt, seed, width, height in {PORTABILITY_CASES!r}:
+            job = Job(prompt, "", (seed,), 0.7, 20, width, height, "png")
+            print(hashlib.sha256(model.generate([job])[0][0].tobytes()).hexdigest())
+        """
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    here = [
+        hashlib.sha256(run(model, job(p, seed=s, width=w, height=h))[0].tobytes()).hexdigest()
+        for p, s, w, h in PORTABILITY_CASES
+    ]
+    assert proc.stdout.split() == here
+
+
+def test_noise_is_standard_normal() -> None:
+    table = normal_quantiles()
+    assert abs(table.mean().item()) < 1e-6 and abs(table.std().item() - 1) < 1e-3
+    assert (table[1:] > table[:-1]).all()  # strictly increasing quantiles
 
 
 def test_different_seeds_give_different_images(model: MockModel) -> None:

@@ -10,11 +10,16 @@ the image toward a pattern derived from the prompt. Update rule, for t = 1..T:
     sigma_t = 1 - 0.5 * (t - 1) / max(T - 1, 1)
     pixel = clip(floor(64 * x_T + 128), 0, 255)
 
-eps_t ~ N(0, I) of shape 3 x H x W, drawn from a CPU generator seeded with the image's seed.
-P(text) is a 3 x H x W pattern in [-1, 1] of triangle waves whose frequencies and phases come
-from SHA-256(text); P("") = 0, so w = 0 or an empty prompt gives a prompt-independent image.
-Every operation is an exactly rounded elementwise op (no transcendental functions, no fused
-multiply-add), so an image's bytes do not depend on the batch it was computed in.
+eps_t ~ N(0, I) of shape 3 x H x W: each value is Q[k], with k uniform in 0..65535 drawn by
+``torch.randint`` from a CPU generator seeded with the image's seed, and Q[k] the standard normal
+quantile at (k + 0.5) / 65536 in float32. ``torch.randn`` would be simpler, but its CPU kernel
+takes a different code path on AVX2 than on other CPUs (ARM, or without AVX2), so the same seed
+would give other bytes on another machine; an integer draw and a table lookup are exact
+everywhere. P(text) is a 3 x H x W pattern in [-1, 1] of triangle waves whose frequencies and
+phases come from SHA-256(text); P("") = 0, so w = 0 or an empty prompt gives a prompt-independent
+image. Every other operation is an exactly rounded elementwise op (no transcendental functions,
+no fused multiply-add), so an image's bytes depend neither on the batch it was computed in nor
+on the machine.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import statistics
 from collections.abc import Hashable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +42,25 @@ from inference.schema import Defaults, Job
 log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = {"gamma": 0.82, "beta": 0.15}
+NOISE_LEVELS = 1 << 16
+
+
+@lru_cache(maxsize=1)
+def normal_quantiles() -> torch.Tensor:
+    """Q[k] = the standard normal quantile at (k + 0.5) / NOISE_LEVELS, as float32.
+
+    Computed once in float64 by Python's own arithmetic, so every machine builds the same table.
+    """
+    normal = statistics.NormalDist()
+    levels = [normal.inv_cdf((k + 0.5) / NOISE_LEVELS) for k in range(NOISE_LEVELS)]
+    return torch.tensor(levels, dtype=torch.float64).to(torch.float32)
+
+
+def draw_normal(generator: torch.Generator, out: torch.Tensor, index: torch.Tensor) -> None:
+    """Fill the contiguous ``out`` with N(0, 1) noise from ``generator``; ``index`` is scratch
+    int32 space of the same shape. See the module docstring for why not ``torch.randn``."""
+    torch.randint(0, NOISE_LEVELS, out.shape, generator=generator, out=index)
+    torch.index_select(normal_quantiles(), 0, index.view(-1), out=out.view(-1))
 
 
 def load_weights(path: Path | None) -> dict[str, float]:
@@ -134,13 +159,15 @@ class MockModel:
                 for _ in job.seeds
             ]
         )
-        shape = (3, height, width)
-        x = torch.stack([torch.randn(shape, generator=g) for g in generators])
+        x = torch.empty(len(generators), 3, height, width)
         noise = torch.empty_like(x)
+        index = torch.empty(x.shape[1:], dtype=torch.int32)
+        for i, g in enumerate(generators):
+            draw_normal(g, x[i], index)
         for t in range(1, steps + 1):
             sigma = 1.0 - 0.5 * (t - 1) / max(steps - 1, 1)
             for i, g in enumerate(generators):
-                torch.randn(shape, generator=g, out=noise[i])
+                draw_normal(g, noise[i], index)
             x.mul_(gamma).add_(drift).add_(noise.mul_(beta * sigma))
             if progress is not None:
                 progress(t, steps)
