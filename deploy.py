@@ -24,7 +24,7 @@ import modal
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from inference.settings import Settings
+from inference.settings import Settings, describe_settings_errors
 
 # -- settings: plain data, overridable at deploy time ----------------------------------------
 
@@ -73,12 +73,7 @@ def load_settings() -> DeploySettings:
         engine = Settings()
     except ValidationError as exc:
         prefix = "MODAL_" if exc.title == DeploySettings.__name__ else ""
-        problems = [
-            f"{prefix}{str(e['loc'][0]).upper()}={e.get('input')}: {e['msg']}"
-            if e["loc"]
-            else e["msg"].removeprefix("Value error, ")
-            for e in exc.errors()
-        ]
+        problems = describe_settings_errors(exc, prefix)
         raise SystemExit(f"invalid deploy settings: {'; '.join(problems)}") from None
     if settings.max_inputs > engine.max_queue_size:
         raise SystemExit(
@@ -157,13 +152,16 @@ class Model:
         """
         import importlib
 
+        from inference.logs import configure_logging
         from inference.models import build_model
 
         # Heavy imports (fastapi, the engine, torch with the backend) happen once, pre-snapshot.
         for module in ("inference.app", "inference.batch"):
             importlib.import_module(module)
 
-        self.model = build_model(Settings())
+        settings = Settings()
+        configure_logging(settings.log_level)
+        self.model = build_model(settings)
 
     @modal.enter(snap=False)
     def start(self) -> None:

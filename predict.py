@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from inference.engine import Engine
 from inference.errors import InferenceError
+from inference.logs import configure_logging
 from inference.schema import GenerateRequest, describe_errors
 from inference.settings import Settings
 
@@ -49,6 +50,7 @@ class Predictor(BasePredictor):
         fails setup with a message naming it.
         """
         settings = Settings()
+        configure_logging(settings.log_level)
         if weights is not None and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", str(weights)):
             raise ValueError(
                 f"weights {str(weights)!r} is a URL, which this predictor does not download; "

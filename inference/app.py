@@ -34,6 +34,7 @@ from inference.errors import (
     RequestTimeout,
 )
 from inference.images import FORMAT_BY_MEDIA_TYPE
+from inference.logs import configure_logging
 from inference.metrics import Metrics
 from inference.middleware import BodySizeLimit, MetricsMiddleware
 from inference.schema import (
@@ -172,7 +173,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         response = error_response(status, exc.code, exc.message, **extra)
         if isinstance(exc, Overloaded):
             response.headers["Retry-After"] = str(exc.retry_after_s)
-        elif isinstance(exc, NotReady):
+        elif isinstance(exc, NotReady) and not exc.permanent:
             response.headers["Retry-After"] = "5"
         return response
 
@@ -228,10 +229,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         """Service info: model, version, defaults and limits."""
         return service_info()
 
-    @app.get("/health", tags=["service"])
-    async def health() -> dict[str, str]:
-        """Liveness: 200 while the process serves HTTP."""
-        return {"status": "ok"}
+    @app.get("/health", tags=["service"], responses={503: {"description": "Model failed"}})
+    async def health() -> JSONResponse:
+        """Liveness: 200 while the process serves, 503 once the model failed to load."""
+        if engine.phase == "failed":  # no retry fixes it: let the platform restart or alert
+            return JSONResponse({"status": "failed", "error": engine.load_error}, 503)
+        return JSONResponse({"status": "ok"})
 
     @app.get("/ready", tags=["service"], responses={503: {"description": "Not ready yet"}})
     async def ready() -> JSONResponse:
@@ -334,14 +337,17 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     mount_ui(app, engine, settings)
 
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # The last added runs first: metrics outermost, so refused bodies (413) are counted too.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
 
 @cache
 def _default_app() -> FastAPI:
-    return create_app()
+    settings = get_settings()
+    configure_logging(settings.log_level)  # the CLI does this; bare uvicorn does not
+    return create_app(settings)
 
 
 def __getattr__(name: str) -> Any:

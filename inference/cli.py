@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,9 +17,8 @@ from pydantic import ValidationError
 
 from inference import schema
 from inference.errors import InferenceError
-from inference.settings import Settings
-
-log = logging.getLogger("inference")
+from inference.logs import configure_logging
+from inference.settings import Settings, describe_settings_errors
 
 #: Modules that add a subcommand through ``register(subparsers)``; each sets ``run`` on its
 #: parser and imports its heavy dependencies inside ``run`` so ``--help`` stays fast.
@@ -32,7 +30,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-def _settings(args: argparse.Namespace, **fields: Any) -> Settings:
+def _settings(**fields: Any) -> Settings:
     overrides = {k: v for k, v in fields.items() if v is not None}
     return Settings(**overrides)
 
@@ -48,7 +46,6 @@ def _serve(args: argparse.Namespace) -> int:
     from inference.app import create_app
 
     settings = _settings(
-        args,
         model=args.model,
         weights_path=args.weights_path,
         host=args.host,
@@ -91,7 +88,7 @@ def _predict(args: argparse.Namespace) -> int:
         num_outputs=args.num_outputs,
         output_format=fmt,
     )
-    settings = _settings(args, model=args.model, weights_path=args.weights_path)
+    settings = _settings(model=args.model, weights_path=args.weights_path)
     engine = Engine.from_settings(settings).start()
     try:
         job = engine.resolve(request)
@@ -145,12 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        configure_logging(getattr(args, "log_level", None) or Settings().log_level)
         return int(args.run(args))
     except ValidationError as exc:
-        for error in schema.describe_errors(exc.errors()):
-            sys.stderr.write(f"error: {error['message']}\n")
+        if exc.title == Settings.__name__:
+            messages = describe_settings_errors(exc)
+        else:
+            messages = [error["message"] for error in schema.describe_errors(exc.errors())]
+        for message in messages:
+            sys.stderr.write(f"error: {message}\n")
         return 2
     except InferenceError as exc:
         sys.stderr.write(f"error: {exc.message}\n")

@@ -256,7 +256,7 @@ class Engine:
 
     def _not_ready(self) -> NotReady:
         if self.phase == "failed":
-            return NotReady(f"the model failed to load: {self.load_error}")
+            return NotReady(f"the model failed to load: {self.load_error}", permanent=True)
         if self.phase == "stopped":
             return NotReady("the server is shutting down")
         return NotReady("the model is still loading; retry when GET /ready answers 200")

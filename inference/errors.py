@@ -50,9 +50,13 @@ class Overloaded(InferenceError):
 
 
 class NotReady(InferenceError):
-    """The model is still loading (or failed to load)."""
+    """The model is still loading (or failed to load, which no retry fixes: ``permanent``)."""
 
     code = "not_ready"
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class RequestTimeout(InferenceError):

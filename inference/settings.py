@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inference import schema
@@ -19,7 +19,10 @@ from inference import schema
 class Settings(BaseSettings):
     """Deployment settings; each field is read from the upper-cased env var of the same name."""
 
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    # hide_input_in_errors: an error elsewhere must never print AUTH_TOKEN or HF_TOKEN.
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", hide_input_in_errors=True
+    )
 
     # Model
     model: str = Field(
@@ -126,6 +129,8 @@ class Settings(BaseSettings):
             )
         if self.auth_token is not None and not self.auth_token.get_secret_value():
             self.auth_token = None  # AUTH_TOKEN="" means auth off, not "the empty token"
+        if self.model_revision == "":
+            self.model_revision = None  # an empty Space variable means "no pin", not revision ""
         return self
 
     @property
@@ -149,6 +154,24 @@ class Settings(BaseSettings):
             width=self.default_width or model_defaults.width,
             height=self.default_height or model_defaults.height,
         )
+
+
+def describe_settings_errors(exc: ValidationError, prefix: str = "") -> list[str]:
+    """Each problem as ``NAME=value: why``, named as the env var a deployer sets.
+
+    Values of secret fields are masked, and a problem of the whole configuration (two settings
+    that disagree) is its own message, never a dump of every setting.
+    """
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:
+            problems.append(message)
+            continue
+        name = str(error["loc"][0])
+        value = "***" if "token" in name or "secret" in name else error.get("input")
+        problems.append(f"{prefix}{name.upper()}={value}: {message}")
+    return problems
 
 
 @lru_cache(maxsize=1)

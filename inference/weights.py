@@ -73,8 +73,11 @@ def check_safetensors(folder: Path) -> None:
                 ".save_pretrained(path, safe_serialization=True)"
             )
         raise ModelLoadError(
-            f"component {name!r} of {str(folder)!r} has no weights (*.safetensors); "
-            "the download is incomplete or the folder is not a diffusers pipeline"
+            f"component {name!r} of {str(folder)!r} has no weights (*.safetensors); the "
+            "download is incomplete, the folder is not a diffusers pipeline, or (for a hub "
+            "model, whose pickle files are never downloaded) the repository ships only pickle "
+            "weights (.bin/.ckpt): convert them with save_pretrained(..., safe_serialization="
+            "True) on a trusted machine and serve that folder"
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +14,11 @@ from inference.schema import GenerateRequest
 from inference.settings import Settings
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "inference", *args],
         cwd=cwd,
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -77,3 +79,18 @@ def test_predict_missing_weights_names_the_path(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "nope.json" in done.stderr and "does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_bad_settings_name_the_variable_and_never_print_the_token(tmp_path: Path) -> None:
+    done = cli("serve", cwd=tmp_path, AUTH_TOKEN="s3cr3t-value", DEFAULT_STEPS="120")
+    assert done.returncode == 2
+    assert "error: DEFAULT_STEPS=120 exceeds MAX_STEPS=100" in done.stderr
+    assert "s3cr3t-value" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_log_level_reaches_the_packages_own_logs(tmp_path: Path) -> None:
+    args = ("predict", "--steps", "2", "--width", "64", "--height", "64", "-q", "-o", "x.png")
+    quiet = cli(*args, cwd=tmp_path, LOG_LEVEL="warning")
+    assert quiet.returncode == 0 and "INFO inference" not in quiet.stderr
+    chatty = cli(*args, cwd=tmp_path, LOG_LEVEL="info")
+    assert "INFO inference.engine: model 'mock' ready" in chatty.stderr

@@ -35,6 +35,7 @@ from inference.models.diffusers import (
     DiffusersModel,
     model_defaults,
     native_size,
+    pick_dtype,
     size_multiple,
 )
 from inference.schema import Defaults, GenerateRequest, Job, Scheduler
@@ -361,6 +362,37 @@ def test_the_deployments_scheduler_setting_is_the_default(
     assert euler.batch_key(job()) == model.batch_key(job(scheduler="euler"))
 
 
+def test_a_negative_prompt_the_pipeline_would_ignore_is_refused(model: DiffusersModel) -> None:
+    """Without classifier-free guidance (prompt_weight <= 1, a turbo default) SD drops it."""
+    with pytest.raises(InvalidRequest) as info:
+        model.batch_key(job(negative_prompt="blurry", prompt_weight=1.0))
+    assert info.value.field == "negative_prompt"
+    assert "ignores negative_prompt at prompt_weight 1" in info.value.message
+    assert "raise prompt_weight or omit negative_prompt" in info.value.message
+    model.batch_key(job(negative_prompt="blurry", prompt_weight=1.5))  # guided: accepted
+
+
+def test_auto_dtype_is_bf16_only_where_the_gpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """is_bf16_supported() is true by emulation on a T4 (7.5): that must give float16."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    for capability, expected in (((7, 5), torch.float16), ((8, 0), torch.bfloat16)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, c=capability: c)
+        assert pick_dtype("auto", "cuda") == expected
+    assert pick_dtype("auto", "cpu") == torch.float32
+
+
+def test_weights_in_another_dtype_than_asked_fail_the_load(model: DiffusersModel) -> None:
+    """What an old diffusers that ignores dtype= would do: float32 weights for a bf16 ask."""
+    import torch
+
+    asked = DiffusersModel(model.source, dtype="bfloat16")
+    asked.dtype = torch.bfloat16
+    with pytest.raises(ModelLoadError, match=r"loaded as torch\.float32, not the torch\.bfloat16"):
+        asked._check_dtype(model.pipe)
+
+
 def test_a_scheduler_of_another_family_is_refused_by_name(tiny_copy: Path) -> None:
     """A flow-matching model (SD3, FLUX) cannot sample with DDIM: say so before queueing."""
     index_path = tiny_copy / "model_index.json"
@@ -377,6 +409,9 @@ def test_a_scheduler_of_another_family_is_refused_by_name(tiny_copy: Path) -> No
     assert info.value.field == "scheduler"
     assert "scheduler 'ddim' does not fit model" in info.value.message
     assert "FlowMatchEulerDiscreteScheduler" in info.value.message
+    # The same mismatch as a deployment's SCHEDULER fails the start, naming the setting.
+    with pytest.raises(ModelLoadError, match=r"SCHEDULER=euler does not fit .* no other sampler"):
+        DiffusersModel(str(tiny_copy), scheduler="euler").load()
 
 
 def test_sizes_off_the_models_multiple_are_refused_with_a_suggestion(

@@ -134,6 +134,10 @@ def test_oversized_body_gets_413_by_header_and_by_stream(server_url: str) -> Non
         f"{server_url}/predict", content=chunks(), headers={"content-type": "application/json"}
     )
     assert streamed.status_code == 413
+    metrics = httpx.get(f"{server_url}/metrics").text
+    # Refused bodies are counted too: by header before routing, by stream on the route.
+    assert 'method="POST",route="unmatched",status="413"' in metrics
+    assert 'method="POST",route="/predict",status="413"' in metrics
 
 
 def test_unknown_route_is_json_404(server_url: str) -> None:
@@ -248,6 +252,12 @@ def test_failed_load_is_reported_by_ready(tmp_path) -> None:
             time.sleep(0.05)
         body = httpx.get(f"{url}/ready").json()
         assert body["phase"] == "failed" and "gone.json" in body["error"]
+        # Liveness fails too, so a platform restarts or alerts instead of routing traffic.
+        health = httpx.get(f"{url}/health")
+        assert health.status_code == 503 and "gone.json" in health.json()["error"]
+        refused = httpx.post(f"{url}/predict", json={"seed": 1})
+        assert refused.status_code == 503 and "retry-after" not in refused.headers
+        assert "failed to load" in refused.json()["error"]["message"]
 
 
 def test_queue_full_503_model_error_500_and_disconnect_drop() -> None:

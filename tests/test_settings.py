@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from inference.schema import Defaults
-from inference.settings import Settings, get_settings
+from inference.settings import Settings, describe_settings_errors, get_settings
 
 
 def test_defaults_work_without_any_env() -> None:
@@ -39,6 +39,22 @@ def test_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_empty_auth_token_means_auth_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AUTH_TOKEN", "")
     assert Settings().auth_token is None
+
+
+def test_empty_model_revision_means_unpinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_REVISION", "")  # an empty Space variable
+    assert Settings().model_revision is None
+
+
+def test_errors_name_the_variable_and_mask_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTH_TOKEN", "s3cr3t-value")
+    monkeypatch.setenv("MAX_BATCH_SIZE", "0")
+    with pytest.raises(ValidationError) as info:
+        Settings(auth_token=7)  # type: ignore[arg-type]
+    assert "s3cr3t-value" not in str(info.value)
+    messages = describe_settings_errors(info.value)
+    assert "MAX_BATCH_SIZE=0: Input should be greater than or equal to 1" in messages
+    assert "AUTH_TOKEN=***: Input should be a valid string" in messages
 
 
 def test_get_settings_is_cached_until_cleared(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -84,7 +84,10 @@ def pick_dtype(requested: str, device: str) -> Any:
     if requested != "auto":
         return getattr(torch, requested)
     if device == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # is_bf16_supported() is also true on pre-Ampere GPUs (T4, V100), by emulation: slow,
+        # and cuDNN has no bf16 convolutions there. bf16 only from compute capability 8.0.
+        native = torch.cuda.get_device_capability()[0] >= 8 and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if native else torch.float16
     if device == "mps":
         return torch.float16
     return torch.float32
@@ -266,11 +269,13 @@ class DiffusersModel:
                 f"{type(pipe).__name__} from {self.source!r} takes no text prompt; "
                 "this server serves text-to-image pipelines"
             )
+        self._check_dtype(pipe)
         self._optimize(pipe)
         self._own_scheduler = (type(pipe.scheduler), dict(pipe.scheduler.config))
         self._compatible = {type(pipe.scheduler).__name__} | {
             cls.__name__ for cls in pipe.scheduler.compatibles
         }
+        self._check_default_scheduler(pipe)
         self._empty_negative_special = bool(pipe.config.get("force_zeros_for_empty_prompt"))
         self.size_multiple = size_multiple(pipe)
         self._defaults = self._capped(model_defaults(pipe, self.source))
@@ -319,6 +324,29 @@ class DiffusersModel:
                 f"cannot load diffusers pipeline {self.source!r} from {str(folder)!r}: "
                 f"{type(exc).__name__}: {exc}{hint}"
             ) from exc
+
+    def _check_dtype(self, pipe: Any) -> None:
+        """The weights are in the dtype asked for (a diffusers that ignores ``dtype=`` would
+        silently load float32: twice the memory, half the speed)."""
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        actual = getattr(denoiser, "dtype", self.dtype)
+        if actual != self.dtype:
+            raise ModelLoadError(
+                f"model {self.source!r} loaded as {actual}, not the {self.dtype} asked for "
+                "(DTYPE); upgrade diffusers to a release pyproject.toml allows"
+            )
+
+    def _check_default_scheduler(self, pipe: Any) -> None:
+        """A SCHEDULER that does not fit the model fails at start, naming the setting."""
+        if self.default_scheduler is None or self.default_scheduler in (
+            allowed := self.compatible_schedulers()
+        ):
+            return
+        choice = f"choose one of {allowed}" if allowed else "this model offers no other sampler"
+        raise ModelLoadError(
+            f"SCHEDULER={self.default_scheduler} does not fit model {self.source!r} "
+            f"({type(pipe.scheduler).__name__}); {choice}, or unset SCHEDULER"
+        )
 
     def _optimize(self, pipe: Any) -> None:
         """channels_last and torch.compile, CUDA only (elsewhere they cost more than they give)."""
@@ -383,12 +411,8 @@ class DiffusersModel:
                     f"{field} must be a multiple of {m} for model {self.name!r}, got {value} "
                     f"(try {lower} or {lower + m})",
                 )
-        if job.negative_prompt and "negative_prompt" not in self._accepts:
-            raise InvalidRequest(
-                "negative_prompt",
-                f"model {self.name!r} ({type(self.pipe).__name__}) takes no negative_prompt; "
-                "omit it",
-            )
+        if job.negative_prompt:
+            self._check_negative_prompt(job)
         if scheduler is not None:
             allowed = self.compatible_schedulers()
             if scheduler not in allowed:
@@ -397,6 +421,24 @@ class DiffusersModel:
                     f"scheduler {scheduler!r} does not fit model {self.name!r} "
                     f"({type(self.pipe.scheduler).__name__}); choose one of {allowed} or omit it",
                 )
+
+    def _check_negative_prompt(self, job: Job) -> None:
+        """Refuse a negative prompt the pipeline would silently ignore."""
+        pipeline = type(self.pipe).__name__
+        if "negative_prompt" not in self._accepts:
+            why = "takes no negative_prompt;"
+        elif "true_cfg_scale" in self._accepts:  # FLUX: only with true CFG, which we don't run
+            why = "ignores negative_prompt (distilled guidance, no negative pass);"
+        elif job.prompt_weight <= 1:  # no classifier-free guidance, so no negative pass
+            why = (
+                f"ignores negative_prompt at prompt_weight {job.prompt_weight:g} (it applies only "
+                "above 1, with classifier-free guidance); raise prompt_weight or"
+            )
+        else:
+            return
+        raise InvalidRequest(
+            "negative_prompt", f"model {self.name!r} ({pipeline}) {why} omit negative_prompt"
+        )
 
     def compatible_schedulers(self) -> list[str]:
         """The API's scheduler names this pipeline can use (its scheduler's family)."""
