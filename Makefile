@@ -12,9 +12,10 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 INSTALL_TORCH = $(PIP) install "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 TEST_EXTRAS := dev,diffusers,ui,modal,cog,bench
+BENCH_EXTRAS := diffusers,bench
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install install-test serve test lint format check clean bench
+.PHONY: install install-test install-bench serve test lint format check clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +31,14 @@ $(VENV)/.installed-test: pyproject.toml scripts/install-system-deps.sh | $(BIN)/
 	$(PIP) install -e ".[$(TEST_EXTRAS)]"
 	@touch $(VENV)/.installed $@
 
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(INSTALL_TORCH)
+	$(PIP) install -e ".[$(BENCH_EXTRAS)]"
+	@touch $(VENV)/.installed $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
+install-bench: $(VENV)/.installed-bench
 
 serve: install  ## install, then serve the default (mock) model on http://localhost:8000
 	$(BIN)/python -m inference serve
@@ -41,7 +48,7 @@ test: install-test  ## install everything the tests need, then run them
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install-test  ## throughput, latency, cold start vs the ceiling, a naive server, LitServe
+bench: install-bench  ## throughput, latency, cold start vs the ceiling, a naive server, LitServe
 	$(BIN)/python -m inference bench $(BENCH_ARGS)
 
 lint:

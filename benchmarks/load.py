@@ -4,7 +4,8 @@ It runs as its own process so the client's event loop, JSON parsing and base64 d
 share a core's time slices or a GIL with the server under test. A fixed number of workers each
 keep one request in flight (closed loop), after a warm-up round that opens the connections and is
 not counted. Output: one JSON object on stdout with the wall time, per-request latencies, the
-batch size and server-side timings each response reported, and the errors.
+batch size and server-side timings each response reported, the errors, and the CPU time this
+client spent (on a small machine a busy client, not the server, can be what limits a level).
 
 Run: ``python benchmarks/load.py --url http://127.0.0.1:8000/predict --requests 200
 --concurrency 32 --payload '{"width": 64, "height": 64}'``
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import sys
 import time
 from typing import Any
@@ -59,9 +61,11 @@ async def drive(
                 remaining -= 1
                 records.append(await _one(client, url, body))
 
+        cpu_started = _cpu_s()
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(min(concurrency, requests))))
         wall = time.perf_counter() - started
+        cpu = _cpu_s() - cpu_started
     ok = [r for r in records if r["ok"]]
     errors = [r["error"] for r in records if not r["ok"]]
     return {
@@ -71,9 +75,19 @@ async def drive(
         "latencies_s": [r["latency_s"] for r in ok],
         "batch_sizes": [r["batch_size"] for r in ok if r.get("batch_size")],
         "timings": [r["timings"] for r in ok if "timings" in r],
+        # Per request: what the client waited beyond the model call the server reports.
+        "overheads_ms": [
+            r["latency_s"] * 1000 - r["timings"]["inference_ms"] for r in ok if "timings" in r
+        ],
+        "client_cpu_s": cpu,
         "errors": len(errors),
         "error_samples": sorted(set(errors))[:5],
     }
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> int:

@@ -175,6 +175,10 @@ def run(args: argparse.Namespace) -> int:
                 requests=min(requests, 32),
             )
         )
+    for workload in workloads:
+        count = workload.requests or requests
+        if skipped := [level for level in levels if level > count]:
+            notes.append(f"{workload.name}: concurrency {skipped} skipped, only {count} requests")
     config = {
         "requests_per_level": requests,
         "concurrency": levels,
@@ -197,6 +201,9 @@ def run(args: argparse.Namespace) -> int:
                 bar.set_postfix_str(f"{name} starting")
                 with server_process(name, cmd, env, port, ready, log_dir) as url:
                     for level in levels:
+                        if level > (workload.requests or requests):
+                            bar.update(1)  # fewer requests than clients: not that level
+                            continue
                         bar.set_postfix_str(f"{name} {workload.name} c={level}")
                         result = drive_load(
                             url, name, workload, level, workload.requests or requests, env

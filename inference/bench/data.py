@@ -51,6 +51,8 @@ class LevelResult:
     mean_batch: float
     error_samples: list[str] = field(default_factory=list)
     server_p50_ms: dict[str, float] = field(default_factory=dict)  # ours: queue/encode/total
+    overhead_p50_ms: float | None = None  # ours: p50 of (latency - the server's inference_ms)
+    client_cpu_ms_per_request: float | None = None  # the load driver's own CPU
 
 
 @dataclass

@@ -87,6 +87,8 @@ def drive_load(
         mean_batch=mean_batch_size(data["batch_sizes"]),
         error_samples=data["error_samples"],
         server_p50_ms=server_p50,
+        overhead_p50_ms=statistics.median(data["overheads_ms"]) if data["overheads_ms"] else None,
+        client_cpu_ms_per_request=data["client_cpu_s"] * 1000 / max(1, data["requests"]),
     )
 
 

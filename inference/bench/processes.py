@@ -42,7 +42,24 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    # Numbers belong to code: the commit and the versions that decide the hot paths.
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    )
+    info["commit"] = commit.stdout.strip() or "unknown"
+    info["versions"] = {
+        name: _version(name) for name in ("torch", "diffusers", "fastapi", "uvicorn", "litserve")
+    }
     return info
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def server_env(workload: Workload, extra: dict[str, str]) -> dict[str, str]:
