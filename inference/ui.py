@@ -117,11 +117,12 @@ def build_ui(engine: Engine) -> gr.Blocks:
                 output_format="png",
             )
         except ValidationError as exc:
-            raise gr.Error("; ".join(e["message"] for e in describe_errors(exc.errors()))) from None
+            message = "; ".join(e["message"] for e in describe_errors(exc.errors()))
+            raise gr.Error(message, print_exception=False) from None  # the user's typo
         try:
             result = await engine.submit(request)
         except InferenceError as exc:
-            raise gr.Error(exc.message) from None
+            raise gr.Error(exc.message, print_exception=False) from None
         paths = [
             _cache_png(gallery.GRADIO_CACHE, image.data, f"seed-{image.seed}.png")
             for image in result.images
@@ -179,9 +180,8 @@ def build_ui(engine: Engine) -> gr.Blocks:
                         step=SIDE_MULTIPLE,
                         label="Height",
                     )
-                num_outputs = gr.Slider(
-                    1, NUM_OUTPUTS_MAX, value=1, step=1, label="Number of images"
-                )
+                most = min(NUM_OUTPUTS_MAX, engine.max_batch_size)  # MAX_BATCH_SIZE caps it
+                num_outputs = gr.Slider(1, most, value=1, step=1, label="Number of images")
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column(scale=3):
                 gallery = gr.Gallery(
@@ -193,7 +193,7 @@ def build_ui(engine: Engine) -> gr.Blocks:
                     preview=False,
                     elem_id="gallery",
                 )
-                seed_used = gr.Number(label="Seed used", precision=0, interactive=False)
+                seed_used = gr.Number(value=None, label="Seed used", precision=0, interactive=False)
                 timings = gr.Markdown(elem_id="timings")
         gr.Examples(EXAMPLES, inputs=[prompt, negative_prompt, seed, randomize])
         inputs = [

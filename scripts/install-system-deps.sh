@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# System packages the test suite needs beyond Python, installed on a fresh Debian/Ubuntu machine.
+# System packages the test suite needs beyond Python, installed on a fresh Debian machine.
 #
 # - chromium: the browser test drives the real UI through Playwright with the SYSTEM browser
-#   (/usr/bin/chromium), so no browser is ever downloaded by pip or playwright.
+#   (`chromium` on PATH), so no browser is ever downloaded by pip or playwright. Ubuntu's
+#   chromium deb is only a stub for the snap: there, install Chromium yourself.
 #
 # Idempotent and quick when everything is there: it only calls apt-get for missing packages,
 # and runs `apt-get update` only when the package lists are absent or apt cannot find a package.
@@ -15,8 +16,8 @@ if ! command -v dpkg-query >/dev/null 2>&1; then
     if command -v chromium >/dev/null 2>&1; then
         exit 0
     fi
-    echo "error: the browser test needs Chromium at /usr/bin/chromium; install it with your" \
-         "package manager, then rerun" >&2
+    echo "error: the browser test needs Chromium as \`chromium\` on PATH; install it with" \
+         "your package manager, then rerun" >&2
     exit 1
 fi
 

@@ -237,3 +237,12 @@ def test_hardware_names_are_ones_the_hub_knows() -> None:
     hub = pytest.importorskip("huggingface_hub")
     known = {h.value for h in hub.SpaceHardware}
     assert set(space_check.HARDWARE) <= known
+
+
+def test_secret_names_are_whole_words_not_substrings() -> None:
+    from inference.checks.space import looks_secret
+
+    for name in ("HF_TOKEN", "AUTH_TOKEN", "SECRET_KEY", "MY_API_KEY", "DB_PASSWORD"):
+        assert looks_secret(name), name
+    for name in ("TOKENIZERS_PARALLELISM", "HF_TOKEN_PATH", "SECRETARY", "MODEL"):
+        assert not looks_secret(name), name

@@ -30,7 +30,8 @@ pytest.importorskip("gradio")
 from gradio_client import Client
 
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's package, or a Chromium found on PATH (another distribution, a laptop).
+CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",

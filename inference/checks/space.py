@@ -9,6 +9,7 @@ YAML; nothing is imported from the app.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shlex
@@ -47,9 +48,23 @@ SPACE_UID = 1000
 #: What the app binds when the CMD names no port or host (``inference.settings`` defaults).
 DEFAULT_PORT = 8000
 DEFAULT_HOST = "127.0.0.1"
-SECRET_NAME = re.compile(
-    r"TOKEN|SECRET|PASSW(OR)?D|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY|CREDENTIAL", re.IGNORECASE
-)
+#: Words that make a variable name look like a secret (HF_TOKEN, SECRET_KEY, MY_API_KEY).
+SECRET_WORDS = {"TOKEN", "SECRET", "PASSWORD", "PASSWD", "APIKEY", "CREDENTIAL", "CREDENTIALS"}
+SECRET_PAIRS = {("API", "KEY"), ("PRIVATE", "KEY"), ("ACCESS", "KEY")}
+#: A last word that makes it a pointer to a secret, not one (HF_TOKEN_PATH).
+POINTER_WORDS = {"PATH", "FILE", "DIR", "NAME", "ID"}
+
+
+def looks_secret(name: str) -> bool:
+    """Whole ``_``-separated words only: HF_TOKEN is a secret, TOKENIZERS_PARALLELISM is not."""
+    words = name.upper().split("_")
+    if words[-1] in POINTER_WORDS:
+        return False
+    return bool(SECRET_WORDS & set(words)) or any(
+        pair in SECRET_PAIRS for pair in itertools.pairwise(words)
+    )
+
+
 DURATION = re.compile(r"^\d+[smh]$")
 
 
@@ -281,7 +296,7 @@ def check_dockerfile(root: Path, app_port: int | None) -> list[Problem]:
         if inst.keyword not in ("ENV", "ARG"):
             continue
         for name, _ in _env_pairs(inst):
-            if SECRET_NAME.search(name):
+            if looks_secret(name):
                 problems.append(
                     Problem(
                         path,
