@@ -168,8 +168,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     async def _inference_error(_: Request, exc: InferenceError) -> JSONResponse:
         status = STATUS_BY_ERROR.get(type(exc), 500)
         extra: dict[str, Any] = {}
-        if isinstance(exc, InvalidRequest):
+        if isinstance(exc, InvalidRequest):  # the same shape as a schema 422
             extra["field"] = exc.field
+            extra["errors"] = [{"field": exc.field, "message": exc.message}]
         response = error_response(status, exc.code, exc.message, **extra)
         if isinstance(exc, Overloaded):
             response.headers["Retry-After"] = str(exc.retry_after_s)
@@ -180,8 +181,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = describe_errors(exc.errors())
+        message = "; ".join(e["message"] for e in errors)
         return error_response(
-            422, "invalid_request", "; ".join(e["message"] for e in errors), errors=errors
+            422, "invalid_request", message, field=errors[0]["field"], errors=errors
         )
 
     @app.exception_handler(StarletteHTTPException)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m inference serve | predict``.
+"""Command line: python -m inference serve | predict | batch | bench | check | download.
 
 Each command builds its settings from flags over env vars (flags win), so the CLI, the server and
 the runtimes all share one configuration path.
@@ -62,8 +62,27 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+FORMAT_BY_SUFFIX = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+
+
+def _output_format(output: Path, requested: str | None) -> str:
+    """The image format from --format and -o's suffix, which must agree when both are given."""
+    suffix = output.suffix.lower()
+    if suffix and suffix not in FORMAT_BY_SUFFIX:
+        raise SystemExit(
+            f"error: -o {output}: {suffix} is not an image type this writes; use .png, .jpg or "
+            ".webp (or no suffix with --format)"
+        )
+    implied = FORMAT_BY_SUFFIX.get(suffix)
+    if requested and implied and requested != implied:
+        raise SystemExit(f"error: --format {requested} but -o {output} is {implied}; pick one")
+    return requested or implied or "png"
+
+
 def _output_paths(output: Path, count: int, fmt: str) -> list[Path]:
-    suffix = output.suffix or f".{fmt}"
+    if output.is_dir():  # -o out/ : files inside it
+        output = output / "out"
+    suffix = output.suffix or f".{'jpg' if fmt == 'jpeg' else fmt}"
     if count == 1:
         return [output.with_suffix(suffix)]
     return [output.with_name(f"{output.stem}-{i}{suffix}") for i in range(count)]
@@ -74,9 +93,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     from inference.engine import Engine
 
-    fmt = args.format or {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}.get(
-        args.output.suffix.lower(), "png"
-    )
+    fmt = _output_format(args.output, args.format)
     request = schema.GenerateRequest(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
@@ -101,8 +118,11 @@ def _predict(args: argparse.Namespace) -> int:
         engine.stop()
     paths = _output_paths(args.output, len(result.images), fmt)
     for path, image in zip(paths, result.images, strict=True):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(image.data)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(image.data)
+        except OSError as exc:
+            raise SystemExit(f"error: cannot write {path}: {exc.strerror or exc}") from None
         sys.stdout.write(f"{path}  seed={image.seed}  {image.width}x{image.height}\n")
     return 0
 
@@ -120,14 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="generate images in-process and write them")
     _add_model_flags(predict)
-    predict.add_argument("--prompt", default="")
-    predict.add_argument("--negative-prompt", default="")
-    predict.add_argument("--seed", type=int, help="random when omitted (printed)")
-    predict.add_argument("--prompt-weight", type=float)
-    predict.add_argument("--steps", type=int)
-    predict.add_argument("--width", type=int)
-    predict.add_argument("--height", type=int)
-    predict.add_argument("--num-outputs", type=int, default=1)
+    predict.add_argument("--prompt", default="", help="what to draw")
+    predict.add_argument("--negative-prompt", default="", help="what to steer away from")
+    predict.add_argument("--seed", type=int, help="0..2^32-1; random when omitted (printed)")
+    predict.add_argument(
+        "--prompt-weight", type=float, help="guidance strength 0..30 (default: the model's)"
+    )
+    predict.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
+    predict.add_argument("--width", type=int, help="pixels, a multiple of 8 (default: model's)")
+    predict.add_argument("--height", type=int, help="pixels, a multiple of 8 (default: model's)")
+    predict.add_argument("--num-outputs", type=int, default=1, help="images, 1..4 (default 1)")
     predict.add_argument("--format", choices=["png", "jpeg", "webp"], help="default: from -o")
     predict.add_argument(
         "-o", "--output", type=Path, default=Path("out.png"), help="file (out-N.ext for several)"

@@ -9,6 +9,7 @@ including the seed of each image, which is what models see.
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -141,22 +142,52 @@ class Job:
 def describe_errors(errors: Sequence[Any]) -> list[dict[str, str]]:
     """Pydantic errors as ``{"field", "message"}`` pairs whose message names field and value.
 
-    Used by every entry point (HTTP, CLI, Cog) so a bad value reads the same everywhere.
+    Used by every entry point (HTTP, CLI, Cog, UI, batch jobs) so a bad value reads the same
+    everywhere. Values are shown as JSON and shortened: an error never echoes a whole prompt.
     """
     described = []
     for error in errors:
-        field = ".".join(str(p) for p in error["loc"] if p != "body") or "body"
+        loc = [part for part in error["loc"] if part != "body"]
+        kind = error["type"]
+        if kind == "json_invalid":  # loc ends with the character position, not a field
+            detail = (error.get("ctx") or {}).get("error", "syntax error")
+            at = f" at character {loc[-1]}" if loc else ""
+            message = f"the body is not valid JSON ({detail}{at}); send a JSON object"
+            described.append({"field": "body", "message": message})
+            continue
+        field = ".".join(str(part) for part in loc) or "body"
+        leaf = str(loc[-1]) if loc else "body"
         message = error["msg"].removeprefix("Value error, ")
-        if not message.startswith(field) and error["type"] not in (
-            "missing",
-            "json_invalid",
-            "extra_forbidden",
-        ):
-            message = f"{field}: {message}, got {error.get('input')!r}"
-        elif not message.startswith(field):
+        value = error.get("input")
+        if field == "body" and isinstance(value, bytes | str):
+            message = (
+                "the body must be a JSON object of request fields, sent with "
+                "'Content-Type: application/json'"
+            )
+        elif message.startswith(leaf):  # our own validators name the field and value already
+            message = message if field == leaf else f"{field}: {message}"
+        elif kind in ("missing", "extra_forbidden"):
             message = f"{field}: {message}"
+        elif ", got " in message:  # "a valid integer, got a number with a fractional part"
+            message = f"{field}: {message} ({_shown(value)})"
+        else:
+            message = f"{field}: {message}, got {_shown(value)}"
         described.append({"field": field, "message": message})
     return described
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``value`` as a client wrote it (JSON), shortened to ``limit`` characters."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    if isinstance(value, str) and len(value) > limit:
+        return f'{json.dumps(value[:limit])[:-1]}..." ({len(value)} characters)'
+    try:
+        return json.dumps(value)
+    except TypeError:
+        return repr(value)
 
 
 def random_seed() -> int:

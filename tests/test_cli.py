@@ -94,3 +94,18 @@ def test_log_level_reaches_the_packages_own_logs(tmp_path: Path) -> None:
     assert quiet.returncode == 0 and "INFO inference" not in quiet.stderr
     chatty = cli(*args, cwd=tmp_path, LOG_LEVEL="info")
     assert "INFO inference.engine: model 'mock' ready" in chatty.stderr
+
+
+def test_predict_output_mistakes_are_one_line_each(tmp_path: Path) -> None:
+    small = ("predict", "--steps", "2", "--width", "64", "--height", "64", "-q")
+    for args, text in (
+        (("-o", "x.gif"), ".gif is not an image type"),
+        (("--format", "jpeg", "-o", "x.png"), "--format jpeg but -o x.png is png"),
+        (("-o", "/proc/no/x.png"), "cannot write /proc/no/x.png"),
+    ):
+        done = cli(*small, *args, cwd=tmp_path)
+        assert done.returncode != 0 and text in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    (tmp_path / "shots").mkdir()
+    done = cli(*small, "-o", "shots", cwd=tmp_path)
+    assert done.returncode == 0 and (tmp_path / "shots" / "out.png").is_file()
