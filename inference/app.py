@@ -114,6 +114,12 @@ def _preferred_image_format(accept: str) -> str | None:
             best, best_q = media.lower(), q
     if best == "image/*":
         return "*"
+    if best and best.startswith("image/") and best not in FORMAT_BY_MEDIA_TYPE:
+        raise StarletteHTTPException(
+            406,
+            f"Accept asks for {best}; this server answers with "
+            f"{', '.join(sorted(FORMAT_BY_MEDIA_TYPE))} or application/json",
+        )
     return FORMAT_BY_MEDIA_TYPE.get(best or "")
 
 
@@ -277,6 +283,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                     "drop one of them",
                 )
             body = body.model_copy(update={"output_format": fmt})
+        if fmt is not None and body.num_outputs > 1:
+            raise InvalidRequest(
+                "num_outputs",
+                f"Accept: image/* returns one image, but num_outputs is {body.num_outputs}; "
+                "accept application/json for several, or ask for one",
+            )
         result = await until_disconnect(request, engine.submit(body))
         if fmt is None:
             return result

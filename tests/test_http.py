@@ -74,6 +74,15 @@ def test_quick_start_request_is_reproducible_and_equals_the_engine(server_url: s
     engine.stop()
 
 
+def test_accept_of_another_image_type_or_several_images_is_refused(server_url: str) -> None:
+    gif = httpx.post(f"{server_url}/predict", json=QUICK, headers={"accept": "image/gif"})
+    assert gif.status_code == 406 and "image/png" in gif.json()["error"]["message"]
+    several = httpx.post(
+        f"{server_url}/predict", json={"num_outputs": 2, **QUICK}, headers={"accept": "image/png"}
+    )
+    assert several.status_code == 422 and several.json()["error"]["field"] == "num_outputs"
+
+
 def test_accept_header_picks_the_format(server_url: str) -> None:
     r = httpx.post(
         f"{server_url}/predict", json={"seed": 1, **QUICK}, headers={"accept": "image/webp"}

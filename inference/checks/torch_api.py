@@ -27,7 +27,8 @@ get_default_dtype set_default_dtype is_tensor is_floating_point numel save load
 channels_last contiguous_format preserve_format
 from_numpy tensor as_tensor zeros zeros_like ones ones_like empty empty_like full full_like
 arange linspace rand rand_like randn randn_like randint randperm normal
-cat concat stack split chunk index_select where clamp clip floor ceil round abs sqrt rsqrt
+cat concat stack split chunk index_select bitwise_and where clamp clip floor ceil round abs
+sqrt rsqrt
 exp log sin cos sigmoid tanh lerp mean sum std var max min maximum minimum allclose equal
 isfinite isnan
 float32 float16 bfloat16 float64 float half double int8 int16 int32 int64 long int uint8 bool

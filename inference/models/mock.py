@@ -10,14 +10,17 @@ the image toward a pattern derived from the prompt. Update rule, for t = 1..T:
     sigma_t = 1 - 0.5 * (t - 1) / max(T - 1, 1)
     pixel = clip(floor(64 * x_T + 128), 0, 255)
 
-eps_t ~ N(0, I) of shape 3 x H x W: each value is Q[k], with k uniform in 0..65535 drawn by
-``torch.randint`` from a CPU generator seeded with the image's seed, and Q[k] the standard normal
-quantile at (k + 0.5) / 65536 in float32. ``torch.randn`` would be simpler, but its CPU kernel
-takes a different code path on AVX2 than on other CPUs (ARM, or without AVX2), so the same seed
-would give other bytes on another machine; an integer draw and a table lookup are exact
-everywhere. P(text) is a 3 x H x W pattern in [-1, 1] of triangle waves whose frequencies and
-phases come from SHA-256(text); P("") = 0, so w = 0 or an empty prompt gives a prompt-independent
-image. Every other operation is an exactly rounded elementwise op (no transcendental functions,
+eps_t ~ N(0, I) of shape 3 x H x W: each value is Q[k], with k uniform in 0..32767, and Q[k]
+the standard normal quantile at (k + 0.5) / 32768 in float32. The k come from a CPU generator
+seeded with the image's seed: ``random_()`` fills int32 values with 31 random bits, and each
+value's two 16-bit halves (little-endian), masked to 15 bits, are two k. ``torch.randn`` would be
+simpler, but its CPU kernel takes a different code path on AVX2 than on other CPUs (ARM, or
+without AVX2), so the same seed would give other bytes on another machine; integer draws, bit
+masks and a table lookup are exact everywhere, and cost less than ``randn``.
+
+P(text) is a 3 x H x W pattern in [-1, 1] of triangle waves whose frequencies and phases come
+from SHA-256(text); P("") = 0, so w = 0 or an empty prompt gives a prompt-independent image.
+Every other operation is an exactly rounded elementwise op (no transcendental functions,
 no fused multiply-add), so an image's bytes depend neither on the batch it was computed in nor
 on the machine.
 """
@@ -42,7 +45,7 @@ from inference.schema import Defaults, Job
 log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = {"gamma": 0.82, "beta": 0.15}
-NOISE_LEVELS = 1 << 16
+NOISE_LEVELS = 1 << 15  # a power of two: k is a bit mask of a random integer
 
 
 @lru_cache(maxsize=1)
@@ -56,11 +59,24 @@ def normal_quantiles() -> torch.Tensor:
     return torch.tensor(levels, dtype=torch.float64).to(torch.float32)
 
 
-def draw_normal(generator: torch.Generator, out: torch.Tensor, index: torch.Tensor) -> None:
-    """Fill the contiguous ``out`` with N(0, 1) noise from ``generator``; ``index`` is scratch
-    int32 space of the same shape. See the module docstring for why not ``torch.randn``."""
-    torch.randint(0, NOISE_LEVELS, out.shape, generator=generator, out=index)
-    torch.index_select(normal_quantiles(), 0, index.view(-1), out=out.view(-1))
+class NoiseDrawer:
+    """Fills tensors of one shape with N(0, 1) noise; see the module docstring for how and why.
+
+    Holds the scratch integers, so a sampling loop allocates nothing per step.
+    """
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        numel = int(np.prod(shape))
+        if numel % 2:
+            raise ValueError(f"noise needs an even number of values, got shape {shape}")
+        self.bits = torch.empty(numel // 2, dtype=torch.int32)
+        self.index = torch.empty(numel, dtype=torch.int32)
+
+    def draw(self, generator: torch.Generator, out: torch.Tensor) -> None:
+        """Fill the contiguous ``out`` from ``generator``."""
+        self.bits.random_(generator=generator)  # [0, 2^31): 31 random bits each
+        torch.bitwise_and(self.bits.view(torch.int16), NOISE_LEVELS - 1, out=self.index)
+        torch.index_select(normal_quantiles(), 0, self.index, out=out.view(-1))
 
 
 def load_weights(path: Path | None) -> dict[str, float]:
@@ -161,13 +177,13 @@ class MockModel:
         )
         x = torch.empty(len(generators), 3, height, width)
         noise = torch.empty_like(x)
-        index = torch.empty(x.shape[1:], dtype=torch.int32)
+        drawer = NoiseDrawer(tuple(x.shape[1:]))
         for i, g in enumerate(generators):
-            draw_normal(g, x[i], index)
+            drawer.draw(g, x[i])
         for t in range(1, steps + 1):
             sigma = 1.0 - 0.5 * (t - 1) / max(steps - 1, 1)
             for i, g in enumerate(generators):
-                draw_normal(g, noise[i], index)
+                drawer.draw(g, noise[i])
             x.mul_(gamma).add_(drift).add_(noise.mul_(beta * sigma))
             if progress is not None:
                 progress(t, steps)
