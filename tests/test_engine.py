@@ -324,6 +324,25 @@ def test_warm_up_runs_at_the_size_actually_served() -> None:
     assert (warm_up.width, warm_up.height) == (96, 64)
 
 
+def test_load_warm_up_and_model_calls_share_one_thread() -> None:
+    """torch's CPU pool is per thread: a second torch thread ran 2.4 x slower (tiny SD)."""
+    threads: set[str] = set()
+
+    class Recording(MockModel):
+        def load(self) -> None:
+            threads.add(threading.current_thread().name)
+            super().load()
+
+        def generate(self, jobs, progress=None):  # type: ignore[no-untyped-def]
+            threads.add(threading.current_thread().name)
+            return super().generate(jobs, progress)
+
+    engine = started(Recording())
+    engine.generate(req())
+    engine.stop()
+    assert threads == {"engine-worker"}
+
+
 def test_stop_during_load_wins() -> None:
     model = GatedModel()
     model.hold()  # the warm-up call waits, as a slow load would
@@ -334,6 +353,8 @@ def test_stop_during_load_wins() -> None:
     engine.stop()
     model.gate.set()
     loader.join(10)
-    assert engine.phase == "stopped" and engine._worker is None
+    assert engine.phase == "stopped" and engine._worker is not None
+    engine._worker.join(5)
+    assert not engine._worker.is_alive()  # it loaded, saw the stop, and never served
     with pytest.raises(NotReady, match="shutting down"):
         engine.generate(req())

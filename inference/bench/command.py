@@ -20,7 +20,7 @@ from inference.bench.measure import (
     build_tiny_model,
     drive_load,
     gpu_compute_bound,
-    measure_ceiling,
+    measure_ceiling_isolated,
     measure_cold_start,
 )
 from inference.bench.processes import (
@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
                         bar.update(1)
             bar.set_postfix_str(f"ceiling {workload.name}")
             report.ceilings.append(
-                measure_ceiling(
+                measure_ceiling_isolated(
                     workload,
                     args.max_batch_size,
                     workload.requests or requests,

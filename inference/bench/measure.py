@@ -10,6 +10,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -92,13 +93,37 @@ def drive_load(
     )
 
 
+def measure_ceiling_isolated(
+    workload: Workload, max_batch_size: int, requests: int, repeats: int = 3
+) -> Ceiling:
+    """``measure_ceiling`` in a fresh interpreter, where no other thread has used torch yet
+    (this process built the tiny pipeline: its torch thread pool would slow the engine's)."""
+    args = json.dumps([asdict(workload), max_batch_size, requests, repeats])
+    code = (
+        "import json, sys; from dataclasses import asdict;"
+        "from inference.bench.data import Workload;"
+        "from inference.bench.measure import measure_ceiling;"
+        "w, b, n, r = json.loads(sys.argv[1]); w['env'] = tuple(map(tuple, w['env']));"
+        "print(json.dumps(asdict(measure_ceiling(Workload(**w), b, n, r))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, args], cwd=ROOT, capture_output=True, text=True, timeout=3600
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"ceiling run failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    data["images_per_s_by_batch"] = {int(k): v for k, v in data["images_per_s_by_batch"].items()}
+    return Ceiling(**data)
+
+
 def measure_ceiling(
     workload: Workload, max_batch_size: int, requests: int, repeats: int = 3
 ) -> Ceiling:
     """The engine in-process, no HTTP: all requests queued at once at each batch size up to the
     served ``max_batch_size``; the best is the ceiling the served numbers are compared with.
 
-    Runs in this process after every server has stopped, so it has the machine to itself.
+    Runs after every server has stopped, so it has the machine to itself (in a fresh
+    interpreter, through ``measure_ceiling_isolated``).
     """
     from inference.engine import Engine
     from inference.models import build_model
@@ -111,12 +136,13 @@ def measure_ceiling(
     engine = Engine(build_model(settings), settings).start()
     request = GenerateRequest(**workload.payload())
     try:
-        job = engine.resolve(request)
-        calls = []
-        for _ in range(max(5, min(30, requests // 4))):
-            started = time.perf_counter()
-            engine.model.generate([job])
-            calls.append((time.perf_counter() - started) * 1000)
+        engine.max_batch_size = 1
+        # The model call as the engine's worker thread times it (torch's thread pool is per
+        # thread: a call from this thread would measure another, slower, set-up).
+        calls = [
+            engine.generate(request).timings.inference_ms
+            for _ in range(max(5, min(30, requests // 4)))
+        ]
 
         async def burst(n: int) -> float:
             started = time.perf_counter()
