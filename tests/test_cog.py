@@ -354,3 +354,22 @@ def test_setup_failure_names_the_weights_path(tmp_path: Path) -> None:
     assert health["setup"]["status"] == "failed"
     assert str(missing) in health["setup"]["logs"], health["setup"]["logs"]
     assert "does not exist" in health["setup"]["logs"]
+
+
+def test_concurrent_predictions_prune_old_outputs_without_racing(tmp_path: Path) -> None:
+    """Several predictions finishing together each prune expired folders; none may fail
+    because another one deleted a folder first."""
+    import predict
+
+    predictor = predict.Predictor()
+    predictor.outputs = tmp_path
+    old = time.time() - predict.OUTPUT_TTL_S - 60
+    for i in range(300):
+        folder = tmp_path / f"prediction-old-{i}"
+        folder.mkdir()
+        (folder / "out-0.png").write_bytes(b"x")
+        os.utime(folder, (old, old))
+    with ThreadPoolExecutor(8) as pool:
+        written = list(pool.map(lambda _: predictor._write([b"png"], "png"), range(32)))
+    assert all(paths[0].read_bytes() == b"png" for paths in written)
+    assert not any(p.name.startswith("prediction-old-") for p in tmp_path.iterdir())
