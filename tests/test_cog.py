@@ -333,7 +333,10 @@ def test_concurrent_predictions_share_model_calls(cog_url: str, direct_engine: E
     with ThreadPoolExecutor(len(seeds)) as pool:
         responses = list(pool.map(lambda s: _predict(cog_url, {"seed": s}), seeds))
     bodies = [r.json() for r in responses]
-    assert [b.get("status") for b in bodies] == ["succeeded"] * len(seeds), bodies
+    failed = [(b.get("status"), b.get("error"), b.get("logs")) for b in bodies]
+    assert [b.get("status") for b in bodies] == ["succeeded"] * len(seeds), [
+        f for f in failed if f[0] != "succeeded"
+    ]
     batch_sizes = [b["metrics"]["batch_size"] for b in bodies]
     assert max(batch_sizes) > 1, f"no prediction shared a model call: {batch_sizes}"
     for seed, body in zip(seeds, bodies, strict=True):  # batching never changes the bytes
