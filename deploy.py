@@ -156,8 +156,7 @@ class Model:
         from inference.models import build_model
 
         # Heavy imports (fastapi, the engine, torch with the backend) happen once, pre-snapshot.
-        for module in ("inference.app", "inference.batch"):
-            importlib.import_module(module)
+        importlib.import_module("inference.http.app")
 
         settings = Settings()
         configure_logging(settings.log_level)
@@ -166,26 +165,24 @@ class Model:
     @modal.enter(snap=False)
     def start(self) -> None:
         """After restore: load the weights onto the GPU, warm up, start the batching worker."""
-        from inference.app import create_app
-        from inference.engine import Engine
+        from inference.http.app import create_app
+        from inference.service import Service
 
-        self.settings = Settings()  # now with the secret's AUTH_TOKEN / HF_TOKEN
-        self.engine = Engine(self.model, self.settings).start()
-        self.app = create_app(self.settings, engine=self.engine)
+        settings = Settings()  # now with the secret's AUTH_TOKEN / HF_TOKEN
+        self.service = Service(self.model, settings).start()
+        self.app = create_app(settings, self.service)
 
     @modal.exit()
     def stop(self) -> None:
-        self.engine.stop()
+        self.service.stop()
 
     @modal.method()
     def generate(self, request: dict[str, Any]) -> dict[str, Any]:
         """One request (GenerateRequest fields) -> GenerateResult as a dict with image bytes.
 
-        An invalid request raises ``ValueError`` naming the field and value.
+        An invalid request raises ``InvalidRequest`` (a ``ValueError``) naming the field and value.
         """
-        from inference.batch import generate_dict
-
-        return generate_dict(self.engine, request)
+        return self.service.generate(request).model_dump()
 
     # -- the web front end: the local server's app, on this container's engine ---------------
 
@@ -227,7 +224,7 @@ def download(model: str = "", revision: str = "") -> None:
 @app.local_entrypoint()
 def batch(input: str, output_dir: str = "out", quiet: bool = False) -> None:
     """``modal run deploy.py::batch --input prompts.jsonl --output-dir out/`` on Modal GPUs."""
-    from inference.batch import run_batch
+    from inference.jobs import run_batch
 
     def map_on_modal(requests: list[dict[str, Any]]) -> Any:
         # In input order, so every failure is attributed to its line (an exception returned

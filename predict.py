@@ -1,12 +1,13 @@
 """Cog adapter: Replicate's entry point (cog.yaml: ``predict: "predict.py:Predictor"``).
 
-It builds the engine once in ``setup()`` and turns Cog inputs into a ``GenerateRequest``; all
-model logic lives in ``inference/``. The ``Input(...)`` declarations repeat the request schema as
-literals because ``cog build`` parses this file statically (an imported constant "cannot be
-statically resolved"); tests/test_cog.py proves they equal ``GenerateRequest`` field by field.
+It builds the service once in ``setup()`` and hands it Cog's inputs as a request; all model
+logic and validation live in ``inference/``. The ``Input(...)`` declarations repeat the request
+schema as literals because ``cog build`` parses this file statically (an imported constant
+"cannot be statically resolved"); tests/test_cog.py proves they equal ``GenerateRequest`` field
+by field.
 
-``predict`` is async and awaits ``engine.submit``, so up to ``MAX_CONCURRENCY`` predictions are in
-flight at once and the engine's batcher groups them into shared model calls.
+``predict`` is async and awaits ``service.submit``, so up to ``MAX_CONCURRENCY`` predictions are
+in flight at once and the engine's batcher groups them into shared model calls.
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ import time
 from typing import Optional  # Cog documents Optional[...] for optional inputs
 
 from cog import BasePredictor, Input, Path, concurrent
-from pydantic import ValidationError
 
-from inference.engine import Engine
 from inference.errors import InferenceError
 from inference.logs import configure_logging
-from inference.schema import GenerateRequest, describe_errors
+from inference.service import Service
 from inference.settings import Settings
 
 #: Predictions in flight at once; `cog build` bakes it into COG_MAX_CONCURRENCY. Keep it equal
@@ -38,7 +37,7 @@ OUTPUT_TTL_S = 600
 class Predictor(BasePredictor):
     """Serves the configured model (``MODEL``, default the embedded mock) through Cog."""
 
-    engine: Engine
+    service: Service
     outputs: Path
 
     def setup(self, weights: Optional[Path] = None) -> None:  # noqa: UP045
@@ -61,7 +60,7 @@ class Predictor(BasePredictor):
                 settings.model != "mock" or (Path(str(weights)) / "model_index.json").is_file()
             )
             settings = Settings(**{"model" if pipeline else "weights_path": str(weights)})
-        self.engine = Engine.from_settings(settings).start()
+        self.service = Service.from_settings(settings).start()
         self.outputs = Path(tempfile.mkdtemp(prefix="cog-outputs-"))
 
     @concurrent(max=MAX_CONCURRENCY)
@@ -120,33 +119,30 @@ class Predictor(BasePredictor):
         ),
     ) -> list[Path]:
         """Validate through the project's schema, await the batcher, write out-{i}.{ext}."""
+        request = {
+            "prompt": prompt,
+            "negative_prompt": negative_prompt,
+            "seed": seed,
+            "prompt_weight": prompt_weight,
+            "steps": steps,
+            "width": width,
+            "height": height,
+            "num_outputs": num_outputs,
+            "output_format": output_format,
+            "scheduler": scheduler,
+        }
         try:
-            request = GenerateRequest(
-                prompt=prompt,
-                negative_prompt=negative_prompt,
-                seed=seed,
-                prompt_weight=prompt_weight,
-                steps=steps,
-                width=width,
-                height=height,
-                num_outputs=num_outputs,
-                output_format=output_format,
-                scheduler=scheduler,
-            )
-        except ValidationError as exc:
-            raise ValueError(
-                "; ".join(e["message"] for e in describe_errors(exc.errors()))
+            result = await self.service.submit(request)
+        except InferenceError as exc:  # Cog shows the message; our traceback would add noise
+            raise (ValueError if isinstance(exc, ValueError) else RuntimeError)(
+                exc.message
             ) from None
-        try:
-            result = await self.engine.submit(request)
-        except InferenceError as exc:
-            raise RuntimeError(exc.message) from None
         self.record_metric("seed", result.seed)
         self.record_metric("batch_size", result.batch_size)
         self.record_metric("model", result.model)
         print(f"seed={result.seed} batch_size={result.batch_size} model={result.model}")
         return await asyncio.to_thread(
-            self._write, [image.data for image in result.images], request.output_format
+            self._write, [image.data for image in result.images], result.images[0].format
         )
 
     def _write(self, images: list[bytes], ext: str) -> list[Path]:

@@ -1,7 +1,8 @@
-"""Command line: python -m inference serve | predict | batch | bench | check | download.
+"""Command line: python -m inference serve | predict | batch | download.
 
 Each command builds its settings from flags over env vars (flags win), so the CLI, the server and
-the runtimes all share one configuration path.
+the runtimes all share one configuration path. ``predict``'s request flags are derived from the
+request schema (``inference.fields``): a new request field is a new flag without an edit here.
 """
 
 from __future__ import annotations
@@ -15,27 +16,25 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from inference import schema
-from inference.errors import InferenceError
+from inference import codec
+from inference.errors import InferenceError, InvalidRequest
+from inference.fields import request_fields
 from inference.logs import configure_logging
 from inference.settings import Settings, describe_settings_errors
 
 #: Modules that add a subcommand through ``register(subparsers)``; each sets ``run`` on its
 #: parser and imports its heavy dependencies inside ``run`` so ``--help`` stays fast.
-SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "inference.check",
-    "inference.bench",
-    "inference.batch",
-    "inference.weights",
-)
+SUBCOMMAND_MODULES: tuple[str, ...] = ("inference.jobs.command", "inference.weights")
+#: Extra spellings of request flags: ``--format`` is what people type for ``--output-format``.
+FLAG_ALIASES = {"output_format": ("--format",)}
 
 
-def _settings(**fields: Any) -> Settings:
-    overrides = {k: v for k, v in fields.items() if v is not None}
-    return Settings(**overrides)
+def settings_from(**fields: Any) -> Settings:
+    """Settings from env vars, with the flags that were given on top."""
+    return Settings(**{k: v for k, v in fields.items() if v is not None})
 
 
-def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="'mock' (default), a diffusers folder or a hub id")
     parser.add_argument("--weights-path", type=Path, help="mock weights (JSON or safetensors)")
 
@@ -43,9 +42,9 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from inference.app import create_app
+    from inference.http.app import create_app
 
-    settings = _settings(
+    settings = settings_from(
         model=args.model,
         weights_path=args.weights_path,
         host=args.host,
@@ -62,18 +61,15 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-FORMAT_BY_SUFFIX = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
-
-
 def _output_format(output: Path, requested: str | None) -> str:
     """The image format from --format and -o's suffix, which must agree when both are given."""
     suffix = output.suffix.lower()
-    if suffix and suffix not in FORMAT_BY_SUFFIX:
+    if suffix and suffix not in codec.BY_SUFFIX:
         raise SystemExit(
-            f"error: -o {output}: {suffix} is not an image type this writes; use .png, .jpg or "
-            ".webp (or no suffix with --format)"
+            f"error: -o {output}: {suffix} is not an image type this writes; use "
+            f"{', '.join(sorted(codec.BY_SUFFIX))} (or no suffix with --format)"
         )
-    implied = FORMAT_BY_SUFFIX.get(suffix)
+    implied = codec.BY_SUFFIX[suffix].name if suffix else None
     if requested and implied and requested != implied:
         raise SystemExit(f"error: --format {requested} but -o {output} is {implied}; pick one")
     return requested or implied or "png"
@@ -82,7 +78,7 @@ def _output_format(output: Path, requested: str | None) -> str:
 def _output_paths(output: Path, count: int, fmt: str) -> list[Path]:
     if output.is_dir():  # -o out/ : files inside it
         output = output / "out"
-    suffix = output.suffix or f".{'jpg' if fmt == 'jpeg' else fmt}"
+    suffix = output.suffix or codec.FORMATS[fmt].suffix
     if count == 1:
         return [output.with_suffix(suffix)]
     return [output.with_name(f"{output.stem}-{i}{suffix}") for i in range(count)]
@@ -91,32 +87,23 @@ def _output_paths(output: Path, count: int, fmt: str) -> list[Path]:
 def _predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from inference.engine import Engine
+    from inference.service import Service
 
-    fmt = _output_format(args.output, args.format)
-    request = schema.GenerateRequest(
-        prompt=args.prompt,
-        negative_prompt=args.negative_prompt,
-        seed=args.seed,
-        prompt_weight=args.prompt_weight,
-        steps=args.steps,
-        width=args.width,
-        height=args.height,
-        num_outputs=args.num_outputs,
-        output_format=fmt,
-    )
-    settings = _settings(model=args.model, weights_path=args.weights_path)
-    engine = Engine.from_settings(settings).start()
+    request = {f.name: getattr(args, f.name) for f in request_fields()}
+    request = {name: value for name, value in request.items() if value is not None}
+    request["output_format"] = _output_format(args.output, args.output_format)
+    service = Service.from_settings(settings_from(model=args.model, weights_path=args.weights_path))
+    service.start()
     try:
-        job = engine.resolve(request)
+        job = service.job(request)
         with tqdm(
             total=job.steps, desc=f"{job.num_outputs} image(s)", unit="step", disable=args.quiet
         ) as bar:
-            engine.add_step_listener(lambda step, total: bar.update(1))
-            result = engine.generate(request.model_copy(update={"seed": job.seeds[0]}))
+            service.add_step_listener(lambda step, total: bar.update(1))
+            result = service.generate(job)
     finally:
-        engine.stop()
-    paths = _output_paths(args.output, len(result.images), fmt)
+        service.stop()
+    paths = _output_paths(args.output, len(result.images), job.output_format)
     for path, image in zip(paths, result.images, strict=True):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,30 +114,33 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_request_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per request field; an omitted flag leaves the field to the model's default."""
+    for field in request_fields():
+        parser.add_argument(
+            field.flag,
+            *FLAG_ALIASES.get(field.name, ()),
+            dest=field.name,
+            type=field.type,
+            choices=field.choices or None,
+            help=field.description.replace("%", "%%"),
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m inference", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve the HTTP API (default port 8000)")
-    _add_model_flags(serve)
+    add_model_flags(serve)
     serve.add_argument("--host", help="bind address (default 127.0.0.1; 0.0.0.0 in containers)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(run=_serve)
 
     predict = commands.add_parser("predict", help="generate images in-process and write them")
-    _add_model_flags(predict)
-    predict.add_argument("--prompt", default="", help="what to draw")
-    predict.add_argument("--negative-prompt", default="", help="what to steer away from")
-    predict.add_argument("--seed", type=int, help="0..2^32-1; random when omitted (printed)")
-    predict.add_argument(
-        "--prompt-weight", type=float, help="guidance strength 0..30 (default: the model's)"
-    )
-    predict.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
-    predict.add_argument("--width", type=int, help="pixels, a multiple of 8 (default: model's)")
-    predict.add_argument("--height", type=int, help="pixels, a multiple of 8 (default: model's)")
-    predict.add_argument("--num-outputs", type=int, default=1, help="images, 1..4 (default 1)")
-    predict.add_argument("--format", choices=["png", "jpeg", "webp"], help="default: from -o")
+    add_model_flags(predict)
+    _add_request_flags(predict)
     predict.add_argument(
         "-o", "--output", type=Path, default=Path("out.png"), help="file (out-N.ext for several)"
     )
@@ -167,13 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         configure_logging(getattr(args, "log_level", None) or Settings().log_level)
         return int(args.run(args))
-    except ValidationError as exc:
-        if exc.title == Settings.__name__:
-            messages = describe_settings_errors(exc)
-        else:
-            messages = [error["message"] for error in schema.describe_errors(exc.errors())]
-        for message in messages:
+    except ValidationError as exc:  # only settings are validated outside the service
+        for message in describe_settings_errors(exc):
             sys.stderr.write(f"error: {message}\n")
+        return 2
+    except InvalidRequest as exc:
+        for error in exc.errors:
+            sys.stderr.write(f"error: {error['message']}\n")
         return 2
     except InferenceError as exc:
         sys.stderr.write(f"error: {exc.message}\n")

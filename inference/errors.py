@@ -30,13 +30,20 @@ def _rebuild(cls: type[InferenceError], state: dict[str, object]) -> InferenceEr
 
 
 class InvalidRequest(InferenceError, ValueError):
-    """The request breaks the schema, a limit or a model constraint; ``field`` names where."""
+    """The request breaks the schema, a limit or a model constraint; ``field`` names where.
+
+    ``errors`` lists every problem as ``{"field", "message"}`` (a request can break several
+    schema rules at once); ``message`` joins them.
+    """
 
     code = "invalid_request"
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(
+        self, field: str, message: str, errors: list[dict[str, str]] | None = None
+    ) -> None:
         super().__init__(message)
         self.field = field
+        self.errors = errors or [{"field": field, "message": message}]
 
 
 class Overloaded(InferenceError):

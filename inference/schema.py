@@ -2,16 +2,14 @@
 
 ``GenerateRequest`` carries the hard bounds that no deployment may exceed; a deployment tightens
 them through settings (``Limits``) and fills omitted fields from the model's defaults
-(``Defaults``). ``resolve`` applies both and returns a ``Job``: a request with every value fixed,
-including the seed of each image, which is what models see.
+(``Defaults``). ``inference.validation`` applies both and returns a ``Job``: a request with every
+value fixed, including the seed of each image, which is what models see.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -23,8 +21,6 @@ from pydantic import (
     PlainSerializer,
     field_validator,
 )
-
-from inference.errors import InvalidRequest
 
 # Hard bounds. predict.py repeats these as literals (Cog parses it statically); a test keeps
 # the two in step.
@@ -91,13 +87,20 @@ class GenerateRequest(BaseModel):
     @field_validator("width", "height")
     @classmethod
     def _multiple_of_8(cls, value: int | None, info: Any) -> int | None:
-        if value is not None and value % SIDE_MULTIPLE:
-            lower = value - value % SIDE_MULTIPLE
-            raise ValueError(
-                f"{info.field_name} must be a multiple of {SIDE_MULTIPLE}, got {value} "
-                f"(try {max(lower, SIDE_MIN)} or {lower + SIDE_MULTIPLE})"
-            )
+        if value is not None:
+            check_side(info.field_name, value)
         return value
+
+
+def check_side(name: str, value: int) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is a multiple of 8, with the two
+    nearest sizes that are (used by the schema and by the DEFAULT_* settings)."""
+    if value % SIDE_MULTIPLE:
+        lower = value - value % SIDE_MULTIPLE
+        raise ValueError(
+            f"{name} must be a multiple of {SIDE_MULTIPLE}, got {value} "
+            f"(try {max(lower, SIDE_MIN)} or {lower + SIDE_MULTIPLE})"
+        )
 
 
 @dataclass(frozen=True)
@@ -118,11 +121,17 @@ class Limits:
     max_width: int = 1024
     max_height: int = 1024
     max_pixels: int = 1024 * 1024
+    #: Images in one request; MAX_BATCH_SIZE (the most images in one model call) bounds it.
+    max_outputs: int = NUM_OUTPUTS_MAX
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Job:
-    """A fully resolved request: what a model generates from. ``seeds`` has one per image."""
+    """A fully resolved request: what a model generates from. ``seeds`` has one per image.
+
+    Built only by ``inference.validation`` (and by keyword), so every field has passed the
+    schema, this deployment's limits and the model's own ``check``.
+    """
 
     prompt: str
     negative_prompt: str
@@ -139,95 +148,8 @@ class Job:
         return len(self.seeds)
 
 
-def describe_errors(errors: Sequence[Any]) -> list[dict[str, str]]:
-    """Pydantic errors as ``{"field", "message"}`` pairs whose message names field and value.
-
-    Used by every entry point (HTTP, CLI, Cog, UI, batch jobs) so a bad value reads the same
-    everywhere. Values are shown as JSON and shortened: an error never echoes a whole prompt.
-    """
-    described = []
-    for error in errors:
-        loc = [part for part in error["loc"] if part != "body"]
-        kind = error["type"]
-        if kind == "json_invalid":  # loc ends with the character position, not a field
-            detail = (error.get("ctx") or {}).get("error", "syntax error")
-            at = f" at character {loc[-1]}" if loc else ""
-            message = f"the body is not valid JSON ({detail}{at}); send a JSON object"
-            described.append({"field": "body", "message": message})
-            continue
-        field = ".".join(str(part) for part in loc) or "body"
-        leaf = str(loc[-1]) if loc else "body"
-        message = error["msg"].removeprefix("Value error, ")
-        value = error.get("input")
-        if field == "body" and isinstance(value, bytes | str):
-            message = (
-                "the body must be a JSON object of request fields, sent with "
-                "'Content-Type: application/json'"
-            )
-        elif message.startswith(leaf):  # our own validators name the field and value already
-            message = message if field == leaf else f"{field}: {message}"
-        elif kind in ("missing", "extra_forbidden"):
-            message = f"{field}: {message}"
-        elif ", got " in message:  # "a valid integer, got a number with a fractional part"
-            message = f"{field}: {message} ({_shown(value)})"
-        else:
-            message = f"{field}: {message}, got {_shown(value)}"
-        described.append({"field": field, "message": message})
-    return described
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    """``value`` as a client wrote it (JSON), shortened to ``limit`` characters."""
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return f"a list of {len(value)} items"
-    if isinstance(value, str) and len(value) > limit:
-        return f'{json.dumps(value[:limit])[:-1]}..." ({len(value)} characters)'
-    try:
-        return json.dumps(value)
-    except TypeError:
-        return repr(value)
-
-
 def random_seed() -> int:
     return secrets.randbelow(SEED_MAX + 1)
-
-
-def resolve(request: GenerateRequest, defaults: Defaults, limits: Limits) -> Job:
-    """Fill omitted fields and enforce the deployment's limits, naming the field on failure."""
-    steps = request.steps if request.steps is not None else defaults.steps
-    width = request.width if request.width is not None else defaults.width
-    height = request.height if request.height is not None else defaults.height
-    weight = request.prompt_weight if request.prompt_weight is not None else defaults.prompt_weight
-    for field, value, bound, setting in (
-        ("steps", steps, limits.max_steps, "MAX_STEPS"),
-        ("width", width, limits.max_width, "MAX_WIDTH"),
-        ("height", height, limits.max_height, "MAX_HEIGHT"),
-    ):
-        if value > bound:
-            raise InvalidRequest(
-                field, f"{field} must be <= {bound} on this server ({setting}), got {value}"
-            )
-    if width * height > limits.max_pixels:
-        raise InvalidRequest(
-            "width",
-            f"width x height must be <= {limits.max_pixels} pixels on this server (MAX_PIXELS), "
-            f"got {width}x{height} = {width * height}",
-        )
-    seed = request.seed if request.seed is not None else random_seed()
-    seeds = tuple((seed + i) % (SEED_MAX + 1) for i in range(request.num_outputs))
-    return Job(
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
-        seeds=seeds,
-        prompt_weight=float(weight),
-        steps=steps,
-        width=width,
-        height=height,
-        output_format=request.output_format,
-        scheduler=request.scheduler,
-    )
 
 
 def _b64decode(value: Any) -> Any:

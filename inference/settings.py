@@ -120,8 +120,8 @@ class Settings(BaseSettings):
                 )
         for name in ("default_width", "default_height"):
             value = getattr(self, name)
-            if value is not None and value % 8:
-                raise ValueError(f"{name.upper()} must be a multiple of 8, got {value}")
+            if value is not None:
+                schema.check_side(name.upper(), value)
         if self.torch_compile and self.device in ("cpu", "mps"):
             raise ValueError(
                 f"TORCH_COMPILE=1 needs a CUDA GPU, but DEVICE={self.device}; "
@@ -140,19 +140,7 @@ class Settings(BaseSettings):
             max_width=self.max_width,
             max_height=self.max_height,
             max_pixels=self.max_pixels,
-        )
-
-    def override_defaults(self, model_defaults: schema.Defaults) -> schema.Defaults:
-        """The model's defaults with any deployment overrides applied on top."""
-        return schema.Defaults(
-            steps=self.default_steps or model_defaults.steps,
-            prompt_weight=(
-                model_defaults.prompt_weight
-                if self.default_prompt_weight is None
-                else self.default_prompt_weight
-            ),
-            width=self.default_width or model_defaults.width,
-            height=self.default_height or model_defaults.height,
+            max_outputs=min(schema.NUM_OUTPUTS_MAX, self.max_batch_size),
         )
 
 

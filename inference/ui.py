@@ -1,6 +1,6 @@
 """The optional Gradio UI at /ui: a page for people, served by the same engine as the JSON API.
 
-It calls ``engine.submit`` directly, so a click in the browser and a ``POST /predict`` share one
+It calls ``service.submit`` directly, so a click in the browser and a ``POST /predict`` share one
 batcher, one queue bound, one set of limits and one set of metrics, and the same request gives
 the same PNG bytes through either door (a test compares them). Gradio is an optional extra
 (``pip install 'diffusion-serve[ui]'``) that adds ~270 MB and seconds of import time, so it is
@@ -18,26 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from inference.errors import InferenceError
-from inference.schema import (
-    NUM_OUTPUTS_MAX,
-    PROMPT_MAX_CHARS,
-    PROMPT_WEIGHT_MAX,
-    PROMPT_WEIGHT_MIN,
-    SEED_MAX,
-    SIDE_MIN,
-    SIDE_MULTIPLE,
-    GenerateRequest,
-    GenerateResult,
-    describe_errors,
-)
+from inference.fields import RequestField, request_fields
+from inference.http.errors import error_response
+from inference.schema import GenerateResult
 
 if TYPE_CHECKING:
     import gradio as gr
 
-    from inference.engine import Engine
+    from inference.service import Service
     from inference.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,6 +39,7 @@ INSTALL_HINT = (
 )
 #: Generated images stay in Gradio's cache this long (seconds) before it deletes them.
 CACHE_MAX_AGE_S = 3600
+EXAMPLE_FIELDS = ("prompt", "negative_prompt", "seed", "randomize_seed")
 EXAMPLES = [
     ["a red fox in the snow, watercolor", "", 42, False],
     ["a lighthouse at dusk, oil painting", "fog", 7, False],
@@ -87,41 +78,72 @@ def _cache_png(cache_dir: str, data: bytes, name: str) -> str:
     return str(path)
 
 
-def build_ui(engine: Engine) -> gr.Blocks:
-    """The Blocks page; its controls are bounded by the engine's own defaults and limits."""
+#: Labels where the field name alone says too little; every other label is the field's name.
+LABELS = {"prompt_weight": "Prompt weight (guidance)", "num_outputs": "Number of images"}
+#: The gallery shows PNG, so the form always asks for it.
+FIXED = {"output_format": "png"}
+#: Dropdown value standing for "omit this field" (the model's own choice).
+OMIT = ""
+
+
+def _widget(field: RequestField, service: Service) -> Any:
+    """A Gradio input for ``field``, bounded by this server's limits and set to its defaults."""
     import gradio as gr
 
-    defaults, limits = engine.defaults, engine.limits
+    limits, defaults = service.limits, vars(service.defaults)
+    maximum = {
+        "steps": limits.max_steps,
+        "width": limits.max_width,
+        "height": limits.max_height,
+        "num_outputs": limits.max_outputs,
+    }.get(field.name, field.maximum)
+    value = defaults.get(field.name, field.default)
+    common = {
+        "label": LABELS.get(field.name, field.name.replace("_", " ").capitalize()),
+        "info": field.description,
+        "elem_id": field.name.replace("_", "-"),
+    }
+    if field.choices:
+        choices = [(c, c) for c in field.choices]
+        if field.optional:
+            choices.insert(0, ("the model's default", OMIT))
+        return gr.Dropdown(choices, value=OMIT if value is None else value, **common)
+    if field.type is str:
+        lines = 2 if field.name == "prompt" else 1
+        return gr.Textbox(lines=lines, max_length=field.max_length, **common)
+    if field.name == "seed":  # paired with the "Randomize seed" box
+        return gr.Number(value=42, precision=0, minimum=field.minimum, maximum=maximum, **common)
+    if field.minimum is not None and maximum is not None:
+        step = {"width": service.model.size_multiple, "height": service.model.size_multiple}.get(
+            field.name, 1 if field.type is int else 0.1
+        )
+        return gr.Slider(field.minimum, maximum, value=value, step=step, **common)
+    precision = 0 if field.type is int else None
+    return gr.Number(value=value, precision=precision, minimum=field.minimum, **common)
 
-    async def generate(
-        prompt: str,
-        negative_prompt: str,
-        seed: float | None,
-        randomize_seed: bool,
-        prompt_weight: float,
-        steps: float,
-        width: float,
-        height: float,
-        num_outputs: float,
-    ) -> tuple[list[str], int, str]:
+
+def _request(names: list[str], values: tuple[Any, ...]) -> dict[str, Any]:
+    """The form's values as a request: the seed unless randomized, omitted choices left out."""
+    form = dict(zip(names, values, strict=True))
+    if form.pop("randomize_seed") or form.get("seed") is None:
+        form["seed"] = None
+    request = {name: value for name, value in form.items() if value not in (None, OMIT)}
+    for field in request_fields():  # sliders hand back floats
+        if field.type is int and isinstance(request.get(field.name), float):
+            request[field.name] = int(request[field.name])
+    return request | FIXED
+
+
+def build_ui(service: Service) -> gr.Blocks:
+    """The Blocks page: one input per request field, bounded by the service's own limits."""
+    import gradio as gr
+
+    names: list[str] = []
+
+    async def generate(*values: Any) -> tuple[list[str], int, str]:
         try:
-            request = GenerateRequest(
-                prompt=prompt or "",
-                negative_prompt=negative_prompt or "",
-                seed=None if randomize_seed or seed is None else int(seed),
-                prompt_weight=float(prompt_weight),
-                steps=int(steps),
-                width=int(width),
-                height=int(height),
-                num_outputs=int(num_outputs),
-                output_format="png",
-            )
-        except ValidationError as exc:
-            message = "; ".join(e["message"] for e in describe_errors(exc.errors()))
-            raise gr.Error(message, print_exception=False) from None  # the user's typo
-        try:
-            result = await engine.submit(request)
-        except InferenceError as exc:
+            result = await service.submit(_request(names, values))
+        except InferenceError as exc:  # the user's typo or a server limit: no traceback
             raise gr.Error(exc.message, print_exception=False) from None
         paths = [
             _cache_png(gallery.GRADIO_CACHE, image.data, f"seed-{image.seed}.png")
@@ -135,53 +157,20 @@ def build_ui(engine: Engine) -> gr.Blocks:
         delete_cache=(CACHE_MAX_AGE_S, CACHE_MAX_AGE_S),
     ) as demo:
         gr.Markdown(
-            f"## diffusion-serve · `{engine.model.name}`\n"
-            "Text-to-image through the same engine as the JSON API "
+            f"## diffusion-serve · `{service.model.name}`\n"
+            "Text-to-image through the same service as the JSON API "
             "([`POST /predict`](../docs)): requests from here and from the API share one "
             "batcher, one queue and the same limits."
         )
+        inputs: dict[str, Any] = {}
         with gr.Row():
             with gr.Column(scale=2):
-                prompt = gr.Textbox(
-                    label="Prompt",
-                    lines=2,
-                    max_length=PROMPT_MAX_CHARS,
-                    placeholder="a red fox in the snow, watercolor",
-                    elem_id="prompt",
-                )
-                negative_prompt = gr.Textbox(
-                    label="Negative prompt", max_length=PROMPT_MAX_CHARS, elem_id="negative-prompt"
-                )
-                with gr.Row():
-                    seed = gr.Number(
-                        label="Seed", value=42, precision=0, minimum=0, maximum=SEED_MAX
-                    )
-                    randomize = gr.Checkbox(label="Randomize seed", value=True)
-                prompt_weight = gr.Slider(
-                    PROMPT_WEIGHT_MIN,
-                    PROMPT_WEIGHT_MAX,
-                    value=defaults.prompt_weight,
-                    step=0.1,
-                    label="Prompt weight (guidance)",
-                )
-                steps = gr.Slider(1, limits.max_steps, value=defaults.steps, step=1, label="Steps")
-                with gr.Row():
-                    width = gr.Slider(
-                        SIDE_MIN,
-                        limits.max_width,
-                        value=defaults.width,
-                        step=SIDE_MULTIPLE,
-                        label="Width",
-                    )
-                    height = gr.Slider(
-                        SIDE_MIN,
-                        limits.max_height,
-                        value=defaults.height,
-                        step=SIDE_MULTIPLE,
-                        label="Height",
-                    )
-                most = min(NUM_OUTPUTS_MAX, engine.max_batch_size)  # MAX_BATCH_SIZE caps it
-                num_outputs = gr.Slider(1, most, value=1, step=1, label="Number of images")
+                for field in request_fields():
+                    if field.name in FIXED:
+                        continue
+                    inputs[field.name] = _widget(field, service)
+                    if field.name == "seed":
+                        inputs["randomize_seed"] = gr.Checkbox(label="Randomize seed", value=True)
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column(scale=3):
                 gallery = gr.Gallery(
@@ -195,22 +184,15 @@ def build_ui(engine: Engine) -> gr.Blocks:
                 )
                 seed_used = gr.Number(value=None, label="Seed used", precision=0, interactive=False)
                 timings = gr.Markdown(elem_id="timings")
-        gr.Examples(EXAMPLES, inputs=[prompt, negative_prompt, seed, randomize])
-        inputs = [
-            prompt,
-            negative_prompt,
-            seed,
-            randomize,
-            prompt_weight,
-            steps,
-            width,
-            height,
-            num_outputs,
-        ]
+        names.extend(inputs)
+        gr.Examples(EXAMPLES, inputs=[inputs[n] for n in EXAMPLE_FIELDS])
         outputs = [gallery, seed_used, timings]
         # No Gradio-side concurrency cap: the engine's bounded queue is the one back-pressure.
-        button.click(generate, inputs, outputs, api_name="generate", concurrency_limit=None)
-        prompt.submit(generate, inputs, outputs, api_visibility="private", concurrency_limit=None)
+        controls = list(inputs.values())
+        button.click(generate, controls, outputs, api_name="generate", concurrency_limit=None)
+        inputs["prompt"].submit(
+            generate, controls, outputs, api_visibility="private", concurrency_limit=None
+        )
     return demo
 
 
@@ -218,7 +200,7 @@ def _mount_notice(app: FastAPI, path: str, message: str) -> None:
     """Answer /ui and below with 501 and ``message``, so a visitor learns how to get the UI."""
 
     async def ui_unavailable(rest: str = "") -> JSONResponse:
-        return JSONResponse({"error": {"type": "ui_unavailable", "message": message}}, 501)
+        return error_response(501, "ui_unavailable", message)
 
     app.add_api_route(path, ui_unavailable, methods=["GET"], include_in_schema=False)
     app.add_api_route(
@@ -226,7 +208,7 @@ def _mount_notice(app: FastAPI, path: str, message: str) -> None:
     )
 
 
-def mount_ui(app: FastAPI, engine: Engine, settings: Settings, path: str = UI_PATH) -> bool:
+def mount_ui(app: FastAPI, service: Service, settings: Settings, path: str = UI_PATH) -> bool:
     """Mount the UI at ``path``; without gradio, mount a page saying how to enable it.
 
     With AUTH_TOKEN set, the UI asks for a login (any user name, the token as password), so
@@ -251,7 +233,7 @@ def mount_ui(app: FastAPI, engine: Engine, settings: Settings, path: str = UI_PA
 
     gr.mount_gradio_app(
         app,
-        build_ui(engine),
+        build_ui(service),
         path=path,
         auth=auth,
         auth_message="Log in with any user name and the server's AUTH_TOKEN as the password.",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from inference.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 #: Weight files that unpickle (run code) when loaded: never downloaded, never loaded.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 #: Per-component files a diffusers pipeline needs besides its weights.
@@ -170,6 +172,34 @@ def download_weights(
     return folder
 
 
+def find_pipeline(
+    source: str, revision: str | None, cache_dir: Path | None = None, offline: bool = False
+) -> Path:
+    """The local pipeline folder: ``source`` itself, or its snapshot in the HF cache (downloaded
+    unless ``offline``)."""
+    path = Path(source).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"{str(path)!r} has no model_index.json, so it is not a diffusers pipeline "
+                "folder; save one with pipeline.save_pretrained(folder)"
+            )
+        return path
+    looks_local = source.startswith(("/", ".", "~")) or not _HUB_ID.match(source)
+    if looks_local:
+        raise ModelLoadError(
+            f"model folder {source!r} does not exist; MODEL takes 'mock', a folder "
+            "with model_index.json, or a hub id such as 'stabilityai/sd-turbo'"
+        )
+    if revision is None:
+        log.warning(
+            "model %r has no MODEL_REVISION: the hub's latest files are used; pin a commit "
+            "hash for reproducible deployments",
+            source,
+        )
+    return download_weights(source, revision, cache_dir, local_files_only=offline)
+
+
 # -- CLI: python -m inference download -------------------------------------------------------
 
 
@@ -187,7 +217,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from inference.extras import require
     from inference.settings import Settings
+
+    require("huggingface_hub", "diffusers", "python -m inference download")
 
     settings = Settings()
     model = args.model or settings.model

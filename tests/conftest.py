@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from inference.engine import Engine
 from inference.models.mock import MockModel
+from inference.service import Service
 from inference.settings import Settings, get_settings
 from tests.servers import inference_server
 
@@ -43,15 +43,15 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     get_settings.cache_clear()
 
 
-def make_engine(**settings: object) -> Engine:
-    return Engine(MockModel(), Settings(**settings)).start()
+def make_service(**settings: object) -> Service:
+    return Service(MockModel(), Settings(**settings)).start()
 
 
 @pytest.fixture
-def engine() -> Iterator[Engine]:
-    eng = make_engine()
-    yield eng
-    eng.stop()
+def service() -> Iterator[Service]:
+    svc = make_service()
+    yield svc
+    svc.stop()
 
 
 @pytest.fixture(scope="session")

@@ -11,18 +11,12 @@ from typing import Any
 
 import pytest
 
-from inference.batch import (
-    MANIFEST_NAME,
-    engine_map,
-    generate_dict,
-    read_items,
-    run_batch,
-)
-from inference.engine import Engine
+from inference.codec import decode
 from inference.errors import ModelError
-from inference.images import decode
+from inference.jobs import MANIFEST_NAME, read_items, run_batch, service_map
 from inference.schema import GenerateRequest
-from tests.conftest import make_engine
+from inference.service import Service
+from tests.conftest import make_service
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"steps": 3, "width": 64, "height": 64}
@@ -42,17 +36,17 @@ LINES = [
 
 
 @pytest.fixture(scope="module")
-def shared_engine() -> Iterator[Engine]:
-    engine = make_engine()
-    yield engine
-    engine.stop()
+def shared_service() -> Iterator[Service]:
+    service = make_service()
+    yield service
+    service.stop()
 
 
 class Recorder:
     """Wraps a map function: records what was sent and checks each image is on disk at once."""
 
-    def __init__(self, engine: Engine, output_dir: Path) -> None:
-        self.inner = engine_map(engine)
+    def __init__(self, service: Service, output_dir: Path) -> None:
+        self.inner = service_map(service)
         self.output_dir = output_dir
         self.sent: list[dict[str, Any]] = []
 
@@ -82,11 +76,11 @@ def _write(path: Path, lines: list[str]) -> Path:
 
 
 def test_good_and_bad_lines_then_a_rerun_skips_finished_work(
-    tmp_path: Path, shared_engine: Engine
+    tmp_path: Path, shared_service: Service
 ) -> None:
     source = _write(tmp_path / "requests.jsonl", LINES)
     out = tmp_path / "out"
-    first = Recorder(shared_engine, out)
+    first = Recorder(shared_service, out)
     summary = run_batch(source, out, first, progress=False)
     assert (summary.total, summary.done, summary.skipped, summary.failed) == (6, 2, 0, 4)
     assert len(first.sent) == 3  # bad lines never reach the model
@@ -100,8 +94,8 @@ def test_good_and_bad_lines_then_a_rerun_skips_finished_work(
     for entry in (seeded, seedless):
         for name in entry["outputs"]:
             assert decode((out / name).read_bytes()).shape == (64, 64, 3)
-    # The batch image is byte-identical to a direct engine call with the same request.
-    direct = shared_engine.generate(GenerateRequest.model_validate(json.loads(GOOD_SEEDED)))
+    # The batch image is byte-identical to a direct service call with the same request.
+    direct = shared_service.generate(GenerateRequest.model_validate(json.loads(GOOD_SEEDED)))
     assert (out / seeded["outputs"][0]).read_bytes() == direct.images[0].data
 
     assert manifest[3]["error"]["type"] == "invalid_json"
@@ -116,7 +110,7 @@ def test_good_and_bad_lines_then_a_rerun_skips_finished_work(
     assert manifest[7]["error"]["type"] == "invalid_request"
 
     # Re-run: finished requests are skipped; only the one the engine refused is sent again.
-    again = Recorder(shared_engine, out)
+    again = Recorder(shared_service, out)
     summary = run_batch(source, out, again, progress=False)
     assert (summary.done, summary.skipped, summary.failed) == (0, 2, 4)
     assert [r["prompt"] for r in again.sent] == ["wide"]
@@ -128,7 +122,7 @@ def test_good_and_bad_lines_then_a_rerun_skips_finished_work(
     lost = out / seedless["outputs"][1]
     original = lost.read_bytes()
     lost.unlink()
-    third = Recorder(shared_engine, out)
+    third = Recorder(shared_service, out)
     summary = run_batch(source, out, third, progress=False)
     assert summary.done == 1
     assert any(r.get("seed") == seedless["seed"] for r in third.sent)
@@ -136,13 +130,13 @@ def test_good_and_bad_lines_then_a_rerun_skips_finished_work(
 
 
 def test_requests_are_identified_by_content_not_line_number(
-    tmp_path: Path, shared_engine: Engine
+    tmp_path: Path, shared_service: Service
 ) -> None:
     out = tmp_path / "out"
-    run_batch(_write(tmp_path / "a.jsonl", [GOOD_SEEDED]), out, engine_map(shared_engine))
+    run_batch(_write(tmp_path / "a.jsonl", [GOOD_SEEDED]), out, service_map(shared_service))
     # The same request moved to line 3, with explicit defaults and keys in another order.
     moved = json.dumps({**SMALL, "num_outputs": 1, "seed": 11, "prompt": "a red fox"})
-    recorder = Recorder(shared_engine, out)
+    recorder = Recorder(shared_service, out)
     summary = run_batch(
         _write(tmp_path / "b.jsonl", [GOOD_SEEDLESS, "", moved]), out, recorder, progress=False
     )
@@ -156,10 +150,10 @@ def test_identical_seedless_lines_are_distinct_images(tmp_path: Path) -> None:
     assert len({item.key for item in items}) == 3
 
 
-def test_plain_text_prompts_and_format_sniffing(tmp_path: Path, shared_engine: Engine) -> None:
+def test_plain_text_prompts_and_format_sniffing(tmp_path: Path, shared_service: Service) -> None:
     prompts = _write(tmp_path / "prompts", ["a lighthouse at dusk", "", "  a quiet harbour  "])
     out = tmp_path / "out"
-    summary = run_batch(prompts, out, engine_map(shared_engine), progress=False)
+    summary = run_batch(prompts, out, service_map(shared_service), progress=False)
     assert (summary.done, summary.failed) == (2, 0)
     manifest = _by_line(out)
     assert manifest[3]["request"]["prompt"] == "a quiet harbour"
@@ -169,12 +163,12 @@ def test_plain_text_prompts_and_format_sniffing(tmp_path: Path, shared_engine: E
     assert items[0].error is not None and items[0].error["type"] == "invalid_json"
 
 
-def test_an_interrupted_job_keeps_what_it_finished(tmp_path: Path, shared_engine: Engine) -> None:
+def test_an_interrupted_job_keeps_what_it_finished(tmp_path: Path, shared_service: Service) -> None:
     source = _write(tmp_path / "r.jsonl", [GOOD_SEEDED, GOOD_SEEDLESS])
     out = tmp_path / "out"
 
     def interrupted(requests: list[dict[str, Any]]) -> Iterator[Any]:
-        yield 0, generate_dict(shared_engine, requests[0])
+        yield 0, shared_service.generate(requests[0]).model_dump()
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -183,7 +177,7 @@ def test_an_interrupted_job_keeps_what_it_finished(tmp_path: Path, shared_engine
     assert [e["status"] for e in _manifest_log(out)] == ["ok", "pending"]
     drawn = _by_line(out)[2]["seed"]
     assert isinstance(drawn, int)
-    recorder = Recorder(shared_engine, out)
+    recorder = Recorder(shared_service, out)
     summary = run_batch(source, out, recorder, progress=False)
     assert (summary.skipped, summary.done) == (1, 1)
     assert [(r["prompt"], r["seed"]) for r in recorder.sent] == [("a blue whale", drawn)]
@@ -205,11 +199,11 @@ def test_map_failures_are_recorded_per_line_without_stopping(tmp_path: Path) -> 
     assert errors[2]["type"] == "missing_result"
 
 
-def test_generate_dict_names_the_problem(shared_engine: Engine) -> None:
+def test_a_dict_request_names_the_problem(shared_service: Service) -> None:
     with pytest.raises(ValueError, match="must be a dict"):
-        generate_dict(shared_engine, ["a fox"])  # type: ignore[arg-type]
+        shared_service.generate(["a fox"])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num_outputs"):
-        generate_dict(shared_engine, {"num_outputs": 9})
+        shared_service.generate({"num_outputs": 9})
 
 
 def test_cli_runs_the_same_job_locally(tmp_path: Path) -> None:

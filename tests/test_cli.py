@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from inference.engine import Engine
-from inference.images import decode
+from inference.codec import decode
 from inference.models.mock import MockModel
 from inference.schema import GenerateRequest
+from inference.service import Service
 from inference.settings import Settings
 
 
@@ -40,9 +40,9 @@ def test_predict_writes_the_same_png_as_the_engine(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "out.png  seed=42  256x256" in done.stdout
-    engine = Engine(MockModel(), Settings()).start()
-    expected = engine.generate(GenerateRequest(prompt="a red fox", seed=42, prompt_weight=0.7))
-    engine.stop()
+    service = Service(MockModel(), Settings()).start()
+    expected = service.generate(GenerateRequest(prompt="a red fox", seed=42, prompt_weight=0.7))
+    service.stop()
     assert (tmp_path / "out.png").read_bytes() == expected.images[0].data
 
 
@@ -93,7 +93,7 @@ def test_log_level_reaches_the_packages_own_logs(tmp_path: Path) -> None:
     quiet = cli(*args, cwd=tmp_path, LOG_LEVEL="warning")
     assert quiet.returncode == 0 and "INFO inference" not in quiet.stderr
     chatty = cli(*args, cwd=tmp_path, LOG_LEVEL="info")
-    assert "INFO inference.engine: model 'mock' ready" in chatty.stderr
+    assert "INFO inference.engine.core: model 'mock' ready" in chatty.stderr
 
 
 def test_predict_output_mistakes_are_one_line_each(tmp_path: Path) -> None:

@@ -29,9 +29,9 @@ import httpx
 import pydantic
 import pytest
 
-from inference.engine import Engine
 from inference.models.mock import MockModel
 from inference.schema import GenerateRequest
+from inference.service import Service
 from inference.settings import Settings
 from tests.servers import ROOT, free_port
 
@@ -170,7 +170,7 @@ def test_predict_writes_out_i_files_in_process(
         with pytest.raises(ValueError, match=r"height must be a multiple of 8, got 100"):
             asyncio.run(predictor.predict(**{**kwargs, "height": 100}))
     finally:
-        predictor.engine.stop()
+        predictor.service.stop()
 
 
 # -- the real Cog prediction server ------------------------------------------------------------
@@ -262,10 +262,10 @@ def cog_url(cog_folder: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def direct_engine() -> Iterator[Engine]:
-    engine = Engine(MockModel(), Settings(max_wait_ms=0)).start()
-    yield engine
-    engine.stop()
+def direct_service() -> Iterator[Service]:
+    service = Service(MockModel(), Settings(max_wait_ms=0)).start()
+    yield service
+    service.stop()
 
 
 def _image(output: list[str], index: int = 0) -> bytes:
@@ -291,13 +291,13 @@ def test_schema_file_is_what_the_server_validates_with(cog_folder: Path, cog_url
     )
 
 
-def test_prediction_is_byte_identical_to_the_engine(cog_url: str, direct_engine: Engine) -> None:
+def test_prediction_is_byte_identical_to_the_engine(cog_url: str, direct_service: Service) -> None:
     response = _predict(cog_url, {"seed": 42, "prompt_weight": 0.7})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "succeeded", body
     assert len(body["output"]) == 1
-    expected = direct_engine.generate(GenerateRequest(seed=42, prompt_weight=0.7))
+    expected = direct_service.generate(GenerateRequest(seed=42, prompt_weight=0.7))
     assert _image(body["output"]) == expected.images[0].data
     assert body["metrics"]["seed"] == 42
     assert body["metrics"]["model"] == "mock"
@@ -328,7 +328,7 @@ def test_schema_rule_cog_cannot_express_fails_with_a_clear_error(cog_url: str) -
     assert "width must be a multiple of 8, got 100 (try 96 or 104)" in body["error"]
 
 
-def test_concurrent_predictions_share_model_calls(cog_url: str, direct_engine: Engine) -> None:
+def test_concurrent_predictions_share_model_calls(cog_url: str, direct_service: Service) -> None:
     seeds = list(range(100, 106))
     with ThreadPoolExecutor(len(seeds)) as pool:
         responses = list(pool.map(lambda s: _predict(cog_url, {"seed": s}), seeds))
@@ -342,7 +342,7 @@ def test_concurrent_predictions_share_model_calls(cog_url: str, direct_engine: E
     for seed, body in zip(seeds, bodies, strict=True):  # batching never changes the bytes
         assert (
             _image(body["output"])
-            == direct_engine.generate(GenerateRequest(seed=seed)).images[0].data
+            == direct_service.generate(GenerateRequest(seed=seed)).images[0].data
         )
 
 

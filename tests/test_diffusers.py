@@ -27,19 +27,20 @@ pytest.importorskip("diffusers")
 
 from PIL import Image
 
-from inference.engine import Engine
 from inference.errors import InvalidRequest, ModelLoadError, RequestTimeout
 from inference.models import build_model
-from inference.models.diffusers import (
+from inference.models.diffusers import DiffusersModel
+from inference.models.pipelines import (
     SCHEDULERS,
-    DiffusersModel,
     model_defaults,
     native_size,
     pick_dtype,
     size_multiple,
 )
 from inference.schema import Defaults, GenerateRequest, Job, Scheduler
+from inference.service import Service
 from inference.settings import Settings
+from inference.validation import Validator
 from inference.weights import check_safetensors, download_weights
 
 #: diffusers' schedulers call np.array() on tensors; numpy 2 warns about it on every call.
@@ -95,10 +96,10 @@ def tiny_copy(tiny_pipeline_dir: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def tiny_engine(tiny_pipeline_dir: Path) -> Iterator[Engine]:
-    eng = Engine.from_settings(Settings(model=str(tiny_pipeline_dir), max_wait_ms=0)).start()
-    yield eng
-    eng.stop()
+def tiny_service(tiny_pipeline_dir: Path) -> Iterator[Service]:
+    svc = Service.from_settings(Settings(model=str(tiny_pipeline_dir), max_wait_ms=0)).start()
+    yield svc
+    svc.stop()
 
 
 # -- the tiny pipeline itself -----------------------------------------------------------------
@@ -168,16 +169,16 @@ def test_loads_on_cpu_in_float32_with_the_pipelines_own_defaults(model: Diffuser
     assert model.compatible_schedulers() == list(SCHEDULERS)
 
 
-def test_engine_defaults_and_start_up_timings(tiny_engine: Engine) -> None:
-    assert tiny_engine.defaults == Defaults(steps=50, prompt_weight=7.5, width=64, height=64)
-    assert tiny_engine.stats.load_s is not None and tiny_engine.stats.load_s > 0
-    assert tiny_engine.stats.warmup_s is not None and tiny_engine.stats.warmup_s > 0
+def test_engine_defaults_and_start_up_timings(tiny_service: Service) -> None:
+    assert tiny_service.defaults == Defaults(steps=50, prompt_weight=7.5, width=64, height=64)
+    assert tiny_service.stats.load_s is not None and tiny_service.stats.load_s > 0
+    assert tiny_service.stats.warmup_s is not None and tiny_service.stats.warmup_s > 0
 
 
 def test_defaults_respect_the_deployments_limits(tiny_pipeline_dir: Path) -> None:
-    capped = DiffusersModel(str(tiny_pipeline_dir), max_steps=20)
-    capped.load()
-    assert capped.defaults.steps == 20
+    model = DiffusersModel(str(tiny_pipeline_dir))
+    model.load()
+    assert Validator(model, Settings(max_steps=20)).defaults.steps == 20
 
 
 def test_a_missing_folder_names_the_path() -> None:
@@ -192,13 +193,13 @@ def test_a_folder_without_model_index_is_refused(tmp_path: Path) -> None:
 
 def test_an_uncached_hub_id_offline_names_the_id_and_the_download_command() -> None:
     settings = Settings(model="nobody/no-such-model", model_revision="v1", hf_hub_offline=True)
-    engine = Engine.from_settings(settings)
+    service = Service.from_settings(settings)
     with pytest.raises(ModelLoadError) as info:
-        engine.start()
+        service.start()
     message = info.value.message
     assert "'nobody/no-such-model' at revision 'v1' is not in the Hugging Face cache" in message
     assert "python -m inference download nobody/no-such-model --revision v1" in message
-    assert engine.phase == "failed" and engine.load_error == message
+    assert service.phase == "failed" and service.load_error == message
 
 
 def fake_hub_cache(root: Path, repo: str, pipeline: Path, commit: str) -> Path:
@@ -365,11 +366,11 @@ def test_the_deployments_scheduler_setting_is_the_default(
 def test_a_negative_prompt_the_pipeline_would_ignore_is_refused(model: DiffusersModel) -> None:
     """Without classifier-free guidance (prompt_weight <= 1, a turbo default) SD drops it."""
     with pytest.raises(InvalidRequest) as info:
-        model.batch_key(job(negative_prompt="blurry", prompt_weight=1.0))
+        model.check(job(negative_prompt="blurry", prompt_weight=1.0))
     assert info.value.field == "negative_prompt"
     assert "ignores negative_prompt at prompt_weight 1" in info.value.message
     assert "raise prompt_weight or omit negative_prompt" in info.value.message
-    model.batch_key(job(negative_prompt="blurry", prompt_weight=1.5))  # guided: accepted
+    model.check(job(negative_prompt="blurry", prompt_weight=1.5))  # guided: accepted
 
 
 def test_auto_dtype_is_bf16_only_where_the_gpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -405,7 +406,7 @@ def test_a_scheduler_of_another_family_is_refused_by_name(tiny_copy: Path) -> No
     flow.load()
     assert flow.compatible_schedulers() == []
     with pytest.raises(InvalidRequest) as info:
-        flow.batch_key(job(scheduler="ddim"))
+        flow.check(job(scheduler="ddim"))
     assert info.value.field == "scheduler"
     assert "scheduler 'ddim' does not fit model" in info.value.message
     assert "FlowMatchEulerDiscreteScheduler" in info.value.message
@@ -421,21 +422,21 @@ def test_sizes_off_the_models_multiple_are_refused_with_a_suggestion(
     strict.load()
     strict.size_multiple = 16  # what an SD3 or FLUX pipeline reports
     with pytest.raises(InvalidRequest) as info:
-        strict.batch_key(job(width=72))
+        strict.check(job(width=72))
     assert info.value.field == "width"
     assert info.value.message == (
         f"width must be a multiple of 16 for model {strict.name!r}, got 72 (try 64 or 80)"
     )
     with pytest.raises(InvalidRequest, match="height must be a multiple of 16"):
-        strict.batch_key(job(height=88))
-    assert strict.batch_key(job(width=80, height=96))
+        strict.check(job(height=88))
+    strict.check(job(width=80, height=96))
 
 
-def test_the_engine_refuses_an_invalid_job_before_queueing(tiny_engine: Engine) -> None:
-    tiny_engine.model.size_multiple = 16  # type: ignore[attr-defined]
+def test_the_engine_refuses_an_invalid_job_before_queueing(tiny_service: Service) -> None:
+    tiny_service.model.size_multiple = 16  # type: ignore[attr-defined]
     with pytest.raises(InvalidRequest, match="width must be a multiple of 16"):
-        tiny_engine.generate(GenerateRequest(width=72, steps=1))
-    assert tiny_engine.queue_depth == 0
+        tiny_service.generate(GenerateRequest(width=72, steps=1))
+    assert tiny_service.queue_depth == 0
 
 
 def fake_pipe(**attributes: Any) -> Any:
@@ -478,7 +479,7 @@ def decode(data: bytes) -> np.ndarray:
 def test_concurrent_requests_share_a_call_and_match_their_solo_runs(
     tiny_pipeline_dir: Path,
 ) -> None:
-    engine = Engine.from_settings(
+    service = Service.from_settings(
         Settings(model=str(tiny_pipeline_dir), max_wait_ms=2000, max_batch_size=4)
     ).start()
     try:
@@ -488,21 +489,21 @@ def test_concurrent_requests_share_a_call_and_match_their_solo_runs(
         results: list[Any] = [None] * 4
 
         def call(i: int) -> None:
-            results[i] = engine.generate(requests[i])
+            results[i] = service.generate(requests[i])
 
         threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(timeout=60)
-        assert engine.stats.model_calls < 4  # at least two requests shared a call
+        assert service.stats.model_calls < 4  # at least two requests shared a call
         assert max(r.batch_size for r in results) > 1
         for request, result in zip(requests, results, strict=True):
-            [[solo]] = engine.model.generate([engine.resolve(request)])
+            [[solo]] = service.model.generate([service.job(request)])
             assert result.model == str(tiny_pipeline_dir)
             assert max_diff(decode(result.images[0].data), solo) <= BATCH_TOLERANCE
     finally:
-        engine.stop()
+        service.stop()
 
 
 def test_a_timed_out_batch_stops_between_steps_and_frees_the_engine(
@@ -511,30 +512,30 @@ def test_a_timed_out_batch_stops_between_steps_and_frees_the_engine(
     settings = Settings(
         model=str(tiny_pipeline_dir), max_wait_ms=0, max_steps=150, request_timeout_s=1.5
     )
-    engine = Engine.from_settings(settings).start()
+    service = Service.from_settings(settings).start()
     steps: list[int] = []
-    engine.add_step_listener(lambda step, total: steps.append(total))
+    service.add_step_listener(lambda step, total: steps.append(total))
     try:
         slow = GenerateRequest(steps=150, width=128, height=128, num_outputs=4, seed=1)
         with pytest.raises(RequestTimeout, match="REQUEST_TIMEOUT_S"):
-            engine.generate(slow)
+            service.generate(slow)
         deadline = time.monotonic() + 60
-        while engine.stats.abandoned_batches + engine.stats.dropped_requests < 1:
+        while service.stats.abandoned_batches + service.stats.dropped_requests < 1:
             assert time.monotonic() < deadline, "the abandoned batch never stopped"
             time.sleep(0.05)
         assert len(steps) < 150  # stopped between steps, not after the last one
-        result = engine.generate(GenerateRequest(steps=2, seed=5))
+        result = service.generate(GenerateRequest(steps=2, seed=5))
         assert result.images[0].width == 64
-        assert engine.stats.model_calls == 1
+        assert service.stats.model_calls == 1
     finally:
-        engine.stop()
+        service.stop()
 
 
 def test_a_cancelled_request_stops_its_batch_and_frees_the_engine(
     tiny_pipeline_dir: Path,
 ) -> None:
     settings = Settings(model=str(tiny_pipeline_dir), max_wait_ms=0, max_steps=150)
-    engine = Engine.from_settings(settings).start()
+    service = Service.from_settings(settings).start()
     started = threading.Event()
     steps: list[int] = []
 
@@ -542,11 +543,11 @@ def test_a_cancelled_request_stops_its_batch_and_frees_the_engine(
         steps.append(step)
         started.set()
 
-    engine.add_step_listener(on_step)
+    service.add_step_listener(on_step)
 
     async def scenario() -> None:
         slow = GenerateRequest(steps=150, width=128, height=128, num_outputs=4, seed=1)
-        task = asyncio.create_task(engine.submit(slow))
+        task = asyncio.create_task(service.submit(slow))
         assert await asyncio.to_thread(started.wait, 60)
         task.cancel()  # what the app does when the client disconnects
         with pytest.raises(asyncio.CancelledError):
@@ -555,15 +556,15 @@ def test_a_cancelled_request_stops_its_batch_and_frees_the_engine(
     try:
         asyncio.run(scenario())
         deadline = time.monotonic() + 60
-        while engine.stats.abandoned_batches < 1:
+        while service.stats.abandoned_batches < 1:
             assert time.monotonic() < deadline, "the cancelled batch never stopped"
             time.sleep(0.05)
         assert max(steps) < 150
-        result = engine.generate(GenerateRequest(steps=2, seed=5, output_format="jpeg"))
+        result = service.generate(GenerateRequest(steps=2, seed=5, output_format="jpeg"))
         assert result.images[0].media_type == "image/jpeg"
         assert decode(result.images[0].data).shape == (64, 64, 3)
     finally:
-        engine.stop()
+        service.stop()
 
 
 def test_the_benchmark_pipeline_has_sd15s_architecture() -> None:

@@ -3,7 +3,7 @@
 The tiny random Stable Diffusion pipeline (``tiny_pipeline_dir``) is served through the HTTP
 app (a real uvicorn subprocess with ``MODEL=<folder>``), through Cog's real prediction server
 (coglet, started as tests/test_cog.py starts it) and through the Modal class's ``.local()``.
-Each must return the very PNG the in-process engine makes for the same request: the runtimes
+Each must return the very PNG the in-process service makes for the same request: the runtimes
 are adapters, so any difference is a bug in one of them.
 """
 
@@ -23,8 +23,8 @@ pytest.importorskip("diffusers")
 
 from PIL import Image
 
-from inference.engine import Engine
 from inference.schema import GenerateRequest
+from inference.service import Service
 from inference.settings import Settings
 from tests.servers import inference_server
 
@@ -56,11 +56,11 @@ def expected(tiny_pipeline_dir: Path) -> Iterator[list[bytes]]:
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    engine = Engine.from_settings(Settings(model=str(tiny_pipeline_dir), max_wait_ms=0)).start()
+    service = Service.from_settings(Settings(model=str(tiny_pipeline_dir), max_wait_ms=0)).start()
     try:
-        result = engine.generate(GenerateRequest(**REQUEST))
+        result = service.generate(GenerateRequest(**REQUEST))
     finally:
-        engine.stop()
+        service.stop()
         torch.set_num_threads(threads)
     assert [image.seed for image in result.images] == [1234, 1235]
     assert pixels(result.images[0].data).shape == (64, 64, 3)
@@ -139,5 +139,5 @@ def test_modal_class_local_serves_the_same_images(
         assert [image["data"] for image in result["images"]] == expected
         assert result["model"] == str(tiny_pipeline_dir)
     finally:
-        obj.web.local().state.engine.stop()  # @modal.exit never runs locally
+        obj.web.local().state.service.stop()  # @modal.exit never runs locally
         torch.set_num_threads(threads)

@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from inference.engine import Engine
 from inference.errors import (
     InvalidRequest,
     ModelError,
@@ -20,6 +19,7 @@ from inference.errors import (
 )
 from inference.models.mock import MockModel
 from inference.schema import GenerateRequest
+from inference.service import Service
 from inference.settings import Settings
 from tests.fakes import GatedModel, MiscountingModel, SlowStepsModel
 
@@ -30,55 +30,55 @@ def req(prompt: str = "a red fox", seed: int = 1, **kw: object) -> GenerateReque
     return GenerateRequest(prompt=prompt, seed=seed, **{**SMALL, **kw})  # type: ignore[arg-type]
 
 
-def started(model: MockModel, **settings: object) -> Engine:
-    return Engine(model, Settings(**settings)).start()
+def started(model: MockModel, **settings: object) -> Service:
+    return Service(model, Settings(**settings)).start()
 
 
 def test_32_concurrent_requests_share_model_calls_and_match_solo_runs() -> None:
-    engine = started(MockModel(), max_batch_size=8, max_wait_ms=50)
+    service = started(MockModel(), max_batch_size=8, max_wait_ms=50)
     sizes: list[int] = []
-    engine.add_batch_listener(lambda size, seconds: sizes.append(size))
+    service.add_batch_listener(lambda size, seconds: sizes.append(size))
     requests = [req(f"prompt {i % 5}", seed=i) for i in range(32)]
 
     async def all_at_once() -> list:
-        return await asyncio.gather(*(engine.submit(r) for r in requests))
+        return await asyncio.gather(*(service.submit(r) for r in requests))
 
     results = asyncio.run(all_at_once())
-    assert engine.stats.model_calls < 32 and sum(sizes) == 32 and max(sizes) <= 8
+    assert service.stats.model_calls < 32 and sum(sizes) == 32 and max(sizes) <= 8
     assert max(r.batch_size for r in results) > 1
     solo = started(MockModel(), max_batch_size=1)
     for request, result in zip(requests, results, strict=True):
         assert result.images[0].data == solo.generate(request).images[0].data
         assert result.seed == request.seed
-    engine.stop()
+    service.stop()
     solo.stop()
 
 
 def test_sync_generate_from_many_threads_is_batched_too() -> None:
-    engine = started(MockModel(), max_batch_size=4, max_wait_ms=50)
+    service = started(MockModel(), max_batch_size=4, max_wait_ms=50)
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda i: engine.generate(req(seed=i)), range(8)))
+        results = list(pool.map(lambda i: service.generate(req(seed=i)), range(8)))
     assert [r.seed for r in results] == list(range(8))
-    assert engine.stats.model_calls < 8
-    engine.stop()
+    assert service.stats.model_calls < 8
+    service.stop()
 
 
 def test_a_lone_caller_does_not_wait_for_company() -> None:
-    engine = started(MockModel(), max_wait_ms=3000)
+    service = started(MockModel(), max_wait_ms=3000)
     for seed in range(3):  # sequential traffic: nobody to wait for
-        assert engine.generate(req(seed=seed)).timings.queue_ms < 1500
-    engine.stop()
+        assert service.generate(req(seed=seed)).timings.queue_ms < 1500
+    service.stop()
 
 
 def test_batches_respect_max_batch_size_counted_in_images() -> None:
     model = GatedModel()
-    engine = started(model, max_batch_size=4, max_wait_ms=0)
+    service = started(model, max_batch_size=4, max_wait_ms=0)
     model.hold()
-    first = threading.Thread(target=engine.generate, args=(req(seed=99),))
+    first = threading.Thread(target=service.generate, args=(req(seed=99),))
     first.start()
     assert model.entered.wait(5)
     with ThreadPoolExecutor(6) as pool:
-        futures = [pool.submit(engine.generate, req(seed=i, num_outputs=2)) for i in range(6)]
+        futures = [pool.submit(service.generate, req(seed=i, num_outputs=2)) for i in range(6)]
         time.sleep(0.2)  # let every request reach the queue behind the busy worker
         model.gate.set()
         results = [f.result(timeout=30) for f in futures]
@@ -86,22 +86,22 @@ def test_batches_respect_max_batch_size_counted_in_images() -> None:
     queued_calls = model.calls[2:]  # the first is warm-up, the second the blocking request
     assert all(sum(j.num_outputs for j in call) <= 4 for call in queued_calls)
     assert {r.batch_size for r in results} == {4}
-    engine.stop()
+    service.stop()
 
 
 def test_incompatible_requests_are_not_merged() -> None:
     model = GatedModel()
-    engine = started(model, max_batch_size=8, max_wait_ms=0)
+    service = started(model, max_batch_size=8, max_wait_ms=0)
     model.hold()
-    blocker = threading.Thread(target=engine.generate, args=(req(seed=0),))
+    blocker = threading.Thread(target=service.generate, args=(req(seed=0),))
     blocker.start()
     assert model.entered.wait(5)
     with ThreadPoolExecutor(4) as pool:
         futures = [
-            pool.submit(engine.generate, req(seed=1, width=64)),
-            pool.submit(engine.generate, req(seed=2, width=128)),
-            pool.submit(engine.generate, req(seed=3, width=64)),
-            pool.submit(engine.generate, req(seed=4, steps=5)),
+            pool.submit(service.generate, req(seed=1, width=64)),
+            pool.submit(service.generate, req(seed=2, width=128)),
+            pool.submit(service.generate, req(seed=3, width=64)),
+            pool.submit(service.generate, req(seed=4, steps=5)),
         ]
         time.sleep(0.2)
         model.gate.set()
@@ -110,68 +110,68 @@ def test_incompatible_requests_are_not_merged() -> None:
     for call in model.calls[2:]:
         assert len({(j.width, j.height, j.steps) for j in call}) == 1
     assert [r.batch_size for r in results] == [2, 1, 2, 1]
-    engine.stop()
+    service.stop()
 
 
 def test_full_queue_refuses_at_once_with_retry_after() -> None:
     model = GatedModel()
-    engine = started(model, max_queue_size=2, max_wait_ms=0)
+    service = started(model, max_queue_size=2, max_wait_ms=0)
     model.hold()
     with ThreadPoolExecutor(3) as pool:
-        running = pool.submit(engine.generate, req(seed=0))
+        running = pool.submit(service.generate, req(seed=0))
         assert model.entered.wait(5)
-        queued = [pool.submit(engine.generate, req(seed=i)) for i in (1, 2)]
+        queued = [pool.submit(service.generate, req(seed=i)) for i in (1, 2)]
         deadline = time.monotonic() + 5
-        while engine.queue_depth < 2 and time.monotonic() < deadline:
+        while service.queue_depth < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         started_at = time.monotonic()
         with pytest.raises(Overloaded) as info:
-            engine.generate(req(seed=3))
+            service.generate(req(seed=3))
         assert time.monotonic() - started_at < 0.5
         assert info.value.retry_after_s >= 1 and "MAX_QUEUE_SIZE" in info.value.message
         model.gate.set()
         assert running.result(30) and all(f.result(30) for f in queued)
-    assert engine.generate(req(seed=4)).seed == 4  # serving again once the queue drained
-    engine.stop()
+    assert service.generate(req(seed=4)).seed == 4  # serving again once the queue drained
+    service.stop()
 
 
 def test_request_times_out_and_engine_keeps_serving() -> None:
     model = GatedModel()
-    engine = started(model, request_timeout_s=0.3, max_wait_ms=0)
+    service = started(model, request_timeout_s=0.3, max_wait_ms=0)
     model.hold()
     with pytest.raises(RequestTimeout, match="REQUEST_TIMEOUT_S"):
-        engine.generate(req(seed=1))
+        service.generate(req(seed=1))
     model.gate.set()
-    assert engine.generate(req(seed=2)).seed == 2
+    assert service.generate(req(seed=2)).seed == 2
 
 
 def test_request_expired_in_the_queue_never_reaches_the_model() -> None:
     model = GatedModel()
-    engine = started(model, request_timeout_s=0.3, max_wait_ms=0)
+    service = started(model, request_timeout_s=0.3, max_wait_ms=0)
     model.hold()
     with ThreadPoolExecutor(2) as pool:
-        busy = pool.submit(engine.generate, req("first", seed=1))
+        busy = pool.submit(service.generate, req("first", seed=1))
         assert model.entered.wait(5)
         with pytest.raises(RequestTimeout):
-            engine.generate(req("queued", seed=2))
+            service.generate(req("queued", seed=2))
         model.gate.set()
         with pytest.raises(RequestTimeout):
             busy.result(30)
-    engine.generate(req("after", seed=3))
+    service.generate(req("after", seed=3))
     prompts = [j.prompt for call in model.calls for j in call]
     assert "queued" not in prompts and "after" in prompts
-    assert engine.stats.dropped_requests >= 1
+    assert service.stats.dropped_requests >= 1
 
 
 def test_cancelled_caller_is_dropped_before_its_batch_starts() -> None:
     model = GatedModel()
-    engine = started(model, max_wait_ms=0)
+    service = started(model, max_wait_ms=0)
     model.hold()
 
     async def scenario() -> None:
-        busy = asyncio.ensure_future(engine.submit(req("busy", seed=1)))
+        busy = asyncio.ensure_future(service.submit(req("busy", seed=1)))
         await asyncio.to_thread(model.entered.wait, 5)
-        leaving = asyncio.ensure_future(engine.submit(req("leaving", seed=2)))
+        leaving = asyncio.ensure_future(service.submit(req("leaving", seed=2)))
         await asyncio.sleep(0.05)
         leaving.cancel()
         await asyncio.sleep(0.05)
@@ -181,46 +181,46 @@ def test_cancelled_caller_is_dropped_before_its_batch_starts() -> None:
             await leaving
 
     asyncio.run(scenario())
-    engine.generate(req("after", seed=3))
+    service.generate(req("after", seed=3))
     prompts = [j.prompt for call in model.calls for j in call]
-    assert "leaving" not in prompts and engine.stats.dropped_requests == 1
+    assert "leaving" not in prompts and service.stats.dropped_requests == 1
 
 
 def test_batch_whose_callers_all_left_stops_between_steps() -> None:
     model = SlowStepsModel(step_s=0.05)
-    engine = started(model, request_timeout_s=0.25, max_wait_ms=0)
+    service = started(model, request_timeout_s=0.25, max_wait_ms=0)
     model.steps_run = 0
     with pytest.raises(RequestTimeout):
-        engine.generate(req(seed=1, steps=100))
+        service.generate(req(seed=1, steps=100))
     time.sleep(0.2)
-    assert engine.stats.abandoned_batches == 1
+    assert service.stats.abandoned_batches == 1
     assert model.steps_run < 50  # stopped early instead of running all 100 steps
     model.step_s = 0
-    assert engine.generate(req(seed=2)).seed == 2
+    assert service.generate(req(seed=2)).seed == 2
 
 
 def test_failing_batch_fails_only_its_requests() -> None:
     model = GatedModel()
-    engine = started(model, max_wait_ms=0)
+    service = started(model, max_wait_ms=0)
     with pytest.raises(ModelError, match="server log") as info:
-        engine.generate(req("boom", seed=1))
+        service.generate(req("boom", seed=1))
     assert "CUDA" not in info.value.message  # internals stay in the log
-    assert engine.generate(req("fine", seed=2)).seed == 2
-    assert engine.stats.failed_batches == 1 and engine.ready
+    assert service.generate(req("fine", seed=2)).seed == 2
+    assert service.stats.failed_batches == 1 and service.ready
 
 
 def test_wrong_number_of_outputs_fails_loudly() -> None:
-    engine = started(MiscountingModel())
+    service = started(MiscountingModel())
     with pytest.raises(ModelError, match="returned 0 images for a request of 1"):
-        engine.generate(req("short"))
-    assert engine.generate(req("fine")).images
+        service.generate(req("short"))
+    assert service.generate(req("fine")).images
 
 
 def test_not_ready_before_start_and_after_a_failed_load(tmp_path) -> None:
-    engine = Engine(MockModel(), Settings())
+    service = Service(MockModel(), Settings())
     with pytest.raises(NotReady, match="still loading"):
-        engine.generate(req())
-    broken = Engine(MockModel(tmp_path / "missing.json"), Settings())
+        service.generate(req())
+    broken = Service(MockModel(tmp_path / "missing.json"), Settings())
     with pytest.raises(ModelLoadError, match=r"missing\.json"):
         broken.start()
     assert broken.phase == "failed"
@@ -229,79 +229,79 @@ def test_not_ready_before_start_and_after_a_failed_load(tmp_path) -> None:
 
 
 def test_result_reports_seeds_timings_and_model() -> None:
-    engine = started(MockModel())
-    result = engine.generate(req(seed=10, num_outputs=3, output_format="webp"))
+    service = started(MockModel())
+    result = service.generate(req(seed=10, num_outputs=3, output_format="webp"))
     assert [i.seed for i in result.images] == [10, 11, 12] and result.seed == 10
     assert {i.media_type for i in result.images} == {"image/webp"}
     assert result.model == "mock" and result.batch_size == 3
     t = result.timings
     assert t.total_ms >= t.inference_ms > 0 and t.queue_ms >= 0 and t.encode_ms > 0
-    assert engine.stats.load_s is not None and engine.stats.warmup_s is not None
-    engine.stop()
+    assert service.stats.load_s is not None and service.stats.warmup_s is not None
+    service.stop()
 
 
 def test_stop_fails_queued_requests_cleanly() -> None:
     model = GatedModel()
-    engine = started(model, max_wait_ms=0)
+    service = started(model, max_wait_ms=0)
     model.hold()
     with ThreadPoolExecutor(2) as pool:
-        busy = pool.submit(engine.generate, req(seed=1))
+        busy = pool.submit(service.generate, req(seed=1))
         assert model.entered.wait(5)
-        queued = pool.submit(engine.generate, req(seed=2))
-        while engine.queue_depth < 1:
+        queued = pool.submit(service.generate, req(seed=2))
+        while service.queue_depth < 1:
             time.sleep(0.01)
         threading.Timer(0.1, model.gate.set).start()
-        engine.stop()
+        service.stop()
         with pytest.raises(NotReady, match="shutting down"):
             queued.result(30)
         busy.result(30)
 
 
 def test_a_failing_listener_neither_fails_its_batch_nor_stops_the_worker() -> None:
-    engine = started(MockModel())
+    service = started(MockModel())
     calls: list[int] = []
 
     def broken_metrics(size: int, seconds: float) -> None:
         calls.append(size)
         raise RuntimeError("metrics backend down")
 
-    engine.add_batch_listener(broken_metrics)
-    engine.add_step_listener(lambda step, total: 1 / 0)
-    assert engine.generate(req(seed=1)).images
-    assert engine.generate(req(seed=2)).images  # the worker is still alive
-    assert calls == [1, 1] and engine.stats.failed_batches == 0
-    engine.stop()
+    service.add_batch_listener(broken_metrics)
+    service.add_step_listener(lambda step, total: 1 / 0)
+    assert service.generate(req(seed=1)).images
+    assert service.generate(req(seed=2)).images  # the worker is still alive
+    assert calls == [1, 1] and service.stats.failed_batches == 0
+    service.stop()
 
 
 def test_a_bug_outside_the_model_call_fails_its_batch_and_the_worker_goes_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    engine = started(MockModel())
-    real = engine._run_batch
+    service = started(MockModel())
+    real = service.engine._run_batch
 
     def once_broken(live: list) -> None:
-        monkeypatch.setattr(engine, "_run_batch", real)
+        monkeypatch.setattr(service.engine, "_run_batch", real)
         raise KeyError("bookkeeping bug")
 
-    monkeypatch.setattr(engine, "_run_batch", once_broken)
+    monkeypatch.setattr(service.engine, "_run_batch", once_broken)
     with pytest.raises(ModelError, match="its log has the details"):
-        engine.generate(req(seed=1))
-    assert engine.generate(req(seed=2)).images
-    engine.stop()
+        service.generate(req(seed=1))
+    assert service.generate(req(seed=2)).images
+    service.stop()
 
 
 def test_max_batch_size_caps_the_images_of_one_request_too() -> None:
-    engine = started(MockModel(), max_batch_size=2)
+    service = started(MockModel(), max_batch_size=2)
     with pytest.raises(InvalidRequest, match=r"num_outputs must be <= 2 .*MAX_BATCH_SIZE.*got 4"):
-        engine.generate(req(num_outputs=4))
-    assert engine.generate(req(num_outputs=2)).batch_size == 2
-    engine.stop()
+        service.generate(req(num_outputs=4))
+    assert service.generate(req(num_outputs=2)).batch_size == 2
+    service.stop()
 
 
 @pytest.mark.parametrize(
     ("settings", "names"),
     [
-        ({"max_steps": 10}, r"steps must be <= 10 .*MAX_STEPS.*DEFAULT_STEPS"),
+        ({"max_pixels": 64 * 64}, r"MAX_PIXELS.*got 256x256.*DEFAULT_WIDTH"),
         (
             {"default_width": 1024, "default_height": 1024, "max_pixels": 512 * 512},
             r"MAX_PIXELS.*DEFAULT_WIDTH",
@@ -311,10 +311,18 @@ def test_max_batch_size_caps_the_images_of_one_request_too() -> None:
 def test_limits_tighter_than_the_defaults_fail_at_start_not_per_request(
     settings: dict, names: str
 ) -> None:
-    engine = Engine(MockModel(), Settings(**settings))
+    service = Service(MockModel(), Settings(**settings))
     with pytest.raises(ModelLoadError, match=names):
-        engine.start()
-    assert engine.phase == "failed"
+        service.start()
+    assert service.phase == "failed"
+
+
+def test_the_models_own_defaults_are_capped_to_tighter_limits() -> None:
+    """MAX_STEPS=10 under a model whose default is 20: requests that omit steps get 10."""
+    service = started(MockModel(), max_steps=10, max_width=128)
+    result = service.generate({"seed": 1})
+    assert (service.defaults.steps, result.images[0].width) == (10, 128)
+    service.stop()
 
 
 def test_warm_up_runs_at_the_size_actually_served() -> None:
@@ -337,24 +345,24 @@ def test_load_warm_up_and_model_calls_share_one_thread() -> None:
             threads.add(threading.current_thread().name)
             return super().generate(jobs, progress)
 
-    engine = started(Recording())
-    engine.generate(req())
-    engine.stop()
+    service = started(Recording())
+    service.generate(req())
+    service.stop()
     assert threads == {"engine-worker"}
 
 
 def test_stop_during_load_wins() -> None:
     model = GatedModel()
     model.hold()  # the warm-up call waits, as a slow load would
-    engine = Engine(model, Settings())
-    loader = threading.Thread(target=engine.start)
+    service = Service(model, Settings())
+    loader = threading.Thread(target=service.start)
     loader.start()
     assert model.entered.wait(5)
-    engine.stop()
+    service.stop()
     model.gate.set()
     loader.join(10)
-    assert engine.phase == "stopped" and engine._worker is not None
-    engine._worker.join(5)
-    assert not engine._worker.is_alive()  # it loaded, saw the stop, and never served
+    assert service.phase == "stopped" and service.engine._worker is not None
+    service.engine._worker.join(5)
+    assert not service.engine._worker.is_alive()  # it loaded, saw the stop, and never served
     with pytest.raises(NotReady, match="shutting down"):
-        engine.generate(req())
+        service.generate(req())

@@ -11,11 +11,11 @@ import time
 import httpx
 import pytest
 
-from inference.app import create_app
-from inference.engine import Engine
-from inference.images import decode
+from inference.codec import decode
+from inference.http.app import create_app
 from inference.models.mock import MockModel
 from inference.schema import GenerateRequest
+from inference.service import Service
 from inference.settings import Settings
 from tests.fakes import GatedModel
 from tests.servers import inference_server, serving_in_thread
@@ -69,9 +69,9 @@ def test_quick_start_request_is_reproducible_and_equals_the_engine(server_url: s
     assert first.status_code == 200 and first.headers["content-type"] == "image/png"
     assert first.headers["x-seed"] == "42" and "inference;dur=" in first.headers["server-timing"]
     assert first.content == second.content
-    engine = Engine(MockModel(), Settings()).start()
-    assert first.content == engine.generate(GenerateRequest(**body)).images[0].data
-    engine.stop()
+    service = Service(MockModel(), Settings()).start()
+    assert first.content == service.generate(GenerateRequest(**body)).images[0].data
+    service.stop()
 
 
 def test_accept_of_another_image_type_or_several_images_is_refused(server_url: str) -> None:
@@ -246,7 +246,7 @@ class SlowLoadingModel(MockModel):
 
 def test_503_while_loading_then_ready() -> None:
     model = SlowLoadingModel()
-    app = create_app(Settings(), Engine(model, Settings()))
+    app = create_app(Settings(), Service(model, Settings()))
     with serving_in_thread(app) as url:
         assert httpx.get(f"{url}/health").status_code == 200
         assert httpx.get(f"{url}/").json()["phase"] == "loading"
@@ -264,8 +264,8 @@ def test_503_while_loading_then_ready() -> None:
 
 
 def test_failed_load_is_reported_by_ready(tmp_path) -> None:
-    engine = Engine(MockModel(tmp_path / "gone.json"), Settings())
-    with serving_in_thread(create_app(Settings(), engine)) as url:
+    service = Service(MockModel(tmp_path / "gone.json"), Settings())
+    with serving_in_thread(create_app(Settings(), service)) as url:
         deadline = time.monotonic() + 10
         while httpx.get(f"{url}/").json()["phase"] != "failed":
             assert time.monotonic() < deadline
@@ -283,8 +283,8 @@ def test_failed_load_is_reported_by_ready(tmp_path) -> None:
 def test_queue_full_503_model_error_500_and_disconnect_drop() -> None:
     model = GatedModel()
     settings = Settings(max_queue_size=1, max_wait_ms=0)
-    engine = Engine(model, settings).start()
-    with serving_in_thread(create_app(settings, engine)) as url:
+    service = Service(model, settings).start()
+    with serving_in_thread(create_app(settings, service)) as url:
         # A model failure is a 500 with a clear message and no internals.
         crashed = httpx.post(f"{url}/predict", json={"prompt": "boom", **QUICK})
         assert crashed.status_code == 500
@@ -300,13 +300,13 @@ def test_queue_full_503_model_error_500_and_disconnect_drop() -> None:
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/predict", json={"prompt": "gone", **QUICK}, timeout=0.5)
         deadline = time.monotonic() + 5
-        while engine.queue_depth:
+        while service.queue_depth:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         # The queue (size 1) fills; the next request is refused at once.
         queued = threading.Thread(target=client.post, args=("/predict",), kwargs={"json": QUICK})
         queued.start()
-        while engine.queue_depth < 1:
+        while service.queue_depth < 1:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         refused = httpx.post(f"{url}/predict", json=QUICK)
@@ -318,5 +318,5 @@ def test_queue_full_503_model_error_500_and_disconnect_drop() -> None:
         client.close()
         assert httpx.post(f"{url}/predict", json=QUICK).status_code == 200
     prompts = [j.prompt for call in model.calls for j in call]
-    assert "gone" not in prompts and engine.stats.dropped_requests == 1
-    engine.stop()
+    assert "gone" not in prompts and service.stats.dropped_requests == 1
+    service.stop()

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inference.codec import decode, encode
 from inference.errors import ModelLoadError
-from inference.images import decode, encode
 from inference.models.mock import (
     DEFAULT_WEIGHTS,
     MockModel,
@@ -27,8 +27,8 @@ from inference.schema import Job
 
 def job(prompt: str = "a red fox", seed: int = 42, weight: float = 0.7, **kw: object) -> Job:
     fields = {"negative_prompt": "", "steps": 20, "width": 64, "height": 48, "output_format": "png"}
-    fields.update(kw)
-    return Job(prompt=prompt, seeds=(seed,), prompt_weight=weight, **fields)  # type: ignore[arg-type]
+    fields.update({"seeds": (seed,), **kw})
+    return Job(prompt=prompt, prompt_weight=weight, **fields)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,10 @@ def test_pixels_do_not_depend_on_the_cpus_vector_instructions(model: MockModel) 
         model = MockModel()
         model.load()
         for prompt, seed, width, height in {PORTABILITY_CASES!r}:
-            job = Job(prompt, "", (seed,), 0.7, 20, width, height, "png")
+            job = Job(
+                prompt=prompt, negative_prompt="", seeds=(seed,), prompt_weight=0.7, steps=20,
+                width=width, height=height, output_format="png",
+            )
             print(hashlib.sha256(model.generate([job])[0][0].tobytes()).hexdigest())
         """
     )
@@ -120,7 +123,7 @@ def test_batched_equals_single_byte_for_byte(model: MockModel) -> None:
         job("a red fox", seed=7, weight=0.7),
         job("a blue whale", seed=8, weight=3.0, negative_prompt="blur"),
         job("", seed=9, weight=0.0),
-        Job("a", "", (10, 11, 12), 1.5, 20, 64, 48, "png"),
+        job("a", seed=10, weight=1.5, seeds=(10, 11, 12)),
     ]
     batched = run(model, *jobs)
     solo = [img for j in jobs for img in run(model, j)]
@@ -130,7 +133,7 @@ def test_batched_equals_single_byte_for_byte(model: MockModel) -> None:
 
 
 def test_image_i_of_a_request_equals_a_solo_run_with_seed_plus_i(model: MockModel) -> None:
-    multi = run(model, Job("fox", "", (100, 101), 1.0, 20, 64, 48, "png"))
+    multi = run(model, job("fox", weight=1.0, seeds=(100, 101)))
     assert np.array_equal(multi[1], run(model, job("fox", seed=101, weight=1.0))[0])
 
 

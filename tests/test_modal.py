@@ -29,7 +29,7 @@ from inference.checks.modal import check
 from inference.errors import InvalidRequest
 from inference.schema import GenerateRequest
 from inference.settings import Settings
-from tests.conftest import make_engine
+from tests.conftest import make_service
 
 # .local() runs without the weights volume, as intended here.
 pytestmark = pytest.mark.filterwarnings("ignore:The .* function is executing locally:UserWarning")
@@ -91,7 +91,7 @@ def run_deploy(code: str, env: dict[str, str] | None = None, tmp: Path | None = 
 
 def _stop(obj: Any) -> None:
     """Modal never runs @modal.exit locally; reach the instance's engine through its app."""
-    obj.web.local().state.engine.stop()
+    obj.web.local().state.service.stop()
 
 
 @pytest.fixture(scope="module")
@@ -272,11 +272,11 @@ def test_deploy_setting_names_do_not_collide_with_modal_config(deploy: Any) -> N
 
 def test_generate_local_returns_the_same_png_bytes_as_the_engine(model: Any) -> None:
     result = model.generate.local(dict(SMALL))
-    engine = make_engine()
+    service = make_service()
     try:
-        direct = engine.generate(GenerateRequest(**SMALL))
+        direct = service.generate(GenerateRequest(**SMALL))
     finally:
-        engine.stop()
+        service.stop()
     image = result["images"][0]
     assert isinstance(image["data"], bytes) and image["data"].startswith(PNG_MAGIC)
     assert image["data"] == direct.images[0].data
@@ -306,9 +306,9 @@ def test_invalid_requests_raise_a_clear_picklable_error(
 def test_asgi_app_serves_the_local_routes_on_the_same_engine(model: Any) -> None:
     result = model.generate.local(dict(SMALL))
     app = model.web.local()
-    engine = app.state.engine
-    calls_before = engine.stats.model_calls
-    assert calls_before >= 1  # the generate call above ran on this very engine
+    service = app.state.service
+    calls_before = service.stats.model_calls
+    assert calls_before >= 1  # the generate call above ran on this very service
     with TestClient(app) as client:
         assert client.get("/ready").json()["ready"] is True
         response = client.post("/predict", json=SMALL, headers={"accept": "image/png"})
@@ -321,7 +321,7 @@ def test_asgi_app_serves_the_local_routes_on_the_same_engine(model: Any) -> None
         metrics = client.get("/metrics")
         assert metrics.status_code == 200
         assert "inference_images_generated" in metrics.text
-    assert engine.stats.model_calls == calls_before + 1
+    assert service.stats.model_calls == calls_before + 1
 
 
 def test_asgi_app_enforces_the_bearer_token(deploy: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -407,9 +407,7 @@ def test_batch_entrypoint_maps_over_the_class_with_exceptions_returned(
     deploy: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """``modal run deploy.py::batch`` glue: inputs go to generate.map, failures stay per line."""
-    from inference.batch import generate_dict
-
-    engine = make_engine()
+    service = make_service()
     seen: dict[str, Any] = {}
 
     class LocalGenerate:
@@ -417,7 +415,7 @@ def test_batch_entrypoint_maps_over_the_class_with_exceptions_returned(
             seen.update(options)
             for request in requests:  # what Modal does with return_exceptions=True
                 try:
-                    yield generate_dict(engine, request)
+                    yield service.generate(request).model_dump()
                 except Exception as exc:
                     yield exc
 
@@ -431,7 +429,7 @@ def test_batch_entrypoint_maps_over_the_class_with_exceptions_returned(
         with pytest.raises(SystemExit) as exited:
             deploy.batch(input=str(source), output_dir=str(tmp_path / "out"), quiet=True)
     finally:
-        engine.stop()
+        service.stop()
     assert exited.value.code == 1  # one line failed
     assert seen == {"return_exceptions": True}
     lines = (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()

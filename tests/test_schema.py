@@ -1,24 +1,25 @@
-"""The request schema: bounds, messages that name the field, and resolution against limits."""
+"""The request schema and the validation pipeline: bounds, messages that name the field,
+resolution against a deployment's limits and the model's defaults, one format table."""
 
 from __future__ import annotations
 
 import pickle
+from typing import get_args
 
 import pytest
 from pydantic import ValidationError
 
+from inference import codec
 from inference.errors import InferenceError, InvalidRequest, Overloaded, RequestTimeout
-from inference.schema import (
-    SEED_MAX,
-    Defaults,
-    GenerateRequest,
-    GenerateResult,
-    Limits,
-    describe_errors,
-    resolve,
-)
+from inference.models.mock import MockModel
+from inference.schema import SEED_MAX, Defaults, GenerateRequest, GenerateResult, Job, OutputFormat
+from inference.settings import Settings
+from inference.validation import Validator, capped, describe_errors, parse
 
-DEFAULTS = Defaults(steps=20, prompt_weight=1.0, width=256, height=256)
+
+def resolve(request: GenerateRequest | dict, **settings: object) -> Job:
+    """The pipeline's job for ``request`` on the mock model (20 steps, weight 1, 256x256)."""
+    return Validator(MockModel(), Settings(**settings)).job(request)
 
 
 def messages(**fields: object) -> list[str]:
@@ -53,19 +54,19 @@ def test_defaults_and_bounds_accepted() -> None:
 
 
 def test_resolve_fills_model_defaults_and_draws_seeds() -> None:
-    job = resolve(GenerateRequest(num_outputs=3), DEFAULTS, Limits())
+    job = resolve(GenerateRequest(num_outputs=3))
     assert (job.steps, job.width, job.height, job.prompt_weight) == (20, 256, 256, 1.0)
     assert len(job.seeds) == 3 and 0 <= job.seeds[0] <= SEED_MAX
     assert job.seeds[1] == (job.seeds[0] + 1) % (SEED_MAX + 1)
 
 
 def test_resolve_seed_wraps_at_the_top() -> None:
-    job = resolve(GenerateRequest(seed=SEED_MAX, num_outputs=2), DEFAULTS, Limits())
+    job = resolve(GenerateRequest(seed=SEED_MAX, num_outputs=2))
     assert job.seeds == (SEED_MAX, 0)
 
 
 def test_explicit_zero_prompt_weight_is_kept() -> None:
-    assert resolve(GenerateRequest(prompt_weight=0.0), DEFAULTS, Limits()).prompt_weight == 0.0
+    assert resolve(GenerateRequest(prompt_weight=0.0)).prompt_weight == 0.0
 
 
 @pytest.mark.parametrize(
@@ -77,10 +78,45 @@ def test_explicit_zero_prompt_weight_is_kept() -> None:
     ],
 )
 def test_resolve_enforces_deployment_limits(fields: dict, field: str, text: str) -> None:
-    limits = Limits(max_steps=50, max_width=512, max_height=512, max_pixels=200_000)
+    limits = {"max_steps": 50, "max_width": 512, "max_height": 512, "max_pixels": 200_000}
     with pytest.raises(InvalidRequest) as info:
-        resolve(GenerateRequest(**fields), DEFAULTS, limits)
+        resolve(GenerateRequest(**fields), **limits)
     assert info.value.field == field and text in info.value.message
+
+
+def test_num_outputs_is_bounded_by_max_batch_size() -> None:
+    with pytest.raises(InvalidRequest, match=r"num_outputs must be <= 2 .*MAX_BATCH_SIZE.*got 3"):
+        resolve({"num_outputs": 3}, max_batch_size=2)
+
+
+def test_a_dict_gets_every_schema_problem_in_one_error() -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse({"width": 1004, "steps": 0})
+    fields = [e["field"] for e in info.value.errors]
+    assert fields == ["steps", "width"] or fields == ["width", "steps"]
+    assert "width must be a multiple of 8" in info.value.message and "steps:" in info.value.message
+    with pytest.raises(InvalidRequest, match="must be a dict of GenerateRequest fields, got list"):
+        parse([1, 2])
+
+
+def test_dicts_and_models_give_the_same_job() -> None:
+    fields = {"prompt": "fox", "seed": 3, "steps": 4, "width": 64, "height": 72}
+    assert resolve(fields) == resolve(GenerateRequest(**fields))
+
+
+def test_the_models_defaults_are_capped_to_the_limits_then_overridden() -> None:
+    validator = Validator(MockModel(), Settings(max_width=128, max_steps=10, default_height=64))
+    assert validator.defaults == Defaults(steps=10, prompt_weight=1.0, width=128, height=64)
+    sdxl = Defaults(steps=50, prompt_weight=5.0, width=1024, height=1024)
+    limits = Settings(max_width=1000, max_height=2048, max_pixels=2048**2).limits
+    assert capped(sdxl, limits, multiple=16) == Defaults(50, 5.0, 992, 1024)
+
+
+def test_one_format_table_names_every_output_format() -> None:
+    assert tuple(codec.FORMATS) == get_args(OutputFormat)
+    assert (
+        codec.BY_SUFFIX[".jpg"].name == "jpeg" and codec.BY_MEDIA_TYPE["image/jpg"].name == "jpeg"
+    )
 
 
 def test_result_json_has_standard_base64_and_round_trips() -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from inference.models.mock import MockModel
 from inference.schema import Defaults
 from inference.settings import Settings, describe_settings_errors, get_settings
+from inference.validation import Validator
 
 
 def test_defaults_work_without_any_env() -> None:
@@ -86,7 +88,7 @@ def test_invalid_env_is_refused_with_a_message(
 
 
 def test_settings_override_model_defaults() -> None:
-    model = Defaults(steps=20, prompt_weight=1.0, width=256, height=256)
+    model = MockModel()  # 20 steps, weight 1.0, 256x256
     s = Settings(default_steps=4, default_prompt_weight=0.0, default_width=512)
-    assert s.override_defaults(model) == Defaults(4, 0.0, 512, 256)
-    assert Settings().override_defaults(model) == model
+    assert Validator(model, s).defaults == Defaults(4, 0.0, 512, 256)
+    assert Validator(model, Settings()).defaults == model.defaults

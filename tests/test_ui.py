@@ -1,6 +1,6 @@
 """The Gradio UI at /ui, driven by real clients: gradio_client and a headless Chromium.
 
-The server runs in-process (uvicorn in a thread) around an engine the test holds, so the tests
+The server runs in-process (uvicorn in a thread) around an service the test holds, so the tests
 can see that UI and API requests land in the same batcher and the same counters.
 """
 
@@ -20,9 +20,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from inference.app import create_app
-from inference.engine import Engine
+from inference.http.app import create_app
 from inference.models.mock import MockModel
+from inference.service import Service
 from inference.settings import Settings
 from tests.servers import ROOT, serving_in_thread
 
@@ -59,15 +59,15 @@ UI_INPUTS = (
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[Engine]:
-    eng = Engine(MockModel(), Settings(**SETTINGS)).start()
-    yield eng
-    eng.stop()
+def service() -> Iterator[Service]:
+    svc = Service(MockModel(), Settings(**SETTINGS)).start()
+    yield svc
+    svc.stop()
 
 
 @pytest.fixture(scope="module")
-def url(engine: Engine) -> Iterator[str]:
-    with serving_in_thread(create_app(Settings(**SETTINGS), engine)) as base:
+def url(service: Service) -> Iterator[str]:
+    with serving_in_thread(create_app(Settings(**SETTINGS), service)) as base:
         yield base
 
 
@@ -133,7 +133,7 @@ def test_randomize_seed_draws_a_seed_and_reports_it(client: Client, url: str) ->
     assert gallery_bytes(gallery) == again
 
 
-def test_ui_and_api_requests_share_one_batch(client: Client, url: str, engine: Engine) -> None:
+def test_ui_and_api_requests_share_one_batch(client: Client, url: str, service: Service) -> None:
     """A UI request and an API request queued together are served by one model call."""
     busy, release = threading.Event(), threading.Event()
 
@@ -142,8 +142,8 @@ def test_ui_and_api_requests_share_one_batch(client: Client, url: str, engine: E
             busy.set()
             release.wait(timeout=60)
 
-    engine.add_step_listener(hold_the_worker)
-    calls, images = engine.stats.model_calls, engine.stats.images_generated
+    service.add_step_listener(hold_the_worker)
+    calls, images = service.stats.model_calls, service.stats.images_generated
     metrics_before = _images_metric(url)
     shape = {"steps": 3, "width": 72, "height": 72}
     with ThreadPoolExecutor(3) as pool:
@@ -156,7 +156,7 @@ def test_ui_and_api_requests_share_one_batch(client: Client, url: str, engine: E
             ui = pool.submit(client.predict, *ui_request(seed=1, **shape), api_name="/generate")
             api = pool.submit(httpx.post, url + "/predict", json={"seed": 2, **shape}, timeout=60)
             deadline = time.monotonic() + 30
-            while engine.queue_depth < 2:
+            while service.queue_depth < 2:
                 assert time.monotonic() < deadline, "the UI and API requests did not both queue"
                 time.sleep(0.02)
         finally:
@@ -166,8 +166,8 @@ def test_ui_and_api_requests_share_one_batch(client: Client, url: str, engine: E
         api_result = api.result(timeout=60).json()
     assert api_result["batch_size"] == 2
     assert "batch of 2 images" in timings
-    assert engine.stats.model_calls == calls + 2
-    assert engine.stats.images_generated == images + 3
+    assert service.stats.model_calls == calls + 2
+    assert service.stats.images_generated == images + 3
     assert _images_metric(url) == metrics_before + 3
 
 
@@ -198,10 +198,10 @@ def test_ui_sliders_are_bounded_by_the_servers_limits(client: Client) -> None:
 
 
 def test_ui_answers_with_how_to_enable_it_without_gradio(
-    monkeypatch: pytest.MonkeyPatch, engine: Engine
+    monkeypatch: pytest.MonkeyPatch, service: Service
 ) -> None:
     monkeypatch.setattr("inference.ui.gradio_available", lambda: False)
-    with TestClient(create_app(Settings(**SETTINGS), engine)) as http:
+    with TestClient(create_app(Settings(**SETTINGS), service)) as http:
         for path in ("/ui", "/ui/", "/ui/config"):
             response = http.get(path)
             assert response.status_code == 501, path
@@ -210,15 +210,15 @@ def test_ui_answers_with_how_to_enable_it_without_gradio(
         assert http.get("/").status_code == 200
 
 
-def test_ui_setting_off_answers_with_how_to_turn_it_on(engine: Engine) -> None:
-    with TestClient(create_app(Settings(**{**SETTINGS, "ui": False}), engine)) as http:
+def test_ui_setting_off_answers_with_how_to_turn_it_on(service: Service) -> None:
+    with TestClient(create_app(Settings(**{**SETTINGS, "ui": False}), service)) as http:
         response = http.get("/ui/")
     assert response.status_code == 501 and "UI=true" in response.json()["error"]["message"]
 
 
-def test_ui_asks_for_the_token_when_auth_is_on(engine: Engine) -> None:
+def test_ui_asks_for_the_token_when_auth_is_on(service: Service) -> None:
     settings = Settings(**SETTINGS, auth_token="s3cret")
-    with serving_in_thread(create_app(settings, engine)) as base:
+    with serving_in_thread(create_app(settings, service)) as base:
         with pytest.raises(Exception):  # noqa: B017 - gradio_client raises its own types
             Client(base + "/ui/", verbose=False).predict(
                 *ui_request(steps=2, width=64, height=64, num_outputs=2), api_name="/generate"

@@ -1,8 +1,8 @@
 """The small protocol every model backend implements.
 
-A backend loads once, says which requests can share a call (``batch_key``) and turns a list of
-jobs into images. Queueing, batching policy, timeouts and HTTP live elsewhere (the engine, the
-app), so a backend is only model code.
+A backend loads once, refuses jobs it cannot run (``check``), says which jobs can share a call
+(``batch_key``) and turns a list of jobs into images. Queueing, batching policy, timeouts and
+HTTP live elsewhere (the engine, the app), so a backend is only model code.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ ProgressCallback = Callable[[int, int], None]
 class Model(Protocol):
     #: Identifies the served model in results, logs and GET /.
     name: str
+    #: Width and height must be multiples of this (8 or more); defaults are rounded to it.
+    size_multiple: int
 
     @property
     def defaults(self) -> Defaults:
@@ -31,8 +33,16 @@ class Model(Protocol):
         """Load weights; called once, before any ``generate``."""
         ...
 
+    def check(self, job: Job) -> None:
+        """Raise ``InvalidRequest`` naming the field if this model cannot run ``job``.
+
+        The last stage of validation (``inference.validation``): called before the job is
+        queued, so a job the model refuses never fails a batch of others.
+        """
+        ...
+
     def batch_key(self, job: Job) -> Hashable:
-        """Jobs with equal keys may share one ``generate`` call."""
+        """Jobs with equal keys may share one ``generate`` call. A pure function of the job."""
         ...
 
     def generate(

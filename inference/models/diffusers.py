@@ -12,9 +12,9 @@ Why requests map the way they do:
   on its neighbours; batched and solo runs differ only by float rounding in batched matmuls.
 - The pipeline takes one ``guidance_scale``, one size, one step count and one scheduler per call,
   so those make up ``batch_key``; requests that differ in them run in separate calls.
-- ``batch_key`` also checks the job against the loaded model (size multiple, scheduler family,
-  negative prompt support), so a request the model cannot run is refused with a named field
-  before it is queued, instead of failing a whole batch later.
+- ``check`` holds the job against the loaded model (size multiple, scheduler family, negative
+  prompt support), so a request the model cannot run is refused with a named field before it
+  is queued, instead of failing a whole batch later.
 - Progress goes through ``callback_on_step_end``; the engine's callback raises once every caller
   of the batch has gone, which stops the pipeline between two steps and frees the device.
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import re
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,131 +31,24 @@ import numpy as np
 
 from inference.errors import InvalidRequest, ModelLoadError
 from inference.models.base import ProgressCallback
+from inference.models.pipelines import (
+    SCHEDULERS,
+    load_pipeline,
+    model_defaults,
+    pick_device,
+    pick_dtype,
+    size_multiple,
+    to_pixels,
+)
 from inference.schema import Defaults, Job, Scheduler
 from inference.settings import Settings
-from inference.weights import check_safetensors, download_command, download_weights
+from inference.weights import check_safetensors, find_pipeline
 
 log = logging.getLogger(__name__)
-
-#: Scheduler names of the public API -> diffusers class and config overrides.
-SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "ddim": ("DDIMScheduler", {}),
-    "ddpm": ("DDPMScheduler", {}),
-    "dpm++": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": False}),
-    "dpm++_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-    "heun": ("HeunDiscreteScheduler", {}),
-    "lms": ("LMSDiscreteScheduler", {}),
-    "pndm": ("PNDMScheduler", {}),
-    "unipc": ("UniPCMultistepScheduler", {}),
-}
 
 #: Shown before the model has loaded (GET / answers while a large model loads); replaced by the
 #: pipeline's own defaults once it is loaded.
 PROVISIONAL_DEFAULTS = Defaults(steps=30, prompt_weight=7.5, width=512, height=512)
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-def pick_device(requested: str) -> str:
-    """``requested`` unless 'auto': cuda if available, then mps, then cpu."""
-    import torch
-
-    if requested != "auto":
-        if requested == "cuda" and not torch.cuda.is_available():
-            raise ModelLoadError("DEVICE=cuda but no CUDA GPU is visible; use DEVICE=auto or cpu")
-        if requested == "mps" and not torch.backends.mps.is_available():
-            raise ModelLoadError("DEVICE=mps but MPS is not available; use DEVICE=auto or cpu")
-        return requested
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def pick_dtype(requested: str, device: str) -> Any:
-    """``requested`` unless 'auto': bfloat16 on CUDA where supported, float16 on other GPUs,
-    float32 on CPU (half precision on CPU is slow or unsupported for many kernels)."""
-    import torch
-
-    if requested != "auto":
-        return getattr(torch, requested)
-    if device == "cuda":
-        # is_bf16_supported() is also true on pre-Ampere GPUs (T4, V100), by emulation: slow,
-        # and cuDNN has no bf16 convolutions there. bf16 only from compute capability 8.0.
-        native = torch.cuda.get_device_capability()[0] >= 8 and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if native else torch.float16
-    if device == "mps":
-        return torch.float16
-    return torch.float32
-
-
-def size_multiple(pipe: Any) -> int:
-    """What width and height must be multiples of for ``pipe``.
-
-    Latents are the image divided by the VAE's scale factor; transformer models cut latents into
-    patches (SD3: 2x2) and FLUX packs 2x2 latents into one token, so both need a larger multiple.
-    The schema already demands multiples of 8.
-    """
-    multiple = int(getattr(pipe, "vae_scale_factor", 8) or 8)
-    transformer = getattr(pipe, "transformer", None)
-    patch = getattr(getattr(transformer, "config", None), "patch_size", None)
-    if isinstance(patch, int) and patch > 1:
-        multiple *= patch
-    if hasattr(pipe, "_pack_latents"):
-        multiple *= 2
-    return max(multiple, 8)
-
-
-def native_size(pipe: Any) -> tuple[int, int]:
-    """The resolution the model was trained at: latent sample size times the VAE factor."""
-    factor = int(getattr(pipe, "vae_scale_factor", 8) or 8)
-    sample = getattr(pipe, "default_sample_size", None)
-    if sample is None:
-        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
-        sample = getattr(getattr(denoiser, "config", None), "sample_size", None) or 64
-    if isinstance(sample, list | tuple):
-        height, width = int(sample[0]), int(sample[1])
-    else:
-        height = width = int(sample)
-    return width * factor, height * factor
-
-
-def model_defaults(pipe: Any, name: str) -> Defaults:
-    """The defaults the pipeline's authors chose, adjusted for distilled (few-step) models.
-
-    ``__call__``'s own defaults say what the authors recommend (SD 7.5/50, SDXL 5.0/50,
-    SD3 7.0/28, FLUX-dev 3.5/28). Distilled models are trained for guidance 0 and a few steps:
-    SD-Turbo and SDXL-Turbo (one step), FLUX-schnell (no guidance embedding; four steps).
-    """
-    params = inspect.signature(pipe.__call__).parameters
-    guidance = _default_number(params, "guidance_scale", 7.5)
-    steps = int(_default_number(params, "num_inference_steps", 30))
-    width, height = native_size(pipe)
-    transformer = getattr(pipe, "transformer", None)
-    guidance_embeds = getattr(getattr(transformer, "config", None), "guidance_embeds", None)
-    if "turbo" in name.lower():
-        guidance, steps = 0.0, 1
-    elif type(pipe).__name__.startswith("Flux") and guidance_embeds is False:
-        guidance, steps = 0.0, 4
-    return Defaults(steps=steps, prompt_weight=float(guidance), width=width, height=height)
-
-
-def _default_number(params: Any, name: str, fallback: float) -> float:
-    param = params.get(name)
-    if param is None or not isinstance(param.default, int | float) or param.default is None:
-        return fallback
-    return float(param.default)
-
-
-def to_pixels(images: Any) -> list[np.ndarray]:
-    """Pipeline output (float numpy in [0, 1], or PIL images) as HxWx3 uint8 arrays."""
-    if isinstance(images, np.ndarray):
-        scaled = (np.clip(images, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-        return [np.ascontiguousarray(image[..., :3]) for image in scaled]
-    return [np.asarray(image.convert("RGB"), dtype=np.uint8) for image in images]
 
 
 class DiffusersModel:
@@ -174,9 +66,6 @@ class DiffusersModel:
         channels_last: bool = False,
         offline: bool = False,
         cache_dir: Path | None = None,
-        max_steps: int | None = None,
-        max_width: int | None = None,
-        max_height: int | None = None,
     ) -> None:
         self.name = source
         self.source = source
@@ -188,7 +77,6 @@ class DiffusersModel:
         self.channels_last = channels_last
         self.offline = offline
         self.cache_dir = cache_dir
-        self._caps = (max_steps, max_width, max_height)
         self.device: str | None = None
         self.dtype: Any = None
         self.pipe: Any = None
@@ -210,9 +98,6 @@ class DiffusersModel:
             torch_compile=settings.torch_compile,
             channels_last=settings.channels_last,
             offline=settings.hf_hub_offline,
-            max_steps=settings.max_steps,
-            max_width=settings.max_width,
-            max_height=settings.max_height,
         )
 
     @property
@@ -221,41 +106,15 @@ class DiffusersModel:
 
     # -- loading -----------------------------------------------------------------------------
 
-    def resolve_folder(self) -> Path:
-        """The local pipeline folder: ``source`` itself, or its snapshot in the HF cache."""
-        path = Path(self.source).expanduser()
-        if path.exists():
-            if not (path / "model_index.json").is_file():
-                raise ModelLoadError(
-                    f"{str(path)!r} has no model_index.json, so it is not a diffusers pipeline "
-                    "folder; save one with pipeline.save_pretrained(folder)"
-                )
-            return path
-        looks_local = self.source.startswith(("/", ".", "~")) or not _HUB_ID.match(self.source)
-        if looks_local:
-            raise ModelLoadError(
-                f"model folder {self.source!r} does not exist; MODEL takes 'mock', a folder "
-                "with model_index.json, or a hub id such as 'stabilityai/sd-turbo'"
-            )
-        if self.revision is None:
-            log.warning(
-                "model %r has no MODEL_REVISION: the hub's latest files are used; pin a commit "
-                "hash for reproducible deployments",
-                self.source,
-            )
-        return download_weights(
-            self.source, self.revision, self.cache_dir, local_files_only=self.offline
-        )
-
     def load(self) -> None:
         """Find the weights, load the pipeline on the chosen device, read its defaults."""
         if self.pipe is not None:
             return
-        folder = self.resolve_folder()
+        folder = find_pipeline(self.source, self.revision, self.cache_dir, self.offline)
         check_safetensors(folder)
         self.device = pick_device(self.requested_device)
         self.dtype = pick_dtype(self.requested_dtype, self.device)
-        pipe = self._from_pretrained(folder)
+        pipe = load_pipeline(folder, self.dtype, self.source, self.revision)
         try:
             pipe.to(self.device)
         except (RuntimeError, ValueError) as exc:  # out of memory, unsupported dtype
@@ -278,7 +137,7 @@ class DiffusersModel:
         self._check_default_scheduler(pipe)
         self._empty_negative_special = bool(pipe.config.get("force_zeros_for_empty_prompt"))
         self.size_multiple = size_multiple(pipe)
-        self._defaults = self._capped(model_defaults(pipe, self.source))
+        self._defaults = model_defaults(pipe, self.source)
         self.pipe = pipe
         log.info(
             "loaded %s from %s on %s (%s); defaults %s; sizes multiple of %d",
@@ -289,41 +148,6 @@ class DiffusersModel:
             self._defaults,
             self.size_multiple,
         )
-
-    def _from_pretrained(self, folder: Path) -> Any:
-        import diffusers
-        import transformers
-        from diffusers import AutoPipelineForText2Image, DiffusionPipeline
-
-        # Per-file progress bars would flood a server's log; the load time is logged instead.
-        diffusers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.disable_progress_bar()
-        kwargs: dict[str, Any] = {
-            "use_safetensors": True,
-            "local_files_only": True,
-            "dtype": self.dtype,
-        }
-        try:
-            try:
-                return AutoPipelineForText2Image.from_pretrained(str(folder), **kwargs)
-            except ValueError as exc:
-                if "AutoPipeline" not in str(exc):
-                    raise
-                # A pipeline class AutoPipeline does not map (a community or newer pipeline):
-                # load it as what model_index.json says it is.
-                return DiffusionPipeline.from_pretrained(str(folder), **kwargs)
-        except ModelLoadError:
-            raise
-        except Exception as exc:
-            hint = (
-                f"; to refresh the download run: {download_command(self.source, self.revision)}"
-                if not Path(self.source).expanduser().exists()
-                else ""
-            )
-            raise ModelLoadError(
-                f"cannot load diffusers pipeline {self.source!r} from {str(folder)!r}: "
-                f"{type(exc).__name__}: {exc}{hint}"
-            ) from exc
 
     def _check_dtype(self, pipe: Any) -> None:
         """The weights are in the dtype asked for (a diffusers that ignores ``dtype=`` would
@@ -371,21 +195,6 @@ class DiffusersModel:
             denoiser.compile()
             log.info("torch.compile enabled for the %s", denoiser_name)
 
-    def _capped(self, defaults: Defaults) -> Defaults:
-        """Defaults within this deployment's limits, so an empty request is always valid."""
-        max_steps, max_width, max_height = self._caps
-        m = self.size_multiple
-        width, height, steps = defaults.width, defaults.height, defaults.steps
-        if max_width is not None and width > max_width:
-            width = max(m, max_width - max_width % m)
-        if max_height is not None and height > max_height:
-            height = max(m, max_height - max_height % m)
-        if max_steps is not None:
-            steps = min(steps, max_steps)
-        return Defaults(
-            steps=steps, prompt_weight=defaults.prompt_weight, width=width, height=height
-        )
-
     # -- serving -----------------------------------------------------------------------------
 
     def scheduler_name(self, job: Job) -> str | None:
@@ -393,15 +202,22 @@ class DiffusersModel:
         return job.scheduler or self.default_scheduler
 
     def batch_key(self, job: Job) -> Hashable:
-        """Size, steps, guidance and sampler; raises ``InvalidRequest`` for a job this model
-        cannot run, so the caller hears of it before the job is queued."""
-        scheduler = self.scheduler_name(job)
-        if self.pipe is not None:
-            self._check(job, scheduler)
+        """Size, steps, guidance and sampler: what one pipeline call takes once for all."""
         negative = bool(job.negative_prompt) if self._empty_negative_special else None
-        return (job.width, job.height, job.steps, job.prompt_weight, scheduler, negative)
+        return (
+            job.width,
+            job.height,
+            job.steps,
+            job.prompt_weight,
+            self.scheduler_name(job),
+            negative,
+        )
 
-    def _check(self, job: Job, scheduler: str | None) -> None:
+    def check(self, job: Job) -> None:
+        """Refuse, naming the field, a job the loaded pipeline cannot run as asked."""
+        if self.pipe is None:  # not loaded: the engine refuses the job as not ready anyway
+            return
+        scheduler = self.scheduler_name(job)
         m = self.size_multiple
         for field, value in (("width", job.width), ("height", job.height)):
             if value % m:

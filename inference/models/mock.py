@@ -138,6 +138,7 @@ class MockModel:
     """The deterministic CPU sampler described in the module docstring."""
 
     name = "mock"
+    size_multiple = 8
 
     def __init__(self, weights_path: Path | None = None) -> None:
         self.weights_path = weights_path
@@ -150,6 +151,9 @@ class MockModel:
     def load(self) -> None:
         self.weights = load_weights(self.weights_path)
         log.info("mock model loaded with weights %s", self.weights)
+
+    def check(self, job: Job) -> None:
+        """Every valid job runs: the schema's sizes, steps and weights are all the mock needs."""
 
     def batch_key(self, job: Job) -> Hashable:
         return (job.width, job.height, job.steps)

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inference.metrics import Metrics
-
-
-def _error_body(kind: str, message: str) -> bytes:
-    return json.dumps({"error": {"type": kind, "message": message}}).encode()
+from inference.http.errors import error_bytes
+from inference.http.metrics import Metrics
 
 
 class BodySizeLimit:
@@ -29,7 +25,7 @@ class BodySizeLimit:
         )
 
     async def _reject(self, send: Send) -> None:
-        body = _error_body("payload_too_large", self._message())
+        body = error_bytes("payload_too_large", self._message())
         await send(
             {
                 "type": "http.response.start",

@@ -1,0 +1,70 @@
+"""Image encoding and decoding, and the one table of the image formats this server writes.
+
+PNG is lossless and written without metadata or timestamps, so the same pixels always give the
+same bytes (with the pinned Pillow): that is what makes "same request, same PNG" testable.
+Every front door (JSON, ``Accept`` negotiation, CLI file suffixes, batch-job file names, Cog
+outputs) reads this table, so a new format is one row here plus its name in
+``schema.OutputFormat`` (a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # numpy and PIL load on first use: the schema imports this table
+    import numpy as np
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """One output format: its API name, MIME type, file suffixes and Pillow encoder options."""
+
+    name: str
+    media_type: str
+    suffixes: tuple[str, ...]  # the first one is what this server writes
+    pillow: str
+    options: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def suffix(self) -> str:
+        return self.suffixes[0]
+
+
+LOSSY_QUALITY = 90
+FORMATS: dict[str, ImageFormat] = {
+    f.name: f
+    for f in (
+        ImageFormat("png", "image/png", (".png",), "PNG"),
+        ImageFormat("jpeg", "image/jpeg", (".jpg", ".jpeg"), "JPEG", (("quality", LOSSY_QUALITY),)),
+        ImageFormat("webp", "image/webp", (".webp",), "WEBP", (("quality", LOSSY_QUALITY),)),
+    )
+}
+#: ``Accept`` values, including the common non-standard alias image/jpg.
+BY_MEDIA_TYPE = {f.media_type: f for f in FORMATS.values()} | {"image/jpg": FORMATS["jpeg"]}
+BY_SUFFIX = {suffix: f for f in FORMATS.values() for suffix in f.suffixes}
+
+
+def encode(pixels: np.ndarray, fmt: str) -> bytes:
+    """Encode an HxWx3 uint8 array as ``fmt`` (a key of ``FORMATS``)."""
+    import numpy as np
+    from PIL import Image
+
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 uint8 array, got {pixels.dtype} {pixels.shape}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown image format {fmt!r}; use one of {sorted(FORMATS)}")
+    spec = FORMATS[fmt]
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="RGB").save(buffer, format=spec.pillow, **dict(spec.options))
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> np.ndarray:
+    """Decode image bytes of any supported format to an HxWx3 uint8 array."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))

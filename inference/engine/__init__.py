@@ -1,0 +1,6 @@
+"""The engine: one loaded model served batch by batch (``core``), with the batching policy
+(``batcher``) and result encoding (``encoding``) as units of their own."""
+
+from inference.engine.core import Engine, EngineStats
+
+__all__ = ["Engine", "EngineStats"]

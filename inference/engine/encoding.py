@@ -1,0 +1,55 @@
+"""Result encoding: a job's pixels into the ``GenerateResult`` every front door returns.
+
+It runs on the caller's side of the queue (a thread of the caller's, never the engine worker),
+so encoding one batch's images overlaps the model call of the next.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from inference import codec
+from inference.schema import GeneratedImage, GenerateResult, Job, Timings
+
+
+@dataclass
+class Output:
+    """What the engine worker hands back for one job: raw pixels and where the time went."""
+
+    pixels: list[np.ndarray]
+    batch_images: int
+    queue_s: float
+    inference_s: float
+
+
+def encode_result(job: Job, output: Output, model: str, started: float) -> GenerateResult:
+    """Encode each image in the job's format; ``started`` is the submission's monotonic time."""
+    encode_started = time.monotonic()
+    spec = codec.FORMATS[job.output_format]
+    images = [
+        GeneratedImage(
+            data=codec.encode(pixels, job.output_format),
+            seed=seed,
+            width=job.width,
+            height=job.height,
+            format=job.output_format,
+            media_type=spec.media_type,
+        )
+        for pixels, seed in zip(output.pixels, job.seeds, strict=True)
+    ]
+    done = time.monotonic()
+    return GenerateResult(
+        images=images,
+        seed=job.seeds[0],
+        model=model,
+        batch_size=output.batch_images,
+        timings=Timings(
+            queue_ms=output.queue_s * 1000,
+            inference_ms=output.inference_s * 1000,
+            encode_ms=(done - encode_started) * 1000,
+            total_ms=(done - started) * 1000,
+        ),
+    )

@@ -1,0 +1,76 @@
+"""The request's fields as plain data, for front doors that build their own forms from them.
+
+The CLI's flags and the Gradio form are derived from ``GenerateRequest`` through this module,
+so a new request field appears in both without an edit there. (Cog cannot use it: its build
+parses predict.py statically, so predict.py repeats the fields as literals and a test proves
+that they agree.)
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Literal, Union, get_args, get_origin
+
+import annotated_types
+from pydantic.fields import FieldInfo
+
+from inference.schema import GenerateRequest
+
+
+@dataclass(frozen=True)
+class RequestField:
+    """One field: its Python type, whether it may be omitted (None), bounds and choices."""
+
+    name: str
+    type: type  # str, int or float
+    default: Any
+    description: str
+    optional: bool = False
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    max_length: int | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def _describe(name: str, info: FieldInfo) -> RequestField:
+    annotation = info.annotation
+    optional = False
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        optional = len(args) < len(get_args(annotation))
+        (annotation,) = args
+    choices: tuple[str, ...] = ()
+    if get_origin(annotation) is Literal:
+        choices = tuple(get_args(annotation))
+        annotation = str
+    if annotation not in (str, int, float):
+        raise TypeError(f"request field {name!r} has a type the front doors cannot offer yet")
+    bounds: dict[str, Any] = {}
+    for constraint in info.metadata:
+        if isinstance(constraint, annotated_types.Ge):
+            bounds["minimum"] = constraint.ge
+        elif isinstance(constraint, annotated_types.Le):
+            bounds["maximum"] = constraint.le
+        elif isinstance(constraint, annotated_types.MaxLen):
+            bounds["max_length"] = constraint.max_length
+    return RequestField(
+        name=name,
+        type=annotation,
+        default=info.default,
+        description=info.description or "",
+        optional=optional,
+        choices=choices,
+        **bounds,
+    )
+
+
+@cache
+def request_fields() -> tuple[RequestField, ...]:
+    """Every ``GenerateRequest`` field, in declaration order."""
+    return tuple(_describe(name, info) for name, info in GenerateRequest.model_fields.items())

@@ -1,0 +1,89 @@
+"""The FastAPI app factory: state, lifespan, routers, error handlers, middleware.
+
+``create_app(settings, service)`` builds an app around a service; without one it builds the
+service from settings and loads it in the background, so /health and / answer while the model
+loads (a Space's health probe and a Modal cold start both need that).
+``uvicorn inference.http.app:app`` serves the default app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import cache
+from typing import Any
+
+from fastapi import FastAPI
+
+from inference import __version__
+from inference.http.errors import install_error_handlers
+from inference.http.metrics import Metrics
+from inference.http.middleware import BodySizeLimit, MetricsMiddleware
+from inference.http.routes import info, predict
+from inference.logs import configure_logging
+from inference.service import Service
+from inference.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+#: Every router of the API; a new protocol is one module in routes/ and one entry here.
+ROUTERS = (info.router, predict.router)
+
+
+def create_app(settings: Settings | None = None, service: Service | None = None) -> FastAPI:
+    """Build the HTTP app. An injected service is started if needed but never stopped here."""
+    settings = settings or (service.settings if service else get_settings())
+    owns_service = service is None
+    service = service or Service.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loading = None
+        if service.phase == "created":
+            # Load in a thread so the server answers /health and / while the weights load.
+            loading = asyncio.create_task(asyncio.to_thread(service.start))
+            loading.add_done_callback(lambda t: t.cancelled() or t.exception())
+        yield
+        if owns_service:
+            service.stop()
+        if loading is not None and not loading.done():
+            log.warning("shutting down while the model is still loading")
+
+    app = FastAPI(
+        title="diffusion-serve",
+        version=__version__,
+        summary="Text-to-image inference with dynamic batching.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.service = service
+    app.state.metrics = metrics = Metrics(service)
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+
+    # The browser UI at /ui calls this same service (gradio is imported only inside mount_ui).
+    from inference.ui import mount_ui
+
+    mount_ui(app, service, settings)
+
+    # The last added runs first: metrics outermost, so refused bodies (413) are counted too.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+@cache
+def _default_app() -> FastAPI:
+    settings = get_settings()
+    configure_logging(settings.log_level)  # the CLI does this; bare uvicorn does not
+    return create_app(settings)
+
+
+def __getattr__(name: str) -> Any:
+    """``inference.http.app:app`` for uvicorn, built on first access so importing reads no env."""
+    if name == "app":
+        return _default_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,97 @@
+"""The error envelope, and the one place domain errors become HTTP responses.
+
+Every error this app produces, from a route, a middleware or the UI's notice, is
+``{"error": {"type", "message", ...}}`` with a status from ``STATUS_BY_ERROR`` or the
+framework's own (401, 404, 405, 406, 413).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from inference.errors import (
+    InferenceError,
+    InvalidRequest,
+    ModelError,
+    NotReady,
+    Overloaded,
+    RequestTimeout,
+)
+from inference.validation import invalid_request
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[InferenceError], int] = {
+    InvalidRequest: 422,
+    Overloaded: 503,
+    NotReady: 503,
+    RequestTimeout: 504,
+    ModelError: 500,
+}
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before its result was ready."""
+
+
+def error_body(kind: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"type": kind, "message": message, **extra}}
+
+
+def error_bytes(kind: str, message: str) -> bytes:
+    """The envelope as bytes, for pure ASGI middleware that answers without FastAPI."""
+    return json.dumps(error_body(kind, message)).encode()
+
+
+def error_response(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(error_body(kind, message, **extra), status_code=status)
+
+
+def domain_error_response(exc: InferenceError) -> JSONResponse:
+    """A domain error as its status and envelope (with Retry-After where a retry helps)."""
+    status = STATUS_BY_ERROR.get(type(exc), 500)
+    extra: dict[str, Any] = {}
+    if isinstance(exc, InvalidRequest):
+        extra["field"] = exc.field
+        extra["errors"] = exc.errors
+    response = error_response(status, exc.code, exc.message, **extra)
+    if isinstance(exc, Overloaded):
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    elif isinstance(exc, NotReady) and not exc.permanent:
+        response.headers["Retry-After"] = "5"
+    return response
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every exception the app can raise through the envelope."""
+
+    @app.exception_handler(InferenceError)
+    async def _inference_error(_: Request, exc: InferenceError) -> JSONResponse:
+        return domain_error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return domain_error_response(invalid_request(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        response = error_response(exc.status_code, "http_error", str(exc.detail))
+        for key, value in (exc.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    @app.exception_handler(ClientDisconnected)
+    async def _disconnected(_: Request, exc: ClientDisconnected) -> Response:
+        return Response(status_code=499)  # nobody reads it; it labels the metric
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal_error", "internal server error; see the server log")

@@ -1,0 +1,99 @@
+"""Prometheus metrics for one app instance (its own registry, so several apps can coexist)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from inference.service import Service
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
+
+#: Engine counters (``EngineStats`` fields) exported as they are at each scrape.
+ENGINE_COUNTERS = {
+    "model_calls": ("inference_model_calls", "Model calls that returned images."),
+    "images_generated": ("inference_images_generated", "Images generated."),
+    "failed_batches": ("inference_failed_batches", "Model calls that raised."),
+    "abandoned_batches": (
+        "inference_abandoned_batches",
+        "Batches stopped between steps because every caller had gone.",
+    ),
+    "dropped_requests": (
+        "inference_dropped_requests",
+        "Requests dropped before their batch ran (caller gone or deadline passed).",
+    ),
+}
+
+
+class EngineCollector(Collector):
+    """Reads the engine's own counters at scrape time: one source of truth, no double count."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        stats = self.service.stats
+        for field, (name, documentation) in ENGINE_COUNTERS.items():
+            yield CounterMetricFamily(name, documentation, value=getattr(stats, field))
+
+
+class Metrics:
+    def __init__(self, service: Service) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter(
+            "http_requests",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request latency by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "inference_batch_size_images",
+            "Images per model call.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "inference_batch_duration_seconds",
+            "Duration of each model call.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.steps = Counter(
+            "inference_denoising_steps", "Denoising steps run (per model call).", registry=r
+        )
+        r.register(EngineCollector(service))
+        gauges = {
+            "inference_queue_depth": ("Requests waiting for a batch.", lambda: service.queue_depth),
+            "inference_model_ready": (
+                "1 once the model is loaded and warm.",
+                lambda: 1.0 if service.ready else 0.0,
+            ),
+            "inference_model_load_seconds": (
+                "Time to load the model weights.",
+                lambda: service.stats.load_s or 0.0,
+            ),
+            "inference_model_warmup_seconds": (
+                "Time of the warm-up generation.",
+                lambda: service.stats.warmup_s or 0.0,
+            ),
+        }
+        for name, (documentation, read) in gauges.items():
+            Gauge(name, documentation, registry=r).set_function(read)
+
+        def on_batch(size: int, seconds: float) -> None:
+            self.batch_size.observe(size)
+            self.batch_seconds.observe(seconds)
+
+        service.add_batch_listener(on_batch)
+        service.add_step_listener(lambda step, total: self.steps.inc())

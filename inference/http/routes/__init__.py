@@ -1,0 +1,1 @@
+"""One router per concern; ``inference.http.app.ROUTERS`` lists them."""

@@ -1,0 +1,155 @@
+"""The native inference routes: POST /predict and POST /predict/batch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from inference import codec
+from inference.errors import InferenceError, InvalidRequest
+from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
+from inference.http.errors import ClientDisconnected
+from inference.schema import (
+    BatchItem,
+    BatchItemError,
+    BatchRequest,
+    BatchResponse,
+    GenerateRequest,
+    GenerateResult,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+router = APIRouter(tags=["inference"], dependencies=PROTECTED)
+
+
+async def until_disconnect(request: Request, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` unless the client disconnects first, in which case cancel it.
+
+    Cancelling the service call abandons the request, so the batcher drops it (or stops its
+    batch between steps) instead of computing images nobody will read.
+    """
+    task = asyncio.ensure_future(awaitable)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    raise ClientDisconnected
+
+
+def preferred_image_format(accept: str) -> str | None:
+    """'png'/'jpeg'/'webp' (or '*' for image/*) when Accept prefers an image over JSON."""
+    best, best_q = None, 0.0
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        if q > best_q:
+            best, best_q = media.lower(), q
+    if best == "image/*":
+        return "*"
+    if best and best.startswith("image/") and best not in codec.BY_MEDIA_TYPE:
+        raise StarletteHTTPException(
+            406,
+            f"Accept asks for {best}; this server answers with "
+            f"{', '.join(sorted(codec.BY_MEDIA_TYPE))} or application/json",
+        )
+    spec = codec.BY_MEDIA_TYPE.get(best or "")
+    return spec.name if spec else None
+
+
+@router.post(
+    "/predict",
+    response_model=GenerateResult,
+    responses={
+        200: {"content": {f.media_type: {} for f in codec.FORMATS.values()}},
+        422: {"description": "Invalid request"},
+        503: {"description": "Loading or overloaded"},
+    },
+)
+async def predict(body: GenerateRequest, request: Request, service: ServiceDep) -> Any:
+    """Generate images: JSON with base64 images, or raw image bytes for Accept: image/*."""
+    fmt = preferred_image_format(request.headers.get("accept", ""))
+    if fmt not in (None, "*", body.output_format):
+        if "output_format" in body.model_fields_set:
+            raise InvalidRequest(
+                "output_format",
+                f"Accept asks for image/{fmt} but output_format is {body.output_format!r}; "
+                "drop one of them",
+            )
+        body = body.model_copy(update={"output_format": fmt})
+    if fmt is not None and body.num_outputs > 1:
+        raise InvalidRequest(
+            "num_outputs",
+            f"Accept: image/* returns one image, but num_outputs is {body.num_outputs}; "
+            "accept application/json for several, or ask for one",
+        )
+    result = await until_disconnect(request, service.submit(body))
+    if fmt is None:
+        return result
+    image, timings = result.images[0], result.timings
+    return Response(
+        image.data,
+        media_type=image.media_type,
+        headers={
+            "X-Seed": str(image.seed),
+            "X-Model": result.model,
+            "X-Batch-Size": str(result.batch_size),
+            "Server-Timing": (
+                f"queue;dur={timings.queue_ms:.1f}, inference;dur={timings.inference_ms:.1f}, "
+                f"encode;dur={timings.encode_ms:.1f}"
+            ),
+        },
+    )
+
+
+def _batch_item(outcome: GenerateResult | BaseException) -> BatchItem:
+    if isinstance(outcome, GenerateResult):
+        return BatchItem(result=outcome)
+    if isinstance(outcome, InferenceError):
+        field = outcome.field if isinstance(outcome, InvalidRequest) else None
+        return BatchItem(
+            error=BatchItemError(type=outcome.code, message=outcome.message, field=field)
+        )
+    log.error("unexpected error in a batch item", exc_info=outcome)
+    message = "internal server error; see the server log"
+    return BatchItem(error=BatchItemError(type="internal_error", message=message))
+
+
+@router.post("/predict/batch")
+async def predict_batch(
+    body: BatchRequest, request: Request, service: ServiceDep, settings: SettingsDep
+) -> BatchResponse:
+    """Serve several requests at once (they share batches); results in request order."""
+    if len(body.requests) > settings.max_batch_requests:
+        raise InvalidRequest(
+            "requests",
+            f"requests must hold at most {settings.max_batch_requests} items on this server "
+            f"(MAX_BATCH_REQUESTS), got {len(body.requests)}",
+        )
+    outcomes = await until_disconnect(
+        request,
+        asyncio.gather(*(service.submit(r) for r in body.requests), return_exceptions=True),
+    )
+    return BatchResponse(results=[_batch_item(outcome) for outcome in outcomes])

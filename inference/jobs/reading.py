@@ -1,0 +1,118 @@
+"""Reading a job file: one request per non-blank line, each validated before anything runs.
+
+A bad line costs no GPU time and its error names the line and the field. A request is
+identified by a hash of its validated content (plus its occurrence number, so two identical
+seedless lines are two images); its output files are named after that key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from inference import codec
+from inference.errors import InferenceError, InvalidRequest
+from inference.schema import GenerateRequest
+from inference.validation import parse
+
+InputFormat = Literal["auto", "jsonl", "text"]
+
+
+@dataclass
+class Item:
+    """One non-blank input line: a valid request (with its key) or the reason it is not."""
+
+    line: int
+    raw: Any
+    request: GenerateRequest | None = None
+    key: str | None = None
+    error: dict[str, Any] | None = None
+
+
+def detect_format(path: Path, text: str) -> Literal["jsonl", "text"]:
+    """JSON lines for .jsonl/.ndjson/.json, prompts for .txt, else sniff the first line."""
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if suffix == ".txt":
+        return "text"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return "jsonl" if first.startswith("{") else "text"
+
+
+def _canonical(request: GenerateRequest) -> str:
+    return json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def read_items(path: Path, fmt: InputFormat = "auto") -> list[Item]:
+    """Parse and validate every non-blank line; bad lines become items with an error."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a BOM from a Windows editor is no error
+    except FileNotFoundError:
+        raise FileNotFoundError(f"input file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"input file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
+    if fmt == "auto":
+        fmt = detect_format(path, text)
+    items: list[Item] = []
+    seen: dict[str, int] = {}
+
+    def bad(number: int, raw: Any, kind: str, message: str, field: str | None = None) -> None:
+        items.append(Item(number, raw, error=error_record(kind, number, message, field)))
+
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if fmt == "text":
+            raw: Any = {"prompt": line.strip()}
+        else:
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as exc:
+                bad(number, line, "invalid_json", f"invalid JSON ({exc.msg} at column {exc.colno})")
+                continue
+            if not isinstance(raw, dict):
+                message = f"expected a JSON object of request fields, got {type(raw).__name__}"
+                bad(number, raw, "invalid_request", message)
+                continue
+        try:
+            request = parse(raw)
+        except InvalidRequest as exc:
+            bad(number, raw, exc.code, exc.message, exc.field)
+            continue
+        canonical = _canonical(request)
+        occurrence = seen.get(canonical, 0)
+        seen[canonical] = occurrence + 1
+        key = hashlib.sha256(f"{canonical}#{occurrence}".encode()).hexdigest()[:20]
+        items.append(Item(number, raw, request=request, key=key))
+    return items
+
+
+def error_record(kind: str, line: int, message: str, field: str | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": kind, "message": f"line {line}: {message}"}
+    if field is not None:
+        error["field"] = field
+    return error
+
+
+def describe_exception(line: int, exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, InferenceError):
+        return error_record(exc.code, line, exc.message, getattr(exc, "field", None))
+    return error_record(type(exc).__name__, line, str(exc) or repr(exc))
+
+
+def output_names(item: Item) -> list[str]:
+    """File names of an item's images: readable prompt slug, key, image index."""
+    assert item.request is not None and item.key is not None
+    ascii_prompt = unicodedata.normalize("NFKD", item.request.prompt).encode("ascii", "ignore")
+    slug = "-".join(re.findall(r"[a-z0-9]+", ascii_prompt.decode().lower()))[:40].strip("-")
+    suffix = codec.FORMATS[item.request.output_format].suffix
+    name = f"{slug or 'image'}-{item.key[:10]}"
+    return [f"{name}-{i}{suffix}" for i in range(item.request.num_outputs)]

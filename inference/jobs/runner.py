@@ -1,0 +1,227 @@
+"""Running a job: every request not already done, through a map function, written as it comes.
+
+- A request without a seed gets one drawn on the first run and recorded in the manifest; a
+  re-run reuses it, so retrying a failed line reproduces what the first run would have made.
+- Images and manifest records are written as each result arrives (images atomically), so an
+  interrupted job keeps everything it finished. The manifest is an append-only log during the
+  run and is compacted to one record per input line at the end; a request still in flight
+  when the job stops is recorded as ``pending`` with its seed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from inference.jobs.reading import (
+    InputFormat,
+    Item,
+    describe_exception,
+    error_record,
+    output_names,
+    read_items,
+)
+from inference.schema import random_seed
+
+if TYPE_CHECKING:
+    from inference.service import Service
+
+log = logging.getLogger(__name__)
+
+#: ``(position in the request list, result dict or the exception that request raised)``.
+Outcome = tuple[int, "dict[str, Any] | BaseException"]
+#: Runs every request (GenerateRequest fields, seed fixed) and yields one outcome per request,
+#: in any order. Result dicts are ``GenerateResult.model_dump()``: image data as bytes.
+MapFunction = Callable[[list[dict[str, Any]]], Iterable[Outcome]]
+
+MANIFEST_NAME = "manifest.jsonl"
+
+
+def service_map(service: Service, max_in_flight: int | None = None) -> MapFunction:
+    """A map function over an in-process service: many requests in flight, so they batch.
+
+    In-flight requests stay below the engine's queue bound, so none is refused as overloaded.
+    """
+    s = service.settings
+    workers = max_in_flight or max(1, min(s.max_queue_size, 2 * s.max_batch_size))
+
+    def generate(request: dict[str, Any]) -> dict[str, Any]:
+        return service.generate(request).model_dump()
+
+    def map_fn(requests: list[dict[str, Any]]) -> Iterator[Outcome]:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batch")
+        try:
+            futures = {pool.submit(generate, r): i for i, r in enumerate(requests)}
+            for future in as_completed(futures):
+                error = future.exception()
+                yield futures[future], error if error is not None else future.result()
+        finally:
+            # On an interrupt, don't sit out the in-flight requests: stopping the engine
+            # fails them, and the re-run redoes them.
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    return map_fn
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary name, then rename: a crash never leaves a half image behind."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+def load_manifest(path: Path) -> dict[str, dict[str, Any]]:
+    """The last record per request key; unreadable lines (a crash mid-write) are skipped."""
+    records: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return records
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("key"):
+            records[record["key"]] = record
+    return records
+
+
+@dataclass
+class BatchSummary:
+    """What a run did; ``failed`` lines are in the manifest with their error."""
+
+    total: int
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    manifest: Path = field(default_factory=lambda: Path(MANIFEST_NAME))
+
+    def describe(self) -> str:
+        return (
+            f"{self.total} requests: {self.done} generated, {self.skipped} already done, "
+            f"{self.failed} failed; manifest: {self.manifest}"
+        )
+
+
+def run_batch(
+    input_path: Path,
+    output_dir: Path,
+    map_fn: MapFunction,
+    *,
+    input_format: InputFormat = "auto",
+    progress: bool = True,
+) -> BatchSummary:
+    """Run every request of ``input_path`` not already done, through ``map_fn``."""
+    items = read_items(input_path, input_format)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = output_dir / MANIFEST_NAME
+    previous = load_manifest(manifest_path)
+    summary = BatchSummary(total=len(items), manifest=manifest_path)
+    records: dict[int, dict[str, Any]] = {}  # by line, for the compacted manifest
+
+    def record(item: Item, status: str, **fields: Any) -> dict[str, Any]:
+        entry = {"line": item.line, "key": item.key, "status": status, "request": item.raw}
+        entry.update(seed=None, outputs=[], model=None, error=None)
+        entry.update(fields)
+        records[item.line] = entry
+        return entry
+
+    pending: list[Item] = []
+    for item in items:
+        if item.error is not None:
+            record(item, "failed", error=item.error)
+            summary.failed += 1
+            continue
+        assert item.request is not None and item.key is not None
+        earlier = previous.get(item.key, {})
+        seed = item.request.seed
+        if seed is None and isinstance(earlier.get("seed"), int):
+            seed = earlier["seed"]  # drawn by an earlier run: reuse it
+        names = output_names(item)
+        if all((output_dir / name).exists() for name in names):
+            request = item.request.model_copy(update={"seed": seed}).model_dump(mode="json")
+            model = earlier.get("model")
+            record(item, "skipped", request=request, seed=seed, outputs=names, model=model)
+            summary.skipped += 1
+            continue
+        if seed is None:  # fix the seed once, reuse it on every re-run
+            seed = random_seed()
+        item.request = item.request.model_copy(update={"seed": seed})
+        # Until its result arrives; an interrupted run keeps the seed in the manifest.
+        record(item, "pending", request=item.request.model_dump(mode="json"), seed=seed)
+        pending.append(item)
+    if summary.skipped:
+        log.info("skipping %d requests whose outputs exist in %s", summary.skipped, output_dir)
+
+    from tqdm import tqdm
+
+    invalid = summary.failed
+    try:
+        with (
+            manifest_path.open("a", encoding="utf-8") as log_file,
+            tqdm(total=len(pending), unit="req", disable=not progress) as bar,
+        ):
+            requests = [_payload(item) for item in pending]
+            seen: set[int] = set()
+            for position, outcome in map_fn(requests) if requests else ():
+                item = pending[position]
+                seen.add(position)
+                entry = _finish(item, outcome, output_dir, record)
+                summary.done += entry["status"] == "ok"
+                summary.failed += entry["status"] == "failed"
+                log_file.write(json.dumps(entry) + "\n")
+                log_file.flush()
+                bar.update(1)
+                bar.set_postfix(failed=summary.failed - invalid, refresh=False)
+            for position, item in enumerate(pending):
+                if position not in seen:
+                    error = error_record("missing_result", item.line, "no result came back")
+                    entry = record(item, "failed", request=requests[position], error=error)
+                    log_file.write(json.dumps(entry) + "\n")
+                    summary.failed += 1
+    finally:
+        _compact(manifest_path, records)
+    return summary
+
+
+def _payload(item: Item) -> dict[str, Any]:
+    """What the map function receives: the validated request, seed fixed, defaults left out."""
+    assert item.request is not None
+    return item.request.model_dump(exclude_none=True)
+
+
+def _finish(
+    item: Item, outcome: dict[str, Any] | BaseException, output_dir: Path, record: Any
+) -> dict[str, Any]:
+    assert item.request is not None
+    request = item.request.model_dump(mode="json")
+    seed = item.request.seed
+    if isinstance(outcome, BaseException):
+        error = describe_exception(item.line, outcome)
+        return record(item, "failed", request=request, seed=seed, error=error)
+    names = output_names(item)
+    images = outcome.get("images", [])
+    if len(images) != len(names):
+        message = f"expected {len(names)} images, got {len(images)}"
+        error = error_record("model_error", item.line, message)
+        return record(item, "failed", request=request, seed=seed, error=error)
+    for name, image in zip(names, images, strict=True):
+        data = image["data"]  # bytes from Python callers; base64 if it came through JSON
+        _write_atomic(output_dir / name, base64.b64decode(data) if isinstance(data, str) else data)
+    seed = outcome.get("seed", seed)
+    return record(item, "ok", request=request, seed=seed, outputs=names, model=outcome.get("model"))
+
+
+def _compact(manifest_path: Path, records: dict[int, dict[str, Any]]) -> None:
+    """Replace the run's append-only log with one record per input line, in line order."""
+    partial = manifest_path.with_name(f".{manifest_path.name}.partial")
+    with partial.open("w", encoding="utf-8") as out:
+        for line in sorted(records):
+            out.write(json.dumps(records[line]) + "\n")
+    os.replace(partial, manifest_path)

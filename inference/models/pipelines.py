@@ -1,0 +1,169 @@
+"""What the server reads off a diffusers pipeline: device and dtype choice, size rules, the
+authors' defaults, sampler names, and the conversion of its output to pixels.
+
+Plain functions of a pipeline object, so they are testable on the tiny random pipeline and the
+model class (``inference.models.diffusers``) stays about serving.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference.errors import ModelLoadError
+from inference.schema import Defaults
+from inference.weights import download_command
+
+#: Scheduler names of the public API -> diffusers class and config overrides.
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+    "dpm++": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": False}),
+    "dpm++_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+}
+
+
+def pick_device(requested: str) -> str:
+    """``requested`` unless 'auto': cuda if available, then mps, then cpu."""
+    import torch
+
+    if requested != "auto":
+        if requested == "cuda" and not torch.cuda.is_available():
+            raise ModelLoadError("DEVICE=cuda but no CUDA GPU is visible; use DEVICE=auto or cpu")
+        if requested == "mps" and not torch.backends.mps.is_available():
+            raise ModelLoadError("DEVICE=mps but MPS is not available; use DEVICE=auto or cpu")
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(requested: str, device: str) -> Any:
+    """``requested`` unless 'auto': bfloat16 on CUDA where supported, float16 on other GPUs,
+    float32 on CPU (half precision on CPU is slow or unsupported for many kernels)."""
+    import torch
+
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device == "cuda":
+        # is_bf16_supported() is also true on pre-Ampere GPUs (T4, V100), by emulation: slow,
+        # and cuDNN has no bf16 convolutions there. bf16 only from compute capability 8.0.
+        native = torch.cuda.get_device_capability()[0] >= 8 and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if native else torch.float16
+    if device == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def size_multiple(pipe: Any) -> int:
+    """What width and height must be multiples of for ``pipe``.
+
+    Latents are the image divided by the VAE's scale factor; transformer models cut latents into
+    patches (SD3: 2x2) and FLUX packs 2x2 latents into one token, so both need a larger multiple.
+    The schema already demands multiples of 8.
+    """
+    multiple = int(getattr(pipe, "vae_scale_factor", 8) or 8)
+    transformer = getattr(pipe, "transformer", None)
+    patch = getattr(getattr(transformer, "config", None), "patch_size", None)
+    if isinstance(patch, int) and patch > 1:
+        multiple *= patch
+    if hasattr(pipe, "_pack_latents"):
+        multiple *= 2
+    return max(multiple, 8)
+
+
+def native_size(pipe: Any) -> tuple[int, int]:
+    """The resolution the model was trained at: latent sample size times the VAE factor."""
+    factor = int(getattr(pipe, "vae_scale_factor", 8) or 8)
+    sample = getattr(pipe, "default_sample_size", None)
+    if sample is None:
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        sample = getattr(getattr(denoiser, "config", None), "sample_size", None) or 64
+    if isinstance(sample, list | tuple):
+        height, width = int(sample[0]), int(sample[1])
+    else:
+        height = width = int(sample)
+    return width * factor, height * factor
+
+
+def model_defaults(pipe: Any, name: str) -> Defaults:
+    """The defaults the pipeline's authors chose, adjusted for distilled (few-step) models.
+
+    ``__call__``'s own defaults say what the authors recommend (SD 7.5/50, SDXL 5.0/50,
+    SD3 7.0/28, FLUX-dev 3.5/28). Distilled models are trained for guidance 0 and a few steps:
+    SD-Turbo and SDXL-Turbo (one step), FLUX-schnell (no guidance embedding; four steps).
+    """
+    params = inspect.signature(pipe.__call__).parameters
+    guidance = _default_number(params, "guidance_scale", 7.5)
+    steps = int(_default_number(params, "num_inference_steps", 30))
+    width, height = native_size(pipe)
+    transformer = getattr(pipe, "transformer", None)
+    guidance_embeds = getattr(getattr(transformer, "config", None), "guidance_embeds", None)
+    if "turbo" in name.lower():
+        guidance, steps = 0.0, 1
+    elif type(pipe).__name__.startswith("Flux") and guidance_embeds is False:
+        guidance, steps = 0.0, 4
+    return Defaults(steps=steps, prompt_weight=float(guidance), width=width, height=height)
+
+
+def _default_number(params: Any, name: str, fallback: float) -> float:
+    param = params.get(name)
+    if param is None or not isinstance(param.default, int | float) or param.default is None:
+        return fallback
+    return float(param.default)
+
+
+def to_pixels(images: Any) -> list[np.ndarray]:
+    """Pipeline output (float numpy in [0, 1], or PIL images) as HxWx3 uint8 arrays."""
+    if isinstance(images, np.ndarray):
+        scaled = (np.clip(images, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        return [np.ascontiguousarray(image[..., :3]) for image in scaled]
+    return [np.asarray(image.convert("RGB"), dtype=np.uint8) for image in images]
+
+
+def load_pipeline(folder: Path, dtype: Any, source: str, revision: str | None) -> Any:
+    """The pipeline in ``folder`` (safetensors, no network), or a ModelLoadError saying why."""
+    import diffusers
+    import transformers
+    from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+
+    # Per-file progress bars would flood a server's log; the load time is logged instead.
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    kwargs: dict[str, Any] = {
+        "use_safetensors": True,
+        "local_files_only": True,
+        "dtype": dtype,
+    }
+    try:
+        try:
+            return AutoPipelineForText2Image.from_pretrained(str(folder), **kwargs)
+        except ValueError as exc:
+            if "AutoPipeline" not in str(exc):
+                raise
+            # A pipeline class AutoPipeline does not map (a community or newer pipeline):
+            # load it as what model_index.json says it is.
+            return DiffusionPipeline.from_pretrained(str(folder), **kwargs)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        hint = (
+            f"; to refresh the download run: {download_command(source, revision)}"
+            if not Path(source).expanduser().exists()
+            else ""
+        )
+        raise ModelLoadError(
+            f"cannot load diffusers pipeline {source!r} from {str(folder)!r}: "
+            f"{type(exc).__name__}: {exc}{hint}"
+        ) from exc

@@ -1,0 +1,122 @@
+"""The service: the one seam between every front door and the engine.
+
+HTTP routes, the Gradio UI, Cog's predictor, Modal's class, batch jobs and the CLI all do the
+same three things through it: build it once from settings (``Service.from_settings``, then
+``start``), hand it a request (a dict or a ``GenerateRequest``) with ``generate`` or
+``submit``, and translate the domain errors it raises (``inference.errors``) into their own
+form. Validation happens once, in ``validation.Validator``; batching, in the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from inference import __version__
+from inference.engine import Engine, EngineStats
+from inference.engine.core import BatchListener, Phase, StepListener
+from inference.models import Model, build_model
+from inference.schema import Defaults, GenerateRequest, GenerateResult, Job, Limits
+from inference.settings import Settings
+from inference.validation import Validator
+
+Request = GenerateRequest | Mapping[str, Any]
+
+
+class Service:
+    """One model, validated and batched, behind one small API shared by every runtime."""
+
+    def __init__(self, model: Model, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.engine = Engine(model, self.settings)
+        self.validator = Validator(model, self.settings)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Service:
+        """The backend ``settings.model`` names; weights load in ``start``."""
+        return cls(build_model(settings), settings)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Service:
+        """Load and warm up the model; blocks. Raises what the load raised."""
+        self.engine.start(self.validator.warm_up_job)
+        return self
+
+    def stop(self) -> None:
+        self.engine.stop()
+
+    @property
+    def model(self) -> Model:
+        return self.engine.model
+
+    @property
+    def phase(self) -> Phase:
+        return self.engine.phase
+
+    @property
+    def ready(self) -> bool:
+        return self.engine.ready
+
+    @property
+    def load_error(self) -> str | None:
+        return self.engine.load_error
+
+    @property
+    def stats(self) -> EngineStats:
+        return self.engine.stats
+
+    @property
+    def queue_depth(self) -> int:
+        return self.engine.queue_depth
+
+    @property
+    def defaults(self) -> Defaults:
+        return self.validator.defaults
+
+    @property
+    def limits(self) -> Limits:
+        return self.validator.limits
+
+    def add_batch_listener(self, listener: BatchListener) -> None:
+        self.engine.add_batch_listener(listener)
+
+    def add_step_listener(self, listener: StepListener) -> None:
+        self.engine.add_step_listener(listener)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def job(self, request: Request) -> Job:
+        """The request validated into a job (raises ``InvalidRequest`` naming the field)."""
+        return self.validator.job(request)
+
+    def generate(self, request: Request | Job) -> GenerateResult:
+        """Blocking: validate, queue, wait for the batch, encode. Safe from any thread."""
+        return self.engine.run(request if isinstance(request, Job) else self.job(request))
+
+    async def submit(self, request: Request | Job) -> GenerateResult:
+        """Async ``generate``; cancelling the awaiting task abandons the request."""
+        return await self.engine.submit(request if isinstance(request, Job) else self.job(request))
+
+    def info(self) -> dict[str, Any]:
+        """What GET / reports: model, phase, defaults and every limit a client must respect."""
+        s = self.settings
+        return {
+            "name": "diffusion-serve",
+            "version": __version__,
+            "model": self.model.name,
+            "phase": self.phase,
+            "ready": self.ready,
+            "defaults": vars(self.defaults),
+            "limits": {
+                **vars(self.limits),
+                "max_batch_size": s.max_batch_size,
+                "max_wait_ms": s.max_wait_ms,
+                "max_queue_size": s.max_queue_size,
+                "request_timeout_s": s.request_timeout_s,
+                "max_batch_requests": s.max_batch_requests,
+                "max_body_bytes": s.max_body_bytes,
+            },
+            "auth": s.auth_token is not None,
+            "docs": "/docs",
+        }
