@@ -10,7 +10,6 @@ imported only here, only when the app mounts the UI; without it /ui says how to 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import secrets
 from pathlib import Path
@@ -20,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from inference.errors import InferenceError
+from inference.extras import MissingExtra, installed
 from inference.fields import RequestField, request_fields
 from inference.http.errors import error_response
 from inference.schema import GenerateResult
@@ -33,10 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UI_PATH = "/ui"
-INSTALL_HINT = (
-    "the web UI needs the optional 'ui' extra: pip install 'diffusion-serve[ui]' "
-    "(from a checkout: pip install -e '.[ui]'), then restart the server"
-)
+INSTALL_HINT = f"{MissingExtra('the web UI', 'ui').message}, then restart the server"
 #: Generated images stay in Gradio's cache this long (seconds) before it deletes them.
 CACHE_MAX_AGE_S = 3600
 EXAMPLE_FIELDS = ("prompt", "negative_prompt", "seed", "randomize_seed")
@@ -49,7 +46,7 @@ EXAMPLES = [
 
 def gradio_available() -> bool:
     """True when the ``ui`` extra is installed (checked without importing gradio)."""
-    return importlib.util.find_spec("gradio") is not None
+    return installed("gradio")
 
 
 def _describe(result: GenerateResult) -> str:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
+import pytest
+
+from inference.cli import build_parser, main
 from inference.codec import decode
 from inference.models.mock import MockModel
-from inference.schema import GenerateRequest
+from inference.schema import GenerateRequest, Scheduler
 from inference.service import Service
 from inference.settings import Settings
 
@@ -109,3 +115,31 @@ def test_predict_output_mistakes_are_one_line_each(tmp_path: Path) -> None:
     (tmp_path / "shots").mkdir()
     done = cli(*small, "-o", "shots", cwd=tmp_path)
     assert done.returncode == 0 and (tmp_path / "shots" / "out.png").is_file()
+
+
+def test_a_command_whose_extra_is_missing_says_which_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "huggingface_hub" else real(name, *a),
+    )
+    assert main(["download", "stabilityai/sd-turbo"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "error: python -m inference download needs the optional 'diffusers' extra: "
+        "pip install 'diffusion-serve[diffusers]' (from a checkout: pip install -e '.[diffusers]')"
+    ]
+
+
+def test_predict_has_a_flag_for_every_request_field() -> None:
+    """Derived from the schema: a new GenerateRequest field is a new flag with no CLI edit."""
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    predict = commands.choices["predict"]
+    flags = {action.dest: action for action in predict._actions}
+    assert set(GenerateRequest.model_fields) <= set(flags)
+    assert tuple(flags["scheduler"].choices) == get_args(Scheduler)
+    assert "--format" in flags["output_format"].option_strings
+    assert flags["steps"].type is int and flags["prompt_weight"].type is float

@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 
 from inference.http.app import create_app
 from inference.models.mock import MockModel
+from inference.schema import GenerateRequest
 from inference.service import Service
 from inference.settings import Settings
 from tests.servers import ROOT, serving_in_thread
@@ -55,6 +56,7 @@ UI_INPUTS = (
     "width",
     "height",
     "num_outputs",
+    "scheduler",
 )
 
 
@@ -87,6 +89,7 @@ def ui_request(**fields: Any) -> list[Any]:
         "width": 256,
         "height": 256,
         "num_outputs": 1,
+        "scheduler": "",  # the model's own
         **fields,
     }
     return [values[name] for name in UI_INPUTS]
@@ -195,6 +198,14 @@ def test_ui_sliders_are_bounded_by_the_servers_limits(client: Client) -> None:
     assert sliders["Steps"]["maximum"] == 50
     assert sliders["Width"]["maximum"] == 1024
     assert sliders["Width"]["step"] == 8
+
+
+def test_the_form_has_an_input_for_every_request_field(client: Client) -> None:
+    """Derived from the schema: a new GenerateRequest field appears with no UI edit."""
+    config = httpx.get(client.src.rstrip("/") + "/config").json()
+    ids = {c["props"].get("elem_id") for c in config["components"]}
+    expected = {name.replace("_", "-") for name in GenerateRequest.model_fields}
+    assert expected - {"output-format"} <= ids  # the gallery always shows PNG
 
 
 def test_ui_answers_with_how_to_enable_it_without_gradio(

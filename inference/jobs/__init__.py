@@ -5,19 +5,9 @@ The job is runtime-agnostic: it takes a *map function* that turns a list of requ
 service (``service_map``); on Modal it is ``Model().generate.map(...)`` (see deploy.py). So
 ``python -m inference batch`` and ``modal run deploy.py::batch`` run the very same job.
 
-Why it is shaped this way:
-
-- Every line is validated here, before anything is sent, so a bad line costs no GPU time and
-  its error names the line and the field.
-- A request is identified by a hash of its validated content (plus its occurrence number, so
-  two identical seedless lines are two images). Output files are named after that key, so a
-  re-run skips a request whose files exist, whatever line it has moved to.
-- A request without a seed gets one drawn on the first run and recorded in the manifest; a
-  re-run reuses it, so retrying a failed line reproduces what the first run would have made.
-- Images and manifest records are written as each result arrives (images atomically), so an
-  interrupted job keeps everything it finished. The manifest is an append-only log during the
-  run and is compacted to one record per input line at the end; a request still in flight
-  when the job stops is recorded as ``pending`` with its seed.
+``reading`` validates every line before anything is sent and names each request by a hash of
+its content, so a re-run skips what is done; ``runner`` fixes seeds, writes images and the
+manifest as results arrive, and resumes; ``command`` is the local CLI.
 """
 
 from inference.jobs.reading import Item, read_items
