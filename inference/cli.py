@@ -23,8 +23,6 @@ from inference.settings import Settings, describe_settings_errors
 #: Modules that add a subcommand through ``register(subparsers)``; each sets ``run`` on its
 #: parser and imports its heavy dependencies inside ``run`` so ``--help`` stays fast.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "inference.check",
-    "inference.bench",
     "inference.batch",
     "inference.weights",
 )

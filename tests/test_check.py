@@ -1,4 +1,4 @@
-"""``python -m inference check``: passes on the repository, names each planted mistake."""
+"""``python -m tools.check``: passes on the repository, names each planted mistake."""
 
 from __future__ import annotations
 
@@ -9,19 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from inference import check as check_command
-from inference.checks import Problem
-from inference.checks import space as space_check
-from inference.cli import main
 from tests.files import copy_files, edit
 from tests.servers import ROOT
+from tools import check as check_command
+from tools.checks import Problem
+from tools.checks import space as space_check
 
 SPACE_FILES = ("README.md", "Dockerfile", "pyproject.toml")
 
 
 def test_check_passes_on_the_repository() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "inference", "check"],
+        [sys.executable, "-m", "tools.check"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -33,9 +32,9 @@ def test_check_passes_on_the_repository() -> None:
 
 def test_check_runs_every_runtime_check() -> None:
     assert check_command.CHECK_MODULES == (
-        "inference.checks.space",
-        "inference.checks.cog",
-        "inference.checks.modal",
+        "tools.checks.space",
+        "tools.checks.cog",
+        "tools.checks.modal",
     )
 
 
@@ -176,7 +175,7 @@ def test_check_names_each_planted_mistake(
     mutation: Mutation, space_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     expected = mutation(space_copy)
-    assert main(["check", str(space_copy)]) == 1
+    assert check_command.main([str(space_copy)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert any(line.startswith(expected) for line in out), (
         f"expected a line starting with {expected!r}, got:\n" + "\n".join(out)
@@ -186,19 +185,17 @@ def test_check_names_each_planted_mistake(
 def test_a_missing_check_module_fails_loudly(
     monkeypatch: pytest.MonkeyPatch, space_copy: Path
 ) -> None:
-    monkeypatch.setattr(
-        check_command, "CHECK_MODULES", ("inference.checks.space", "inference.checks.nope")
-    )
+    monkeypatch.setattr(check_command, "CHECK_MODULES", ("tools.checks.space", "tools.checks.nope"))
     problems = check_command.run_checks(space_copy)
     assert [p.message for p in problems] == [
-        "the check module inference.checks.nope is missing; reinstall the package"
+        "the check module tools.checks.nope is missing from this checkout"
     ]
 
 
 def test_check_refuses_a_root_that_is_not_a_directory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["check", str(tmp_path / "nowhere")]) == 2
+    assert check_command.main([str(tmp_path / "nowhere")]) == 2
     assert "is not a directory" in capsys.readouterr().err
 
 
@@ -240,7 +237,7 @@ def test_hardware_names_are_ones_the_hub_knows() -> None:
 
 
 def test_secret_names_are_whole_words_not_substrings() -> None:
-    from inference.checks.space import looks_secret
+    from tools.checks.space import looks_secret
 
     for name in ("HF_TOKEN", "AUTH_TOKEN", "SECRET_KEY", "MY_API_KEY", "DB_PASSWORD"):
         assert looks_secret(name), name

@@ -12,6 +12,7 @@ from inference.images import decode
 from inference.models.mock import MockModel
 from inference.schema import GenerateRequest
 from inference.settings import Settings
+from tests.servers import ROOT
 
 
 def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -109,3 +110,16 @@ def test_predict_output_mistakes_are_one_line_each(tmp_path: Path) -> None:
     (tmp_path / "shots").mkdir()
     done = cli(*small, "-o", "shots", cwd=tmp_path)
     assert done.returncode == 0 and (tmp_path / "shots" / "out.png").is_file()
+
+
+def test_the_shipped_package_imports_no_tooling() -> None:
+    """The runtime entry points (and every CLI subcommand) load without the tools' dependencies:
+    pyyaml and packaging are only in the ``tools`` extra, and ``tools/`` is not shipped."""
+    code = (
+        "import sys, inference.app, inference.cli, inference.engine;"
+        "inference.cli.build_parser();"
+        "print([m for m in ('yaml', 'packaging', 'tools') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

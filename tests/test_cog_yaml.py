@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from inference.checks import Problem, cog, torch_api, torch_compat
 from tests.files import copy_files, edit
 from tests.servers import ROOT
+from tools.checks import Problem, cog, torch_api, torch_compat
 
 FILES = ("cog.yaml", "requirements-cog.txt", "predict.py", "pyproject.toml")
 
@@ -176,7 +176,7 @@ def test_newer_torch_apis_are_caught(tmp_path: Path) -> None:
         (5, "torch.float4_e2m1fn_x2"),
         (6, "torch.accelerator.current_accelerator"),
     ]
-    # ... and python -m inference check reports them through the cog check
+    # ... and python -m tools.check reports them through the cog check
     assert len([p for p in cog.check(tmp_path) if p.file.name == "new.py"]) == 3
 
 

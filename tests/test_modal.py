@@ -24,12 +24,12 @@ import pytest
 from fastapi.testclient import TestClient
 from packaging.version import Version
 
-from inference.checks.cog import TORCH_BY_CUDA
-from inference.checks.modal import check
 from inference.errors import InvalidRequest
 from inference.schema import GenerateRequest
 from inference.settings import Settings
 from tests.conftest import make_engine
+from tools.checks.cog import TORCH_BY_CUDA
+from tools.checks.modal import check
 
 # .local() runs without the weights volume, as intended here.
 pytestmark = pytest.mark.filterwarnings("ignore:The .* function is executing locally:UserWarning")

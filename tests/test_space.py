@@ -25,9 +25,9 @@ import yaml
 from packaging.version import Version
 from PIL import Image
 
-from inference.checks.cog import TORCH_BY_CUDA
-from inference.checks.space import Instruction, check_dockerfile, parse_dockerfile
 from tests.servers import ROOT, free_port, running
+from tools.checks.cog import TORCH_BY_CUDA
+from tools.checks.space import Instruction, check_dockerfile, parse_dockerfile
 
 DOCKERFILE = ROOT / "Dockerfile"
 SPACE_UID = 1000
@@ -220,5 +220,5 @@ def test_dockerfile_installs_pinned_cuda12_torch_and_the_projects_extras() -> No
 
 def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
-    for entry in (".venv", ".git", "test-artifacts", "**/__pycache__"):
+    for entry in (".venv", ".git", "test-artifacts", "**/__pycache__", "tools", "tests"):
         assert entry in ignored, entry

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from inference.checks import Problem
+from tools.checks import Problem
 
 #: The Hub rejects any other colorFrom/colorTo.
 ALLOWED_COLORS = ("red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray")

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from inference.checks import Problem
+from tools.checks import Problem
 
 # The known keys of cog.yaml: the subset of Cog's own JSON schema (replicate/cog,
 # pkg/config/data/config_schema_v1.0.json, and the ``configFile`` struct in
@@ -337,7 +337,7 @@ def _check_torch_cuda(build: dict[str, Any], root: Path, where: Path) -> list[Pr
                 where,
                 torch.line,
                 f"this check has no torch range for CUDA {cuda}; known: "
-                f"{', '.join(TORCH_BY_CUDA)}; add it to TORCH_BY_CUDA in inference/checks/cog.py",
+                f"{', '.join(TORCH_BY_CUDA)}; add it to TORCH_BY_CUDA in tools/checks/cog.py",
             )
         ]
     first, last = TORCH_BY_CUDA[key]
@@ -456,7 +456,7 @@ def _check_predictor(root: Path, ref: str, where: Path, line: int | None) -> _Pr
 def check(root: Path) -> list[Problem]:
     """Every problem with root/cog.yaml, its requirements, the predictor it names, and any
     torch API in inference/ newer than the image's torch (``torch_compat``)."""
-    from inference.checks import torch_compat
+    from tools.checks import torch_compat
 
     return _check_cog(root) + torch_compat.check(root)
 

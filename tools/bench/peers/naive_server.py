@@ -9,7 +9,7 @@ model (``build_model`` from the same settings/env vars) and answers the same JSO
 ``inference.app`` (base64 PNG in ``images[i].data``, ``batch_size``), so the load driver and the
 bytes on the wire are identical and only the serving strategy differs.
 
-Run: ``python benchmarks/naive_server.py --port 8001`` (MODEL=... selects the model).
+Run: ``python tools/bench/peers/naive_server.py --port 8001`` (MODEL=... selects the model).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from inference.bench.data import (
+from tools.bench.data import (
     PROMPT,
     Ceiling,
     ColdStart,
@@ -23,8 +23,8 @@ from inference.bench.data import (
     mean_batch_size,
     percentile,
 )
-from inference.bench.processes import (
-    BENCH_DIR,
+from tools.bench.processes import (
+    PEERS_DIR,
     ROOT,
     fetch,
     free_port,
@@ -54,7 +54,7 @@ def drive_load(
     """Run the load driver process against ``url`` and summarise what it saw."""
     command = [
         sys.executable,
-        str(BENCH_DIR / "load.py"),
+        str(PEERS_DIR / "load.py"),
         "--url",
         url + "/predict",
         "--requests",
@@ -101,8 +101,8 @@ def measure_ceiling_isolated(
     args = json.dumps([asdict(workload), max_batch_size, requests, repeats])
     code = (
         "import json, sys; from dataclasses import asdict;"
-        "from inference.bench.data import Workload;"
-        "from inference.bench.measure import measure_ceiling;"
+        "from tools.bench.data import Workload;"
+        "from tools.bench.measure import measure_ceiling;"
         "w, b, n, r = json.loads(sys.argv[1]); w['env'] = tuple(map(tuple, w['env']));"
         "print(json.dumps(asdict(measure_ceiling(Workload(**w), b, n, r))))"
     )
@@ -241,9 +241,9 @@ def _metric(text: str, name: str) -> float | None:
 def build_tiny_model(folder: Path) -> tuple[str | None, str]:
     """A tiny random diffusers pipeline on disk, or (None, why not)."""
     try:
-        from inference.models import tiny
+        from tools import tiny
     except ImportError as exc:
-        return None, f"inference.models.tiny is not available ({exc})"
+        return None, f"tools.tiny is not available ({exc})"
     try:
         import inference.models.diffusers  # noqa: F401
     except ImportError as exc:

@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from inference.checks import Problem
+from tools.checks import Problem
 
 SETTINGS_CLASS = "DeploySettings"
 SETTINGS_NAME = "SETTINGS"

@@ -9,7 +9,7 @@ validates it in the API process as ours does (no ``from __future__ import annota
 LitServe reads the annotation object). Requests whose batch keys differ are split into one
 model call per key, as the engine does.
 
-Run: ``python benchmarks/litserve_server.py --port 8002`` (MODEL=... selects the model).
+Run: ``python tools/bench/peers/litserve_server.py --port 8002`` (MODEL=... selects the model).
 """
 
 import argparse
