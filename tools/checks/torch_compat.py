@@ -19,6 +19,7 @@ import ast
 from pathlib import Path
 
 from tools.checks import Problem
+from tools.checks.cog_files import cog_requirements
 from tools.checks.torch_api import ALLOWED, TORCH_VERSION, implied_modules
 
 GUARD_PRAGMA = "# torch-compat: guarded"
@@ -93,8 +94,6 @@ def torch_names(source: str) -> list[tuple[int, str]]:
 
 
 def _pinned_torch(root: Path) -> str | None:
-    from tools.checks.cog import cog_requirements
-
     for requirement in cog_requirements(root) or []:
         if requirement.name == "torch":
             return requirement.pinned
