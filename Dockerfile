@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The Hugging Face Docker Space image: the same app as `make serve`, on 0.0.0.0:8000, as uid 1000.
-# `python -m inference check` keeps this file and README.md's front matter in step.
+# `python -m tools.check` keeps this file and README.md's front matter in step.
 #
 # Build locally:  docker build -t diffusion-serve .
 #                 docker build --build-arg MODEL=<hub id> --secret id=HF_TOKEN,env=HF_TOKEN .

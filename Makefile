@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 INSTALL_TORCH = $(PIP) install "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-TEST_EXTRAS := dev,diffusers,ui,modal,cog,bench
+TEST_EXTRAS := dev,tools,diffusers,ui,modal,cog,bench
 BENCH_EXTRAS := diffusers,bench
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
@@ -49,7 +49,7 @@ test: install-test  ## install everything the tests need, then run them
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install-bench  ## throughput, latency, cold start vs the ceiling, a naive server, LitServe
-	$(BIN)/python -m inference bench $(BENCH_ARGS)
+	$(BIN)/python -m tools.bench $(BENCH_ARGS)
 
 lint:
 	$(BIN)/ruff check .

@@ -10,7 +10,7 @@ app), then the command-line entrypoints.
 
 Every resource below (GPU, timeouts, scale-down, containers, volume) comes from
 ``DeploySettings``, plain data overridable by ``MODAL_*`` environment variables at deploy time.
-``python -m inference check`` verifies that no decorator bypasses it.
+``python -m tools.check`` verifies that no decorator bypasses it.
 """
 
 from __future__ import annotations

@@ -65,6 +65,6 @@ def server_url() -> Iterator[str]:
 def tiny_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Stable Diffusion pipeline (64x64, safetensors), built once per session."""
     pytest.importorskip("diffusers")
-    from inference.models.tiny import build_tiny_pipeline
+    from tools.tiny import build_tiny_pipeline
 
     return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd"))

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from inference import cli
-from inference.bench import command
-from inference.bench.data import Ceiling, LevelResult, Report, mean_batch_size, percentile
-from inference.bench.processes import ALL_SERVERS, stop_process_group
-from inference.bench.report import goal_verdicts
 from tests.servers import ROOT
+from tools.bench import command
+from tools.bench.data import Ceiling, LevelResult, Report, mean_batch_size, percentile
+from tools.bench.processes import ALL_SERVERS, stop_process_group
+from tools.bench.report import goal_verdicts
 
 MD_COLUMNS = 11  # server .. client CPU in the throughput table
 
@@ -30,7 +30,7 @@ MD_COLUMNS = 11  # server .. client CPU in the throughput table
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
-    command = [sys.executable, "-m", "inference", "bench", "--quick", "-q", "--out", str(out)]
+    command = [sys.executable, "-m", "tools.bench", "--quick", "-q", "--out", str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out
@@ -119,21 +119,25 @@ def test_goal_verdicts_name_the_numbers() -> None:
     assert any(v.startswith("MET: serving overhead") and "4.00 ms" in v for v in verdicts)
 
 
-def test_bench_is_a_cli_subcommand_with_checked_flags(capsys: pytest.CaptureFixture[str]) -> None:
-    parser = cli.build_parser()
-    args = parser.parse_args(["bench", "--quick", "--servers", "ours,naive"])
-    assert args.run is command.run and args.servers == ["ours", "naive"]
+def test_bench_is_a_tools_command_with_checked_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = command.build_parser()
+    args = parser.parse_args(["--quick", "--servers", "ours,naive"])
+    assert args.quick and args.servers == ["ours", "naive"]
     with pytest.raises(SystemExit):
-        parser.parse_args(["bench", "--servers", "ours,torchserve"])
+        parser.parse_args(["--servers", "ours,torchserve"])
     assert "torchserve" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        parser.parse_args(["bench", "--concurrency", "1,0"])
+        parser.parse_args(["--concurrency", "1,0"])
     assert "must be >= 1" in capsys.readouterr().err
+    # The shipped CLI no longer carries the harness.
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["bench"])
+    assert "invalid choice: 'bench'" in capsys.readouterr().err
 
 
 def test_importing_the_cli_does_not_import_the_peers() -> None:
     code = (
-        "import sys, inference.cli, inference.bench;"
+        "import sys, inference.cli, tools.bench.command;"
         "heavy = [m for m in ('litserve', 'matplotlib', 'torch') if m in sys.modules];"
         "print(heavy)"
     )

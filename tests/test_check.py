@@ -1,4 +1,4 @@
-"""``python -m inference check``: passes on the repository, names each planted mistake."""
+"""``python -m tools.check``: passes on the repository, names each planted mistake."""
 
 from __future__ import annotations
 
@@ -9,19 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from inference import check as check_command
-from inference.checks import Problem
-from inference.checks import space as space_check
-from inference.cli import main
 from tests.files import copy_files, edit
 from tests.servers import ROOT
+from tools import check as check_command
+from tools.checks import Problem
+from tools.checks import space as space_check
 
 SPACE_FILES = ("README.md", "Dockerfile", "pyproject.toml")
 
 
 def test_check_passes_on_the_repository() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "inference", "check"],
+        [sys.executable, "-m", "tools.check"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -33,9 +32,9 @@ def test_check_passes_on_the_repository() -> None:
 
 def test_check_runs_every_runtime_check() -> None:
     assert check_command.CHECK_MODULES == (
-        "inference.checks.space",
-        "inference.checks.cog",
-        "inference.checks.modal",
+        "tools.checks.space",
+        "tools.checks.cog",
+        "tools.checks.modal",
     )
 
 
@@ -139,6 +138,25 @@ def cache_outside_home(root: Path) -> str:
     return f"Dockerfile:{env}: HF_HOME=/data/hf is outside HOME=/home/user"
 
 
+def invalid_yaml(root: Path) -> str:
+    edit(root / "README.md", "colorTo: pink", "colorTo: [pink")
+    after = line_of(root / "README.md", "colorTo:") + 1  # YAML notices on the next line
+    return f"README.md:{after}: the front matter is not valid YAML"
+
+
+def front_matter_not_a_mapping(root: Path) -> str:
+    readme = root / "README.md"
+    front, body = readme.read_text().split("---\n", 2)[1:]
+    listed = "".join(f"- {line}\n" for line in front.splitlines())  # a list, not a mapping
+    readme.write_text(f"---\n{listed}---\n{body}")
+    return "README.md:2: the front matter must be a YAML mapping"
+
+
+def hadolint_finding(root: Path) -> str:
+    line = edit(root / "Dockerfile", "FROM nvidia/cuda:12.6.3-base-ubuntu22.04", "FROM cuda:latest")
+    return f"Dockerfile:{line}: hadolint DL3007 (warning): Using latest"
+
+
 def unknown_hardware(root: Path) -> str:
     line = line_of(root / "README.md", "suggested_hardware:")
     readme = root / "README.md"
@@ -164,6 +182,9 @@ MUTATIONS = [
     license_mismatch,
     cache_outside_home,
     unknown_hardware,
+    invalid_yaml,
+    front_matter_not_a_mapping,
+    hadolint_finding,
 ]
 
 
@@ -176,7 +197,7 @@ def test_check_names_each_planted_mistake(
     mutation: Mutation, space_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     expected = mutation(space_copy)
-    assert main(["check", str(space_copy)]) == 1
+    assert check_command.main([str(space_copy)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert any(line.startswith(expected) for line in out), (
         f"expected a line starting with {expected!r}, got:\n" + "\n".join(out)
@@ -186,19 +207,17 @@ def test_check_names_each_planted_mistake(
 def test_a_missing_check_module_fails_loudly(
     monkeypatch: pytest.MonkeyPatch, space_copy: Path
 ) -> None:
-    monkeypatch.setattr(
-        check_command, "CHECK_MODULES", ("inference.checks.space", "inference.checks.nope")
-    )
+    monkeypatch.setattr(check_command, "CHECK_MODULES", ("tools.checks.space", "tools.checks.nope"))
     problems = check_command.run_checks(space_copy)
     assert [p.message for p in problems] == [
-        "the check module inference.checks.nope is missing; reinstall the package"
+        "the check module tools.checks.nope is missing from this checkout"
     ]
 
 
 def test_check_refuses_a_root_that_is_not_a_directory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["check", str(tmp_path / "nowhere")]) == 2
+    assert check_command.main([str(tmp_path / "nowhere")]) == 2
     assert "is not a directory" in capsys.readouterr().err
 
 
@@ -207,7 +226,7 @@ def test_problem_prints_file_and_line() -> None:
     assert str(Problem(Path("Dockerfile"), None, "bad")) == "Dockerfile: bad"
 
 
-def test_dockerfile_parser_joins_continuations_and_skips_heredocs() -> None:
+def test_dockerfile_parser_joins_continuations_and_skips_heredocs(tmp_path: Path) -> None:
     text = (
         "FROM a AS b\n"
         "# a comment\n"
@@ -220,27 +239,36 @@ def test_dockerfile_parser_joins_continuations_and_skips_heredocs() -> None:
         'CMD ["python", "-m", "x"]\n'
         "CMD python -m y --port 9\n"
     )
-    parsed = space_check.parse_dockerfile(text)
-    assert [(i.line, i.keyword) for i in parsed] == [
+    (tmp_path / "Dockerfile").write_text(text)
+    parsed = space_check.parse_dockerfile(tmp_path / "Dockerfile")
+    assert isinstance(parsed, list), parsed
+    assert [(c.start_line, space_check.keyword(c)) for c in parsed] == [
         (1, "FROM"),
         (3, "ENV"),
         (6, "RUN"),
         (9, "CMD"),
         (10, "CMD"),
     ]
-    assert parsed[1].words() == ["A=1", "B=2"]
-    assert parsed[3].words() == ["python", "-m", "x"]
-    assert parsed[4].words() == ["python", "-m", "y", "--port", "9"]
+    assert parsed[1].value == ("A", "1", "B", "2")
+    assert space_check.arguments(parsed[3]) == ["python", "-m", "x"]
+    assert space_check.arguments(parsed[4]) == ["python", "-m", "y", "--port", "9"]
 
 
-def test_hardware_names_are_ones_the_hub_knows() -> None:
-    hub = pytest.importorskip("huggingface_hub")
-    known = {h.value for h in hub.SpaceHardware}
-    assert set(space_check.HARDWARE) <= known
+def test_a_user_line_inside_a_heredoc_is_not_the_final_user(space_copy: Path) -> None:
+    dockerfile = space_copy / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + "RUN <<EOF\nUSER root\nEOF\n")
+    assert space_check.check(space_copy) == []
+
+
+def test_hardware_names_are_the_ones_the_hub_client_knows() -> None:
+    from huggingface_hub import SpaceHardware
+
+    assert tuple(h.value for h in SpaceHardware) == space_check.HARDWARE
+    assert "cpu-basic" in space_check.HARDWARE and "l4x1" in space_check.HARDWARE
 
 
 def test_secret_names_are_whole_words_not_substrings() -> None:
-    from inference.checks.space import looks_secret
+    from tools.checks.space import looks_secret
 
     for name in ("HF_TOKEN", "AUTH_TOKEN", "SECRET_KEY", "MY_API_KEY", "DB_PASSWORD"):
         assert looks_secret(name), name

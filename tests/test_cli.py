@@ -18,6 +18,7 @@ from inference.models.mock import MockModel
 from inference.schema import GenerateRequest, Scheduler
 from inference.service import Service
 from inference.settings import Settings
+from tests.servers import ROOT
 
 
 def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -143,3 +144,16 @@ def test_predict_has_a_flag_for_every_request_field() -> None:
     assert tuple(flags["scheduler"].choices) == get_args(Scheduler)
     assert "--format" in flags["output_format"].option_strings
     assert flags["steps"].type is int and flags["prompt_weight"].type is float
+
+
+def test_the_shipped_package_imports_no_tooling() -> None:
+    """The runtime entry points (and every CLI subcommand) load without the tools' dependencies:
+    pyyaml and packaging are only in the ``tools`` extra, and ``tools/`` is not shipped."""
+    code = (
+        "import sys, inference.http.app, inference.service, inference.cli, inference.ui;"
+        "inference.cli.build_parser();"
+        "print([m for m in ('yaml', 'packaging', 'tools') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

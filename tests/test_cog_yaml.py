@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import importlib
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from inference.checks import Problem, cog, torch_api, torch_compat
 from tests.files import copy_files, edit
 from tests.servers import ROOT
+from tools.checks import Problem, cog, torch_api, torch_compat
 
 FILES = ("cog.yaml", "requirements-cog.txt", "predict.py", "pyproject.toml")
 
@@ -126,12 +128,40 @@ def test_concurrency_must_agree_and_needs_async(repo: Path) -> None:
         ("numpy==2.4.6\n", "", "numpy is a dependency in pyproject.toml but the Cog image"),
         ("scipy==1.17.1", "scipy==1.17.1\nrequests==2.32.0", "requests is not in pyproject"),
         ("scipy==1.17.1", "scipy==1.17.1\ncog==0.23.1", "cog build replaces cog"),
+        ("numpy==2.4.6", "numpy=2.4.6", "'numpy=2.4.6' is not a requirement pip can read"),
     ],
 )
 def test_requirements_agree_with_pyproject(repo: Path, old: str, new: str, expected: str) -> None:
     edit(repo / "requirements-cog.txt", old, new)
     messages = _messages(cog.check(repo))
     assert any(expected in m for m in messages), messages
+
+
+def test_a_hash_inside_a_requirement_is_not_a_comment(repo: Path) -> None:
+    """pip's rule: only a '#' at the start or after whitespace starts a comment."""
+    edit(repo / "requirements-cog.txt", "numpy==2.4.6", "numpy==2.4.6  # the array library")
+    assert _messages(cog.check(repo)) == []
+    edit(repo / "requirements-cog.txt", "numpy==2.4.6  #", "numpy==2.4.6#")
+    messages = _messages(cog.check(repo))
+    assert any("'numpy==2.4.6#" in m and "not a requirement pip can read" in m for m in messages)
+
+
+def test_the_schema_is_a_valid_draft7_schema() -> None:
+    from jsonschema import Draft7Validator
+
+    Draft7Validator.check_schema(cog.COG_YAML_SCHEMA)
+
+
+def test_the_torch_check_does_not_import_the_cog_check() -> None:
+    """No import circle: both read Cog's files through cog_files."""
+    code = (
+        "import sys, tools.checks.torch_compat;"
+        "print('tools.checks.cog' in sys.modules, 'tools.checks.cog_files' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["False", "True"]
 
 
 def test_the_sdk_version_is_pinned_to_the_tested_cog(repo: Path) -> None:
@@ -176,7 +206,7 @@ def test_newer_torch_apis_are_caught(tmp_path: Path) -> None:
         (5, "torch.float4_e2m1fn_x2"),
         (6, "torch.accelerator.current_accelerator"),
     ]
-    # ... and python -m inference check reports them through the cog check
+    # ... and python -m tools.check reports them through the cog check
     assert len([p for p in cog.check(tmp_path) if p.file.name == "new.py"]) == 3
 
 

@@ -571,7 +571,7 @@ def test_the_benchmark_pipeline_has_sd15s_architecture() -> None:
     """Built on the meta device (no memory): the parameter counts of the published SD 1.5."""
     import torch
 
-    from inference.models.tiny import sd15_models
+    from tools.tiny import sd15_models
 
     with torch.device("meta"):
         unet, vae, text_encoder = sd15_models()

@@ -24,12 +24,12 @@ import pytest
 from fastapi.testclient import TestClient
 from packaging.version import Version
 
-from inference.checks.cog import TORCH_BY_CUDA
-from inference.checks.modal import check
 from inference.errors import InvalidRequest
 from inference.schema import GenerateRequest
 from inference.settings import Settings
 from tests.conftest import make_service
+from tools.checks.cog import TORCH_BY_CUDA
+from tools.checks.modal import check
 
 # .local() runs without the weights volume, as intended here.
 pytestmark = pytest.mark.filterwarnings("ignore:The .* function is executing locally:UserWarning")
@@ -69,18 +69,22 @@ def deploy() -> Any:
     return module
 
 
-def run_deploy(code: str, env: dict[str, str] | None = None, tmp: Path | None = None) -> Any:
-    """Run ``code`` after ``import deploy`` in a fresh, offline interpreter; return its JSON."""
+def run_deploy(
+    code: str, env: dict[str, str] | None = None, tmp: Path | None = None, root: Path = ROOT
+) -> Any:
+    """Run ``code`` after ``import deploy`` (from ``root``) in a fresh, offline interpreter."""
     clean = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("MODAL_") and k.upper() not in {"MODEL", "AUTH_TOKEN"}
     }
     clean["MODAL_CONFIG_PATH"] = str((tmp or ROOT) / "no-modal.toml")
+    if root != ROOT:  # a changed copy of deploy.py, over this checkout's package
+        clean["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), clean.get("PYTHONPATH")]))
     script = BLOCK_NETWORK + "import json, deploy\n" + textwrap.dedent(code)
     proc = subprocess.run(
         [sys.executable, "-c", script],
-        cwd=ROOT,
+        cwd=root,
         env={**clean, **(env or {})},
         capture_output=True,
         text=True,
@@ -371,14 +375,9 @@ def _copy(tmp_path: Path, replace: tuple[str, str] | None = None) -> Path:
         (("scaledown_window=SETTINGS", "container_idle_timeout=SETTINGS"), "removed in modal"),
         (("requires_proxy_auth=SETTINGS.proxy_auth", "requires_proxy_auth=True"), "proxy_auth"),
         (('gpu: str = Field("L40S"', 'gpu: str = Field("Z80"'), "not a Modal GPU type"),
-        (
-            ("scaledown_window_s: int = Field(300", "scaledown_window_s: int = Field(7200"),
-            "2..3600",
-        ),
         (('.add_local_python_source("inference")', ""), 'add_local_python_source("inference")'),
         (("{WEIGHTS_DIR: weights_volume}", '{WEIGHTS_DIR: modal.Volume.from_name("x")}'), "volume"),
         (("@modal.method()", "@modal.batched(max_batch_size=4, wait_ms=10)"), "second batcher"),
-        (('extras: str = Field("diffusers"', 'extras: str = Field("diffuser"'), "unknown extras"),
         (("@modal.enter(snap=SETTINGS.memory_snapshot)", "@modal.enter(snap=True)"), "SNAPSHOT=0"),
         (
             ("app = modal.App(SETTINGS.app_name)", 'app = modal.App.lookup("a")\nmodal.Cls.lookup'),
@@ -390,6 +389,41 @@ def test_check_names_each_drift(tmp_path: Path, replace: tuple[str, str], expect
     problems = check(_copy(tmp_path, replace))
     assert any(expected in p.message for p in problems), [str(p) for p in problems]
     assert all(p.line for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("replace", "named"),
+    [
+        (
+            ("scaledown_window_s: int = Field(300", "scaledown_window_s: int = Field(7200"),
+            "MODAL_SCALEDOWN_WINDOW_S=7200: Input should be less than or equal to 3600",
+        ),
+        (
+            ("min_containers: int = Field(0", "min_containers: int = Field(50"),
+            "MODAL_MIN_CONTAINERS=50 exceeds MODAL_MAX_CONTAINERS=10",
+        ),
+        (
+            ('extras: str = Field("diffusers"', 'extras: str = Field("diffuser"'),
+            "MODAL_EXTRAS names unknown extras ['diffuser']",
+        ),
+    ],
+)
+def test_a_bad_default_fails_the_import_naming_it(
+    tmp_path: Path, replace: tuple[str, str], named: str
+) -> None:
+    """The check leaves ranges and extras to DeploySettings, which validates its defaults too
+    when deploy.py is imported, as every ``modal deploy`` does first."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in ("deploy.py", "pyproject.toml"):
+        shutil.copy(ROOT / name, root / name)
+    path = root / "deploy.py"
+    assert replace[0] in path.read_text(), f"deploy.py no longer contains {replace[0]!r}"
+    path.write_text(path.read_text().replace(replace[0], replace[1], 1))
+    proc = run_deploy("", tmp=tmp_path, root=root)
+    assert proc.returncode != 0
+    assert named in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert [str(p) for p in check(root)] == []  # not the check's to repeat
 
 
 def test_check_finds_modal_imported_inside_the_package(tmp_path: Path) -> None:

@@ -19,41 +19,43 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dockerfile
 import httpx
 import pytest
 import yaml
 from packaging.version import Version
 from PIL import Image
 
-from inference.checks.cog import TORCH_BY_CUDA
-from inference.checks.space import Instruction, check_dockerfile, parse_dockerfile
 from tests.servers import ROOT, free_port, running
+from tools.checks.cog import TORCH_BY_CUDA
+from tools.checks.space import arguments, check_dockerfile, keyword, parse_dockerfile
 
 DOCKERFILE = ROOT / "Dockerfile"
 SPACE_UID = 1000
 
 
-def final_stage() -> list[Instruction]:
-    instructions = parse_dockerfile(DOCKERFILE.read_text())
-    starts = [i for i, inst in enumerate(instructions) if inst.keyword == "FROM"]
-    return instructions[starts[-1] :]
+def final_stage() -> list[dockerfile.Command]:
+    """The final stage's instructions, read by Docker's own parser."""
+    commands = parse_dockerfile(DOCKERFILE)
+    assert isinstance(commands, list), commands
+    starts = [i for i, command in enumerate(commands) if keyword(command) == "FROM"]
+    return commands[starts[-1] :]
 
 
 def image_env() -> dict[str, str]:
     """The ENV of the final stage, in order, with $VAR references expanded."""
     env: dict[str, str] = {}
-    for inst in final_stage():
-        if inst.keyword != "ENV":
+    for command in final_stage():
+        if keyword(command) != "ENV":
             continue
-        for word in inst.words():
-            name, _, value = word.partition("=")
+        for name, value in zip(command.value[::2], command.value[1::2], strict=True):
             env[name] = re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), ""), value)
     return env
 
 
-def only(keyword: str) -> Instruction:
-    found = [inst for inst in final_stage() if inst.keyword == keyword]
-    assert found, f"the Dockerfile's final stage has no {keyword}"
+def only(kind: str) -> dockerfile.Command:
+    found = [command for command in final_stage() if keyword(command) == kind]
+    assert found, f"the Dockerfile's final stage has no {kind}"
     return found[-1]
 
 
@@ -87,7 +89,7 @@ def space() -> Iterator[str]:
         pytest.skip("imitating the Space needs root and setpriv to switch to uid 1000")
     env = image_env()
     image_home = env["HOME"]
-    cmd = only("CMD").words()
+    cmd = arguments(only("CMD"))
     assert cmd[0] == "python", f"the CMD should start the venv's python, got {cmd}"
     with tempfile.TemporaryDirectory(prefix="space-home-") as tmp:
         home = Path(tmp)
@@ -177,29 +179,35 @@ def test_dockerfile_meets_the_space_contract() -> None:
     for name in ("HF_HOME", "GRADIO_TEMP_DIR"):
         assert env[name].startswith(env["HOME"] + "/"), name
     assert env["GRADIO_ANALYTICS_ENABLED"] == "False"
-    assert only("USER").words() == [str(SPACE_UID)]
-    assert only("EXPOSE").words() == [str(app_port)]
+    assert arguments(only("USER")) == [str(SPACE_UID)]
+    assert arguments(only("EXPOSE")) == [str(app_port)]
     assert only("HEALTHCHECK")
     # The same app as `make serve`, bound for a container.
-    cmd = only("CMD").words()
+    cmd = arguments(only("CMD"))
     assert cmd[:4] == ["python", "-m", "inference", "serve"]
     assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
     assert cmd[cmd.index("--port") + 1] == str(app_port)
     copies = [
-        inst for inst in final_stage() if inst.keyword == "COPY" and "--from" not in inst.args
+        command
+        for command in final_stage()
+        if keyword(command) == "COPY" and not any(f.startswith("--from") for f in command.flags)
     ]
-    assert any("--chown=" in inst.args and "inference" in inst.args for inst in copies)
+    assert any(
+        any(f.startswith("--chown=") for f in command.flags)
+        and any("inference" in source for source in command.value)
+        for command in copies
+    )
 
 
 def test_dockerfile_installs_pinned_cuda12_torch_and_the_projects_extras() -> None:
     text = DOCKERFILE.read_text()
-    base = next(inst.args for inst in final_stage() if inst.keyword == "FROM")
+    base = next(command.value[0] for command in final_stage() if keyword(command) == "FROM")
     assert re.match(r"nvidia/cuda:12\.\d+\.\d+-", base), base
     args = {
         word.partition("=")[0]: word.partition("=")[2]
-        for inst in final_stage()
-        if inst.keyword == "ARG"
-        for word in inst.words()
+        for command in final_stage()
+        if keyword(command) == "ARG"
+        for word in command.value
     }
     assert re.fullmatch(r"\d+\.\d+\.\d+", args["TORCH_VERSION"])
     wheel_cuda = re.search(r"/whl/cu(12)(\d)$", args["TORCH_INDEX_URL"])
@@ -220,5 +228,5 @@ def test_dockerfile_installs_pinned_cuda12_torch_and_the_projects_extras() -> No
 
 def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
-    for entry in (".venv", ".git", "test-artifacts", "**/__pycache__"):
+    for entry in (".venv", ".git", "test-artifacts", "**/__pycache__", "tools", "tests"):
         assert entry in ignored, entry

@@ -1,4 +1,4 @@
-"""The ``bench`` subcommand: its flags, and the run that measures every server and reports."""
+"""``python -m tools.bench``: its flags, and the run that measures every server and reports."""
 
 from __future__ import annotations
 
@@ -10,33 +10,33 @@ import shlex
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from inference import bench as package  # the package docstring is this command's --help
-from inference.bench.data import PROMPT, ColdStart, Report, Workload
-from inference.bench.measure import (
+from tools import bench as package  # the package docstring is this command's --help
+from tools.bench.data import PROMPT, ColdStart, Report, Workload
+from tools.bench.measure import (
     build_tiny_model,
     drive_load,
     gpu_compute_bound,
     measure_ceiling_isolated,
     measure_cold_start,
 )
-from inference.bench.processes import (
+from tools.bench.processes import (
     ALL_SERVERS,
-    BENCH_DIR,
     free_port,
     machine_info,
     server_command,
     server_env,
     server_process,
 )
-from inference.bench.report import render_markdown, render_plot
+from tools.bench.report import render_markdown, render_plot
 
 #: mock64/mock256: the mock model (cost linear in images: batching gains little on a CPU);
 #: tiny-sd: a tiny random SD pipeline whose per-call overhead batching amortises, as on a GPU.
 ALL_WORKLOADS = ("mock64", "mock256", "tiny-sd")
+PROG = "python -m tools.bench"
 TINY_SD_STEPS = 10
 
 
@@ -67,10 +67,9 @@ def _names(kind: str, choices: tuple[str, ...]) -> Callable[[str], list[str]]:
     return parse
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "bench",
-        help="benchmark the server against the in-process ceiling, a naive server and LitServe",
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
         description=package.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -105,24 +104,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("results"), help="results folder")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(run=run)
+    return parser
 
 
-def run(args: argparse.Namespace) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the flags, set up logging as the server does, and run the benchmark."""
+    from pydantic import ValidationError
+
+    from inference.logs import configure_logging
+    from inference.settings import Settings, describe_settings_errors
+
+    args = build_parser().parse_args(argv)
+    try:
+        configure_logging(Settings().log_level)
+    except ValidationError as exc:
+        for message in describe_settings_errors(exc):
+            sys.stderr.write(f"error: {message}\n")
+        return 2
+    return run(args, _command_line() if argv is None else f"{PROG} (called in-process)")
+
+
+def run(args: argparse.Namespace, command: str = PROG) -> int:
+    """Measure every server, workload and level in ``args``; write and print the report."""
     import logging
 
     from tqdm import tqdm
 
     for noisy in ("httpx", "matplotlib"):  # one line per poll or font would drown the report
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    missing = [p for p in ("load.py", "naive_server.py", "litserve_server.py")
-               if not (BENCH_DIR / p).is_file()]  # fmt: skip
-    if missing:
-        sys.stderr.write(
-            f"error: bench needs a source checkout: {', '.join(missing)} not found in "
-            f"{BENCH_DIR}; run it from the repository (git clone, then make bench)\n"
-        )
-        return 2
     quick = args.quick
     requests = args.requests or (12 if quick else 256)
     levels = args.concurrency or ([1, 4] if quick else [1, 8, 32, 64])
@@ -160,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
             )
     sd15: Path | None = None
     if gpu:
-        from inference.models import tiny
+        from tools import tiny
 
         sd15 = tiny.build_sd15_pipeline(tmp / "sd15")
         gpu_steps = args.steps or 25
@@ -186,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         "max_wait_ms": args.max_wait_ms,
         "quick": quick,
     }
-    report = Report(_command_line(), machine_info(), config, notes=notes)
+    report = Report(command, machine_info(), config, notes=notes)
     total = len(workloads) * (len(args.servers) * len(levels) + 1) + (
         0 if args.no_cold_start else 2
     )
@@ -259,10 +268,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _command_line() -> str:
-    """The reproducing command, when this process was started as ``python -m inference bench``."""
-    if sys.argv[1:2] == ["bench"]:
-        return shlex.join(["python", "-m", "inference", *sys.argv[1:]])
-    return "python -m inference bench (called in-process)"
+    """The reproducing command of this process (``python -m tools.bench ...``)."""
+    return shlex.join([*PROG.split(), *sys.argv[1:]])
 
 
 def _want_gpu(choice: str) -> bool:

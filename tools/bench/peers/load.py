@@ -7,7 +7,7 @@ not counted. Output: one JSON object on stdout with the wall time, per-request l
 batch size and server-side timings each response reported, the errors, and the CPU time this
 client spent (on a small machine a busy client, not the server, can be what limits a level).
 
-Run: ``python benchmarks/load.py --url http://127.0.0.1:8000/predict --requests 200
+Run: ``python tools/bench/peers/load.py --url http://127.0.0.1:8000/predict --requests 200
 --concurrency 32 --payload '{"width": 64, "height": 64}'``
 """
 

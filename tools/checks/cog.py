@@ -6,14 +6,15 @@ offline: a key Cog does not know, an unquoted ``python_version`` (3.10 reads as 
 release with no wheel for the image's CUDA, a ``predict`` reference to a class that does not
 exist, an ``Input(...)`` argument the build cannot resolve statically, concurrency that the
 predictor cannot honour, and packages that disagree with pyproject.toml, the one dependency list.
-Files are read as YAML, text and Python AST; nothing imports cog.
+Files are read as YAML, text and Python AST; nothing imports cog. The keys and types of cog.yaml
+are validated by ``jsonschema``, requirement lines and versions are read by ``packaging`` (pip's
+own parser), so only Cog's and this project's rules are written here.
 """
 
 from __future__ import annotations
 
 import ast
 import io
-import re
 import tokenize
 import tomllib
 from dataclasses import dataclass
@@ -21,13 +22,22 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonschema import Draft7Validator
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
-from inference.checks import Problem
+from tools.checks import Problem, torch_compat
+from tools.checks.cog_files import cog_requirements, load_cog_yaml
 
-# The known keys of cog.yaml: the subset of Cog's own JSON schema (replicate/cog,
-# pkg/config/data/config_schema_v1.0.json, and the ``configFile`` struct in
-# pkg/config/config_file.go) that describes keys and types. Cog rejects unknown keys.
-# ``run`` is the newer name for ``predict`` (cog >= 0.17; both are accepted).
+# The keys and types of cog.yaml, for ``jsonschema``: the part of Cog's own JSON schema
+# (replicate/cog, pkg/config/data/config_schema_v1.0.json, Draft 7, and the ``configFile``
+# struct in pkg/config/config_file.go) that says which keys exist and what type each holds.
+# Cog rejects unknown keys. That schema file ships with Cog's Go CLI, not with the ``cog``
+# Python package (the SDK and its Rust server), so it could not be vendored from a wheel here;
+# this subset was written from it. ``run`` is the newer name for ``predict`` (cog >= 0.17;
+# both are accepted).
 _STRINGS = {"type": ["array", "null"], "items": {"type": "string"}}
 COG_YAML_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -105,141 +115,73 @@ TORCH_BY_CUDA: dict[str, tuple[str, str]] = {
     "12.4": ("2.4.0", "2.6.0"),
     "12.6": ("2.6.0", "2.14.1"),
 }
-_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "number": (int, float),
-    "integer": (int,),
-    "boolean": (bool,),
-    "array": (list,),
-    "object": (dict,),
-    "null": (type(None),),
-}
+_VALIDATOR = Draft7Validator(COG_YAML_SCHEMA)
+
+
+def _dotted(path: Any) -> str:
+    """jsonschema's path ``['build', 'run', 0]`` as ``build.run[0]``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def schema_errors(data: Any) -> list[tuple[str, str]]:
+    """(dotted path, message) for each way ``data`` breaks ``COG_YAML_SCHEMA``."""
+    errors: list[tuple[str, str]] = []
+    for error in _VALIDATOR.iter_errors(data):
+        path = _dotted(error.absolute_path)
+        where = path or "cog.yaml"
+        if error.validator == "additionalProperties":
+            known = error.schema.get("properties", {})
+            for key in error.instance:
+                if key not in known:
+                    child = f"{path}.{key}" if path else str(key)
+                    listed = ", ".join(sorted(known))
+                    errors.append((child, f"{child} is not a key Cog knows (known here: {listed})"))
+        elif error.validator == "type":
+            types = error.validator_value
+            names = [types] if isinstance(types, str) else types
+            errors.append((where, f"{where} must be {' or '.join(names)}, got {error.instance!r}"))
+        elif error.validator == "required":
+            for key in error.validator_value:
+                if key not in error.instance:
+                    errors.append((where, f"{where} needs the key {key!r}"))
+        else:
+            errors.append((where, f"{where}: {error.message}"))
+    return list(dict.fromkeys(errors))
+
+
+def _version(text: str) -> Version:
+    """A version without its local part (2.7.1+cu118 is the 2.7.1 release)."""
+    return Version(Version(text).public)
 
 
 @dataclass(frozen=True)
-class Requirement:
-    """One line of the Cog requirements: ``name==version`` (``pinned`` is None otherwise)."""
+class _Declared:
+    """One requirement of pyproject.toml, kept with its text for messages."""
 
-    name: str
     text: str
-    pinned: str | None
-    line: int | None
+    specifier: SpecifierSet
 
 
-def _normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _is_type(value: Any, name: str) -> bool:
-    if isinstance(value, bool) and name in ("number", "integer"):
-        return False
-    return isinstance(value, _TYPES[name])
-
-
-def schema_errors(value: Any, schema: dict[str, Any], path: str = "") -> list[tuple[str, str]]:
-    """(dotted path, message) for each way ``value`` breaks the schema subset used above."""
-    where = path or "cog.yaml"
-    types = schema.get("type")
-    if types is not None:
-        names = [types] if isinstance(types, str) else types
-        if not any(_is_type(value, t) for t in names):
-            return [(where, f"{where} must be {' or '.join(names)}, got {value!r}")]
-    if "anyOf" in schema and not any(not schema_errors(value, s, path) for s in schema["anyOf"]):
-        return [(where, f"{where} matches none of the allowed forms, got {value!r}")]
-    errors: list[tuple[str, str]] = []
-    if isinstance(value, dict):
-        properties = schema.get("properties", {})
-        for key in schema.get("required", []):
-            if key not in value:
-                errors.append((where, f"{where} needs the key {key!r}"))
-        for key, item in value.items():
-            child = f"{path}.{key}" if path else str(key)
-            if key in properties:
-                errors.extend(schema_errors(item, properties[key], child))
-            elif schema.get("additionalProperties") is False:
-                known = ", ".join(sorted(properties))
-                errors.append((child, f"{child} is not a key Cog knows (known here: {known})"))
-    if isinstance(value, list) and "items" in schema:
-        for i, item in enumerate(value):
-            errors.extend(schema_errors(item, schema["items"], f"{path}[{i}]"))
-    return errors
-
-
-def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
-    """Dotted key path -> 1-based line, for locating problems in cog.yaml."""
-    lines: dict[str, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            path = f"{prefix}.{key.value}" if prefix else str(key.value)
-            lines[path] = key.start_mark.line + 1
-            lines.update(_key_lines(value, path))
-    return lines
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", text.split("+")[0])[:3])
-
-
-def load_cog_yaml(root: Path) -> tuple[dict[str, Any], yaml.Node, dict[str, int]] | Problem:
-    """cog.yaml as data, as a node tree (to see quoting) and with key lines."""
-    path = root / "cog.yaml"
-    if not path.is_file():
-        return Problem(path, None, "cog.yaml is missing; Cog needs it at the repository root")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        return Problem(path, mark.line + 1 if mark else None, f"not valid YAML: {exc}")
-    if not isinstance(data, dict) or node is None:
-        return Problem(path, None, "cog.yaml must be a mapping with a 'build' key")
-    return data, node, _key_lines(node)
-
-
-def cog_requirements(root: Path) -> list[Requirement] | None:
-    """The image's Python packages (python_requirements file or python_packages), or None."""
-    loaded = load_cog_yaml(root)
-    if isinstance(loaded, Problem):
-        return None
-    build = loaded[0].get("build") or {}
-    if isinstance(build.get("python_requirements"), str):
-        path = root / build["python_requirements"]
-        if not path.is_file():
-            return None
-        raw = [(i, line) for i, line in enumerate(path.read_text().splitlines(), start=1)]
-    elif isinstance(build.get("python_packages"), list):
-        raw = [(None, str(line)) for line in build["python_packages"]]
-    else:
-        return []
-    requirements = []
-    for line_no, line in raw:
-        text = line.split("#", 1)[0].strip()
-        if not text or text.startswith("-"):
-            continue
-        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*(.*)$", text)
-        if match is None:
-            continue
-        spec = match.group(3).strip()
-        pinned = spec[2:].strip() if spec.startswith("==") and "," not in spec else None
-        requirements.append(Requirement(_normalize(match.group(1)), text, pinned, line_no))
-    return requirements
-
-
-def _project_pins(root: Path) -> tuple[dict[str, list[str]], set[str], dict[str, set[str]]]:
-    """pyproject.toml: name -> specifiers, the core names, and extra -> names."""
+def _project_pins(
+    root: Path,
+) -> tuple[dict[str, list[_Declared]], set[str], dict[str, set[str]]]:
+    """pyproject.toml: name -> declared requirements, the core names, and extra -> names."""
     data = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
     project = data.get("project", {})
-    specs: dict[str, list[str]] = {}
+    specs: dict[str, list[_Declared]] = {}
     groups = {"": project.get("dependencies", []), **project.get("optional-dependencies", {})}
     members: dict[str, set[str]] = {}
     for group, lines in groups.items():
         for line in lines:
-            match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*([^;]*)", line)
-            if match is None:
-                continue
-            name = _normalize(match.group(1))
-            specs.setdefault(name, []).append(match.group(3).strip())
+            try:
+                requirement = Requirement(line)
+            except InvalidRequirement:
+                continue  # pip refuses the whole file; not this check's to repeat
+            name = canonicalize_name(requirement.name)
+            specs.setdefault(name, []).append(_Declared(line, requirement.specifier))
             members.setdefault(group, set()).add(name)
     return specs, members.get("", set()), members
 
@@ -252,8 +194,6 @@ SDK_PACKAGES = ("cog", "coglet")
 
 
 def _check_requirements(root: Path, build: dict[str, Any], where: Path) -> list[Problem]:
-    from packaging.specifiers import SpecifierSet
-
     problems: list[Problem] = []
     if isinstance(build.get("python_requirements"), str):
         req_path = root / build["python_requirements"]
@@ -261,6 +201,10 @@ def _check_requirements(root: Path, build: dict[str, Any], where: Path) -> list[
             return [Problem(where, None, f"build.python_requirements: {req_path} does not exist")]
         where = req_path
     requirements = cog_requirements(root) or []
+    for invalid in (r for r in requirements if r.requirement is None):
+        message = f"{invalid.text!r} is not a requirement pip can read: {invalid.error}"
+        problems.append(Problem(where, invalid.line, message))
+    requirements = [r for r in requirements if r.requirement is not None]
     if not (root / "pyproject.toml").is_file():
         return problems
     specs, core, groups = _project_pins(root)
@@ -296,14 +240,14 @@ def _check_requirements(root: Path, build: dict[str, Any], where: Path) -> list[
                 )
             )
             continue
-        for spec in specs[requirement.name]:
-            if spec and requirement.pinned not in SpecifierSet(spec):
+        for declared in specs[requirement.name]:
+            if requirement.pinned not in declared.specifier:
                 problems.append(
                     Problem(
                         where,
                         requirement.line,
                         f"{requirement.name}=={requirement.pinned} is outside pyproject.toml's "
-                        f"'{requirement.name}{spec}'; change one of them so they agree",
+                        f"'{declared.text}'; change one of them so they agree",
                     )
                 )
     needed = core.union(*(groups.get(extra, set()) for extra in COG_IMAGE_EXTRAS))
@@ -337,11 +281,15 @@ def _check_torch_cuda(build: dict[str, Any], root: Path, where: Path) -> list[Pr
                 where,
                 torch.line,
                 f"this check has no torch range for CUDA {cuda}; known: "
-                f"{', '.join(TORCH_BY_CUDA)}; add it to TORCH_BY_CUDA in inference/checks/cog.py",
+                f"{', '.join(TORCH_BY_CUDA)}; add it to TORCH_BY_CUDA in tools/checks/cog.py",
             )
         ]
     first, last = TORCH_BY_CUDA[key]
-    if not _version(first) <= _version(torch.pinned) <= _version(last):
+    try:
+        supported = _version(first) <= _version(torch.pinned) <= _version(last)
+    except InvalidVersion:
+        return [Problem(where, torch.line, f"torch=={torch.pinned} is not a version")]
+    if not supported:
         return [
             Problem(
                 where,
@@ -456,8 +404,6 @@ def _check_predictor(root: Path, ref: str, where: Path, line: int | None) -> _Pr
 def check(root: Path) -> list[Problem]:
     """Every problem with root/cog.yaml, its requirements, the predictor it names, and any
     torch API in inference/ newer than the image's torch (``torch_compat``)."""
-    from inference.checks import torch_compat
-
     return _check_cog(root) + torch_compat.check(root)
 
 
@@ -475,8 +421,9 @@ def _check_sdk_version(
     """The image's Cog SDK must be the one the tests run against: pyproject's cog pin."""
     if not (root / "pyproject.toml").is_file():
         return []
-    specs = _project_pins(root)[0].get("cog", [])
-    pinned = next((s[2:] for s in specs if s.startswith("==")), None)
+    declared = _project_pins(root)[0].get("cog", [])
+    exact = [s.version for d in declared for s in d.specifier if s.operator == "=="]
+    pinned = exact[0] if exact else None
     if pinned is None:
         return []
     version = build.get("sdk_version")
@@ -510,7 +457,12 @@ def _check_python_version(
     floor, why = MIN_PYTHON, ""
     if concurrency > 1:
         floor, why = MIN_PYTHON_FOR_CONCURRENCY, " with concurrency.max > 1"
-    if _version(str(build["python_version"]))[:2] < floor:
+    try:
+        release = Version(str(build["python_version"])).release[:2]
+    except InvalidVersion:
+        message = f'build.python_version must be a version like "3.11", got {value.value!r}'
+        return [Problem(path, line, message)]
+    if release < floor:
         return [
             Problem(
                 path,
@@ -529,7 +481,7 @@ def _check_cog(root: Path) -> list[Problem]:
     path = root / "cog.yaml"
     problems = [
         Problem(path, lines.get(where.split("[")[0]), message)
-        for where, message in schema_errors(data, COG_YAML_SCHEMA)
+        for where, message in schema_errors(data)
     ]
     build = data.get("build")
     if not isinstance(build, dict):

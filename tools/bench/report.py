@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from inference.bench.data import LevelResult, Report
+from tools.bench.data import LevelResult, Report
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:

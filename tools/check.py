@@ -1,4 +1,4 @@
-"""``python -m inference check``: validate every runtime's deployment files before a push.
+"""``python -m tools.check [ROOT]``: validate every runtime's deployment files before a push.
 
 Each platform validates its files only after an upload and a build (minutes per mistake), so
 the rules they enforce are checked here, offline, in one pass: the Space (README front matter
@@ -11,15 +11,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from inference.checks import Problem
+from tools.checks import Problem
 
 #: One module per runtime, each exposing ``check(root: Path) -> list[Problem]``.
 CHECK_MODULES: tuple[str, ...] = (
-    "inference.checks.space",
-    "inference.checks.cog",
-    "inference.checks.modal",
+    "tools.checks.space",
+    "tools.checks.cog",
+    "tools.checks.modal",
 )
 
 
@@ -35,7 +36,7 @@ def run_checks(root: Path) -> list[Problem]:
             # Loud, never a silent skip: a check that cannot run is a failed check.
             source = Path(__file__).parent / "checks" / f"{name.rsplit('.', 1)[1]}.py"
             problems.append(
-                Problem(source, None, f"the check module {name} is missing; reinstall the package")
+                Problem(source, None, f"the check module {name} is missing from this checkout")
             )
             continue
         problems.extend(module.check(root))
@@ -50,8 +51,24 @@ def _relative(problem: Problem, root: Path) -> str:
     return str(Problem(file, problem.line, problem.message))
 
 
-def _run(args: argparse.Namespace) -> int:
-    root: Path = args.root
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.check",
+        description="validate the Space, Cog and Modal deployment files; exit 1 on any problem",
+    )
+    parser.add_argument(
+        "root",
+        nargs="?",
+        type=Path,
+        default=Path("."),
+        help="repository root holding README.md, Dockerfile, cog.yaml, deploy.py (default: .)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """0: no problem; 1: problems, one ``file:line: message`` per line; 2: bad arguments."""
+    root: Path = build_parser().parse_args(argv).root
     if not root.is_dir():
         sys.stderr.write(f"error: {root} is not a directory; pass the repository root\n")
         return 2
@@ -65,17 +82,5 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``check`` subcommand."""
-    parser = subparsers.add_parser(
-        "check",
-        help="validate the Space, Cog and Modal deployment files; exit 1 on any problem",
-    )
-    parser.add_argument(
-        "root",
-        nargs="?",
-        type=Path,
-        default=Path("."),
-        help="repository root holding README.md, Dockerfile, cog.yaml, deploy.py (default: .)",
-    )
-    parser.set_defaults(run=_run)
+if __name__ == "__main__":
+    sys.exit(main())

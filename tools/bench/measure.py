@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from inference.bench.data import (
+from tools.bench.data import (
     PROMPT,
     Ceiling,
     ColdStart,
@@ -23,8 +23,8 @@ from inference.bench.data import (
     mean_batch_size,
     percentile,
 )
-from inference.bench.processes import (
-    BENCH_DIR,
+from tools.bench.processes import (
+    PEERS_DIR,
     ROOT,
     fetch,
     free_port,
@@ -54,7 +54,7 @@ def drive_load(
     """Run the load driver process against ``url`` and summarise what it saw."""
     command = [
         sys.executable,
-        str(BENCH_DIR / "load.py"),
+        str(PEERS_DIR / "load.py"),
         "--url",
         url + "/predict",
         "--requests",
@@ -101,8 +101,8 @@ def measure_ceiling_isolated(
     args = json.dumps([asdict(workload), max_batch_size, requests, repeats])
     code = (
         "import json, sys; from dataclasses import asdict;"
-        "from inference.bench.data import Workload;"
-        "from inference.bench.measure import measure_ceiling;"
+        "from tools.bench.data import Workload;"
+        "from tools.bench.measure import measure_ceiling;"
         "w, b, n, r = json.loads(sys.argv[1]); w['env'] = tuple(map(tuple, w['env']));"
         "print(json.dumps(asdict(measure_ceiling(Workload(**w), b, n, r))))"
     )
@@ -125,40 +125,40 @@ def measure_ceiling(
     Runs after every server has stopped, so it has the machine to itself (in a fresh
     interpreter, through ``measure_ceiling_isolated``).
     """
-    from inference.engine import Engine
-    from inference.models import build_model
     from inference.schema import GenerateRequest
+    from inference.service import Service
     from inference.settings import Settings
 
     fields = {"model": workload.model, "max_batch_size": max_batch_size}
     fields.update({k.lower(): v for k, v in workload.env})
     settings = Settings(max_queue_size=requests + 64, **fields)
-    engine = Engine(build_model(settings), settings).start()
+    service = Service.from_settings(settings).start()
+    batcher = service.engine.batcher
     request = GenerateRequest(**workload.payload())
     try:
-        engine.max_batch_size = 1
+        batcher.max_batch_size = 1
         # The model call as the engine's worker thread times it (torch's thread pool is per
         # thread: a call from this thread would measure another, slower, set-up).
         calls = [
-            engine.generate(request).timings.inference_ms
+            service.generate(request).timings.inference_ms
             for _ in range(max(5, min(30, requests // 4)))
         ]
 
         async def burst(n: int) -> float:
             started = time.perf_counter()
-            await asyncio.gather(*(engine.submit(request) for _ in range(n)))
+            await asyncio.gather(*(service.submit(request) for _ in range(n)))
             return time.perf_counter() - started
 
         by_batch: dict[int, float] = {}
         sizes = {2**i for i in range(max_batch_size.bit_length()) if 2**i <= max_batch_size}
         for batch in sorted(sizes | {max_batch_size}):
-            engine.max_batch_size = batch  # the worker reads it for every batch it forms
+            batcher.max_batch_size = batch  # the worker reads it for every batch it forms
             asyncio.run(burst(batch))  # warm this batch shape
             # Best of ``repeats``: a ceiling is what the engine can do, so the least disturbed
             # run counts (a burst of other work on the machine only ever slows a run down).
             by_batch[batch] = max(requests / asyncio.run(burst(requests)) for _ in range(repeats))
     finally:
-        engine.stop()
+        service.stop()
     best = max(by_batch, key=lambda b: by_batch[b])
     return Ceiling(workload.name, by_batch, best, by_batch[best], statistics.median(calls))
 
@@ -217,7 +217,7 @@ def measure_cold_start(
     # (the mock imports it to build; diffusers only on load), in a fresh process (page cache
     # warm, like the server's own start after the first run).
     probe = (
-        "import torch, uvicorn, inference.app, inference.cli;"
+        "import torch, uvicorn, inference.http.app, inference.cli;"
         "from inference.models import build_model;"
         "from inference.settings import Settings;"
         "build_model(Settings())"
@@ -241,9 +241,9 @@ def _metric(text: str, name: str) -> float | None:
 def build_tiny_model(folder: Path) -> tuple[str | None, str]:
     """A tiny random diffusers pipeline on disk, or (None, why not)."""
     try:
-        from inference.models import tiny
+        from tools import tiny
     except ImportError as exc:
-        return None, f"inference.models.tiny is not available ({exc})"
+        return None, f"tools.tiny is not available ({exc})"
     try:
         import inference.models.diffusers  # noqa: F401
     except ImportError as exc:

@@ -4,12 +4,12 @@ LitServe batches requests that arrive within ``batch_timeout`` seconds, up to ``
 and hands ``predict`` one list. This peer uses the same ``MAX_BATCH_SIZE`` and ``MAX_WAIT_MS`` as
 the served engine so the two batching policies start equal, serves the same model
 (``build_model`` from the same settings/env vars) and answers the same JSON shape as
-``inference.app``. The request body is typed as ``GenerateRequest``, so LitServe's FastAPI
+``inference.http``. The request body is typed as ``GenerateRequest``, so LitServe's FastAPI
 validates it in the API process as ours does (no ``from __future__ import annotations`` here:
 LitServe reads the annotation object). Requests whose batch keys differ are split into one
 model call per key, as the engine does.
 
-Run: ``python benchmarks/litserve_server.py --port 8002`` (MODEL=... selects the model).
+Run: ``python tools/bench/peers/litserve_server.py --port 8002`` (MODEL=... selects the model).
 """
 
 import argparse
@@ -20,11 +20,12 @@ from typing import Any
 import litserve as ls
 from fastapi import HTTPException
 
-from inference import images
+from inference import codec
 from inference.errors import InferenceError
 from inference.models import Model, build_model
-from inference.schema import GenerateRequest, Job, resolve
+from inference.schema import GenerateRequest, Job
 from inference.settings import Settings
+from inference.validation import Validator
 
 
 class DiffusionAPI(ls.LitAPI):
@@ -34,11 +35,11 @@ class DiffusionAPI(ls.LitAPI):
         self.settings = Settings()
         self.model: Model = build_model(self.settings)
         self.model.load()
-        self.defaults = self.settings.override_defaults(self.model.defaults)
+        self.validator = Validator(self.model, self.settings)
 
     def decode_request(self, request: GenerateRequest, **kwargs: Any) -> Job:
         try:
-            return resolve(request, self.defaults, self.settings.limits)
+            return self.validator.job(request)
         except InferenceError as exc:
             raise HTTPException(422, exc.message) from None
 
@@ -62,7 +63,7 @@ class DiffusionAPI(ls.LitAPI):
         return {
             "images": [
                 {
-                    "data": base64.b64encode(images.encode(p, "png")).decode("ascii"),
+                    "data": base64.b64encode(codec.encode(p, "png")).decode("ascii"),
                     "width": int(p.shape[1]),
                     "height": int(p.shape[0]),
                     "format": "png",

@@ -1,7 +1,7 @@
 """Deployment-contract checks: each runtime's files checked against what its platform accepts.
 
 Each module here (``space``, ``cog``, ``modal``) exposes ``check(root: Path) -> list[Problem]``;
-``python -m inference check`` runs them all and prints every problem with its file and line.
+``python -m tools.check`` runs them all and prints every problem with its file and line.
 These checks read files as text, YAML or Python AST: they never import ``modal`` or ``cog``.
 """
 

@@ -15,10 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from inference.bench.data import Workload
+from tools.bench.data import Workload
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCH_DIR = ROOT / "benchmarks"
+PEERS_DIR = Path(__file__).resolve().parent / "peers"
 ALL_SERVERS = ("ours", "ours-wait0", "naive", "litserve")
 
 
@@ -179,11 +179,11 @@ def server_command(
         cmd = [py, "-m", "inference", "serve", "--port", str(port)]
         return cmd, {**batching, "MAX_WAIT_MS": "0"}, "/ready"
     if name == "naive":
-        return [py, str(BENCH_DIR / "naive_server.py"), "--port", str(port)], {}, "/health"
+        return [py, str(PEERS_DIR / "naive_server.py"), "--port", str(port)], {}, "/health"
     if name == "litserve":
         cmd = [
             py,
-            str(BENCH_DIR / "litserve_server.py"),
+            str(PEERS_DIR / "litserve_server.py"),
             "--port",
             str(port),
             "--max-batch-size",

@@ -6,10 +6,10 @@ time, as careful tutorials do: a diffusers pipeline is not thread-safe (the back
 ``pipe.scheduler`` per call), and on one device parallel calls only contend. Validation, PNG
 encoding and HTTP still overlap with the model call in other threads. It serves the same
 model (``build_model`` from the same settings/env vars) and answers the same JSON shape as
-``inference.app`` (base64 PNG in ``images[i].data``, ``batch_size``), so the load driver and the
+``inference.http`` (base64 PNG in ``images[i].data``, ``batch_size``), so the load driver and the
 bytes on the wire are identical and only the serving strategy differs.
 
-Run: ``python benchmarks/naive_server.py --port 8001`` (MODEL=... selects the model).
+Run: ``python tools/bench/peers/naive_server.py --port 8001`` (MODEL=... selects the model).
 """
 
 from __future__ import annotations
@@ -22,14 +22,16 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from inference import images
+from inference import codec
 from inference.models import build_model
-from inference.schema import GenerateRequest, resolve
+from inference.schema import GenerateRequest
 from inference.settings import Settings
+from inference.validation import Validator
 
 settings = Settings()
 model = build_model(settings)
 model.load()  # at import, as tutorials do: the server listens once the model is loaded
+validator = Validator(model, settings)
 
 model_lock = threading.Lock()
 app = FastAPI(title="naive peer")
@@ -44,18 +46,18 @@ def health() -> dict[str, str]:
 @app.post("/predict")
 def predict(body: GenerateRequest) -> dict[str, Any]:
     """One model call per request (batch of one), in FastAPI's thread pool."""
-    job = resolve(body, settings.override_defaults(model.defaults), settings.limits)
+    job = validator.job(body)
     with model_lock:
         pixels = model.generate([job])[0]
     return {
         "images": [
             {
-                "data": base64.b64encode(images.encode(p, job.output_format)).decode("ascii"),
+                "data": base64.b64encode(codec.encode(p, job.output_format)).decode("ascii"),
                 "seed": seed,
                 "width": job.width,
                 "height": job.height,
                 "format": job.output_format,
-                "media_type": images.MEDIA_TYPES[job.output_format],
+                "media_type": codec.FORMATS[job.output_format].media_type,
             }
             for p, seed in zip(pixels, job.seeds, strict=True)
         ],

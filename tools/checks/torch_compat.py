@@ -5,7 +5,7 @@ PyTorch built for CUDA 11.8), so a newer torch API would pass every local test a
 after ``cog push``. This check reads every module under ``inference/`` as an AST, resolves each
 ``torch.…`` attribute chain through the file's imports (``import torch as t``,
 ``from torch import nn``, ``import torch.nn.functional as F``) and allows only the names recorded
-for that release in ``inference/checks/torch_api.py``. It also fails when requirements-cog.txt
+for that release in ``tools/checks/torch_api.py``. It also fails when requirements-cog.txt
 pins another torch than the one the list was recorded for, so the two never drift apart.
 
 Method calls on tensors (``x.mul_()``) cannot be resolved without types and are not checked.
@@ -18,8 +18,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from inference.checks import Problem
-from inference.checks.torch_api import ALLOWED, TORCH_VERSION, implied_modules
+from tools.checks import Problem
+from tools.checks.cog_files import cog_requirements
+from tools.checks.torch_api import ALLOWED, TORCH_VERSION, implied_modules
 
 GUARD_PRAGMA = "# torch-compat: guarded"
 
@@ -93,8 +94,6 @@ def torch_names(source: str) -> list[tuple[int, str]]:
 
 
 def _pinned_torch(root: Path) -> str | None:
-    from inference.checks.cog import cog_requirements
-
     for requirement in cog_requirements(root) or []:
         if requirement.name == "torch":
             return requirement.pinned
@@ -134,7 +133,7 @@ def check(root: Path) -> list[Problem]:
                     f"{name} is not in the torch {TORCH_VERSION} API that Cog's CUDA 11.8 image "
                     f"installs; use an older equivalent, guard it at run time (and mark the "
                     f"line '{GUARD_PRAGMA}'), or, if torch {TORCH_VERSION} has it, record it "
-                    f"in inference/checks/torch_api.py",
+                    f"in tools/checks/torch_api.py",
                 )
             )
     return problems
