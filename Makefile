@@ -13,6 +13,7 @@ TORCH_INDEX ?=
 INSTALL_TORCH = $(PIP) install "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 TEST_EXTRAS := dev,tools,diffusers,ui,modal,cog,bench
 BENCH_EXTRAS := diffusers,bench
+SERVE_EXTRAS := ui
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: install install-test install-bench serve test lint format check clean bench
@@ -22,7 +23,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(INSTALL_TORCH)
-	$(PIP) install -e .
+	$(PIP) install -e ".[$(SERVE_EXTRAS)]"
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml scripts/install-system-deps.sh | $(BIN)/python
@@ -34,13 +35,13 @@ $(VENV)/.installed-test: pyproject.toml scripts/install-system-deps.sh | $(BIN)/
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(INSTALL_TORCH)
 	$(PIP) install -e ".[$(BENCH_EXTRAS)]"
-	@touch $(VENV)/.installed $@
+	@touch $@
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 install-bench: $(VENV)/.installed-bench
 
-serve: install  ## install, then serve the default (mock) model on http://localhost:8000
+serve: install  ## install, then serve the default (mock) model and its UI on http://localhost:8000
 	$(BIN)/python -m inference serve
 
 test: install-test  ## install everything the tests need, then run them

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -166,16 +166,17 @@ class Validator:
                 f"(MAX_PIXELS), got {width}x{height} = {width * height}",
             )
         seed = request.seed if request.seed is not None else random_seed()
+        resolved: dict[str, Any] = {
+            "seeds": tuple((seed + i) % (SEED_MAX + 1) for i in range(request.num_outputs)),
+            "prompt_weight": float(weight),
+            "steps": steps,
+            "width": width,
+            "height": height,
+        }
+        # Every other Job field is the request's own value: a new field needs no edit here.
         job = Job(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            seeds=tuple((seed + i) % (SEED_MAX + 1) for i in range(request.num_outputs)),
-            prompt_weight=float(weight),
-            steps=steps,
-            width=width,
-            height=height,
-            output_format=request.output_format,
-            scheduler=request.scheduler,
+            **resolved,
+            **{f.name: getattr(request, f.name) for f in fields(Job) if f.name not in resolved},
         )
         self.model.check(job)
         return job
