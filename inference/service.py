@@ -14,6 +14,7 @@ from typing import Any
 
 from inference import __version__
 from inference.engine import Engine, EngineStats
+from inference.engine.batcher import Progress
 from inference.engine.core import BatchListener, Phase, StepListener
 from inference.models import Model, build_model
 from inference.schema import Defaults, GenerateRequest, GenerateResult, Job, Limits
@@ -90,13 +91,20 @@ class Service:
         """The request validated into a job (raises ``InvalidRequest`` naming the field)."""
         return self.validator.job(request)
 
-    def generate(self, request: Request | Job) -> GenerateResult:
-        """Blocking: validate, queue, wait for the batch, encode. Safe from any thread."""
-        return self.engine.run(request if isinstance(request, Job) else self.job(request))
+    def generate(self, request: Request | Job, progress: Progress | None = None) -> GenerateResult:
+        """Blocking: validate, queue, wait for the batch, encode. Safe from any thread.
 
-    async def submit(self, request: Request | Job) -> GenerateResult:
+        ``progress(step, total)`` follows this request's batch (on the engine's thread).
+        """
+        job = request if isinstance(request, Job) else self.job(request)
+        return self.engine.run(job, progress)
+
+    async def submit(
+        self, request: Request | Job, progress: Progress | None = None
+    ) -> GenerateResult:
         """Async ``generate``; cancelling the awaiting task abandons the request."""
-        return await self.engine.submit(request if isinstance(request, Job) else self.job(request))
+        job = request if isinstance(request, Job) else self.job(request)
+        return await self.engine.submit(job, progress)
 
     def info(self) -> dict[str, Any]:
         """What GET / reports: model, phase, defaults and every limit a client must respect."""

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -197,6 +198,47 @@ def test_batch_whose_callers_all_left_stops_between_steps() -> None:
     assert model.steps_run < 50  # stopped early instead of running all 100 steps
     model.step_s = 0
     assert service.generate(req(seed=2)).seed == 2
+
+
+def test_each_request_hears_its_own_batchs_progress() -> None:
+    service = started(MockModel(), max_wait_ms=0)
+    seen: list[tuple[int, int]] = []
+    service.generate(req(seed=1, steps=4), progress=lambda step, total: seen.append((step, total)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+    def broken(step: int, total: int) -> None:
+        raise RuntimeError("a listener's bug")
+
+    assert service.generate(req(seed=2, steps=3), progress=broken).seed == 2  # logged, not raised
+    service.stop()
+
+
+def test_cancelling_one_request_of_a_running_batch_leaves_the_others_alone() -> None:
+    """A cancelled request hears no more progress; its companions get their images."""
+    model = SlowStepsModel(step_s=0.02)
+    service = started(model, max_wait_ms=200, max_batch_size=2)
+    heard: dict[str, int] = {"stays": 0, "leaves": 0}
+
+    def counting(name: str) -> Any:
+        return lambda step, total: heard.__setitem__(name, heard[name] + 1)
+
+    async def scenario() -> None:
+        stays = asyncio.ensure_future(service.submit(req("a", seed=1, steps=30), counting("stays")))
+        leaves = asyncio.ensure_future(
+            service.submit(req("b", seed=2, steps=30), counting("leaves"))
+        )
+        while heard["leaves"] < 3:
+            await asyncio.sleep(0.01)
+        leaves.cancel()
+        result = await stays
+        assert result.batch_size == 2  # they shared the call
+        with pytest.raises(asyncio.CancelledError):
+            await leaves
+
+    asyncio.run(scenario())
+    assert heard["stays"] == 30 and heard["leaves"] < 30
+    assert service.stats.abandoned_batches == 0
+    service.stop()
 
 
 def test_failing_batch_fails_only_its_requests() -> None:

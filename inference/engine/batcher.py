@@ -25,6 +25,9 @@ from typing import Any
 from inference.errors import Overloaded, RequestTimeout
 from inference.schema import Job
 
+#: Called with (step, total steps) as the batch holding a request runs.
+Progress = Callable[[int, int], None]
+
 
 class Closed(Exception):
     """``put`` after ``close``: the engine turns it into its own NotReady."""
@@ -39,6 +42,7 @@ class Ticket:
     enqueued: float
     deadline: float
     future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+    progress: Progress | None = None
     abandoned: bool = False
 
 
@@ -75,10 +79,10 @@ class Batcher:
             f"the request did not finish within {self.request_timeout_s:g}s (REQUEST_TIMEOUT_S)"
         )
 
-    def put(self, job: Job, key: Hashable) -> Ticket:
+    def put(self, job: Job, key: Hashable, progress: Progress | None = None) -> Ticket:
         """Queue ``job``; raises ``Overloaded`` when the queue is full, ``Closed`` after close."""
         now = time.monotonic()
-        ticket = Ticket(job, key, now, now + self.request_timeout_s)
+        ticket = Ticket(job, key, now, now + self.request_timeout_s, progress=progress)
         with self._cond:
             if self._closed:
                 raise Closed

@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from inference.engine.batcher import Batcher, Closed, Ticket
+from inference.engine.batcher import Batcher, Closed, Progress, Ticket
 from inference.engine.encoding import Output, encode_result
 from inference.errors import InferenceError, ModelError, NotReady
 from inference.models.base import Model
@@ -173,11 +173,11 @@ class Engine:
 
     # -- submitting --------------------------------------------------------------------------
 
-    def _enqueue(self, job: Job) -> Ticket:
+    def _enqueue(self, job: Job, progress: Progress | None) -> Ticket:
         if self.phase != "ready":
             raise self._not_ready()
         try:
-            return self.batcher.put(job, self.model.batch_key(job))
+            return self.batcher.put(job, self.model.batch_key(job), progress)
         except Closed:
             raise self._not_ready() from None
 
@@ -188,10 +188,14 @@ class Engine:
             return NotReady("the server is shutting down")
         return NotReady("the model is still loading; retry when GET /ready answers 200")
 
-    def run(self, job: Job) -> GenerateResult:
-        """Blocking: queue, wait for the batch, encode. Safe from any thread."""
+    def run(self, job: Job, progress: Progress | None = None) -> GenerateResult:
+        """Blocking: queue, wait for the batch, encode. Safe from any thread.
+
+        ``progress(step, total)`` is called on the worker thread after each step of the batch
+        that holds this job; it must be quick, and an exception in it is logged, never raised.
+        """
         started = time.monotonic()
-        ticket = self._enqueue(job)
+        ticket = self._enqueue(job, progress)
         try:
             output = ticket.future.result(timeout=max(0.0, ticket.deadline - time.monotonic()))
         except concurrent.futures.TimeoutError:
@@ -202,13 +206,15 @@ class Engine:
             raise
         return encode_result(job, output, self.model.name, started)
 
-    async def submit(self, job: Job) -> GenerateResult:
+    async def submit(self, job: Job, progress: Progress | None = None) -> GenerateResult:
         """Async: like ``run`` without blocking the event loop.
 
-        Cancelling the awaiting task (a client that disconnected) abandons the request.
+        Cancelling the awaiting task (a client that disconnected, a cancelled prediction)
+        abandons the request: it leaves the queue at once, or its batch stops between two steps
+        once every request in it is abandoned; the others in its batch are not disturbed.
         """
         started = time.monotonic()
-        ticket = self._enqueue(job)
+        ticket = self._enqueue(job, progress)
         try:
             output = await asyncio.wait_for(
                 asyncio.wrap_future(ticket.future),
@@ -245,6 +251,9 @@ class Engine:
 
         def progress(step: int, total: int) -> None:
             _notify(self._step_listeners, step, total)
+            for ticket in live:
+                if ticket.progress is not None and not ticket.abandoned:
+                    _notify([ticket.progress], step, total)
             if all(t.abandoned for t in live):
                 raise _BatchAbandoned
 
