@@ -174,7 +174,8 @@ class Model:
 
     @modal.exit()
     def stop(self) -> None:
-        self.service.stop()
+        """The server's shutdown path: drain for SHUTDOWN_GRACE_S, then fail what is left."""
+        self.service.stop(grace_s=self.service.settings.shutdown_grace_s)
 
     @modal.method()
     def generate(self, request: dict[str, Any]) -> dict[str, Any]:

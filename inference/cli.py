@@ -40,9 +40,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from inference.http.app import create_app
+    from inference.http.server import serve
 
     settings = settings_from(
         model=args.model,
@@ -51,13 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_level=args.log_level,
     )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=10,
-    )
+    serve(settings)
     return 0
 
 

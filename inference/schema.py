@@ -41,9 +41,13 @@ Scheduler = Literal[
 
 
 class GenerateRequest(BaseModel):
-    """One text-to-image request. Omitted fields take the served model's defaults."""
+    """One text-to-image request. Omitted fields take the served model's defaults.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict: a boolean is not a number and a string is not an integer (``{"seed": true}`` or
+    ``{"seed": "12"}`` is refused, not silently read as 1 or 12).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt: str = Field("", max_length=PROMPT_MAX_CHARS, description="What to draw.")
     negative_prompt: str = Field(
@@ -71,12 +75,14 @@ class GenerateRequest(BaseModel):
         ge=SIDE_MIN,
         le=SIDE_MAX,
         description="Image width in pixels, a multiple of 8; omit for the model's default.",
+        json_schema_extra={"multipleOf": SIDE_MULTIPLE},
     )
     height: int | None = Field(
         None,
         ge=SIDE_MIN,
         le=SIDE_MAX,
         description="Image height in pixels, a multiple of 8; omit for the model's default.",
+        json_schema_extra={"multipleOf": SIDE_MULTIPLE},
     )
     num_outputs: int = Field(1, ge=1, le=NUM_OUTPUTS_MAX, description="Images to generate.")
     output_format: OutputFormat = Field("png", description="Encoding of the returned images.")
@@ -211,8 +217,16 @@ class BatchResponse(BaseModel):
 
 
 class BatchRequest(BaseModel):
-    """Body of POST /predict/batch: requests served concurrently, results in the same order."""
+    """Body of POST /predict/batch: requests served concurrently, results in the same order.
 
-    model_config = ConfigDict(extra="forbid")
+    Each item is validated on its own (by the service), so one bad item is one item's error,
+    whether it breaks the schema or a limit of this server; the others are served.
+    """
 
-    requests: list[GenerateRequest] = Field(min_length=1, max_length=256)
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    requests: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=256,
+        json_schema_extra={"items": {"$ref": "#/components/schemas/GenerateRequest"}},
+    )

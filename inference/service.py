@@ -44,7 +44,14 @@ class Service:
         self.engine.start(self.validator.warm_up_job)
         return self
 
-    def stop(self) -> None:
+    def drain(self, grace_s: float) -> bool:
+        """Refuse new requests, let queued and running ones finish for up to ``grace_s``."""
+        return self.engine.drain(grace_s)
+
+    def stop(self, grace_s: float = 0.0) -> None:
+        """Stop serving, after draining for up to ``grace_s``; what is left fails with 503."""
+        if grace_s > 0:
+            self.drain(grace_s)
         self.engine.stop()
 
     @property

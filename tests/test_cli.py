@@ -86,6 +86,12 @@ def test_predict_missing_weights_names_the_path(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "nope.json" in done.stderr and "does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+    (tmp_path / "bad.json").write_text('{"gamma": "x", "beta": 0.1}')
+    done = cli("predict", "--weights-path", "bad.json", "-q", "-o", "x.png", cwd=tmp_path)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 1 and len(errors) == 1, done.stderr
+    assert "bad.json" in errors[0] and "'gamma' must be a finite number" in errors[0]
+    assert "Traceback" not in done.stderr
 
 
 def test_bad_settings_name_the_variable_and_never_print_the_token(tmp_path: Path) -> None:

@@ -296,7 +296,48 @@ def test_stop_fails_queued_requests_cleanly() -> None:
         service.stop()
         with pytest.raises(NotReady, match="shutting down"):
             queued.result(30)
-        busy.result(30)
+        # The running batch stops at its next step and fails the same way, not half-served.
+        with pytest.raises(NotReady, match="shutting down"):
+            busy.result(30)
+
+
+def test_drain_refuses_new_work_at_once_and_lets_queued_and_running_finish() -> None:
+    model = GatedModel()
+    service = started(model, max_wait_ms=0)
+    model.hold()
+    with ThreadPoolExecutor(3) as pool:
+        busy = pool.submit(service.generate, req(seed=1))
+        assert model.entered.wait(5)
+        queued = pool.submit(service.generate, req(seed=2))
+        while service.queue_depth < 1:
+            time.sleep(0.01)
+        draining = pool.submit(service.drain, 30)
+        while service.phase != "draining":
+            time.sleep(0.01)
+        assert not service.ready  # /ready answers 503 from now on
+        with pytest.raises(NotReady, match="shutting down") as refused:
+            service.generate(req(seed=3))
+        assert not refused.value.permanent  # so HTTP adds Retry-After
+        model.gate.set()
+        assert draining.result(30) is True
+        assert (busy.result(5).seed, queued.result(5).seed) == (1, 2)
+    service.stop()
+
+
+def test_drain_gives_up_after_its_grace_and_stop_fails_the_rest() -> None:
+    model = GatedModel()
+    service = started(model, max_wait_ms=0)
+    model.hold()
+    with ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(service.generate, req(seed=1))
+        assert model.entered.wait(5)
+        started_at = time.monotonic()
+        assert service.drain(0.2) is False
+        assert time.monotonic() - started_at < 2
+        threading.Timer(0.1, model.gate.set).start()
+        service.stop()
+        with pytest.raises(NotReady):
+            busy.result(30)
 
 
 def test_a_failing_listener_neither_fails_its_batch_nor_stops_the_worker() -> None:

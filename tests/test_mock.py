@@ -198,6 +198,12 @@ def test_weights_from_json_and_safetensors_override(tmp_path: Path, model: MockM
         ("{not json", "cannot read mock weights"),
         ('{"gamma": 0.5}', "lacks keys ['beta']"),
         ('{"gamma": 1.5, "beta": 0.1}', "need 0 <= gamma < 1"),
+        ('{"gamma": "x", "beta": 0.1}', """'gamma' must be a finite number, got "x"; point"""),
+        ('{"gamma": null, "beta": 0.1}', "'gamma' must be a finite number, got null"),
+        ('{"gamma": true, "beta": 0.1}', "'gamma' must be a finite number, got true"),
+        ('{"gamma": 0.5, "beta": [1]}', "'beta' must be a finite number, got [1]"),
+        ('{"gamma": 0.5, "beta": Infinity}', "Infinity is not a finite number"),
+        ("[0.5, 0.1]", "must hold a JSON object, got list"),
     ],
 )
 def test_bad_weights_files_are_refused_naming_the_path(
@@ -209,6 +215,26 @@ def test_bad_weights_files_are_refused_naming_the_path(
     with pytest.raises(ModelLoadError, match="weights") as info:
         MockModel(path).load()
     assert text in str(info.value) and str(path) in str(info.value)
+
+
+def test_truncated_safetensors_and_pickles_are_refused_naming_the_file(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    whole = tmp_path / "w.safetensors"
+    save_file({"gamma": torch.tensor(0.6), "beta": torch.tensor(0.1)}, str(whole))
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(whole.read_bytes()[:-5])
+    pickle_file = tmp_path / "w.pt"
+    torch.save({"gamma": 0.5, "beta": 0.1}, pickle_file)
+    for path, text in (
+        (truncated, "not a valid safetensors file, truncated or corrupt"),
+        (pickle_file, "is a pickle, which can run code when loaded"),
+    ):
+        with pytest.raises(ModelLoadError) as info:
+            MockModel(path).load()
+        assert text in info.value.message and str(path) in info.value.message
+        assert "'gamma' (0 <= gamma < 1)" in info.value.message  # the fix
 
 
 def test_prompt_patterns_cache_stays_small_under_unique_prompts() -> None:

@@ -29,13 +29,17 @@ from inference.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Phase = Literal["created", "loading", "ready", "failed", "stopped"]
+Phase = Literal["created", "loading", "ready", "draining", "failed", "stopped"]
 BatchListener = Callable[[int, float], None]
 StepListener = Callable[[int, int], None]
 
 
 class _BatchAbandoned(Exception):
     """Raised from the progress callback when every caller of the running batch has gone."""
+
+
+class _Stopped(Exception):
+    """Raised from the progress callback when the engine stops under a running batch."""
 
 
 @dataclass
@@ -68,6 +72,8 @@ class Engine:
         self.phase: Phase = "created"
         self.load_error: str | None = None
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0  # requests queued or running, for drain()
         self._worker: threading.Thread | None = None
         self._batch_listeners: list[BatchListener] = []
         self._step_listeners: list[StepListener] = []
@@ -151,14 +157,27 @@ class Engine:
             self.stats.warmup_s,
         )
 
+    def drain(self, grace_s: float) -> bool:
+        """Refuse new requests at once (NotReady, so HTTP answers 503 with Retry-After and
+        /ready turns 503), and give the queued and running ones up to ``grace_s`` to finish.
+        Returns whether they all did; ``stop()`` then fails what is left."""
+        deadline = time.monotonic() + grace_s
+        with self._idle:
+            if self.phase == "ready":
+                self.phase = "draining"
+            while self._in_flight and (remaining := deadline - time.monotonic()) > 0:
+                self._idle.wait(remaining)
+            return not self._in_flight
+
     def stop(self) -> None:
-        """Stop serving; queued requests fail with NotReady. Idempotent."""
+        """Stop serving: queued requests fail with NotReady, a running batch stops at its next
+        step and fails the same way. Idempotent."""
         with self._lock:
-            serving = self.phase == "ready"  # a worker still loading is left to finish alone
+            serving = self.phase in ("ready", "draining")  # a loading worker finishes alone
             self.phase = "stopped"
         for ticket in self.batcher.close():
             if ticket.future.set_running_or_notify_cancel():
-                ticket.future.set_exception(NotReady("the server is shutting down"))
+                ticket.future.set_exception(self._not_ready())
         worker = self._worker
         if serving and worker is not None and worker is not threading.current_thread():
             worker.join(timeout=30)
@@ -177,15 +196,25 @@ class Engine:
         if self.phase != "ready":
             raise self._not_ready()
         try:
-            return self.batcher.put(job, self.model.batch_key(job), progress)
+            ticket = self.batcher.put(job, self.model.batch_key(job), progress)
         except Closed:
             raise self._not_ready() from None
+        with self._lock:
+            self._in_flight += 1
+        ticket.future.add_done_callback(self._finished)
+        return ticket
+
+    def _finished(self, _: concurrent.futures.Future[Output]) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.notify_all()
 
     def _not_ready(self) -> NotReady:
         if self.phase == "failed":
             return NotReady(f"the model failed to load: {self.load_error}", permanent=True)
-        if self.phase == "stopped":
-            return NotReady("the server is shutting down")
+        if self.phase in ("draining", "stopped"):
+            return NotReady("the server is shutting down; retry on another replica or later")
         return NotReady("the model is still loading; retry when GET /ready answers 200")
 
     def run(self, job: Job, progress: Progress | None = None) -> GenerateResult:
@@ -254,6 +283,8 @@ class Engine:
             for ticket in live:
                 if ticket.progress is not None and not ticket.abandoned:
                     _notify([ticket.progress], step, total)
+            if self.phase == "stopped":
+                raise _Stopped
             if all(t.abandoned for t in live):
                 raise _BatchAbandoned
 
@@ -261,6 +292,11 @@ class Engine:
         try:
             outputs = self.model.generate(jobs, progress)
             _check_output(jobs, outputs)
+        except _Stopped:
+            log.warning("stopped a running batch of %d images: the server is shutting down", size)
+            for ticket in live:
+                ticket.future.set_exception(self._not_ready())
+            return None
         except _BatchAbandoned:
             self.stats.abandoned_batches += 1
             log.info("stopped a batch of %d images: every caller had gone", size)

@@ -16,11 +16,15 @@ from functools import cache
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from inference import __version__
 from inference.http.errors import install_error_handlers
 from inference.http.metrics import Metrics
 from inference.http.middleware import BodySizeLimit, MetricsMiddleware
+from inference.http.openapi import install_openapi
+from inference.http.ratelimit import RateLimit
 from inference.http.routes import info, predict
 from inference.logs import configure_logging
 from inference.service import Service
@@ -51,26 +55,41 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         if loading is not None and not loading.done():
             log.warning("shutting down while the model is still loading")
 
-    app = FastAPI(
+    # FastAPIOffline serves /docs from packaged Swagger UI assets: a Space or a laptop
+    # without internet still shows the docs (FastAPI's own /docs loads them from a CDN).
+    app = FastAPIOffline(
         title="diffusion-serve",
         version=__version__,
         summary="Text-to-image inference with dynamic batching.",
         lifespan=lifespan,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.service = service
     app.state.metrics = metrics = Metrics(service)
+    app.state.rate_limit = RateLimit(settings) if settings.rate_limit_per_minute else None
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_openapi(app, service.limits)
 
     # The browser UI at /ui calls this same service (gradio is imported only inside mount_ui).
     from inference.ui import mount_ui
 
     mount_ui(app, service, settings)
 
-    # The last added runs first: metrics outermost, so refused bodies (413) are counted too.
+    # The last added runs first: metrics outermost, so refused bodies (413) are counted too;
+    # CORS outside the size limit and auth, so their errors reach a browser app readably.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "HEAD", "POST", "PUT", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "Prefer"],
+            expose_headers=["Retry-After", "X-Seed", "X-Model", "X-Batch-Size", "Server-Timing"],
+            max_age=600,
+        )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

@@ -44,5 +44,12 @@ def require_token(settings: SettingsDep, credentials: BearerToken) -> None:
         )
 
 
-#: ``dependencies=`` of every route that needs the token.
-PROTECTED = [Depends(require_token)]
+def rate_limit(request: Request) -> None:
+    """429 once this client has used its share (RATE_LIMIT_PER_MINUTE; off when 0)."""
+    limit = request.app.state.rate_limit
+    if limit is not None:
+        limit.check(request)
+
+
+#: ``dependencies=`` of every route that needs the token; they are rate limited too.
+PROTECTED = [Depends(require_token), Depends(rate_limit)]

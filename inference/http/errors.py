@@ -69,6 +69,15 @@ def domain_error_response(exc: InferenceError) -> JSONResponse:
     return response
 
 
+def unparsable_body(cause: BaseException) -> str:
+    """Why FastAPI could not read a JSON body, said as the fix."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the body is not UTF-8 text (byte {cause.start}); send UTF-8 encoded JSON"
+    if isinstance(cause, RecursionError):
+        return "the body nests JSON too deeply; send a flat JSON object of request fields"
+    return f"the body could not be read as JSON ({type(cause).__name__}); send a JSON object"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every exception the app can raise through the envelope."""
 
@@ -82,6 +91,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not parse it
+            return domain_error_response(InvalidRequest("body", unparsable_body(exc.__cause__)))
         response = error_response(exc.status_code, "http_error", str(exc.detail))
         for key, value in (exc.headers or {}).items():
             response.headers[key] = value

@@ -69,6 +69,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.rate_limited = Counter(
+            "http_rate_limited", "Requests refused with 429 (RATE_LIMIT_PER_MINUTE).", registry=r
+        )
         self.steps = Counter(
             "inference_denoising_steps", "Denoising steps run (per model call).", registry=r
         )

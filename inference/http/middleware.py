@@ -71,8 +71,13 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, guarded_send)
 
 
+#: Label values come from closed sets only: a client must not be able to grow /metrics.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class MetricsMiddleware:
-    """Count requests by route template (not raw path, to bound label cardinality)."""
+    """Count requests by route template (not raw path) and known method, to bound label
+    cardinality; anything else is counted as ``other``."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -96,5 +101,6 @@ class MetricsMiddleware:
         finally:
             route: Any = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(label, scope["method"], str(status)).inc()
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            self.metrics.requests.labels(label, method, str(status)).inc()
             self.metrics.latency.labels(label).observe(time.perf_counter() - started)

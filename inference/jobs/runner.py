@@ -70,6 +70,15 @@ def service_map(service: Service, max_in_flight: int | None = None) -> MapFuncti
     return map_fn
 
 
+def _remove_partials(output_dir: Path) -> None:
+    """Delete what a run killed mid-write left behind (``_write_atomic``'s temporary files)."""
+    stale = list(output_dir.glob(".*.partial"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d unfinished files a killed run left in %s", len(stale), output_dir)
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary name, then rename: a crash never leaves a half image behind."""
     partial = path.with_name(f".{path.name}.partial")
@@ -120,6 +129,7 @@ def run_batch(
     """Run every request of ``input_path`` not already done, through ``map_fn``."""
     items = read_items(input_path, input_format)
     output_dir.mkdir(parents=True, exist_ok=True)
+    _remove_partials(output_dir)
     manifest_path = output_dir / MANIFEST_NAME
     previous = load_manifest(manifest_path)
     summary = BatchSummary(total=len(items), manifest=manifest_path)

@@ -30,10 +30,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import statistics
 from collections.abc import Hashable, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +43,7 @@ import torch
 from inference.errors import ModelLoadError
 from inference.models.base import ProgressCallback
 from inference.schema import Defaults, Job
+from inference.weights import PICKLE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -79,34 +82,93 @@ class NoiseDrawer:
         torch.index_select(normal_quantiles(), 0, self.index, out=out.view(-1))
 
 
+#: What a weights file must hold, said in every error about one.
+WEIGHTS_FIX = (
+    "point WEIGHTS_PATH (or Cog's weights) at a JSON or safetensors file holding the numbers "
+    f"'gamma' (0 <= gamma < 1) and 'beta' (>= 0), or unset it to use {DEFAULT_WEIGHTS}"
+)
+
+
 def load_weights(path: Path | None) -> dict[str, float]:
-    """The default weights, or those in a JSON or safetensors file with keys gamma and beta."""
+    """The default weights, or those in a JSON or safetensors file with keys gamma and beta.
+
+    Every way a file can be wrong (missing, a pickle, truncated, not JSON, a key missing or not
+    a finite number, out of range) is a ``ModelLoadError`` naming the file, the key and the fix.
+    """
     if path is None:
         return dict(DEFAULT_WEIGHTS)
+    where = f"mock weights file {str(path)!r}"
     if not path.is_file():
+        raise ModelLoadError(f"{where} does not exist; {WEIGHTS_FIX}")
+    if path.suffix in PICKLE_SUFFIXES:
         raise ModelLoadError(
-            f"mock weights file {str(path)!r} does not exist; point WEIGHTS_PATH (or Cog's "
-            f"weights) at a JSON or safetensors file with 'gamma' and 'beta', or unset it to use "
-            f"the embedded weights {DEFAULT_WEIGHTS}"
+            f"{where} is a pickle, which can run code when loaded and is never read; {WEIGHTS_FIX}"
         )
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            raw = {k: float(v.item()) for k, v in load_file(str(path)).items()}
-        else:
-            raw = json.loads(path.read_text())
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(f"cannot read mock weights from {str(path)!r}: {exc}") from exc
+    raw = (
+        _read_safetensors(path, where) if path.suffix == ".safetensors" else _read_json(path, where)
+    )
     missing = sorted(set(DEFAULT_WEIGHTS) - set(raw))
     if missing:
-        raise ModelLoadError(f"mock weights file {str(path)!r} lacks keys {missing}")
-    weights = {k: float(raw[k]) for k in DEFAULT_WEIGHTS}
+        raise ModelLoadError(f"{where} lacks keys {missing}; {WEIGHTS_FIX}")
+    weights = {}
+    for key in DEFAULT_WEIGHTS:
+        value = raw[key]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            shown = json.dumps(value) if not isinstance(value, float) else repr(value)
+            raise ModelLoadError(
+                f"{where}: {key!r} must be a finite number, got {shown}; {WEIGHTS_FIX}"
+            )
+        weights[key] = float(value)
     if not 0.0 <= weights["gamma"] < 1.0 or weights["beta"] < 0.0:
         raise ModelLoadError(
             f"mock weights in {str(path)!r} need 0 <= gamma < 1 and beta >= 0, got {weights}"
         )
     return weights
+
+
+def _read_json(path: Path, where: str) -> dict[str, Any]:
+    def no_constant(name: str) -> None:  # json accepts NaN and Infinity; a weight must not
+        raise ValueError(f"{name} is not a finite number")
+
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"), parse_constant=no_constant)
+    except UnicodeDecodeError as exc:
+        raise ModelLoadError(
+            f"{where} is not UTF-8 JSON (byte {exc.start}); {WEIGHTS_FIX}"
+        ) from None
+    except ValueError as exc:  # JSONDecodeError is one
+        raise ModelLoadError(f"cannot read {where} as JSON ({exc}); {WEIGHTS_FIX}") from None
+    if not isinstance(raw, dict):
+        raise ModelLoadError(
+            f"{where} must hold a JSON object, got {type(raw).__name__}; {WEIGHTS_FIX}"
+        )
+    return raw
+
+
+def _read_safetensors(path: Path, where: str) -> dict[str, Any]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(
+            f"cannot read {where}: not a valid safetensors file, truncated or corrupt ({exc}); "
+            f"{WEIGHTS_FIX}"
+        ) from None
+    raw: dict[str, Any] = {}
+    for key, tensor in tensors.items():
+        if tensor.numel() != 1:
+            raise ModelLoadError(
+                f"{where}: {key!r} must be a single number, got a tensor of shape "
+                f"{tuple(tensor.shape)}; {WEIGHTS_FIX}"
+            )
+        raw[key] = float(tensor.item())
+    return raw
 
 
 # Each pattern is 3 x H x W float32 (12 MB at 1024^2): a few entries cover the prompts a batch

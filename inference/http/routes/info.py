@@ -2,46 +2,96 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
-from inference.http.deps import PROTECTED, ServiceDep
+from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
+from inference.http.openapi import error_responses
+from inference.service import Service
+from inference.settings import Settings
 
 router = APIRouter(tags=["service"])
+#: Absolute paths in a load error: shown to anyone only while the server has no AUTH_TOKEN.
+_PATH = re.compile(r"(?<![\w.])/[^\s'\"]+")
 
 
-@router.api_route("/", methods=["GET", "HEAD"])
+class Health(BaseModel):
+    status: str
+    error: str | None = None
+
+
+class Readiness(BaseModel):
+    ready: bool
+    phase: str
+    model: str
+    error: str | None = None
+
+
+def public_load_error(service: Service, settings: Settings) -> str | None:
+    """The load error, with file paths hidden from anonymous callers of a protected server."""
+    error = service.load_error
+    if error is None or settings.auth_token is None:
+        return error
+    return _PATH.sub("<path>", error)
+
+
+@router.get("/")
 async def root(service: ServiceDep) -> dict[str, Any]:
     """Service info: model, version, defaults and limits."""
     return service.info()
 
 
-@router.get("/health", responses={503: {"description": "Model failed"}})
-async def health(service: ServiceDep) -> JSONResponse:
+@router.head("/", response_class=Response, responses={200: {"description": "Serving"}})
+async def root_head() -> Response:
+    """What a platform's health probe sends: 200 while the process serves."""
+    return Response()
+
+
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "The model failed to load"}},
+)
+async def health(service: ServiceDep, settings: SettingsDep) -> JSONResponse:
     """Liveness: 200 while the process serves, 503 once the model failed to load."""
     if service.phase == "failed":  # no retry fixes it: let the platform restart or alert
-        return JSONResponse({"status": "failed", "error": service.load_error}, 503)
+        body = {"status": "failed", "error": public_load_error(service, settings)}
+        return JSONResponse(body, 503)
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/ready", responses={503: {"description": "Not ready yet"}})
-async def ready(service: ServiceDep) -> JSONResponse:
-    """Readiness: 200 once the model is loaded and warmed up, 503 before."""
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Loading, failed or shutting down"}},
+)
+async def ready(service: ServiceDep, settings: SettingsDep) -> JSONResponse:
+    """Readiness: 200 once the model is loaded and warmed up, 503 before and while stopping."""
     body: dict[str, Any] = {
         "ready": service.ready,
         "phase": service.phase,
         "model": service.model.name,
     }
     if service.load_error:
-        body["error"] = service.load_error
+        body["error"] = public_load_error(service, settings)
     return JSONResponse(body, status_code=200 if service.ready else 503)
 
 
-@router.get("/metrics", dependencies=PROTECTED)
+@router.get(
+    "/metrics",
+    dependencies=PROTECTED,
+    response_class=PlainTextResponse,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
+        **error_responses(401),
+    },
+)
 async def prometheus_metrics(request: Request) -> Response:
-    """Prometheus metrics."""
+    """Prometheus metrics (text exposition format)."""
     registry = request.app.state.metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -15,6 +15,7 @@ from inference import codec
 from inference.errors import InferenceError, InvalidRequest
 from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
 from inference.http.errors import ClientDisconnected
+from inference.http.openapi import error_responses
 from inference.schema import (
     BatchItem,
     BatchItemError,
@@ -79,13 +80,20 @@ def preferred_image_format(accept: str) -> str | None:
     return spec.name if spec else None
 
 
+ERRORS = (401, 413, 422, 429, 500, 503, 504)
+
+
 @router.post(
     "/predict",
     response_model=GenerateResult,
     responses={
-        200: {"content": {f.media_type: {} for f in codec.FORMATS.values()}},
-        422: {"description": "Invalid request"},
-        503: {"description": "Loading or overloaded"},
+        200: {
+            "content": {
+                f.media_type: {"schema": {"type": "string", "format": "binary"}}
+                for f in codec.FORMATS.values()
+            }
+        },
+        **error_responses(406, *ERRORS),
     },
 )
 async def predict(body: GenerateRequest, request: Request, service: ServiceDep) -> Any:
@@ -137,7 +145,7 @@ def _batch_item(outcome: GenerateResult | BaseException) -> BatchItem:
     return BatchItem(error=BatchItemError(type="internal_error", message=message))
 
 
-@router.post("/predict/batch")
+@router.post("/predict/batch", responses=error_responses(*ERRORS))
 async def predict_batch(
     body: BatchRequest, request: Request, service: ServiceDep, settings: SettingsDep
 ) -> BatchResponse:

@@ -1,0 +1,78 @@
+"""The OpenAPI document, made to match this server: its error envelope on every status it can
+answer with, and this deployment's limits (MAX_WIDTH, MAX_STEPS, ...) as the schema's bounds, so
+a client generated from /openapi.json is right about what this server accepts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from inference.schema import Limits
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+    field: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error this server answers with: ``{"error": {"type", "message", ...}}``."""
+
+    error: ErrorBody
+
+
+ERROR_DESCRIPTIONS = {
+    401: "AUTH_TOKEN is set and the bearer token is missing or wrong.",
+    406: "Accept asks for an image type this server does not write.",
+    413: "The body is larger than MAX_BODY_BYTES.",
+    422: "A field is invalid or over a limit of this server; `field` names it.",
+    429: "Too many requests from this client (RATE_LIMIT_PER_MINUTE); see Retry-After.",
+    500: "The model failed; the details are in the server log.",
+    503: "Loading, overloaded or shutting down; see Retry-After.",
+    504: "The request did not finish within REQUEST_TIMEOUT_S.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route that can answer with these error statuses."""
+    return {
+        status: {"model": ErrorEnvelope, "description": ERROR_DESCRIPTIONS[status]}
+        for status in statuses
+    }
+
+
+def _bound(schema: dict[str, Any], maximum: int) -> None:
+    """Set ``maximum`` on the numeric branch of a property (``int | None`` is an anyOf)."""
+    for branch in schema.get("anyOf", [schema]):
+        if branch.get("type") in ("integer", "number"):
+            branch["maximum"] = maximum
+
+
+def install_openapi(app: FastAPI, limits: Limits) -> None:
+    """Build the document once, with ``limits`` written into the request schema."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            request = document["components"]["schemas"]["GenerateRequest"]["properties"]
+            for field, maximum in (
+                ("steps", limits.max_steps),
+                ("width", limits.max_width),
+                ("height", limits.max_height),
+                ("num_outputs", limits.max_outputs),
+            ):
+                _bound(request[field], maximum)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
