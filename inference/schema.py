@@ -9,9 +9,10 @@ value fixed, including the seed of each image, which is what models see.
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -43,11 +44,23 @@ Scheduler = Literal[
 class GenerateRequest(BaseModel):
     """One text-to-image request. Omitted fields take the served model's defaults.
 
-    Strict: a boolean is not a number and a string is not an integer (``{"seed": true}`` or
-    ``{"seed": "12"}`` is refused, not silently read as 1 or 12).
+    Numbers must be JSON numbers: a boolean or a string is refused (``{"seed": true}`` or
+    ``{"seed": "12"}`` is not silently read as 1 or 12); ``2.0`` is the integer 2, as in JSON
+    Schema.
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: Any) -> Any:
+        kinds = set(get_args(cls.model_fields[info.field_name].annotation)) or {
+            cls.model_fields[info.field_name].annotation
+        }
+        if isinstance(value, bool | str) and kinds & {int, float}:
+            kind = "an integer" if int in kinds else "a number"
+            raise ValueError(f"{info.field_name} must be {kind}, got {json.dumps(value)[:40]}")
+        return value
 
     prompt: str = Field("", max_length=PROMPT_MAX_CHARS, description="What to draw.")
     negative_prompt: str = Field(
@@ -223,10 +236,11 @@ class BatchRequest(BaseModel):
     whether it breaks the schema or a limit of this server; the others are served.
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid")
 
     requests: list[dict[str, Any]] = Field(
         min_length=1,
         max_length=256,
-        json_schema_extra={"items": {"$ref": "#/components/schemas/GenerateRequest"}},
+        description="Objects of GenerateRequest fields. Each is validated on its own: an item "
+        "that breaks the schema or a limit gets its own error in the results.",
     )

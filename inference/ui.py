@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.routing import Mount
 
 from inference.errors import InferenceError
 from inference.extras import MissingExtra, installed
@@ -237,4 +238,8 @@ def mount_ui(app: FastAPI, service: Service, settings: Settings, path: str = UI_
         ssr_mode=False,
         mcp_server=False,
     )
+    # Gradio ends its heartbeat streams (an open browser tab's) when its stop event is set;
+    # the server's shutdown sets it, so a tab never holds the process.
+    gradio_app = next(r.app for r in app.routes if isinstance(r, Mount) and r.path == path)
+    app.state.stream_closers.append(gradio_app.stop_event.set)
     return True

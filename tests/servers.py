@@ -52,6 +52,31 @@ def running(
     clean_env: bool = False,
 ) -> Iterator[str]:
     """Run ``command`` (which must listen on ``port``) and yield its base URL."""
+    with server_process(
+        command,
+        port=port,
+        env=env,
+        cwd=cwd,
+        ready_path=ready_path,
+        timeout_s=timeout_s,
+        clean_env=clean_env,
+    ) as (url, _):
+        yield url
+
+
+@contextmanager
+def server_process(
+    command: Sequence[str],
+    *,
+    port: int,
+    env: Mapping[str, str] | None = None,
+    cwd: Path = ROOT,
+    ready_path: str = "/health",
+    timeout_s: float = 60,
+    clean_env: bool = False,
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Like ``running``, also yielding the process (to signal it, read its output, its RSS);
+    stopped at the end if the test has not stopped it."""
     base_env = {} if clean_env else dict(os.environ)
     full_env = {**base_env, "PYTHONUNBUFFERED": "1", **(env or {})}
     process = subprocess.Popen(
@@ -65,7 +90,7 @@ def running(
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(url + ready_path, process, timeout_s)
-        yield url
+        yield url, process
     finally:
         process.terminate()
         try:
@@ -84,6 +109,17 @@ def inference_server(
     command = [sys.executable, "-m", "inference", "serve", "--port", str(port)]
     with running(command, port=port, env=env, ready_path="/ready") as url:
         yield url
+
+
+@contextmanager
+def inference_process(
+    env: Mapping[str, str] | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``python -m inference serve`` as a process the test may signal, once /ready is 200."""
+    port = free_port()
+    command = [sys.executable, "-m", "inference", "serve", "--port", str(port)]
+    with server_process(command, port=port, env=env, ready_path="/ready") as started:
+        yield started
 
 
 @contextmanager

@@ -131,7 +131,7 @@ def test_malformed_bodies_get_a_message_that_says_what_to_send(server_url: str) 
     untyped = httpx.post(f"{server_url}/predict", content=b'{"seed": 4}')  # curl -d, no -H
     assert "'Content-Type: application/json'" in untyped.json()["error"]["message"]
     fraction = httpx.post(f"{server_url}/predict", json={"seed": 4.5}).json()["error"]
-    assert fraction["message"] == "seed: Input should be a valid integer, got 4.5"
+    assert fraction["message"].endswith("fractional part (4.5)")
     long = httpx.post(f"{server_url}/predict", json={"prompt": "x" * 3000}).json()["error"]
     assert "(3000 characters)" in long["message"] and len(long["message"]) < 200
     # In a batch, a schema problem is that item's error, like a limit: the others are served.

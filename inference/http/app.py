@@ -67,11 +67,13 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     app.state.settings = settings
     app.state.service = service
     app.state.metrics = metrics = Metrics(service)
+    #: Called on the event loop when shutdown begins, to end long-lived streams (Gradio's).
+    app.state.stream_closers = []
     app.state.rate_limit = RateLimit(settings) if settings.rate_limit_per_minute else None
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    install_openapi(app, service.limits)
+    install_openapi(app, service.limits, settings)
 
     # The browser UI at /ui calls this same service (gradio is imported only inside mount_ui).
     from inference.ui import mount_ui

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from inference.schema import Limits
+from inference.settings import Settings
 
 
 class FieldError(BaseModel):
@@ -50,6 +51,19 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def error_refs(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """Like ``error_responses``, for a route whose success is not JSON (FastAPI would give its
+    errors the route's media type); the envelope is registered by the JSON routes."""
+    schema = {"$ref": "#/components/schemas/ErrorEnvelope"}
+    return {
+        status: {
+            "description": ERROR_DESCRIPTIONS[status],
+            "content": {"application/json": {"schema": schema}},
+        }
+        for status in statuses
+    }
+
+
 def _bound(schema: dict[str, Any], maximum: int) -> None:
     """Set ``maximum`` on the numeric branch of a property (``int | None`` is an anyOf)."""
     for branch in schema.get("anyOf", [schema]):
@@ -57,8 +71,9 @@ def _bound(schema: dict[str, Any], maximum: int) -> None:
             branch["maximum"] = maximum
 
 
-def install_openapi(app: FastAPI, limits: Limits) -> None:
-    """Build the document once, with ``limits`` written into the request schema."""
+def install_openapi(app: FastAPI, limits: Limits, settings: Settings) -> None:
+    """Build the document once, with ``limits`` written into the request schema, and the
+    bearer-token requirement only where this server has one (AUTH_TOKEN set)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -72,6 +87,14 @@ def install_openapi(app: FastAPI, limits: Limits) -> None:
                 ("num_outputs", limits.max_outputs),
             ):
                 _bound(request[field], maximum)
+            batch = document["components"]["schemas"]["BatchRequest"]["properties"]["requests"]
+            batch["maxItems"] = settings.max_batch_requests
+            if settings.auth_token is None:
+                for operations in document["paths"].values():
+                    for operation in operations.values():
+                        operation.pop("security", None)
+                        operation.get("responses", {}).pop("401", None)
+                document["components"].pop("securitySchemes", None)
             app.openapi_schema = document
         return app.openapi_schema
 

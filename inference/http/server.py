@@ -10,11 +10,14 @@ process for uvicorn's whole graceful window. A second signal exits at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import threading
 from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 
 from inference.http.app import create_app
 from inference.service import Service
@@ -29,11 +32,19 @@ STREAMS_GRACE_S = 1
 class DrainingServer(uvicorn.Server):
     """A uvicorn server that drains ``service`` when asked to exit."""
 
-    def __init__(self, config: uvicorn.Config, service: Service, grace_s: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, app: FastAPI, service: Service, grace_s: float
+    ) -> None:
         super().__init__(config)
+        self.app = app
         self.service = service
         self.grace_s = grace_s
         self._draining = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining:  # a second signal: stop now
@@ -50,18 +61,22 @@ class DrainingServer(uvicorn.Server):
         if not self.service.drain(self.grace_s):
             log.warning("requests still running after %gs fail with 503", self.grace_s)
         self.service.stop()
+        if self._loop is not None:
+            for close in self.app.state.stream_closers:
+                self._loop.call_soon_threadsafe(close)
         super().handle_exit(sig, frame)
 
 
 def serve(settings: Settings) -> None:
     """Serve the default app on ``settings.host:settings.port`` until a signal drains it."""
     service = Service.from_settings(settings)
+    app = create_app(settings, service)
     config = uvicorn.Config(
-        create_app(settings, service),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         limit_concurrency=settings.max_connections,
         timeout_graceful_shutdown=STREAMS_GRACE_S,
     )
-    DrainingServer(config, service, settings.shutdown_grace_s).run()
+    DrainingServer(config, app, service, settings.shutdown_grace_s).run()

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
-from inference.http.openapi import error_responses
+from inference.http.openapi import error_refs
 from inference.service import Service
 from inference.settings import Settings
 
@@ -88,7 +88,7 @@ async def ready(service: ServiceDep, settings: SettingsDep) -> JSONResponse:
     response_class=PlainTextResponse,
     responses={
         200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
-        **error_responses(401),
+        **error_refs(401, 429),
     },
 )
 async def prometheus_metrics(request: Request) -> Response:
