@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -41,26 +42,9 @@ def wait_until(
 
 
 @contextmanager
-def running(
-    command: Sequence[str],
-    *,
-    port: int,
-    env: Mapping[str, str] | None = None,
-    cwd: Path = ROOT,
-    ready_path: str = "/health",
-    timeout_s: float = 60,
-    clean_env: bool = False,
-) -> Iterator[str]:
-    """Run ``command`` (which must listen on ``port``) and yield its base URL."""
-    with server_process(
-        command,
-        port=port,
-        env=env,
-        cwd=cwd,
-        ready_path=ready_path,
-        timeout_s=timeout_s,
-        clean_env=clean_env,
-    ) as (url, _):
+def running(command: Sequence[str], **options: Any) -> Iterator[str]:
+    """Run ``command`` (which must listen on ``options["port"]``) and yield its base URL."""
+    with server_process(command, **options) as (url, _):
         yield url
 
 
