@@ -105,7 +105,7 @@ def test_accept_header_picks_the_format(server_url: str) -> None:
     [
         ({"width": 1004}, "width", "width must be a multiple of 8, got 1004"),
         ({"steps": 101}, "steps", "steps must be <= 100 on this server (MAX_STEPS), got 101"),
-        ({"seed": "abc"}, "seed", "seed: Input should be a valid integer"),
+        ({"seed": "abc"}, "seed", 'seed must be an integer, got "abc"'),
         ({"prompt_weight": 99}, "prompt_weight", "less than or equal to 30, got 99"),
         ({"output_format": "gif"}, "output_format", "'png', 'jpeg' or 'webp'"),
         ({"promt": "typo"}, "promt", "promt: Extra inputs are not permitted"),
