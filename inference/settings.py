@@ -7,11 +7,12 @@ Names carry their units (``max_wait_ms``, ``request_timeout_s``) so a deployer n
 from __future__ import annotations
 
 import base64
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inference import schema
@@ -107,7 +108,6 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     public_url: str | None = Field(
         None,
-        pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$",
         description="The base URL clients reach this server at (e.g. https://me-app.hf.space), "
         "for the URLs in prediction objects; unset: the request's own.",
     )
@@ -155,6 +155,15 @@ class Settings(BaseSettings):
         ge=1,
         description="Webhook deliveries waiting at once; beyond it new ones are dropped.",
     )
+
+    @field_validator("public_url", mode="before")
+    @classmethod
+    def _public_url(cls, value: object) -> object:
+        if value == "":
+            return None  # an empty Space variable means "not set"
+        if isinstance(value, str) and not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", value):
+            raise ValueError("must be an http(s) base URL such as https://me-app.hf.space")
+        return value
 
     @model_validator(mode="after")
     def _defaults_within_limits(self) -> Settings:

@@ -138,7 +138,7 @@ def modal_deployment(model: MockModel, **settings: Any) -> Iterator[SimpleNamesp
             stack.callback(web.stop)
             app = create_app(web.settings, web)
             use_store(app, ModalStore(web.settings, calls, records, meta))
-            clients.append(stack.enter_context(TestClient(app)))
+            clients.append(stack.enter_context(TestClient(app, raise_server_exceptions=False)))
         yield SimpleNamespace(a=clients[0], b=clients[1], worker=worker, calls=calls, meta=meta)
 
 
@@ -326,3 +326,16 @@ def test_the_class_declares_the_spawned_job(deploy: Any) -> None:
     info = deploy.Model().run_prediction.info()
     assert {"generate", "run_prediction", "web"} <= set(info.method_names or [])
     assert info.gpus == [(deploy.SETTINGS.gpu.upper(), 1)]  # it runs where the engine is
+
+
+def test_a_call_modal_refuses_fails_its_record() -> None:
+    with modal_deployment(MockModel()) as modal:
+
+        async def refused(prediction: Any, job: Any) -> str:
+            raise ConnectionError("Modal is unreachable")
+
+        modal.calls.spawn = refused
+        answer = modal.a.post("/v1/predictions", json={"input": SMALL})
+        assert answer.status_code == 500
+        (record,) = modal.a.get("/v1/predictions").json()["results"]
+        assert record["status"] == "failed" and "ConnectionError" in record["error"]

@@ -6,6 +6,7 @@ code does, and the images must be byte for byte those of ``POST /predict``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import Iterator
@@ -113,6 +114,22 @@ def test_cancel_mid_run_stops_the_steps(url: str, client: Any) -> None:
     assert client.predictions.get(prediction.id).status == "canceled"
     prediction.cancel()  # a finished prediction: returned as it is
     assert prediction.status == "canceled"
+
+
+def test_the_clients_async_api(url: str, client: Any) -> None:
+    async def scenario() -> None:
+        output = await client.async_run("a/b", input={"seed": 6, **SMALL})
+        assert [await o.aread() for o in output] == predict_bytes(url, {"seed": 6, **SMALL})
+        prediction = await client.predictions.async_create(version="v", input={"seed": 1, **SLOW})
+        await prediction.async_cancel()
+        assert prediction.status == "canceled"
+        done = await client.models.predictions.async_create(model="a/b", input=SMALL)
+        await done.async_wait()
+        assert done.status == "succeeded"
+        page = await client.predictions.async_list()
+        assert {prediction.id, done.id} <= {p.id for p in page.results}
+
+    asyncio.run(scenario())
 
 
 def test_prefer_wait_that_runs_out_says_starting_and_run_polls(client: Any) -> None:

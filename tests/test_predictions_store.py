@@ -330,3 +330,18 @@ def test_list_pages_through_the_http_cursor(monkeypatch: pytest.MonkeyPatch) -> 
         assert bad.status_code == 422 and json.loads(bad.text)["invalid_fields"][0]["field"] == (
             "cursor"
         )
+
+
+def test_public_url_is_the_base_of_every_url() -> None:
+    public = "https://me-app.hf.space"
+    with served(MockModel(), public_url=public, predictions_output="url") as (client, _):
+        body = client.post(
+            "/v1/predictions", json={"input": SMALL}, headers={"prefer": "wait"}
+        ).json()
+        assert body["urls"]["get"] == f"{public}/v1/predictions/{body['id']}"
+        assert body["output"] == [f"{public}/v1/predictions/{body['id']}/output/out-0.png"]
+        served_bytes = client.get(f"/v1/predictions/{body['id']}/output/out-0.png")
+        assert served_bytes.headers["content-type"] == "image/png"
+        assert client.get(f"/v1/predictions/{body['id']}/output/out-9.png").status_code == 404
+        cog = client.post("/predictions", json={"input": SMALL}).json()
+        assert cog["output"][0].startswith(f"{public}/v1/predictions/{cog['id']}/output/")

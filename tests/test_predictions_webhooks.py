@@ -249,3 +249,20 @@ def test_the_queue_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
         time.sleep(0.5)
         receiver.plan = []
     assert "deliveries queued (WEBHOOK_QUEUE_SIZE)" in caplog.text
+
+
+def test_webhook_settings_are_checked_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from inference.settings import describe_settings_errors
+
+    monkeypatch.setenv("WEBHOOK_SECRET", "whsec_not base64!")
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    (problem,) = describe_settings_errors(info.value)
+    assert "WEBHOOK_SECRET must be 'whsec_' followed by a base64 key" in problem
+    assert "not base64" not in problem  # a secret is never echoed
+    monkeypatch.setenv("WEBHOOK_SECRET", "")
+    assert Settings().webhook_secret is None  # empty: unsigned
+    monkeypatch.setenv("WEBHOOK_ALLOWED_HOSTS", " Receiver.Internal ,[::1],")
+    assert Settings().webhook_hosts == {"receiver.internal", "::1"}

@@ -159,12 +159,12 @@ def progress_line(step: int, total: int, elapsed_s: float) -> str:
     Replicate shows for a sampler and its client parses into ``prediction.progress``."""
     total = max(total, 1)
     filled = BAR_WIDTH * step // total
-    rate = step / elapsed_s if elapsed_s > 0 else 0.0
-    remaining = (total - step) / rate if rate else 0.0
-    return (
-        f"{100 * step // total:3d}%|{'█' * filled}{' ' * (BAR_WIDTH - filled)}| "
-        f"{step}/{total} [{_clock(elapsed_s)}<{_clock(remaining)}, {rate:.2f}it/s]"
-    )
+    timing = f"{_clock(elapsed_s)}<?, ?it/s"  # tqdm's way of saying "not measured yet"
+    if elapsed_s > 0:
+        rate = step / elapsed_s
+        timing = f"{_clock(elapsed_s)}<{_clock((total - step) / rate)}, {rate:.2f}it/s"
+    bar = "█" * filled + " " * (BAR_WIDTH - filled)
+    return f"{100 * step // total:3d}%|{bar}| {step}/{total} [{timing}]"
 
 
 def _clock(seconds: float) -> str:

@@ -149,7 +149,12 @@ class ModalStore(_Shared):
                 "num_outputs", "this prediction's images exceed PREDICTIONS_MAX_BYTES"
             )
         await self.save(prediction)
-        call_id = await self.calls.spawn(prediction, job)
+        try:
+            call_id = await self.calls.spawn(prediction, job)
+        except Exception as exc:  # Modal refused the call: the record must not wait forever
+            message = f"could not start the job on Modal: {type(exc).__name__}"
+            await self.claim_end(prediction, lambda p: p.fail(message), self.save)
+            raise
         await self.meta.put(_call_key(prediction.id), call_id)
         return prediction
 
@@ -172,7 +177,8 @@ class ModalStore(_Shared):
         prediction = await self.get(prediction_id)
         if prediction is None or prediction.done:
             return prediction
-        await self.calls.cancel(await self.meta.get(_call_key(prediction_id)))
+        if (call_id := await self.meta.get(_call_key(prediction_id))) is not None:
+            await self.calls.cancel(call_id)
         await self.claim_end(prediction, lambda p: p.cancel(), self.save)
         return await self.get(prediction_id)
 
