@@ -97,8 +97,9 @@ WEIGHTS_DIR = "/weights"
 
 # The container re-imports this file, so deploy-time settings travel with it as env vars:
 # MODAL_* keeps the definitions above identical in the container, and the engine settings
-# (MODEL, MAX_BATCH_SIZE, ...) configure the engine. Secrets (AUTH_TOKEN, HF_TOKEN) never
-# travel this way: put them in the modal.Secret named by MODAL_SECRET. DEVICE stays "cuda".
+# (MODEL, MAX_BATCH_SIZE, ...) configure the engine. Secrets (AUTH_TOKEN, HF_TOKEN,
+# WEBHOOK_SECRET) never travel this way: put them in the modal.Secret named by MODAL_SECRET.
+# DEVICE stays "cuda".
 _LOCAL_ONLY = ("auth_token", "webhook_secret", "host", "port", "device")
 _FORWARDED = {f"MODAL_{name.upper()}" for name in DeploySettings.model_fields} | {
     name.upper() for name in Settings.model_fields if name not in _LOCAL_ONLY

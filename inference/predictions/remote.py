@@ -26,9 +26,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from inference.errors import InferenceError, InvalidRequest, Overloaded
-from inference.predictions.record import Event, Prediction, reserve_bytes
-from inference.predictions.store import retry_after_s
+from inference.errors import InferenceError, Overloaded
+from inference.predictions.record import Event, Prediction
+from inference.predictions.store import check_room, retry_after_s
 from inference.predictions.webhooks import WebhookSender
 from inference.schema import GenerateResult, Job
 from inference.service import Service
@@ -144,14 +144,12 @@ class ModalStore(_Shared):
                     f"(PREDICTIONS_MAX_COUNT); retry in {retry}s",
                     retry,
                 )
-        if reserve_bytes(job) > self.settings.predictions_max_bytes:
-            raise InvalidRequest(
-                "num_outputs", "this prediction's images exceed PREDICTIONS_MAX_BYTES"
-            )
+        check_room([], job, self.settings, time.time())  # a single prediction over the bound
         await self.save(prediction)
         try:
             call_id = await self.calls.spawn(prediction, job)
         except Exception as exc:  # Modal refused the call: the record must not wait forever
+            log.exception("prediction %s: spawning its job failed", prediction.id)
             message = f"could not start the job on Modal: {type(exc).__name__}"
             await self.claim_end(prediction, lambda p: p.fail(message), self.save)
             raise
@@ -167,7 +165,8 @@ class ModalStore(_Shared):
             result = await self.calls.result(call_id)
         except Exception as exc:  # the job raised, or Modal gave up on it (timeout, crash)
             message = _error_message(exc)
-            await self.claim_end(prediction, lambda p: p.fail(message), self.save)
+            if await self.claim_end(prediction, lambda p: p.fail(message), self.save):
+                log.warning("prediction %s failed on Modal: %s", prediction_id, message)
             return await self.load(prediction_id)
         if result is not None:
             prediction.succeed(result)  # the images; the status too if the job's write lags

@@ -234,17 +234,29 @@ class WebhookSender:
                 secret, delivery.message_id, timestamp, delivery.body
             )
         extensions: dict[str, Any] = {}
-        if addresses:  # pin the connection to the vetted address; TLS still checks the name
+        targets = [url]
+        if addresses:  # pin the connection to a vetted address; TLS still checks the name
             headers["host"] = url.netloc.decode("ascii")
             if url.scheme == "https":
                 extensions["sni_hostname"] = url.host
-            url = url.copy_with(host=addresses[0])
+            targets = [url.copy_with(host=address) for address in addresses]
         if self._client is None:
             self._client = httpx.AsyncClient(
                 timeout=self.settings.webhook_timeout_s, follow_redirects=False
             )
+        for target in targets[:-1]:  # an address this host cannot reach: try the next one
+            try:
+                return await self._send(target, delivery.body, headers, extensions)
+            except httpx.ConnectError:
+                continue
+        return await self._send(targets[-1], delivery.body, headers, extensions)
+
+    async def _send(
+        self, url: httpx.URL, body: bytes, headers: dict[str, str], extensions: dict[str, Any]
+    ) -> int:
+        assert self._client is not None
         response = await self._client.post(
-            url, content=delivery.body, headers=headers, extensions=extensions
+            url, content=body, headers=headers, extensions=extensions
         )
         await response.aclose()
         return response.status_code

@@ -63,7 +63,8 @@ def render_error(exc: Exception) -> Response | None:
         ]
         return problem(422, "Input validation failed", exc.message, invalid_fields=fields)
     if isinstance(exc, InferenceError):
-        response = problem(STATUS_BY_ERROR.get(type(exc), 500), exc.code, exc.message)
+        status = STATUS_BY_ERROR.get(type(exc), 500)
+        response = problem(status, HTTPStatus(status).phrase, exc.message)
         if isinstance(exc, Overloaded):
             response.headers["Retry-After"] = str(exc.retry_after_s)
         elif isinstance(exc, NotReady) and not exc.permanent:
