@@ -230,12 +230,12 @@ def test_retries_are_bounded_and_logged(caplog: pytest.LogCaptureFixture) -> Non
 
 def test_a_hanging_receiver_never_delays_inference() -> None:
     with webhook_receiver() as receiver, served(**{**FAST_RETRIES, "webhook_timeout_s": 5}) as c:
-        receiver.plan, receiver.hang_s = ["hang"] * 20, 1.5
+        receiver.plan, receiver.hang_s = ["hang"] * 20, 2.0
         started = time.monotonic()
         ids = [create(c, receiver, None, seed=s) for s in range(3)]
         for pid in ids:
             assert wait_done(c, pid)["status"] == "succeeded"
-        assert time.monotonic() - started < 1.2  # before the first hang ends
+        assert time.monotonic() - started < 1.8  # before the first hang ends
         receiver.plan = []
 
 
