@@ -97,9 +97,10 @@ WEIGHTS_DIR = "/weights"
 
 # The container re-imports this file, so deploy-time settings travel with it as env vars:
 # MODAL_* keeps the definitions above identical in the container, and the engine settings
-# (MODEL, MAX_BATCH_SIZE, ...) configure the engine. Secrets (AUTH_TOKEN, HF_TOKEN) never
-# travel this way: put them in the modal.Secret named by MODAL_SECRET. DEVICE stays "cuda".
-_LOCAL_ONLY = ("auth_token", "host", "port", "device")
+# (MODEL, MAX_BATCH_SIZE, ...) configure the engine. Secrets (AUTH_TOKEN, HF_TOKEN,
+# WEBHOOK_SECRET) never travel this way: put them in the modal.Secret named by MODAL_SECRET.
+# DEVICE stays "cuda".
+_LOCAL_ONLY = ("auth_token", "webhook_secret", "host", "port", "device")
 _FORWARDED = {f"MODAL_{name.upper()}" for name in DeploySettings.model_fields} | {
     name.upper() for name in Settings.model_fields if name not in _LOCAL_ONLY
 }
@@ -109,6 +110,13 @@ CONTAINER_ENV = {name: os.environ[name] for name in sorted(_FORWARDED) if name i
 
 app = modal.App(SETTINGS.app_name)
 weights_volume = modal.Volume.from_name(SETTINGS.volume, create_if_missing=True)
+# The predictions API's shared state (inference/predictions/remote.py): records, call ids, ends.
+prediction_records = modal.Dict.from_name(
+    f"{SETTINGS.app_name}-predictions", create_if_missing=True
+)
+prediction_meta = modal.Dict.from_name(
+    f"{SETTINGS.app_name}-prediction-meta", create_if_missing=True
+)
 secrets = [modal.Secret.from_name(SETTINGS.secret)] if SETTINGS.secret else []
 
 image = (
@@ -164,18 +172,27 @@ class Model:
 
     @modal.enter(snap=False)
     def start(self) -> None:
-        """After restore: load the weights onto the GPU, warm up, start the batching worker."""
+        """After restore: load the weights onto the GPU, warm up, start the batching worker;
+        the predictions API keeps its state in Modal's Dicts and calls, not in this container."""
         from inference.http.app import create_app
+        from inference.http.protocols import use_store
+        from inference.predictions import WebhookSender
+        from inference.predictions.remote import ModalStore, RemoteJobs
         from inference.service import Service
 
-        settings = Settings()  # now with the secret's AUTH_TOKEN / HF_TOKEN
+        settings = Settings()  # now with the secret's AUTH_TOKEN / HF_TOKEN / WEBHOOK_SECRET
         self.service = Service(self.model, settings).start()
         self.app = create_app(settings, self.service)
+        records, meta = SharedDict(prediction_records), SharedDict(prediction_meta)
+        webhooks = WebhookSender(settings)
+        self.jobs = RemoteJobs(self.service, records, meta, webhooks)
+        use_store(self.app, ModalStore(settings, ModalCalls(), records, meta, webhooks))
 
     @modal.exit()
     def stop(self) -> None:
         """The server's shutdown path: drain for SHUTDOWN_GRACE_S, then fail what is left."""
         self.service.stop(grace_s=self.service.settings.shutdown_grace_s)
+        self.jobs.webhooks.close(timeout_s=10)
 
     @modal.method()
     def generate(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -185,12 +202,64 @@ class Model:
         """
         return self.service.generate(request).model_dump()
 
+    @modal.method()
+    async def run_prediction(self, prediction: Any, job: Any) -> dict[str, Any]:
+        """A prediction's job, spawned by the predictions API of whichever container took it;
+        progress goes to the Dicts, the result (as ``generate``'s) to the ``FunctionCall``."""
+        return await self.jobs.run(prediction, job)
+
     # -- the web front end: the local server's app, on this container's engine ---------------
 
     @modal.asgi_app(requires_proxy_auth=SETTINGS.proxy_auth)
     def web(self) -> Any:
         """The same FastAPI app as ``python -m inference serve``: routes, errors, auth, metrics."""
         return self.app
+
+
+# -- Modal's primitives as inference.predictions.remote expects them (translation only) -------
+
+
+class SharedDict:
+    """A ``modal.Dict`` through its async calls."""
+
+    def __init__(self, dictionary: modal.Dict) -> None:
+        self.dictionary = dictionary
+
+    async def get(self, key: str) -> Any:
+        return await self.dictionary.get.aio(key)
+
+    async def put(self, key: str, value: Any, skip_if_exists: bool = False) -> bool:
+        return await self.dictionary.put.aio(key, value, skip_if_exists=skip_if_exists)
+
+    async def pop(self, key: str) -> Any:
+        return await self.dictionary.pop.aio(key, None)
+
+    async def len(self) -> int:
+        return await self.dictionary.len.aio()
+
+    async def values(self) -> list[Any]:
+        return [value async for value in self.dictionary.values.aio()]
+
+
+class ModalCalls:
+    """Jobs as spawned calls of ``Model.run_prediction``, followed through ``FunctionCall``."""
+
+    async def spawn(self, prediction: Any, job: Any) -> str:
+        return (await Model().run_prediction.spawn.aio(prediction, job)).object_id
+
+    async def result(self, call_id: str) -> Any:
+        from inference.schema import GenerateResult
+
+        try:
+            output = await modal.FunctionCall.from_id(call_id).get.aio(timeout=0)
+        except modal.exception.OutputExpiredError:
+            raise
+        except TimeoutError:  # still running
+            return None
+        return GenerateResult.model_validate(output)
+
+    async def cancel(self, call_id: str) -> None:
+        await modal.FunctionCall.from_id(call_id).cancel.aio()
 
 
 # -- entrypoints -----------------------------------------------------------------------------

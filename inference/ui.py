@@ -9,6 +9,8 @@ imported only here, only when the app mounts the UI; without it /ui says how to 
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import hashlib
 import logging
 import secrets
@@ -137,10 +139,19 @@ def build_ui(service: Service) -> gr.Blocks:
     import gradio as gr
 
     names: list[str] = []
+    progress_bar = gr.Progress()
 
-    async def generate(*values: Any) -> tuple[list[str], int, str]:
+    async def generate(progress: Any = progress_bar, *values: Any) -> tuple[list[str], int, str]:
+        # The engine's per-step progress (what a prediction's logs and SSE stream show), from
+        # its worker thread to the bar: on this event loop, in this call's context (where
+        # Gradio keeps the event the bar belongs to).
+        loop, context = asyncio.get_running_loop(), contextvars.copy_context()
+
+        def step(done: int, total: int) -> None:
+            loop.call_soon_threadsafe(progress, (done, total), "Denoising", context=context)
+
         try:
-            result = await service.submit(_request(names, values))
+            result = await service.submit(_request(names, values), progress=step)
         except InferenceError as exc:  # the user's typo or a server limit: no traceback
             raise gr.Error(exc.message, print_exception=False) from None
         paths = [

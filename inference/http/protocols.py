@@ -1,0 +1,121 @@
+"""What the two predictions protocols (``routes/replicate.py``, ``routes/cog.py``) share.
+
+The store's lifecycle (created at start-up unless a runtime installed its own with
+``use_store``, closed at shutdown so unfinished predictions fail with a clear error and their
+webhooks go out), the input translation, and a route class that answers errors in each
+protocol's own shape instead of this app's ``{"error": ...}`` envelope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.responses import Response
+
+from inference.errors import InvalidRequest, NotReady
+from inference.predictions import PredictionStore
+from inference.predictions.store import LocalStore
+from inference.predictions.targets import check_target
+from inference.schema import GenerateRequest, Job
+from inference.service import Service
+from inference.settings import Settings
+
+ErrorRenderer = Callable[[Exception], Response | None]
+
+
+def use_store(app: FastAPI, store: PredictionStore) -> None:
+    """Serve predictions from ``store`` (a runtime's own, e.g. Modal's) instead of memory."""
+    app.state.prediction_store = store
+
+
+def get_store(request: Request) -> PredictionStore:
+    """The app's store; created on first use when the app runs without its lifespan."""
+    state = request.app.state
+    if getattr(state, "prediction_store", None) is None:
+        use_store(request.app, LocalStore(state.service, state.settings))
+    return state.prediction_store
+
+
+StoreDep = Annotated[PredictionStore, Depends(get_store)]
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """An installed store is kept (and closed); otherwise an in-process one lives as long as
+    the app serves."""
+    installed = getattr(app.state, "prediction_store", None)
+    store = installed or LocalStore(app.state.service, app.state.settings)
+    use_store(app, store)
+    try:
+        yield
+    finally:
+        await store.close()
+        if installed is None:
+            app.state.prediction_store = None
+
+
+def protocol_route(render_error: ErrorRenderer) -> type[APIRoute]:
+    """A route class whose errors (body validation, auth, domain errors) ``render_error``
+    shapes; what it declines goes on to the app's handlers."""
+
+    class ProtocolRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+            handler = super().get_route_handler()
+
+            async def handle(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except Exception as exc:
+                    response = render_error(exc)
+                    if response is None:
+                        raise
+                    return response
+
+            return handle
+
+    return ProtocolRoute
+
+
+def invalid_body(exc: RequestValidationError) -> InvalidRequest:
+    """Pydantic's errors on the envelope as one ``InvalidRequest`` naming the field."""
+    from inference.validation import invalid_request
+
+    return invalid_request(exc.errors())
+
+
+def base_url(request: Request, settings: Settings) -> str:
+    """Where clients reach this server: PUBLIC_URL, else the request's own base."""
+    return (settings.public_url or str(request.base_url)).rstrip("/")
+
+
+def require_ready(service: Service) -> None:
+    """Predictions are accepted once the model is loaded (defaults may come from it)."""
+    if service.ready:
+        return
+    if service.load_error is not None:
+        raise NotReady(f"the model failed to load: {service.load_error}", permanent=True)
+    raise NotReady("the model is still loading; retry when GET /ready answers 200")
+
+
+def to_job(service: Service, given: dict[str, Any]) -> tuple[Job, list[str]]:
+    """The input as a job, and the unknown keys dropped from it (Cog and Replicate drop them
+    too); an ``InvalidRequest`` names the field as ``input.<name>``."""
+    require_ready(service)
+    known = {k: v for k, v in given.items() if k in GenerateRequest.model_fields}
+    try:
+        job = service.job(known)
+    except InvalidRequest as exc:
+        errors = [{**e, "field": f"input.{e['field']}"} for e in exc.errors]
+        raise InvalidRequest(errors[0]["field"], exc.message, errors) from None
+    return job, sorted(set(given) - set(known))
+
+
+async def check_webhook(url: str | None, settings: Settings) -> None:
+    """422 naming ``webhook`` unless it is an http(s) URL on a host this server may call."""
+    if url is not None:
+        await check_target(url, settings.webhook_hosts)

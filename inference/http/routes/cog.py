@@ -1,0 +1,205 @@
+"""Cog's HTTP API (what every Cog container serves) over the prediction store.
+
+The routes and envelopes of Cog's own prediction server (coglet 0.23, which
+tests/test_predictions_cog.py runs side by side with this one): ``POST /predictions``
+(synchronous unless ``Prefer: respond-async``, then 202 ``{id, status}``),
+``PUT /predictions/{id}`` (idempotent: an id already known returns that prediction),
+``POST /predictions/{id}/cancel``, ``GET /health-check``. Where this server differs, it
+says more than Cog: ``GET /predictions/{id}`` exists (Cog answers 405), input errors are all
+422 at creation (Cog fails the prediction for rules its schema cannot express), finished
+predictions are kept for ``PREDICTIONS_TTL_S`` (so a cancel or a PUT finds them; Cog forgets
+them), and a cancel answers the envelope (Cog answers ``{}``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from inference.errors import InferenceError, InvalidRequest, NotReady, Overloaded
+from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
+from inference.http.errors import STATUS_BY_ERROR
+from inference.http.protocols import (
+    StoreDep,
+    base_url,
+    check_webhook,
+    invalid_body,
+    protocol_route,
+    to_job,
+)
+from inference.predictions import EVENTS, Prediction, new_id
+from inference.predictions.envelopes import cog_accepted, cog_envelope
+from inference.predictions.record import ID_PATTERN
+from inference.predictions.store import PredictionStore
+
+#: A synchronous request waits this long between checks of its prediction (it is woken at the
+#: end anyway; the bound only keeps one wait from outliving a store that was replaced).
+SYNC_WAIT_S = 3600.0
+
+
+def render_error(exc: Exception) -> Response | None:
+    """Cog's shapes: 422 ``{"detail": [{"loc", "msg", "type"}]}``, otherwise ``{"detail"}``."""
+    if isinstance(exc, RequestValidationError):
+        exc = invalid_body(exc)
+    if isinstance(exc, InvalidRequest):
+        detail = [
+            {"loc": ["body", *e["field"].split(".")], "msg": e["message"], "type": "value_error"}
+            for e in exc.errors
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
+    if isinstance(exc, InferenceError):
+        response = JSONResponse(
+            {"detail": exc.message}, status_code=STATUS_BY_ERROR.get(type(exc), 500)
+        )
+        if isinstance(exc, Overloaded):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        elif isinstance(exc, NotReady) and not exc.permanent:
+            response.headers["Retry-After"] = "5"
+        return response
+    if isinstance(exc, StarletteHTTPException):
+        return JSONResponse(
+            {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+    return None
+
+
+router = APIRouter(tags=["cog"], route_class=protocol_route(render_error))
+predictions = APIRouter(dependencies=PROTECTED, route_class=protocol_route(render_error))
+
+
+class PredictionRequest(BaseModel):
+    """Cog's request body; other keys (``context``, ``output_file_prefix``) are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: dict[str, Any] = Field(default_factory=dict, description="The model's inputs.")
+    id: str | None = Field(None, description="The prediction's id (default: a random one).")
+    webhook: str | None = Field(None, description="A URL to POST the prediction to.")
+    webhook_events_filter: list[Literal["start", "output", "logs", "completed"]] | None = Field(
+        None, description="Which events call the webhook (default: all)."
+    )
+
+
+Prefer = Annotated[str | None, Header(description="'respond-async' answers 202 at once.")]
+
+
+def _respond_async(prefer: str | None) -> bool:
+    return any(
+        p.split(";")[0].strip().lower() == "respond-async" for p in (prefer or "").split(",")
+    )
+
+
+async def _answer(store: PredictionStore, prediction: Prediction, prefer: str | None) -> Response:
+    if _respond_async(prefer):
+        return JSONResponse(cog_accepted(prediction), status_code=202)
+    while not prediction.done:
+        prediction = await store.wait(prediction.id, SYNC_WAIT_S) or prediction
+    return JSONResponse(cog_envelope(prediction))
+
+
+async def _create(
+    body: PredictionRequest,
+    prediction_id: str,
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    prefer: str | None,
+) -> Response:
+    if (existing := await store.get(prediction_id)) is not None:
+        return await _answer(store, existing, prefer)
+    await check_webhook(body.webhook, settings)
+    job, unknown = to_job(service, body.input)
+    events = body.webhook_events_filter
+    prediction = Prediction(
+        id=prediction_id,
+        protocol="cog",
+        input=body.input,
+        base_url=base_url(request, settings),
+        output_urls=settings.predictions_output == "url",
+        webhook=body.webhook,
+        events=frozenset(events if events is not None else EVENTS),
+    )
+    if unknown:
+        prediction.log(f"ignored inputs this model does not have: {', '.join(unknown)}")
+    return await _answer(store, await store.create(prediction, job), prefer)
+
+
+def _checked_id(prediction_id: str) -> str:
+    if not ID_PATTERN.match(prediction_id):
+        raise InvalidRequest(
+            "id",
+            "id must be 1 to 128 letters, digits, '_', '.' or '-' (starting with a letter or "
+            f"digit), got {prediction_id[:140]!r}",
+        )
+    return prediction_id
+
+
+@predictions.post("/predictions")
+async def create_prediction(
+    body: PredictionRequest,
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    prefer: Prefer = None,
+) -> Response:
+    """Run a prediction; with ``Prefer: respond-async``, answer 202 and run it in the background."""
+    prediction_id = _checked_id(body.id) if body.id is not None else new_id()
+    return await _create(body, prediction_id, request, service, settings, store, prefer)
+
+
+@predictions.put("/predictions/{prediction_id}")
+async def put_prediction(
+    prediction_id: str,
+    body: PredictionRequest,
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    prefer: Prefer = None,
+) -> Response:
+    """Create a prediction under this id, or answer the one that already has it."""
+    if body.id is not None and body.id != prediction_id:
+        raise InvalidRequest("id", "prediction ID must match the ID supplied in the URL")
+    prediction_id = _checked_id(prediction_id)
+    return await _create(body, prediction_id, request, service, settings, store, prefer)
+
+
+@predictions.get("/predictions/{prediction_id}")
+async def get_prediction(prediction_id: str, store: StoreDep) -> Response:
+    """The prediction now (an addition: Cog's own server has no such route)."""
+    prediction = await store.get(prediction_id)
+    if prediction is None:
+        raise StarletteHTTPException(404, f"prediction {prediction_id!r} not found")
+    return JSONResponse(cog_envelope(prediction))
+
+
+@predictions.post("/predictions/{prediction_id}/cancel")
+async def cancel_prediction(prediction_id: str, store: StoreDep) -> Response:
+    """Cancel it if it is still running; a finished one is returned as it is."""
+    prediction = await store.cancel(prediction_id)
+    if prediction is None:
+        raise StarletteHTTPException(404, f"prediction {prediction_id!r} not found")
+    return JSONResponse(cog_envelope(prediction))
+
+
+@router.get("/health-check")
+async def health_check(service: ServiceDep) -> dict[str, Any]:
+    """Cog's health: STARTING, READY, BUSY (the queue is full), SETUP_FAILED, DEFUNCT."""
+    phase = service.phase
+    if phase == "ready":
+        full = service.queue_depth >= service.settings.max_queue_size
+        status = "BUSY" if full else "READY"
+    else:
+        status = {"failed": "SETUP_FAILED", "stopped": "DEFUNCT"}.get(phase, "STARTING")
+    setup = {"ready": "succeeded", "failed": "failed"}.get(phase, "starting")
+    return {"status": status, "setup": {"status": setup, "logs": service.load_error or ""}}
+
+
+router.include_router(predictions)

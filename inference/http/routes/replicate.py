@@ -1,0 +1,288 @@
+"""Replicate's HTTP API, the subset its official client uses, over the prediction store.
+
+``replicate.Client(api_token=..., base_url=<this server>)`` works unchanged: ``run``,
+``predictions.create/get/cancel/list``, ``models.predictions.create``, ``stream``. Any
+``owner/name`` (or version) maps to the one model this server serves. Errors are Replicate's
+problem details (``{"title", "detail", "status"}``, plus ``invalid_fields`` on 422), which the
+client raises as ``ReplicateError``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+from http import HTTPStatus
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from inference import __version__
+from inference.errors import InferenceError, InvalidRequest, NotReady, Overloaded
+from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
+from inference.http.errors import STATUS_BY_ERROR
+from inference.http.protocols import (
+    StoreDep,
+    base_url,
+    check_webhook,
+    invalid_body,
+    protocol_route,
+    to_job,
+)
+from inference.predictions import EVENTS, Prediction, new_id
+from inference.predictions.envelopes import replicate_object, timestamp
+from inference.predictions.events import stream
+from inference.schema import GenerateRequest
+from inference.service import Service
+
+PAGE_SIZE = 100
+#: The Cog release whose envelopes these routes follow (tests run coglet 0.23.1 beside them).
+COG_VERSION = "0.23.1"
+EventName = Literal["start", "output", "logs", "completed"]
+_WAIT = re.compile(r"^wait(?:=(\d+))?$")
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"title": title, "detail": detail, "status": status, **extra}
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+def render_error(exc: Exception) -> Response | None:
+    """Replicate's shape for every error these routes raise."""
+    if isinstance(exc, RequestValidationError):
+        exc = invalid_body(exc)
+    if isinstance(exc, InvalidRequest):
+        fields = [
+            {"type": "invalid", "field": e["field"], "description": e["message"]}
+            for e in exc.errors
+        ]
+        return problem(422, "Input validation failed", exc.message, invalid_fields=fields)
+    if isinstance(exc, InferenceError):
+        status = STATUS_BY_ERROR.get(type(exc), 500)
+        response = problem(status, HTTPStatus(status).phrase, exc.message)
+        if isinstance(exc, Overloaded):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        elif isinstance(exc, NotReady) and not exc.permanent:
+            response.headers["Retry-After"] = "5"
+        return response
+    if isinstance(exc, StarletteHTTPException):
+        title = HTTPStatus(exc.status_code).phrase
+        response = problem(exc.status_code, title, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
+    return None
+
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["replicate"],
+    dependencies=PROTECTED,
+    route_class=protocol_route(render_error),
+)
+
+
+class CreatePrediction(BaseModel):
+    """The body the replicate client sends; other keys are ignored, as Replicate does."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: dict[str, Any] = Field(default_factory=dict, description="The model's inputs.")
+    version: str | None = Field(None, description="Any version: it maps to the served model.")
+    webhook: str | None = Field(None, description="An https URL to POST the prediction to.")
+    webhook_completed: str | None = Field(None, description="Legacy: webhook for completed.")
+    webhook_events_filter: list[EventName] | None = Field(
+        None, description="Which events call the webhook (default: all)."
+    )
+    stream: bool | None = Field(None, description="Accepted; every prediction can stream.")
+
+
+def wait_seconds(prefer: str | None, limit_s: float) -> float | None:
+    """``Prefer: wait`` (up to ``limit_s``) or ``wait=N`` (1 to 60), else None."""
+    for preference in (prefer or "").split(","):
+        token = preference.split(";")[0].strip().lower()
+        if not token.startswith("wait"):
+            continue  # RFC 7240: preferences a server does not know are ignored
+        match = _WAIT.match(token.replace(" ", ""))
+        if not match or (match.group(1) and not 1 <= int(match.group(1)) <= 60):
+            raise InvalidRequest(
+                "Prefer",
+                f"Prefer must be 'wait' or 'wait=N' with N from 1 to 60 seconds, got {prefer!r}",
+            )
+        return min(limit_s, float(match.group(1) or limit_s))
+    return None
+
+
+def _version(service: Service) -> str:
+    """A stable 64-hex version id for the served model (Replicate's version ids look so)."""
+    return hashlib.sha256(f"{service.model.name}@{__version__}".encode()).hexdigest()
+
+
+async def _create(
+    body: CreatePrediction,
+    model: str,
+    version: str,
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    prefer: str | None,
+) -> JSONResponse:
+    wait = wait_seconds(prefer, settings.predictions_wait_max_s)
+    webhook, events = body.webhook, body.webhook_events_filter
+    if webhook is None and body.webhook_completed is not None:
+        webhook, events = body.webhook_completed, ["completed"]
+    await check_webhook(webhook, settings)
+    job, unknown = to_job(service, body.input)
+    prediction = Prediction(
+        id=new_id(),
+        protocol="replicate",
+        input=body.input,
+        model=model,
+        version=version,
+        base_url=base_url(request, settings),
+        output_urls=settings.predictions_output == "url",
+        webhook=webhook,
+        events=frozenset(events if events is not None else EVENTS),
+    )
+    if unknown:
+        prediction.log(f"ignored inputs this model does not have: {', '.join(unknown)}")
+    prediction = await store.create(prediction, job)
+    if wait is not None:
+        prediction = await store.wait(prediction.id, wait) or prediction
+        if not prediction.done:
+            # Replicate's blocking API reports "starting" when the wait runs out, and the
+            # official client's run() polls only on that status.
+            prediction.status = "starting"
+    return JSONResponse(replicate_object(prediction), status_code=201)
+
+
+Prefer = Annotated[str | None, Header(description="'wait' or 'wait=N' (seconds) to block.")]
+
+
+@router.post("/predictions", status_code=201)
+async def create_prediction(
+    body: CreatePrediction,
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    prefer: Prefer = None,
+) -> JSONResponse:
+    """Create a prediction (any version maps to the served model)."""
+    model = service.model.name if "/" in service.model.name else f"local/{service.model.name}"
+    version = body.version or _version(service)
+    return await _create(body, model, version, request, service, settings, store, prefer)
+
+
+@router.post("/models/{owner}/{name}/predictions", status_code=201)
+@router.post("/deployments/{owner}/{name}/predictions", status_code=201, include_in_schema=False)
+async def create_model_prediction(
+    owner: str,
+    name: str,
+    body: CreatePrediction,
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    prefer: Prefer = None,
+) -> JSONResponse:
+    """Create a prediction of ``owner/name`` (any name maps to the served model)."""
+    model, version = f"{owner}/{name}", _version(service)
+    return await _create(body, model, version, request, service, settings, store, prefer)
+
+
+@router.get("/models/{owner}/{name}/versions/{version_id}")
+async def get_version(owner: str, name: str, version_id: str) -> dict[str, Any]:
+    """Any version is the served model: its input and output schema (``run`` reads them for
+    an ``owner/name:version`` reference)."""
+    output = {"type": "array", "items": {"type": "string", "format": "uri"}, "title": "Output"}
+    return {
+        "id": version_id,
+        "created_at": timestamp(time.time()),
+        "cog_version": COG_VERSION,
+        "openapi_schema": {
+            "openapi": "3.0.2",
+            "components": {
+                "schemas": {"Input": GenerateRequest.model_json_schema(), "Output": output}
+            },
+        },
+    }
+
+
+async def _found(store: StoreDep, prediction_id: str) -> Prediction:
+    prediction = await store.get(prediction_id)
+    if prediction is None:
+        raise StarletteHTTPException(404, f"prediction {prediction_id!r} not found")
+    return prediction
+
+
+@router.get("/predictions/{prediction_id}")
+async def get_prediction(prediction_id: str, store: StoreDep) -> JSONResponse:
+    """The prediction now."""
+    return JSONResponse(replicate_object(await _found(store, prediction_id)))
+
+
+@router.post("/predictions/{prediction_id}/cancel")
+async def cancel_prediction(prediction_id: str, store: StoreDep) -> JSONResponse:
+    """Cancel it if it is still running; a finished one is returned as it is."""
+    prediction = await store.cancel(prediction_id)
+    if prediction is None:
+        raise StarletteHTTPException(404, f"prediction {prediction_id!r} not found")
+    return JSONResponse(replicate_object(prediction))
+
+
+def _cursor(prediction: Prediction) -> str:
+    raw = f"{prediction.created_at!r}|{prediction.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _before(cursor: str | None) -> tuple[float, str] | None:
+    if cursor is None:
+        return None
+    try:
+        created, _, prediction_id = base64.urlsafe_b64decode(cursor + "==").decode().partition("|")
+        return float(created), prediction_id
+    except ValueError:
+        raise InvalidRequest(
+            "cursor", f"cursor is not one this server gave, got {cursor!r}"
+        ) from None
+
+
+@router.get("/predictions")
+async def list_predictions(
+    request: Request, settings: SettingsDep, store: StoreDep, cursor: str | None = Query(None)
+) -> JSONResponse:
+    """Newest first, ``PAGE_SIZE`` a page; output and logs are left out (GET one for them)."""
+    page = await store.list(_before(cursor), PAGE_SIZE + 1)
+    following = None
+    if len(page) > PAGE_SIZE:
+        page = page[:PAGE_SIZE]
+        following = f"{base_url(request, settings)}/v1/predictions?cursor={_cursor(page[-1])}"
+    results = [replicate_object(p, summary=True) for p in page]
+    return JSONResponse({"previous": None, "next": following, "results": results})
+
+
+@router.get("/predictions/{prediction_id}/stream")
+async def stream_prediction(prediction_id: str, store: StoreDep) -> StreamingResponse:
+    """Server-sent events: logs (a line per step), outputs, then done."""
+    await _found(store, prediction_id)
+    return StreamingResponse(
+        stream(store, prediction_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/predictions/{prediction_id}/output/{name}")
+async def prediction_output(prediction_id: str, name: str, store: StoreDep) -> Response:
+    """One output file (``PREDICTIONS_OUTPUT=url``)."""
+    prediction = await _found(store, prediction_id)
+    for output in prediction.outputs or ():
+        if output.name == name:
+            return Response(output.data, media_type=output.media_type)
+    raise StarletteHTTPException(404, f"prediction {prediction_id!r} has no output {name!r}")

@@ -1,0 +1,25 @@
+"""Predictions: asynchronous jobs with an id, progress, webhooks and cancel.
+
+The machinery behind Replicate's and Cog's HTTP protocols (``inference/http/routes/``):
+``record`` (one prediction and its transitions), ``store`` (the interface and the in-process
+store), ``remote`` (the same over Modal's primitives), ``targets`` (which webhook URLs may be
+called), ``webhooks`` (signed deliveries, retries), ``envelopes`` (each protocol's JSON)
+and ``events`` (server-sent events). It never imports ``modal``; the routes live in
+``inference/http/``.
+"""
+
+from inference.predictions.record import EVENTS, TERMINAL, Prediction, new_id
+from inference.predictions.store import LocalStore, PredictionStore
+from inference.predictions.targets import check_target
+from inference.predictions.webhooks import WebhookSender
+
+__all__ = [
+    "EVENTS",
+    "TERMINAL",
+    "LocalStore",
+    "Prediction",
+    "PredictionStore",
+    "WebhookSender",
+    "check_target",
+    "new_id",
+]

@@ -1,0 +1,106 @@
+"""A prediction as each protocol shows it: Replicate's prediction object, Cog's envelope.
+
+The same functions render HTTP responses, webhook bodies and the server-sent-events stream,
+so a webhook carries exactly what a GET would have returned at that moment.
+
+Replicate: the fields its official client reads (``replicate.prediction.Prediction``): id,
+model, version, status, input, output, logs, error, metrics, created_at, started_at,
+completed_at, urls. Cog (coglet 0.23, measured against its own server): ``id``, ``status``,
+``logs``, ``metrics``, plus ``output`` once there is one and ``error`` once there is one; a
+``Prefer: respond-async`` creation answers ``{id, status}`` alone.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+from inference.predictions.record import Output, Prediction
+
+#: Where this server serves an output file in ``PREDICTIONS_OUTPUT=url`` mode.
+OUTPUT_PATH = "/v1/predictions/{id}/output/{name}"
+
+
+def timestamp(seconds: float | None) -> str | None:
+    """ISO 8601 in UTC with a Z, as Replicate writes its times."""
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+def data_uri(output: Output) -> str:
+    return f"data:{output.media_type};base64,{base64.b64encode(output.data).decode('ascii')}"
+
+
+def output_value(prediction: Prediction) -> list[str] | None:
+    """The outputs as a list (predict.py's ``list[Path]``): data: URIs, or URLs served here."""
+    if prediction.outputs is None:
+        return None
+    if prediction.output_urls:
+        return [
+            prediction.base_url + OUTPUT_PATH.format(id=prediction.id, name=o.name)
+            for o in prediction.outputs
+        ]
+    return [data_uri(o) for o in prediction.outputs]
+
+
+def _metrics(prediction: Prediction) -> dict[str, Any]:
+    """The record's metrics; a prediction that ended without a result still says how long it
+    ran, as Cog does."""
+    if prediction.metrics or prediction.started_at is None or prediction.completed_at is None:
+        return dict(prediction.metrics)
+    return {"predict_time": prediction.completed_at - prediction.started_at}
+
+
+def replicate_urls(prediction: Prediction) -> dict[str, str]:
+    base = f"{prediction.base_url}/v1/predictions/{prediction.id}"
+    return {"get": base, "cancel": f"{base}/cancel", "stream": f"{base}/stream"}
+
+
+def replicate_object(prediction: Prediction, *, summary: bool = False) -> dict[str, Any]:
+    """Replicate's prediction object; ``summary`` (for lists) leaves out output and logs."""
+    return {
+        "id": prediction.id,
+        "model": prediction.model,
+        "version": prediction.version,
+        "input": prediction.input,
+        "logs": None if summary else prediction.logs,
+        "output": None if summary else output_value(prediction),
+        "data_removed": False,
+        "error": prediction.error,
+        "status": prediction.status,
+        "source": "api",
+        "created_at": timestamp(prediction.created_at),
+        "started_at": timestamp(prediction.started_at),
+        "completed_at": timestamp(prediction.completed_at),
+        "urls": replicate_urls(prediction),
+        "metrics": _metrics(prediction),
+    }
+
+
+def cog_envelope(prediction: Prediction) -> dict[str, Any]:
+    """Cog's prediction response, with the keys coglet itself sends."""
+    body: dict[str, Any] = {
+        "id": prediction.id,
+        "status": prediction.status,
+        "logs": prediction.logs,
+        "metrics": {k: v for k, v in _metrics(prediction).items() if k != "total_time"},
+    }
+    if prediction.outputs is not None:
+        body["output"] = output_value(prediction)
+    if prediction.error is not None:
+        body["error"] = prediction.error
+    return body
+
+
+def cog_accepted(prediction: Prediction) -> dict[str, Any]:
+    """Cog's answer to ``Prefer: respond-async``: the id and status alone."""
+    return {"id": prediction.id, "status": prediction.status}
+
+
+def webhook_body(prediction: Prediction) -> dict[str, Any]:
+    """What a webhook carries: the envelope of the protocol that created the prediction."""
+    if prediction.protocol == "cog":
+        return cog_envelope(prediction)
+    return replicate_object(prediction)

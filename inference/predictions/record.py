@@ -1,0 +1,172 @@
+"""One prediction as both protocols see it, and the only code that changes its state.
+
+Replicate and Cog share a vocabulary (statuses starting, processing, succeeded, failed,
+canceled; webhook events start, output, logs, completed), so one record serves both; the
+envelopes each protocol renders live in ``envelopes``. Every transition is a method here that
+returns the webhook events it causes, so the in-process store and the Modal job side (which run
+the same transitions in different places) cannot drift apart. The record is plain data: it is
+pickled to Modal workers and stored in a ``modal.Dict``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from inference.schema import GenerateResult, Job
+
+Status = Literal["starting", "processing", "succeeded", "failed", "canceled"]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
+Event = Literal["start", "output", "logs", "completed"]
+EVENTS: tuple[Event, ...] = ("start", "output", "logs", "completed")
+Protocol = Literal["replicate", "cog"]
+#: Ids a client may choose (Cog's PUT /predictions/{id}); ours are longer and random.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+#: Logs beyond this keep their tail: a 150-step progress log is ~10 kB.
+MAX_LOG_CHARS = 64_000
+BAR_WIDTH = 20
+
+
+def new_id() -> str:
+    """An unguessable id (128 random bits) in Replicate's alphabet: lower case and digits."""
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return "".join(secrets.choice(alphabet) for _ in range(26))
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output file: its bytes and the name Cog would give it (``out-0.png``)."""
+
+    name: str
+    media_type: str
+    data: bytes
+
+
+@dataclass
+class Prediction:
+    """A prediction's state; see the module docstring. Times are Unix seconds."""
+
+    id: str
+    protocol: Protocol
+    input: dict[str, Any]
+    model: str = ""
+    version: str = ""
+    base_url: str = ""
+    #: Outputs as URLs under ``base_url`` (PREDICTIONS_OUTPUT=url) instead of data: URIs.
+    output_urls: bool = False
+    webhook: str | None = None
+    events: frozenset[str] = frozenset(EVENTS)
+    status: Status = "starting"
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    completed_at: float | None = None
+    outputs: list[Output] | None = None
+    error: str | None = None
+    logs: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    #: Bytes the store counts for this prediction before its images exist.
+    reserved_bytes: int = 0
+    #: Bumped by the store on every change, so a reader can wait for the next one.
+    revision: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def size_bytes(self) -> int:
+        """What this prediction holds: input, logs and images (or the images' reservation)."""
+        images = sum(len(o.data) for o in self.outputs or ())
+        return (
+            len(json.dumps(self.input, default=str))
+            + len(self.logs)
+            + max(images, 0 if self.done else self.reserved_bytes)
+        )
+
+    def copy(self) -> Prediction:
+        """A snapshot for a reader on another task or thread (outputs are immutable)."""
+        return replace(self, input=dict(self.input), metrics=dict(self.metrics))
+
+    # -- transitions: each returns the events it causes --------------------------------------
+
+    def start(self, now: float | None = None) -> list[Event]:
+        """The model began on it (its first step): ``processing``."""
+        if self.status != "starting":
+            return []
+        self.status, self.started_at = "processing", now or time.time()
+        return ["start"]
+
+    def step(self, step: int, total: int, now: float | None = None) -> list[Event]:
+        """One denoising step done: a progress line in the logs, as tqdm writes it."""
+        if self.done:
+            return []
+        now = now or time.time()
+        events = self.start(now)
+        self.log(progress_line(step, total, now - (self.started_at or now)))
+        return [*events, "logs"]
+
+    def log(self, line: str) -> None:
+        self.logs = (self.logs + line + "\n")[-MAX_LOG_CHARS:]
+
+    def succeed(self, result: GenerateResult, now: float | None = None) -> list[Event]:
+        """Images and metrics from the engine's result (also for a Modal call's result)."""
+        if self.done and self.status != "succeeded":
+            return []
+        now = now or time.time()
+        events = self.start(now)
+        self.outputs = [
+            Output(f"out-{i}.{image.format}", image.media_type, image.data)
+            for i, image in enumerate(result.images)
+        ]
+        timings = result.timings
+        self.metrics = {
+            "predict_time": (timings.inference_ms + timings.encode_ms) / 1000,
+            "total_time": timings.total_ms / 1000,
+            "seed": result.seed,
+            "batch_size": result.batch_size,
+            "model": result.model,
+        }
+        if self.status != "succeeded":
+            self.log(f"seed={result.seed} batch_size={result.batch_size} model={result.model}")
+            self.status, self.completed_at = "succeeded", now
+            return [*events, "output", "completed"]
+        return []
+
+    def fail(self, message: str, now: float | None = None) -> list[Event]:
+        if self.done:
+            return []
+        self.status, self.error, self.completed_at = "failed", message, now or time.time()
+        return ["completed"]
+
+    def cancel(self, now: float | None = None) -> list[Event]:
+        if self.done:
+            return []
+        self.status, self.completed_at = "canceled", now or time.time()
+        return ["completed"]
+
+
+def reserve_bytes(job: Job) -> int:
+    """An upper bound on a job's encoded images: raw RGB plus headroom for PNG's framing."""
+    return job.num_outputs * (job.width * job.height * 3 + 4096)
+
+
+def progress_line(step: int, total: int, elapsed_s: float) -> str:
+    """`` 45%|█████████           | 9/20 [00:01<00:01,  8.50it/s]``: tqdm's format, which
+    Replicate shows for a sampler and its client parses into ``prediction.progress``."""
+    total = max(total, 1)
+    filled = BAR_WIDTH * step // total
+    timing = f"{_clock(elapsed_s)}<?, ?it/s"  # tqdm's way of saying "not measured yet"
+    if elapsed_s > 0:
+        rate = step / elapsed_s
+        timing = f"{_clock(elapsed_s)}<{_clock((total - step) / rate)}, {rate:.2f}it/s"
+    bar = "█" * filled + " " * (BAR_WIDTH - filled)
+    return f"{100 * step // total:3d}%|{bar}| {step}/{total} [{timing}]"
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes:02d}:{secs:02d}"

@@ -1,0 +1,273 @@
+"""Webhook deliveries: target checks, Replicate's signatures, bounded retries, off the hot path.
+
+- **Targets** are checked (``targets.check_target``) before every attempt, and the attempt
+  connects to the address that was checked, with the name in ``Host`` and TLS's SNI.
+- **Signatures**, as Replicate signs (Standard Webhooks): ``webhook-id``, ``webhook-timestamp``
+  and ``webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`` keyed with the
+  base64 key after ``whsec_`` in ``WEBHOOK_SECRET``; ``replicate.webhooks.validate`` accepts them.
+- **Delivery** never blocks inference: ``send`` only queues (bounded; beyond the bound a
+  delivery is dropped and logged). A thread with its own event loop posts them, in order per
+  prediction, a newer ``logs`` snapshot replacing a queued one. As Cog does, ``completed`` is
+  retried with exponential backoff on errors, timeouts, 429 and 5xx; other events get one try.
+  ``logs`` events go out at most every ``LOGS_INTERVAL_S``, as Replicate throttles them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from inference import __version__
+from inference.errors import InvalidRequest
+from inference.predictions.envelopes import webhook_body
+from inference.predictions.record import Event, Prediction, new_id
+from inference.predictions.targets import Resolver, check_target
+from inference.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOGS_INTERVAL_S = 0.5
+MAX_CONCURRENT = 16
+#: Most significant first: one transition sends one delivery, named after its main event.
+PRIORITY: tuple[Event, ...] = ("completed", "output", "start", "logs")
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header value for ``body`` (Standard Webhooks, v1)."""
+    key = base64.b64decode(secret.partition("_")[2])
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+@dataclass
+class Delivery:
+    prediction_id: str
+    url: str
+    event: Event
+    body: bytes
+    message_id: str
+
+
+class WebhookSender:
+    """Queues and posts webhooks on its own thread; see the module docstring."""
+
+    def __init__(self, settings: Settings, resolver: Resolver | None = None) -> None:
+        self.settings = settings
+        self.resolver = resolver
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._queues: dict[str, deque[Delivery]] = {}
+        self._outstanding = 0  # queued or being delivered
+        self._chains: set[asyncio.Task[None]] = set()
+        self._last_logs: dict[str, float] = {}
+        self._client: httpx.AsyncClient | None = None
+        self._slots: asyncio.Semaphore | None = None
+
+    # -- any thread ----------------------------------------------------------------------
+
+    def send(self, prediction: Prediction, events: list[Event]) -> None:
+        """Queue one delivery for this transition if its webhook wants one of ``events``."""
+        wanted = [e for e in PRIORITY if e in events and e in prediction.events]
+        if not prediction.webhook or not wanted:
+            return
+        event, now = wanted[0], time.monotonic()
+        with self._lock:
+            if self._closed:
+                log.warning(
+                    "webhook %s of prediction %s dropped: shutting down", event, prediction.id
+                )
+                return
+            if event == "logs":
+                if now - self._last_logs.get(prediction.id, 0.0) < LOGS_INTERVAL_S:
+                    return
+                self._last_logs[prediction.id] = now
+            elif event == "completed":
+                self._last_logs.pop(prediction.id, None)
+            loop = self._started()
+        body = json.dumps(webhook_body(prediction)).encode()
+        delivery = Delivery(prediction.id, prediction.webhook, event, body, f"msg_{new_id()}")
+        loop.call_soon_threadsafe(self._enqueue, delivery)
+
+    def close(self, timeout_s: float) -> None:
+        """Refuse new deliveries, give queued ones up to ``timeout_s``, then stop. Blocks.
+
+        A later ``send`` starts afresh (an app whose lifespan runs again, as in tests).
+        """
+        with self._lock:
+            self._closed, loop, thread = True, self._loop, self._thread
+        try:
+            if loop is not None and thread is not None:
+                drained = asyncio.run_coroutine_threadsafe(self._drain(timeout_s), loop)
+                try:
+                    drained.result(timeout_s + 5)
+                finally:
+                    loop.call_soon_threadsafe(loop.stop)
+                    thread.join(timeout=5)
+        finally:
+            with self._lock:
+                self._closed, self._loop, self._thread = False, None, None
+                self._client = self._slots = None
+                self._last_logs.clear()
+                self._outstanding = 0
+
+    def _started(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+            loop.call_soon(ready.set)
+
+            def run() -> None:
+                try:
+                    loop.run_forever()
+                finally:
+                    loop.close()
+
+            self._thread = threading.Thread(target=run, name="webhook-sender", daemon=True)
+            self._thread.start()
+            ready.wait()
+            self._loop = loop
+        return self._loop
+
+    # -- the sender's loop -----------------------------------------------------------------
+
+    def _enqueue(self, delivery: Delivery) -> None:
+        if self._outstanding >= self.settings.webhook_queue_size:
+            log.warning(
+                "webhook %s of prediction %s dropped: %d deliveries queued (WEBHOOK_QUEUE_SIZE)",
+                delivery.event,
+                delivery.prediction_id,
+                self._outstanding,
+            )
+            return
+        queue = self._queues.get(delivery.prediction_id)
+        if queue is None:
+            queue = self._queues[delivery.prediction_id] = deque()
+            chain = asyncio.ensure_future(self._chain(delivery.prediction_id, queue))
+            self._chains.add(chain)
+            chain.add_done_callback(self._chains.discard)
+        if queue and queue[-1].event == "logs":
+            queue.pop()  # superseded by this newer snapshot
+            self._outstanding -= 1
+        queue.append(delivery)
+        self._outstanding += 1
+
+    async def _chain(self, prediction_id: str, queue: deque[Delivery]) -> None:
+        """Deliver one prediction's webhooks in order."""
+        try:
+            while queue:
+                delivery = queue.popleft()
+                try:
+                    async with self._slot():
+                        await self._deliver(delivery)
+                finally:
+                    self._outstanding -= 1
+        finally:
+            self._outstanding -= len(queue)
+            self._queues.pop(prediction_id, None)
+
+    def _slot(self) -> asyncio.Semaphore:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(MAX_CONCURRENT)
+        return self._slots
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        s = self.settings
+        attempts = s.webhook_max_attempts if delivery.event == "completed" else 1
+        for attempt in range(1, attempts + 1):
+            what = (
+                f"webhook {delivery.event} of prediction {delivery.prediction_id} "
+                f"(attempt {attempt}/{attempts})"
+            )
+            try:
+                status = await self._post(delivery)
+            except InvalidRequest as exc:
+                log.warning("%s refused: %s", what, exc.message)
+                return
+            except (httpx.HTTPError, OSError) as exc:
+                log.warning(
+                    "%s failed: %s", what, type(exc).__name__ + (f": {exc}" if str(exc) else "")
+                )
+            else:
+                if status < 300:
+                    log.debug("%s delivered", what)
+                    return
+                log.warning("%s answered %d", what, status)
+                if status < 500 and status not in (408, 429):
+                    return
+            if attempt < attempts:
+                await asyncio.sleep(s.webhook_retry_backoff_s * 2 ** (attempt - 1))
+        if attempts > 1:
+            log.error(
+                "gave up on webhook %s of prediction %s after %d attempts",
+                delivery.event,
+                delivery.prediction_id,
+                attempts,
+            )
+
+    async def _post(self, delivery: Delivery) -> int:
+        """One signed POST to the address the target check vetted; returns the status."""
+        url = httpx.URL(delivery.url)
+        addresses = await check_target(delivery.url, self.settings.webhook_hosts, self.resolver)
+        headers = {
+            "content-type": "application/json",
+            "user-agent": f"diffusion-serve/{__version__}",
+            "webhook-id": delivery.message_id,
+        }
+        timestamp = int(time.time())
+        headers["webhook-timestamp"] = str(timestamp)
+        if self.settings.webhook_secret is not None:
+            secret = self.settings.webhook_secret.get_secret_value()
+            headers["webhook-signature"] = sign(
+                secret, delivery.message_id, timestamp, delivery.body
+            )
+        extensions: dict[str, Any] = {}
+        targets = [url]
+        if addresses:  # pin the connection to a vetted address; TLS still checks the name
+            headers["host"] = url.netloc.decode("ascii")
+            if url.scheme == "https":
+                extensions["sni_hostname"] = url.host
+            targets = [url.copy_with(host=address) for address in addresses]
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self.settings.webhook_timeout_s, follow_redirects=False
+            )
+        for target in targets[:-1]:  # an address this host cannot reach: try the next one
+            try:
+                return await self._send(target, delivery.body, headers, extensions)
+            except httpx.ConnectError:
+                continue
+        return await self._send(targets[-1], delivery.body, headers, extensions)
+
+    async def _send(
+        self, url: httpx.URL, body: bytes, headers: dict[str, str], extensions: dict[str, Any]
+    ) -> int:
+        assert self._client is not None
+        response = await self._client.post(
+            url, content=body, headers=headers, extensions=extensions
+        )
+        await response.aclose()
+        return response.status_code
+
+    async def _drain(self, timeout_s: float) -> None:
+        chains = set(self._chains)
+        if chains:
+            _, late = await asyncio.wait(chains, timeout=timeout_s)
+            for chain in late:
+                chain.cancel()
+            if late:
+                log.warning("shutdown: %d predictions' webhooks were not delivered", len(late))
+        if self._client is not None:
+            await self._client.aclose()

@@ -1,0 +1,268 @@
+"""Webhooks: which targets are refused, order, filters, signatures, retries, never blocking.
+
+A receiver on 127.0.0.1 (allowed by WEBHOOK_ALLOWED_HOSTS, as a deployer would allow an
+internal host) records every delivery and can answer 500, hang or reset the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from inference.errors import InvalidRequest
+from inference.http.app import create_app
+from inference.models.mock import MockModel
+from inference.predictions import targets
+from inference.predictions.targets import check_target
+from inference.service import Service
+from inference.settings import Settings
+from tests.fakes import SlowStepsModel
+from tests.receivers import Receiver, webhook_receiver
+
+SMALL = {"width": 64, "height": 64, "steps": 4}
+SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
+FAST_RETRIES = {
+    "webhook_allowed_hosts": "127.0.0.1",
+    "webhook_retry_backoff_s": 0.05,
+    "webhook_timeout_s": 0.5,
+    "webhook_max_attempts": 3,
+}
+
+
+@contextmanager
+def served(model: Any = None, **settings: Any) -> Iterator[TestClient]:
+    service = Service(model or MockModel(), Settings(max_wait_ms=0, **settings)).start()
+    try:
+        with TestClient(create_app(service.settings, service)) as client:
+            yield client
+    finally:
+        service.stop()
+
+
+def create(client: TestClient, receiver: Receiver, events: list[str] | None = None, **inp: Any):
+    body: dict[str, Any] = {"input": {**SMALL, **inp}, "webhook": receiver.url}
+    if events is not None:
+        body["webhook_events_filter"] = events
+    answer = client.post("/v1/predictions", json=body)
+    assert answer.status_code == 201, answer.text
+    return answer.json()["id"]
+
+
+# -- targets ------------------------------------------------------------------------------
+
+
+def fake_dns(table: dict[str, list[str]]) -> Any:
+    async def resolve(host: str, port: int) -> list[str]:
+        if host not in table:
+            raise OSError(f"unknown host {host}")
+        return table[host]
+
+    return resolve
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("ftp://example.com/hook", "must be an http:// or https:// URL"),
+        ("not a url", "must be an http:// or https:// URL"),
+        ("http://127.0.0.1:9/hook", "127.0.0.1 is a loopback address"),
+        ("http://[::1]/hook", "::1 is a loopback address"),
+        ("http://[::ffff:10.0.0.1]/hook", "a private address"),
+        ("http://10.1.2.3/hook", "a private address"),
+        ("http://192.168.1.1/hook", "a private address"),
+        ("http://169.254.169.254/latest/meta-data", "a link-local address"),
+        ("http://0.0.0.0/hook", "an unspecified address"),
+        ("http://100.64.0.1/hook", "a non-global address"),
+        ("https://internal.test/hook", "resolves to 10.0.0.7, a private address"),
+        ("https://split.test/hook", "resolves to 192.168.0.2, a private address"),
+        ("https://nowhere.test/hook", "does not resolve"),
+    ],
+)
+def test_refused_targets_name_the_field_and_why(url: str, named: str) -> None:
+    dns = fake_dns({"internal.test": ["10.0.0.7"], "split.test": ["8.8.8.8", "192.168.0.2"]})
+    with pytest.raises(InvalidRequest) as info:
+        asyncio.run(check_target(url, frozenset(), dns))
+    assert info.value.field == "webhook" and named in info.value.message
+
+
+def test_public_and_allowed_targets_pass() -> None:
+    dns = fake_dns({"hooks.example.com": ["93.184.216.34", "2606:2800:220:1::1"]})
+    got = asyncio.run(check_target("https://hooks.example.com/x", frozenset(), dns))
+    assert got == ["93.184.216.34", "2606:2800:220:1::1"]
+    allowed = frozenset({"receiver.internal"})
+    assert asyncio.run(check_target("http://receiver.internal/x", allowed, dns)) == []
+
+
+def test_localhost_is_refused_after_dns_resolution() -> None:
+    with served() as client:
+        answer = client.post("/v1/predictions", json={"input": {}, "webhook": "http://localhost/h"})
+        assert answer.status_code == 422
+        assert "'localhost'" not in answer.text and "localhost resolves to" in answer.text
+        cog = client.post("/predictions", json={"input": {}, "webhook": "http://localhost/h"})
+        assert cog.status_code == 422 and cog.json()["detail"][0]["loc"] == ["body", "webhook"]
+
+
+def test_a_name_that_re_resolves_to_a_private_address_is_not_called(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    answers = iter([["93.184.216.34"], ["127.0.0.1"], ["127.0.0.1"], ["127.0.0.1"]])
+
+    async def rebinding(host: str, port: int) -> list[str]:
+        return next(answers)
+
+    monkeypatch.setattr(targets, "resolve", rebinding)
+    with webhook_receiver() as receiver, served(**FAST_RETRIES) as client:
+        port = receiver.url.split(":")[2].split("/")[0]
+        body = {"input": SMALL, "webhook": f"http://rebind.test:{port}/hook"}
+        body["webhook_events_filter"] = ["completed"]
+        assert (
+            client.post("/v1/predictions", json=body, headers={"prefer": "wait"}).json()["status"]
+            == "succeeded"
+        )
+        time.sleep(0.3)
+        assert receiver.deliveries == []
+    assert "resolves to 127.0.0.1, a loopback address" in caplog.text
+
+
+def test_a_delivery_goes_to_the_address_that_was_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection is pinned to the vetted address, with the name in the Host header."""
+    monkeypatch.setattr(targets, "resolve", fake_dns({"hooks.test": ["127.0.0.1"]}))
+    real = targets._non_global
+    monkeypatch.setattr(targets, "_non_global", lambda a: None if a == "127.0.0.1" else real(a))
+    with webhook_receiver() as receiver, served() as client:
+        port = receiver.url.split(":")[2].split("/")[0]
+        body = {"input": SMALL, "webhook": f"http://hooks.test:{port}/hook"}
+        client.post("/v1/predictions", json={**body, "webhook_events_filter": ["completed"]})
+        (delivery,) = receiver.wait_for(1)
+    assert delivery.headers["host"] == f"hooks.test:{port}"
+
+
+# -- deliveries ---------------------------------------------------------------------------
+
+
+def test_order_filters_and_one_delivery_per_event() -> None:
+    model = SlowStepsModel(step_s=0.15)  # steps far enough apart for throttled logs events
+    with webhook_receiver() as receiver, served(model, **FAST_RETRIES) as client:
+        every = create(client, receiver, None, seed=1)
+        filtered = {
+            name: create(client, receiver, [name], seed=2)
+            for name in ("start", "output", "logs", "completed")
+        }
+        time.sleep(0.1)
+        for pid in [every, *filtered.values()]:
+            wait_done(client, pid)
+        time.sleep(0.3)
+        answered = [d.json for d in receiver.answered()]
+    by_id = {pid: [d for d in answered if d["id"] == pid] for pid in [every, *filtered.values()]}
+    statuses = [d["status"] for d in by_id[every]]
+    assert statuses[0] == "processing" and statuses[-1] == "succeeded"
+    assert statuses.count("succeeded") == 1 and len(statuses) >= 3  # start, logs..., completed
+    logs_seen = [d["logs"].count("it/s]") for d in by_id[every]]
+    assert logs_seen == sorted(logs_seen)  # in order: each snapshot newer than the last
+    assert [d["status"] for d in by_id[filtered["start"]]] == ["processing"]
+    assert [d["status"] for d in by_id[filtered["completed"]]] == ["succeeded"]
+    assert [d["status"] for d in by_id[filtered["output"]]] == ["succeeded"]
+    assert by_id[filtered["output"]][0]["output"]
+    assert {d["status"] for d in by_id[filtered["logs"]]} == {"processing"}
+    assert 1 <= len(by_id[filtered["logs"]]) < SMALL["steps"] + 1  # throttled, not per step
+
+
+def wait_done(client: TestClient, pid: str, timeout_s: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/predictions/{pid}").json()
+        if body["completed_at"]:
+            return body
+        time.sleep(0.01)
+    raise TimeoutError(pid)
+
+
+def test_signed_with_the_secret_and_unsigned_without() -> None:
+    replicate_webhook = pytest.importorskip("replicate.webhook")
+    with webhook_receiver() as receiver:
+        with served(webhook_secret=SECRET, **FAST_RETRIES) as client:
+            create(client, receiver, ["completed"], seed=1)
+            (signed,) = receiver.wait_for(1)
+        with served(**FAST_RETRIES) as client:
+            create(client, receiver, ["completed"], seed=1)
+            unsigned = receiver.wait_for(2)[1]
+    secret = replicate_webhook.WebhookSigningSecret(key=SECRET)
+    replicate_webhook.Webhooks.validate(
+        headers=signed.headers, body=signed.body.decode(), secret=secret, tolerance=30
+    )
+    assert signed.headers["webhook-id"].startswith("msg_")
+    assert "webhook-signature" not in unsigned.headers and unsigned.headers["webhook-id"]
+
+
+@pytest.mark.parametrize("failure", ["500", "hang", "reset"])
+def test_completed_is_retried_with_backoff_then_delivered(failure: str) -> None:
+    with webhook_receiver() as receiver, served(**FAST_RETRIES) as client:
+        receiver.plan = [failure, failure]
+        receiver.hang_s = 1.0
+        pid = create(client, receiver, ["completed"], seed=1)
+        (delivered,) = receiver.wait_for(1)
+        attempts = [d for d in receiver.deliveries if d.json["id"] == pid]
+    assert [a.answered for a in attempts] == [failure, failure, "ok"]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(attempts)]
+    assert gaps[1] > gaps[0] * 0.9 and gaps[0] >= 0.05  # backoff: 0.05 s, then 0.1 s
+    assert delivered.json["status"] == "succeeded"
+
+
+def test_retries_are_bounded_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with webhook_receiver() as receiver, served(**FAST_RETRIES) as client:
+        receiver.plan = ["500"] * 10
+        create(client, receiver, ["start", "completed"], seed=1)
+        time.sleep(1.0)
+        answered = [d.answered for d in receiver.deliveries]
+    assert answered == ["500"] * 4  # start: one try; completed: WEBHOOK_MAX_ATTEMPTS=3
+    assert "gave up on webhook completed" in caplog.text
+    assert caplog.text.count("answered 500") == 4
+
+
+def test_a_hanging_receiver_never_delays_inference() -> None:
+    with webhook_receiver() as receiver, served(**{**FAST_RETRIES, "webhook_timeout_s": 5}) as c:
+        receiver.plan, receiver.hang_s = ["hang"] * 20, 2.0
+        started = time.monotonic()
+        ids = [create(c, receiver, None, seed=s) for s in range(3)]
+        for pid in ids:
+            assert wait_done(c, pid)["status"] == "succeeded"
+        assert time.monotonic() - started < 1.8  # before the first hang ends
+        receiver.plan = []
+
+
+def test_the_queue_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    settings = {**FAST_RETRIES, "webhook_queue_size": 1, "webhook_timeout_s": 2}
+    with webhook_receiver() as receiver, served(**settings) as client:
+        receiver.plan, receiver.hang_s = ["hang"] * 20, 1.0
+        for seed in range(4):
+            create(client, receiver, ["completed"], seed=seed)
+        time.sleep(0.5)
+        receiver.plan = []
+    assert "deliveries queued (WEBHOOK_QUEUE_SIZE)" in caplog.text
+
+
+def test_webhook_settings_are_checked_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from inference.settings import describe_settings_errors
+
+    monkeypatch.setenv("WEBHOOK_SECRET", "whsec_not base64!")
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    (problem,) = describe_settings_errors(info.value)
+    assert "WEBHOOK_SECRET must be 'whsec_' followed by a base64 key" in problem
+    assert "not base64" not in problem  # a secret is never echoed
+    monkeypatch.setenv("WEBHOOK_SECRET", "")
+    assert Settings().webhook_secret is None  # empty: unsigned
+    monkeypatch.setenv("WEBHOOK_ALLOWED_HOSTS", " Receiver.Internal ,[::1],")
+    assert Settings().webhook_hosts == {"receiver.internal", "::1"}
