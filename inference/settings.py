@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inference import schema
@@ -27,13 +27,17 @@ class Settings(BaseSettings):
     # Model
     model: str = Field(
         "mock",
-        description="'mock' (embedded), a local diffusers folder, or a Hugging Face hub id.",
+        description="'mock' (embedded), a local diffusers folder, a Hugging Face hub id, or "
+        "your own class as 'package.module:ClassName' (or the name of an entry point in the "
+        "'diffusion_serve.models' group).",
     )
     model_revision: str | None = Field(
         None, description="Hub revision (commit hash or tag) to pin a hub model to."
     )
     weights_path: Path | None = Field(
-        None, description="Mock model only: a JSON or safetensors file with 'gamma' and 'beta'."
+        None,
+        description="The mock model's JSON or safetensors file with 'gamma' and 'beta'; for "
+        "your own class, whatever file or folder it reads (it gets these settings).",
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto", description="Where the model runs; 'auto' picks cuda, then mps, then cpu."
@@ -56,6 +60,11 @@ class Settings(BaseSettings):
     channels_last: bool = Field(
         False, description="Diffusers models on CUDA: channels_last memory format for UNet/VAE."
     )
+    safety_checker: Literal["keep", "disable"] = Field(
+        "keep",
+        description="Diffusers models that ship a safety checker (SD 1.x): keep it (flagged "
+        "images come back black with nsfw=true) or disable it. The deployment's decision.",
+    )
     hf_hub_offline: bool = Field(
         False,
         description="Never contact the Hugging Face Hub: hub models load from the local cache "
@@ -72,6 +81,12 @@ class Settings(BaseSettings):
     )
     request_timeout_s: float = Field(
         120.0, gt=0, description="A request not finished by then fails with 504."
+    )
+    result_cache_mb: float = Field(
+        64.0,
+        ge=0,
+        description="Memory for results of requests that give a seed (LRU, counted in encoded "
+        "image bytes); 0 turns the cache off.",
     )
 
     # Request limits (tighten the schema's hard bounds for this deployment)
@@ -98,12 +113,35 @@ class Settings(BaseSettings):
     auth_token: SecretStr | None = Field(
         None, description="When set, /predict* and /metrics need 'Authorization: Bearer <token>'."
     )
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^/?#]+(/[^?#]*)?$",
+        description="The URL clients reach this server at (e.g. https://you-app.hf.space), for "
+        "image URLs of OpenAI's response_format=url; unset: taken from each request.",
+    )
+    image_url_ttl_s: float = Field(
+        3600.0, gt=0, description="OpenAI response_format=url: how long an image URL works."
+    )
+    image_url_store_mb: float = Field(
+        128.0,
+        gt=0,
+        description="OpenAI response_format=url: memory for images behind URLs; the oldest "
+        "go first when it is full.",
+    )
     ui: bool = Field(
         True, description="Serve the Gradio UI at /ui (needs the 'ui' extra); false skips it."
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("public_url", mode="before")
+    @classmethod
+    def _no_trailing_slash(cls, value: object) -> object:
+        """An empty variable means unset; a trailing slash would double the one in each path."""
+        if isinstance(value, str):
+            return value.rstrip("/") or None
+        return value
 
     @model_validator(mode="after")
     def _defaults_within_limits(self) -> Settings:

@@ -21,7 +21,7 @@ from inference import __version__
 from inference.http.errors import install_error_handlers
 from inference.http.metrics import Metrics
 from inference.http.middleware import BodySizeLimit, MetricsMiddleware
-from inference.http.routes import info, predict
+from inference.http.routes import info, openai, predict
 from inference.logs import configure_logging
 from inference.service import Service
 from inference.settings import Settings, get_settings
@@ -29,7 +29,7 @@ from inference.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 #: Every router of the API; a new protocol is one module in routes/ and one entry here.
-ROUTERS = (info.router, predict.router)
+ROUTERS = (info.router, predict.router, openai.router)
 
 
 def create_app(settings: Settings | None = None, service: Service | None = None) -> FastAPI:

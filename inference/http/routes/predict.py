@@ -88,7 +88,9 @@ def preferred_image_format(accept: str) -> str | None:
         503: {"description": "Loading or overloaded"},
     },
 )
-async def predict(body: GenerateRequest, request: Request, service: ServiceDep) -> Any:
+async def predict(
+    body: GenerateRequest, request: Request, response: Response, service: ServiceDep
+) -> Any:
     """Generate images: JSON with base64 images, or raw image bytes for Accept: image/*."""
     fmt = preferred_image_format(request.headers.get("accept", ""))
     if fmt not in (None, "*", body.output_format):
@@ -106,13 +108,18 @@ async def predict(body: GenerateRequest, request: Request, service: ServiceDep) 
             "accept application/json for several, or ask for one",
         )
     result = await until_disconnect(request, service.submit(body))
+    cache = {"X-Cache": result.cache} if result.cache else {}  # only a request with a seed
     if fmt is None:
+        response.headers.update(cache)
         return result
     image, timings = result.images[0], result.timings
+    flagged = {} if image.nsfw is None else {"X-NSFW": str(image.nsfw).lower()}
     return Response(
         image.data,
         media_type=image.media_type,
         headers={
+            **cache,
+            **flagged,
             "X-Seed": str(image.seed),
             "X-Model": result.model,
             "X-Batch-Size": str(result.batch_size),
