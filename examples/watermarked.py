@@ -85,7 +85,7 @@ class WatermarkedModel:
         return self.inner.revision
 
     @property
-    def safety_checker(self) -> SafetyChecker:
+    def safety_checker(self) -> SafetyChecker | None:
         return self.inner.safety_checker
 
     def load(self) -> None:

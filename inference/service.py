@@ -144,8 +144,8 @@ class Service:
             "name": "diffusion-serve",
             "version": __version__,
             "model": self.model.name,
-            # "unknown": a class of your own that does not say (models.base).
-            "safety_checker": getattr(self.model, "safety_checker", "unknown"),
+            # "unknown": not loaded yet, or a class of your own that does not say (models.base).
+            "safety_checker": getattr(self.model, "safety_checker", None) or "unknown",
             "phase": self.phase,
             "ready": self.ready,
             "defaults": vars(self.defaults),

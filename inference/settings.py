@@ -111,7 +111,9 @@ class Settings(BaseSettings):
 
     # HTTP server
     auth_token: SecretStr | None = Field(
-        None, description="When set, /predict* and /metrics need 'Authorization: Bearer <token>'."
+        None,
+        description="When set, /predict*, /v1/images/generations and /metrics need "
+        "'Authorization: Bearer <token>'.",
     )
     public_url: str | None = Field(
         None,

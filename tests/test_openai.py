@@ -301,3 +301,17 @@ def test_a_client_that_leaves_a_stream_stops_its_batch() -> None:
             time.sleep(0.05)
     assert service.stats.abandoned_batches == 1 and service.stats.model_calls == 0
     service.stop()
+
+
+def test_partial_images_are_spread_over_the_steps_and_never_the_last() -> None:
+    assert partial_steps(20, 3) == {5, 10, 15}
+    assert partial_steps(6, 1) == {3}
+    assert partial_steps(2, 3) == {1}  # fewer steps, fewer partial images
+    assert partial_steps(1, 3) == set() and partial_steps(8, 0) == set()
+
+
+def test_the_public_url_setting_is_checked() -> None:
+    assert Settings(public_url="").public_url is None  # an empty Space variable: unset
+    assert Settings(public_url="https://a.hf.space/").public_url == "https://a.hf.space"
+    with pytest.raises(ValueError, match="public_url"):
+        Settings(public_url="a.hf.space")

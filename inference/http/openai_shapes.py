@@ -185,12 +185,12 @@ def from_domain(exc: InferenceError) -> OpenAIError:
     return OpenAIError(500, exc.message, code=code, kind="server_error", headers=final)
 
 
-def content_policy(flagged: int, total: int) -> OpenAIError:
-    """What OpenAI answers for refused content: here, every image was flagged."""
+def content_policy(total: int) -> OpenAIError:
+    """What OpenAI answers for refused content: here, the safety checker flagged every image."""
     return OpenAIError(
         400,
-        f"the model's safety checker flagged {flagged} of {total} images and none is left to "
-        "return; change the prompt or the seed",
+        f"the model's safety checker flagged all {total} images, so none is left to return; "
+        "change the prompt or the seed",
         code="content_policy_violation",
     )
 

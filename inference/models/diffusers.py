@@ -91,7 +91,7 @@ class DiffusersModel:
         self.offline = offline
         self.cache_dir = cache_dir
         self.safety = safety
-        self.safety_checker: SafetyChecker = "none"  # known once loaded
+        self.safety_checker: SafetyChecker | None = None  # known once loaded
         self.previewer: LatentPreviewer | None = None
         self.device: str | None = None
         self.dtype: Any = None

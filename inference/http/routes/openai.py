@@ -103,7 +103,7 @@ async def generations(
     result = await until_disconnect(request, service.submit(job))
     kept = [image for image in result.images if not image.nsfw]
     if not kept:
-        raise content_policy(len(result.images), len(result.images))
+        raise content_policy(len(result.images))
     base = settings.public_url or str(request.base_url).rstrip("/")
     data = []
     for image in kept:
@@ -111,7 +111,7 @@ async def generations(
         if params.response_format == "url":
             item["url"] = f"{base}/v1/images/files/{store.put(image.data, image.media_type)}"
         else:
-            item["b64_json"] = base64.b64encode(image.data).decode("ascii")
+            item["b64_json"] = _b64(image.data)
         data.append(item)
     body: dict[str, Any] = {
         "created": created,
@@ -205,7 +205,7 @@ def _completed(result: GenerateResult, common: dict[str, Any], identifier: str |
     """Every completed event at once (so a content-policy error comes before any of them)."""
     kept = [(i, image) for i, image in enumerate(result.images) if not image.nsfw]
     if not kept:
-        raise content_policy(len(result.images), len(result.images))
+        raise content_policy(len(result.images))
     extra = {"usage": NO_USAGE, **({"safety_identifier": identifier} if identifier else {})}
     return b"".join(
         event(
