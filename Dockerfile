@@ -62,8 +62,9 @@ WORKDIR /home/user/app
 # Weights: only the download code comes first, so a code change does not download them again.
 # The token is a build secret (never ARG/ENV, which would store it in the image).
 COPY --chown=user:user inference/__init__.py inference/errors.py inference/weights.py ./inference/
+# A MODEL with a colon is a class of your own (package.module:Class): nothing to download here.
 RUN --mount=type=secret,id=HF_TOKEN,mode=0444,required=false \
-    if [ "$MODEL" != "mock" ] && [ ! -d "$MODEL" ]; then \
+    if [ "$MODEL" != "mock" ] && [ ! -d "$MODEL" ] && [ "${MODEL#*:}" = "$MODEL" ]; then \
         HF_TOKEN="$(cat /run/secrets/HF_TOKEN 2>/dev/null || true)" python -c \
         "import sys; from inference.weights import download_weights as d; d(sys.argv[1], sys.argv[2] or None)" \
         "$MODEL" "$MODEL_REVISION"; \
@@ -71,6 +72,9 @@ RUN --mount=type=secret,id=HF_TOKEN,mode=0444,required=false \
 
 COPY --chown=user:user pyproject.toml README.md ./
 COPY --chown=user:user inference ./inference
+# Model classes of your own (MODEL=package.module:Class) are imported from the app folder:
+# copy your package here like the examples.
+COPY --chown=user:user examples ./examples
 # Installed as root (from a copy, so no build files land in the app folder) for its version metadata;
 # the CMD runs the same code from the app folder.
 USER 0

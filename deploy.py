@@ -16,6 +16,7 @@ Every resource below (GPU, timeouts, scale-down, containers, volume) comes from
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,8 @@ class DeploySettings(BaseSettings):
     proxy_auth: bool = False
     secret: str | None = None
     extras: str = Field("diffusers", pattern=r"^[a-z0-9_-]+(,[a-z0-9_-]+)*$")
+    #: Local packages shipped next to inference/ (MODEL's own package is added by itself).
+    python_sources: str = Field("", pattern=r"^([A-Za-z_]\w*(,[A-Za-z_]\w*)*)?$")
     torch_index_url: str = "https://download.pytorch.org/whl/cu126"
 
     @model_validator(mode="after")
@@ -106,6 +109,12 @@ _FORWARDED = {f"MODAL_{name.upper()}" for name in DeploySettings.model_fields} |
 }
 CONTAINER_ENV = {name: os.environ[name] for name in sorted(_FORWARDED) if name in os.environ}
 
+# Your own model class (MODEL=package.module:Class) must be importable in the container: its
+# top-level package travels with inference/ (an installed package is copied from where it lives).
+_OWN_MODEL = re.match(r"^([A-Za-z_]\w*)[\w.]*:", os.environ.get("MODEL", ""))
+_SOURCES = {s for s in SETTINGS.python_sources.split(",") if s}
+PYTHON_SOURCES = sorted((_SOURCES | ({_OWN_MODEL[1]} if _OWN_MODEL else set())) - {"inference"})
+
 # -- app and image ---------------------------------------------------------------------------
 
 app = modal.App(SETTINGS.app_name)
@@ -128,7 +137,7 @@ image = (
         extra_index_url=SETTINGS.torch_index_url or None,
     )
     .env({"HF_HOME": f"{WEIGHTS_DIR}/huggingface", "DEVICE": "cuda"})
-    .add_local_python_source("inference")
+    .add_local_python_source("inference", *PYTHON_SOURCES)
 )
 
 # -- the GPU class: one engine per container, shared by .map() inputs and HTTP ---------------

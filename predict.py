@@ -56,7 +56,8 @@ class Predictor(BasePredictor):
                 "pass a folder in the image or a hub id (with MODEL set to a diffusers model)"
             )
         if weights is not None and str(weights):
-            pipeline = (
+            own_class = ":" in settings.model  # MODEL=package.module:Class reads WEIGHTS_PATH
+            pipeline = not own_class and (
                 settings.model != "mock" or (Path(str(weights)) / "model_index.json").is_file()
             )
             settings = Settings(**{"model" if pipeline else "weights_path": str(weights)})
@@ -141,9 +142,14 @@ class Predictor(BasePredictor):
         self.record_metric("batch_size", result.batch_size)
         self.record_metric("model", result.model)
         print(f"seed={result.seed} batch_size={result.batch_size} model={result.model}")
-        return await asyncio.to_thread(
-            self._write, [image.data for image in result.images], result.images[0].format
-        )
+        # Images the model's safety checker flagged are left out, as Replicate's own SD models do.
+        kept = [image.data for image in result.images if not image.nsfw]
+        if not kept:
+            raise RuntimeError(
+                f"the safety checker flagged all {len(result.images)} images; "
+                "try another prompt or seed"
+            )
+        return await asyncio.to_thread(self._write, kept, result.images[0].format)
 
     def _write(self, images: list[bytes], ext: str) -> list[Path]:
         """Files out-{i}.{ext} in a fresh folder (several predictions run at once); old folders

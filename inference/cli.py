@@ -102,7 +102,8 @@ def _predict(args: argparse.Namespace) -> int:
             path.write_bytes(image.data)
         except OSError as exc:
             raise SystemExit(f"error: cannot write {path}: {exc.strerror or exc}") from None
-        sys.stdout.write(f"{path}  seed={image.seed}  {image.width}x{image.height}\n")
+        flagged = "  nsfw: flagged by the safety checker" if image.nsfw else ""
+        sys.stdout.write(f"{path}  seed={image.seed}  {image.width}x{image.height}{flagged}\n")
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -161,6 +161,9 @@ class Job:
     height: int
     output_format: OutputFormat
     scheduler: Scheduler | None = None
+    #: The request gave no seed, so the server drew one. Not part of what is generated (left
+    #: out of equality): it only tells the result cache that nobody can ask for this job again.
+    seed_drawn: bool = field(default=False, compare=False)
 
     @property
     def num_outputs(self) -> int:
@@ -193,6 +196,11 @@ class GeneratedImage(BaseModel):
     height: int
     format: OutputFormat
     media_type: str = Field(description="MIME type of data, e.g. image/png.")
+    nsfw: bool | None = Field(
+        None,
+        description="True: the model's safety checker flagged this image and it was blacked "
+        "out; false: it passed; null: no safety checker ran.",
+    )
 
 
 class Timings(BaseModel):
@@ -210,6 +218,12 @@ class GenerateResult(BaseModel):
     model: str = Field(description="Id of the model that served the request.")
     batch_size: int = Field(description="Images in the model call that served this request.")
     timings: Timings
+    cache: Literal["hit", "miss"] | None = Field(
+        None,
+        description="hit: served from the result cache (or from an identical request computed "
+        "at the same time); miss: computed and cached; null: not cacheable (no seed given, or "
+        "RESULT_CACHE_MB=0).",
+    )
 
 
 class BatchItemError(BaseModel):

@@ -4,17 +4,19 @@ HTTP routes, the Gradio UI, Cog's predictor, Modal's class, batch jobs and the C
 same three things through it: build it once from settings (``Service.from_settings``, then
 ``start``), hand it a request (a dict or a ``GenerateRequest``) with ``generate`` or
 ``submit``, and translate the domain errors it raises (``inference.errors``) into their own
-form. Validation happens once, in ``validation.Validator``; batching, in the engine.
+form. Validation happens once, in ``validation.Validator``; batching, in the engine; results of
+requests that give a seed are reused through ``cache.ResultCache``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from inference import __version__
+from inference.cache import ResultCache, model_identity
 from inference.engine import Engine, EngineStats
-from inference.engine.batcher import Progress
+from inference.engine.batcher import Preview, Progress
 from inference.engine.core import BatchListener, Phase, StepListener
 from inference.models import Model, build_model
 from inference.schema import Defaults, GenerateRequest, GenerateResult, Job, Limits
@@ -31,6 +33,8 @@ class Service:
         self.settings = settings or Settings()
         self.engine = Engine(model, self.settings)
         self.validator = Validator(model, self.settings)
+        cache_bytes = int(self.settings.result_cache_mb * 2**20)
+        self.cache = ResultCache(cache_bytes) if cache_bytes > 0 else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Service:
@@ -98,20 +102,47 @@ class Service:
         """The request validated into a job (raises ``InvalidRequest`` naming the field)."""
         return self.validator.job(request)
 
-    def generate(self, request: Request | Job, progress: Progress | None = None) -> GenerateResult:
+    def generate(
+        self,
+        request: Request | Job,
+        progress: Progress | None = None,
+        preview: Preview | None = None,
+    ) -> GenerateResult:
         """Blocking: validate, queue, wait for the batch, encode. Safe from any thread.
 
-        ``progress(step, total)`` follows this request's batch (on the engine's thread).
+        ``progress(step, total)`` follows this request's batch (on the engine's thread);
+        ``preview(step, total, render)`` too, where the model offers previews
+        (``engine.previews``). A result served from the cache runs neither.
         """
         job = request if isinstance(request, Job) else self.job(request)
-        return self.engine.run(job, progress)
+        key = self._cache_key(job)
+        if key is None or self.cache is None:
+            return self.engine.run(job, progress, preview)
+        return self.cache.run(key, lambda: self.engine.run(job, progress, preview))
 
     async def submit(
-        self, request: Request | Job, progress: Progress | None = None
+        self,
+        request: Request | Job,
+        progress: Progress | None = None,
+        preview: Preview | None = None,
     ) -> GenerateResult:
         """Async ``generate``; cancelling the awaiting task abandons the request."""
         job = request if isinstance(request, Job) else self.job(request)
-        return await self.engine.submit(job, progress)
+        key = self._cache_key(job)
+        if key is None or self.cache is None:
+            return await self.engine.submit(job, progress, preview)
+        return await self.cache.submit(key, lambda: self.engine.submit(job, progress, preview))
+
+    def _cache_key(self, job: Job) -> Hashable | None:
+        """The job's key in the result cache; None when it must be computed (no seed given)."""
+        if self.cache is None or job.seed_drawn:
+            return None
+        key = (model_identity(self.model), job)
+        try:
+            hash(key)
+        except TypeError:  # a Job field that cannot be hashed: computed, never cached
+            return None
+        return key
 
     def info(self) -> dict[str, Any]:
         """What GET / reports: model, phase, defaults and every limit a client must respect."""
@@ -120,6 +151,8 @@ class Service:
             "name": "diffusion-serve",
             "version": __version__,
             "model": self.model.name,
+            # "unknown": not loaded yet, or a class of your own that does not say (models.base).
+            "safety_checker": getattr(self.model, "safety_checker", None) or "unknown",
             "phase": self.phase,
             "ready": self.ready,
             "defaults": vars(self.defaults),
@@ -131,6 +164,7 @@ class Service:
                 "request_timeout_s": s.request_timeout_s,
                 "max_batch_requests": s.max_batch_requests,
                 "max_body_bytes": s.max_body_bytes,
+                "result_cache_mb": s.result_cache_mb,
             },
             "auth": s.auth_token is not None,
             "docs": "/docs",

@@ -30,13 +30,17 @@ class Settings(BaseSettings):
     # Model
     model: str = Field(
         "mock",
-        description="'mock' (embedded), a local diffusers folder, or a Hugging Face hub id.",
+        description="'mock' (embedded), a local diffusers folder, a Hugging Face hub id, or "
+        "your own class as 'package.module:ClassName' (or the name of an entry point in the "
+        "'diffusion_serve.models' group).",
     )
     model_revision: str | None = Field(
         None, description="Hub revision (commit hash or tag) to pin a hub model to."
     )
     weights_path: Path | None = Field(
-        None, description="Mock model only: a JSON or safetensors file with 'gamma' and 'beta'."
+        None,
+        description="The mock model's JSON or safetensors file with 'gamma' and 'beta'; for "
+        "your own class, whatever file or folder it reads (it gets these settings).",
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto", description="Where the model runs; 'auto' picks cuda, then mps, then cpu."
@@ -59,6 +63,11 @@ class Settings(BaseSettings):
     channels_last: bool = Field(
         False, description="Diffusers models on CUDA: channels_last memory format for UNet/VAE."
     )
+    safety_checker: Literal["keep", "disable"] = Field(
+        "keep",
+        description="Diffusers models that ship a safety checker (SD 1.x): keep it (flagged "
+        "images come back black with nsfw=true) or disable it. The deployment's decision.",
+    )
     hf_hub_offline: bool = Field(
         False,
         description="Never contact the Hugging Face Hub: hub models load from the local cache "
@@ -75,6 +84,12 @@ class Settings(BaseSettings):
     )
     request_timeout_s: float = Field(
         120.0, gt=0, description="A request not finished by then fails with 504."
+    )
+    result_cache_mb: float = Field(
+        64.0,
+        ge=0,
+        description="Memory for results of requests that give a seed (LRU, counted in encoded "
+        "image bytes); 0 turns the cache off.",
     )
 
     # Request limits (tighten the schema's hard bounds for this deployment)
@@ -99,7 +114,18 @@ class Settings(BaseSettings):
 
     # HTTP server
     auth_token: SecretStr | None = Field(
-        None, description="When set, /predict* and /metrics need 'Authorization: Bearer <token>'."
+        None,
+        description="When set, /predict*, the predictions routes, /v1/images/generations and "
+        "/metrics need 'Authorization: Bearer <token>'.",
+    )
+    image_url_ttl_s: float = Field(
+        3600.0, gt=0, description="OpenAI response_format=url: how long an image URL works."
+    )
+    image_url_store_mb: float = Field(
+        128.0,
+        gt=0,
+        description="OpenAI response_format=url: memory for images behind URLs; the oldest "
+        "go first when it is full.",
     )
     ui: bool = Field(
         True, description="Serve the Gradio UI at /ui (needs the 'ui' extra); false skips it."
@@ -162,7 +188,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         None,
         description="The base URL clients reach this server at (e.g. https://me-app.hf.space), "
-        "for the URLs in prediction objects; unset: the request's own.",
+        "for the URLs in prediction objects and OpenAI's response_format=url; unset: the "
+        "request's own.",
     )
 
     # Predictions API (Replicate's and Cog's protocols): async jobs and webhooks
@@ -212,9 +239,13 @@ class Settings(BaseSettings):
     @field_validator("public_url", mode="before")
     @classmethod
     def _public_url(cls, value: object) -> object:
-        if value == "":
+        """An empty variable means unset; a trailing slash would double the one in each path."""
+        if not isinstance(value, str):
+            return value
+        value = value.rstrip("/")
+        if not value:
             return None  # an empty Space variable means "not set"
-        if isinstance(value, str) and not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", value):
+        if not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", value):
             raise ValueError("must be an http(s) base URL such as https://me-app.hf.space")
         return value
 

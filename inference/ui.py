@@ -55,11 +55,15 @@ def gradio_available() -> bool:
 def _describe(result: GenerateResult) -> str:
     t = result.timings
     images = "image" if result.batch_size == 1 else "images"
+    flagged = sum(bool(image.nsfw) for image in result.images)
+    notes = " · from the result cache" if result.cache == "hit" else ""
+    if flagged:  # the checker blacked them out: say so rather than show black squares as art
+        notes += f"  \n**{flagged} of {len(result.images)} flagged by the safety checker**"
     return (
         f"Seed **{result.seed}** · model `{result.model}` · "
         f"batch of {result.batch_size} {images}  \n"
         f"queue {t.queue_ms:.0f} ms · inference {t.inference_ms:.0f} ms · "
-        f"encode {t.encode_ms:.0f} ms · total {t.total_ms:.0f} ms"
+        f"encode {t.encode_ms:.0f} ms · total {t.total_ms:.0f} ms{notes}"
     )
 
 

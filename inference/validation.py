@@ -172,6 +172,7 @@ class Validator:
             "steps": steps,
             "width": width,
             "height": height,
+            "seed_drawn": request.seed is None,
         }
         # Every other Job field is the request's own value: a new field needs no edit here.
         job = Job(

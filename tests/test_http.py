@@ -180,7 +180,11 @@ def test_32_concurrent_requests_all_succeed_with_fewer_model_calls(server_url: s
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=server_url, timeout=60) as client:
             return await asyncio.gather(
-                *(client.post("/predict", json={"seed": i, **QUICK}) for i in range(32))
+                # A prompt of its own: the result cache must not serve earlier tests' requests.
+                *(
+                    client.post("/predict", json={"seed": i, "prompt": "burst", **QUICK})
+                    for i in range(32)
+                )
             )
 
     responses = asyncio.run(burst())

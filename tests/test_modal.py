@@ -319,13 +319,15 @@ def test_asgi_app_serves_the_local_routes_on_the_same_engine(model: Any) -> None
         assert response.status_code == 200, response.text
         assert response.content == result["images"][0]["data"]
         assert response.headers["x-seed"] == "7"
+        # Served from the result cache that generate() filled: the very same service.
+        assert response.headers["x-cache"] == "hit"
         invalid = client.post("/predict", json={"steps": 500})
         assert invalid.status_code == 422
         assert invalid.json()["error"]["type"] == "invalid_request"
         metrics = client.get("/metrics")
         assert metrics.status_code == 200
         assert "inference_images_generated" in metrics.text
-    assert service.stats.model_calls == calls_before + 1
+    assert service.stats.model_calls == calls_before
 
 
 def test_asgi_app_enforces_the_bearer_token(deploy: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -375,7 +377,10 @@ def _copy(tmp_path: Path, replace: tuple[str, str] | None = None) -> Path:
         (("scaledown_window=SETTINGS", "container_idle_timeout=SETTINGS"), "removed in modal"),
         (("requires_proxy_auth=SETTINGS.proxy_auth", "requires_proxy_auth=True"), "proxy_auth"),
         (('gpu: str = Field("L40S"', 'gpu: str = Field("Z80"'), "not a Modal GPU type"),
-        (('.add_local_python_source("inference")', ""), 'add_local_python_source("inference")'),
+        (
+            ('.add_local_python_source("inference", *PYTHON_SOURCES)', ""),
+            'add_local_python_source("inference")',
+        ),
         (("{WEIGHTS_DIR: weights_volume}", '{WEIGHTS_DIR: modal.Volume.from_name("x")}'), "volume"),
         (("@modal.method()", "@modal.batched(max_batch_size=4, wait_ms=10)"), "second batcher"),
         (("@modal.enter(snap=SETTINGS.memory_snapshot)", "@modal.enter(snap=True)"), "SNAPSHOT=0"),

@@ -27,6 +27,10 @@ from inference.schema import Job
 
 #: Called with (step, total steps) as the batch holding a request runs.
 Progress = Callable[[int, int], None]
+#: Called with (step, total steps, render) as the batch holding a request runs, where
+#: ``render()`` returns this request's current images (HxWx3 uint8, one per output). Rendering
+#: costs time on the worker, so a caller renders only the steps it wants, during the call.
+Preview = Callable[[int, int, Callable[[], list[Any]]], None]
 
 
 class Closed(Exception):
@@ -43,6 +47,7 @@ class Ticket:
     deadline: float
     future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
     progress: Progress | None = None
+    preview: Preview | None = None
     abandoned: bool = False
 
 
@@ -79,10 +84,17 @@ class Batcher:
             f"the request did not finish within {self.request_timeout_s:g}s (REQUEST_TIMEOUT_S)"
         )
 
-    def put(self, job: Job, key: Hashable, progress: Progress | None = None) -> Ticket:
+    def put(
+        self,
+        job: Job,
+        key: Hashable,
+        progress: Progress | None = None,
+        preview: Preview | None = None,
+    ) -> Ticket:
         """Queue ``job``; raises ``Overloaded`` when the queue is full, ``Closed`` after close."""
         now = time.monotonic()
-        ticket = Ticket(job, key, now, now + self.request_timeout_s, progress=progress)
+        deadline = now + self.request_timeout_s
+        ticket = Ticket(job, key, now, deadline, progress=progress, preview=preview)
         with self._cond:
             if self._closed:
                 raise Closed

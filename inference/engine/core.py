@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from inference.engine.batcher import Batcher, Closed, Progress, Ticket
+from inference.engine.batcher import Batcher, Closed, Preview, Progress, Ticket
 from inference.engine.encoding import Output, encode_result
 from inference.errors import InferenceError, ModelError, NotReady
-from inference.models.base import Model
+from inference.models.base import Model, ModelImage, PreviewCallback, RenderPreview
 from inference.schema import GenerateResult, Job
 from inference.settings import Settings
 
@@ -77,6 +78,8 @@ class Engine:
         self._worker: threading.Thread | None = None
         self._batch_listeners: list[BatchListener] = []
         self._step_listeners: list[StepListener] = []
+        # Previews are an optional extension of the model protocol (models.base).
+        self.previews = "preview" in inspect.signature(model.generate).parameters
 
     def _count_drop(self) -> None:
         self.stats.dropped_requests += 1
@@ -138,7 +141,7 @@ class Engine:
             # One small generation at the size actually served, so the first request is not
             # the one that pays for lazy initialisation (kernels, allocator, caches).
             started = time.perf_counter()
-            _check_output([job], self.model.generate([job]))
+            _checked([job], self.model.generate([job]))
             self.stats.warmup_s = time.perf_counter() - started
         except BaseException as exc:
             with self._lock:
@@ -192,11 +195,11 @@ class Engine:
 
     # -- submitting --------------------------------------------------------------------------
 
-    def _enqueue(self, job: Job, progress: Progress | None) -> Ticket:
+    def _enqueue(self, job: Job, progress: Progress | None, preview: Preview | None) -> Ticket:
         if self.phase != "ready":
             raise self._not_ready()
         try:
-            ticket = self.batcher.put(job, self.model.batch_key(job), progress)
+            ticket = self.batcher.put(job, self.model.batch_key(job), progress, preview)
         except Closed:
             raise self._not_ready() from None
         with self._lock:
@@ -217,14 +220,18 @@ class Engine:
             return NotReady("the server is shutting down; retry on another replica or later")
         return NotReady("the model is still loading; retry when GET /ready answers 200")
 
-    def run(self, job: Job, progress: Progress | None = None) -> GenerateResult:
+    def run(
+        self, job: Job, progress: Progress | None = None, preview: Preview | None = None
+    ) -> GenerateResult:
         """Blocking: queue, wait for the batch, encode. Safe from any thread.
 
         ``progress(step, total)`` is called on the worker thread after each step of the batch
         that holds this job; it must be quick, and an exception in it is logged, never raised.
+        ``preview(step, total, render)`` likewise, where the model offers previews
+        (``self.previews``): ``render()`` returns this job's current images.
         """
         started = time.monotonic()
-        ticket = self._enqueue(job, progress)
+        ticket = self._enqueue(job, progress, preview)
         try:
             output = ticket.future.result(timeout=max(0.0, ticket.deadline - time.monotonic()))
         except concurrent.futures.TimeoutError:
@@ -235,7 +242,9 @@ class Engine:
             raise
         return encode_result(job, output, self.model.name, started)
 
-    async def submit(self, job: Job, progress: Progress | None = None) -> GenerateResult:
+    async def submit(
+        self, job: Job, progress: Progress | None = None, preview: Preview | None = None
+    ) -> GenerateResult:
         """Async: like ``run`` without blocking the event loop.
 
         Cancelling the awaiting task (a client that disconnected, a cancelled prediction)
@@ -243,7 +252,7 @@ class Engine:
         once every request in it is abandoned; the others in its batch are not disturbed.
         """
         started = time.monotonic()
-        ticket = self._enqueue(job, progress)
+        ticket = self._enqueue(job, progress, preview)
         try:
             output = await asyncio.wait_for(
                 asyncio.wrap_future(ticket.future),
@@ -288,10 +297,13 @@ class Engine:
             if all(t.abandoned for t in live):
                 raise _BatchAbandoned
 
+        preview = self._preview(live)
         started = time.monotonic()
         try:
-            outputs = self.model.generate(jobs, progress)
-            _check_output(jobs, outputs)
+            if preview is None:
+                outputs = _checked(jobs, self.model.generate(jobs, progress))
+            else:
+                outputs = _checked(jobs, self.model.generate(jobs, progress, preview=preview))
         except _Stopped:
             log.warning("stopped a running batch of %d images: the server is shutting down", size)
             for ticket in live:
@@ -318,29 +330,69 @@ class Engine:
         self.stats.model_calls += 1
         self.stats.images_generated += size
         _notify(self._batch_listeners, size, elapsed)
-        for ticket, pixels in zip(live, outputs, strict=True):
-            ticket.future.set_result(Output(pixels, size, started - ticket.enqueued, elapsed))
+        for ticket, (pixels, nsfw) in zip(live, outputs, strict=True):
+            queued = started - ticket.enqueued
+            ticket.future.set_result(Output(pixels, size, queued, elapsed, nsfw))
         return elapsed
 
+    def _preview(self, live: list[Ticket]) -> PreviewCallback | None:
+        """The model's preview hook for this batch: None unless a caller asked and the model can.
 
-def _check_output(jobs: list[Job], outputs: list[list[np.ndarray]]) -> None:
-    """A backend that returns the wrong number or shape of images fails loudly."""
+        Each step's render runs at most once, however many callers look at it.
+        """
+        if not self.previews or all(t.preview is None for t in live):
+            return None
+
+        def preview(step: int, total: int, render: RenderPreview) -> None:
+            rendered: list[list[list[np.ndarray]]] = []
+
+            def images_of(index: int) -> Callable[[], list[np.ndarray]]:
+                def images() -> list[np.ndarray]:
+                    if not rendered:
+                        rendered.append(render())
+                    return rendered[0][index]
+
+                return images
+
+            for index, ticket in enumerate(live):
+                if ticket.preview is not None and not ticket.abandoned:
+                    _notify([ticket.preview], step, total, images_of(index))
+
+        return preview
+
+
+Checked = list[tuple[list[np.ndarray], list[bool | None]]]
+
+
+def _checked(jobs: list[Job], outputs: list[list[Any]]) -> Checked:
+    """Each job's pixels and safety flags; a backend that returns the wrong number or shape of
+    images fails loudly."""
     if len(outputs) != len(jobs):
         raise ModelError(f"the model returned {len(outputs)} results for {len(jobs)} requests")
+    checked: Checked = []
     for job, images in zip(jobs, outputs, strict=True):
         if len(images) != job.num_outputs:
             raise ModelError(
                 f"the model returned {len(images)} images for a request of {job.num_outputs}"
             )
-        for pixels in images:
-            if pixels.shape != (job.height, job.width, 3) or pixels.dtype != np.uint8:
+        items = [i if isinstance(i, ModelImage) else ModelImage(i) for i in images]
+        for item in items:
+            pixels = item.pixels
+            if (
+                not isinstance(pixels, np.ndarray)
+                or pixels.shape != (job.height, job.width, 3)
+                or pixels.dtype != np.uint8
+            ):
+                got = f"{pixels.dtype} {pixels.shape}" if isinstance(pixels, np.ndarray) else ""
                 raise ModelError(
-                    f"the model returned an image of {pixels.dtype} {pixels.shape}, "
+                    f"the model returned an image of {got or type(pixels).__name__}, "
                     f"expected uint8 {(job.height, job.width, 3)}"
                 )
+        checked.append(([i.pixels for i in items], [i.nsfw for i in items]))
+    return checked
 
 
-def _notify(listeners: list[Callable[..., None]], *args: float) -> None:
+def _notify(listeners: list[Callable[..., None]], *args: Any) -> None:
     """Call each listener; one that fails (metrics, logs) is logged and never fails a batch."""
     for listener in listeners:
         try:

@@ -7,7 +7,7 @@ so encoding one batch's images overlaps the model call of the next.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,12 +23,15 @@ class Output:
     batch_images: int
     queue_s: float
     inference_s: float
+    #: The model's safety checker's verdict per image (None: no checker ran).
+    nsfw: list[bool | None] = field(default_factory=list)
 
 
 def encode_result(job: Job, output: Output, model: str, started: float) -> GenerateResult:
     """Encode each image in the job's format; ``started`` is the submission's monotonic time."""
     encode_started = time.monotonic()
     spec = codec.FORMATS[job.output_format]
+    nsfw = output.nsfw or [None] * len(output.pixels)
     images = [
         GeneratedImage(
             data=codec.encode(pixels, job.output_format),
@@ -37,8 +40,9 @@ def encode_result(job: Job, output: Output, model: str, started: float) -> Gener
             height=job.height,
             format=job.output_format,
             media_type=spec.media_type,
+            nsfw=flagged,
         )
-        for pixels, seed in zip(output.pixels, job.seeds, strict=True)
+        for pixels, seed, flagged in zip(output.pixels, job.seeds, nsfw, strict=True)
     ]
     done = time.monotonic()
     return GenerateResult(

@@ -25,7 +25,7 @@ from inference.http.metrics import Metrics
 from inference.http.middleware import BodySizeLimit, MetricsMiddleware
 from inference.http.openapi import install_openapi
 from inference.http.ratelimit import RateLimit
-from inference.http.routes import info, predict, predictions
+from inference.http.routes import info, openai, predict, predictions
 from inference.logs import configure_logging
 from inference.service import Service
 from inference.settings import Settings, get_settings
@@ -33,7 +33,7 @@ from inference.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 #: Every router of the API; a new protocol is one module in routes/ and one entry here.
-ROUTERS = (info.router, predict.router, predictions.router)
+ROUTERS = (info.router, predict.router, predictions.router, openai.router)
 
 
 def create_app(settings: Settings | None = None, service: Service | None = None) -> FastAPI:

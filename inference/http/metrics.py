@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from inference.service import Service
@@ -39,6 +39,29 @@ class EngineCollector(Collector):
         stats = self.service.stats
         for field, (name, documentation) in ENGINE_COUNTERS.items():
             yield CounterMetricFamily(name, documentation, value=getattr(stats, field))
+
+
+class CacheCollector(Collector):
+    """The result cache's counters and size, read at scrape time from the cache itself."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        cache = self.service.cache
+        if cache is None:  # RESULT_CACHE_MB=0: no series that would always read 0
+            return
+        for name, documentation, value in (
+            ("inference_result_cache_hits", "Results served from the cache.", cache.hits),
+            ("inference_result_cache_misses", "Seeded requests computed.", cache.misses),
+        ):
+            yield CounterMetricFamily(name, documentation, value=value)
+        yield GaugeMetricFamily(
+            "inference_result_cache_bytes", "Image bytes held by the cache.", value=cache.bytes
+        )
+        yield GaugeMetricFamily(
+            "inference_result_cache_entries", "Results held by the cache.", value=len(cache)
+        )
 
 
 class Metrics:
@@ -76,6 +99,7 @@ class Metrics:
             "inference_denoising_steps", "Denoising steps run (per model call).", registry=r
         )
         r.register(EngineCollector(service))
+        r.register(CacheCollector(service))
         gauges = {
             "inference_queue_depth": ("Requests waiting for a batch.", lambda: service.queue_depth),
             "inference_model_ready": (

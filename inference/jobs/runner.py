@@ -225,7 +225,10 @@ def _finish(
         data = image["data"]  # bytes from Python callers; base64 if it came through JSON
         _write_atomic(output_dir / name, base64.b64decode(data) if isinstance(data, str) else data)
     seed = outcome.get("seed", seed)
-    return record(item, "ok", request=request, seed=seed, outputs=names, model=outcome.get("model"))
+    model = outcome.get("model")
+    # What the model's safety checker said of each output (null: none ran).
+    nsfw = [image.get("nsfw") for image in images]
+    return record(item, "ok", request=request, seed=seed, outputs=names, model=model, nsfw=nsfw)
 
 
 def _compact(manifest_path: Path, records: dict[int, dict[str, Any]]) -> None:

@@ -8,11 +8,20 @@ from inference.settings import Settings
 
 
 def build_model(settings: Settings) -> Model:
-    """The backend named by ``settings.model``; weights are loaded later by ``load()``."""
+    """The backend named by ``settings.model``; weights are loaded later by ``load()``.
+
+    In order: the embedded mock; your own class (``package.module:ClassName`` or an entry point
+    name, ``models.custom``); else a diffusers folder or hub id.
+    """
     if settings.model == "mock":
         from inference.models.mock import MockModel
 
         return MockModel(weights_path=settings.weights_path)
+    from inference.models.custom import build_custom_model, find_class
+
+    custom = find_class(settings.model)
+    if custom is not None:
+        return build_custom_model(custom, settings)
     try:
         from inference.models.diffusers import DiffusersModel
     except ImportError as exc:

@@ -3,12 +3,24 @@
 A backend loads once, refuses jobs it cannot run (``check``), says which jobs can share a call
 (``batch_key``) and turns a list of jobs into images. Queueing, batching policy, timeouts and
 HTTP live elsewhere (the engine, the app), so a backend is only model code.
+
+Your own class can be served with ``MODEL=package.module:ClassName`` (``models.custom``); it is
+checked against this protocol at start. Three extensions are optional, so a class written
+against the first version of this protocol keeps working unchanged:
+
+- ``generate(..., preview=...)``: accept the keyword to offer intermediate images while a batch
+  runs (OpenAI's streamed ``partial_images``); see ``PreviewCallback``.
+- ``ModelImage``: return it instead of a bare array to report what the model's own safety checker
+  said about an image.
+- ``revision`` and ``safety_checker`` attributes: the weights' identity (part of the result
+  cache's key) and whether a safety checker runs (shown in GET /).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -16,6 +28,36 @@ from inference.schema import Defaults, Job
 
 #: Called after each denoising step with (step, total_steps) so the engine can report progress.
 ProgressCallback = Callable[[int, int], None]
+#: Renders the batch's current state: one list of HxWx3 uint8 arrays (at the job's size) per job.
+RenderPreview = Callable[[], list[list[np.ndarray]]]
+#: Called after each step with (step, total_steps, render). The engine calls ``render`` only at
+#: the steps some caller wants a preview of, and only during this call (the state moves on
+#: afterwards), so a model pays for previews only when they are asked for.
+PreviewCallback = Callable[[int, int, RenderPreview], None]
+#: What GET / says about safety filtering: the model has no checker, runs it, or it was turned
+#: off by the deployment (SAFETY_CHECKER=disable).
+SafetyChecker = Literal["none", "kept", "disabled"]
+
+
+@dataclass(frozen=True)
+class ModelImage:
+    """An image and its safety checker's verdict, for models that run one.
+
+    ``nsfw`` is True when the checker flagged the image (diffusers then returns it blacked out),
+    False when it passed, None when no checker ran. A bare array means None.
+    """
+
+    pixels: np.ndarray
+    nsfw: bool | None = None
+
+
+def per_job(jobs: Sequence[Job], images: list[Any]) -> list[list[Any]]:
+    """A batch's images, in order, cut into one list per job (``job.num_outputs`` each)."""
+    out: list[list[Any]] = []
+    for job in jobs:
+        out.append(images[: job.num_outputs])
+        images = images[job.num_outputs :]
+    return out
 
 
 class Model(Protocol):
@@ -47,8 +89,8 @@ class Model(Protocol):
 
     def generate(
         self, jobs: Sequence[Job], progress: ProgressCallback | None = None
-    ) -> list[list[np.ndarray]]:
-        """One list of HxWx3 uint8 arrays per job, ``job.num_outputs`` long.
+    ) -> list[list[np.ndarray | ModelImage]]:
+        """One list of HxWx3 uint8 arrays (or ``ModelImage``) per job, ``job.num_outputs`` long.
 
         An image must depend only on its own job and seed, never on the rest of the batch.
         """

@@ -17,6 +17,11 @@ Why requests map the way they do:
   is queued, instead of failing a whole batch later.
 - Progress goes through ``callback_on_step_end``; the engine's callback raises once every caller
   of the batch has gone, which stops the pipeline between two steps and frees the device.
+  Previews (streamed partial images) are the latents through ``previews.LatentPreviewer``.
+- A pipeline's safety checker (SD 1.x ships one) is kept or removed at load, as SAFETY_CHECKER
+  says; when kept, its verdict comes back per image (``ModelImage.nsfw``), so a blacked-out
+  image is reported as flagged rather than passed off as a result. Previews are not offered
+  while it is kept: they would show what the checker has not seen.
 """
 
 from __future__ import annotations
@@ -25,12 +30,18 @@ import inspect
 import logging
 from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from inference.errors import InvalidRequest, ModelLoadError
-from inference.models.base import ProgressCallback
+from inference.models.base import (
+    ModelImage,
+    PreviewCallback,
+    ProgressCallback,
+    SafetyChecker,
+    per_job,
+)
 from inference.models.pipelines import (
     SCHEDULERS,
     load_pipeline,
@@ -40,6 +51,7 @@ from inference.models.pipelines import (
     size_multiple,
     to_pixels,
 )
+from inference.models.previews import LatentPreviewer
 from inference.schema import Defaults, Job, Scheduler
 from inference.settings import Settings
 from inference.weights import check_safetensors, find_pipeline
@@ -66,6 +78,7 @@ class DiffusersModel:
         channels_last: bool = False,
         offline: bool = False,
         cache_dir: Path | None = None,
+        safety: Literal["keep", "disable"] = "keep",
     ) -> None:
         self.name = source
         self.source = source
@@ -77,6 +90,9 @@ class DiffusersModel:
         self.channels_last = channels_last
         self.offline = offline
         self.cache_dir = cache_dir
+        self.safety = safety
+        self.safety_checker: SafetyChecker | None = None  # known once loaded
+        self.previewer: LatentPreviewer | None = None
         self.device: str | None = None
         self.dtype: Any = None
         self.pipe: Any = None
@@ -98,6 +114,7 @@ class DiffusersModel:
             torch_compile=settings.torch_compile,
             channels_last=settings.channels_last,
             offline=settings.hf_hub_offline,
+            safety=settings.safety_checker,
         )
 
     @property
@@ -115,6 +132,7 @@ class DiffusersModel:
         self.device = pick_device(self.requested_device)
         self.dtype = pick_dtype(self.requested_dtype, self.device)
         pipe = load_pipeline(folder, self.dtype, self.source, self.revision)
+        self._apply_safety_setting(pipe)
         try:
             pipe.to(self.device)
         except (RuntimeError, ValueError) as exc:  # out of memory, unsupported dtype
@@ -138,6 +156,7 @@ class DiffusersModel:
         self._empty_negative_special = bool(pipe.config.get("force_zeros_for_empty_prompt"))
         self.size_multiple = size_multiple(pipe)
         self._defaults = model_defaults(pipe, self.source)
+        self.previewer = LatentPreviewer(pipe)
         self.pipe = pipe
         log.info(
             "loaded %s from %s on %s (%s); defaults %s; sizes multiple of %d",
@@ -159,6 +178,17 @@ class DiffusersModel:
                 f"model {self.source!r} loaded as {actual}, not the {self.dtype} asked for "
                 "(DTYPE); upgrade diffusers to a release pyproject.toml allows"
             )
+
+    def _apply_safety_setting(self, pipe: Any) -> None:
+        """Keep or drop the pipeline's safety checker, as SAFETY_CHECKER says; note which."""
+        if getattr(pipe, "safety_checker", None) is None:
+            self.safety_checker = "none"
+        elif self.safety == "disable":
+            pipe.safety_checker = None
+            self.safety_checker = "disabled"
+            log.warning("the safety checker of %r is disabled (SAFETY_CHECKER)", self.source)
+        else:
+            self.safety_checker = "kept"
 
     def _check_default_scheduler(self, pipe: Any) -> None:
         """A SCHEDULER that does not fit the model fails at start, naming the setting."""
@@ -272,8 +302,11 @@ class DiffusersModel:
         return getattr(diffusers, cls_name).from_config(config, **overrides)
 
     def generate(
-        self, jobs: Sequence[Job], progress: ProgressCallback | None = None
-    ) -> list[list[np.ndarray]]:
+        self,
+        jobs: Sequence[Job],
+        progress: ProgressCallback | None = None,
+        preview: PreviewCallback | None = None,
+    ) -> list[list[np.ndarray | ModelImage]]:
         import torch
 
         if self.pipe is None:
@@ -301,23 +334,35 @@ class DiffusersModel:
         }
         if "negative_prompt" in self._accepts and any(job.negative_prompt for job in jobs):
             kwargs["negative_prompt"] = [job.negative_prompt for job in jobs for _ in job.seeds]
-        if progress is not None and "callback_on_step_end" in self._accepts:
+        if self.safety_checker == "kept":
+            preview = None  # a preview would show what the checker has not judged
+        if (progress or preview) and "callback_on_step_end" in self._accepts:
 
             def on_step_end(p: Any, index: int, timestep: Any, tensors: dict) -> dict:
                 total = int(getattr(p, "num_timesteps", None) or first.steps)
                 log.debug("step %d/%d of a batch of %d images", index + 1, total, len(prompts))
-                progress(index + 1, total)  # raises when every caller has gone: stops here
+                if progress is not None:
+                    progress(index + 1, total)  # raises when every caller has gone: stops here
+                if preview is not None:
+                    preview(index + 1, total, lambda: self._preview(jobs, tensors.get("latents")))
                 return tensors
 
             kwargs["callback_on_step_end"] = on_step_end
         pipe.scheduler = self._make_scheduler(self.scheduler_name(first))
         with torch.inference_mode():
             output = pipe(**kwargs)
-        images = to_pixels(output.images)
+        images: list[Any] = to_pixels(output.images)
         if len(images) != len(prompts):
             raise ValueError(f"the pipeline returned {len(images)} images for {len(prompts)}")
-        out: list[list[np.ndarray]] = []
-        for job in jobs:
-            out.append(images[: job.num_outputs])
-            images = images[job.num_outputs :]
-        return out
+        flags = getattr(output, "nsfw_content_detected", None)
+        if self.safety_checker == "kept" and flags is not None:
+            verdicts = zip(images, flags, strict=True)
+            images = [ModelImage(pixels, bool(flag)) for pixels, flag in verdicts]
+        return per_job(jobs, images)
+
+    def _preview(self, jobs: Sequence[Job], latents: Any) -> list[list[np.ndarray]]:
+        """The batch's latents as approximate pixels, per job (empty when it cannot preview)."""
+        assert self.previewer is not None
+        first = jobs[0]
+        images = self.previewer.render(latents, first.width, first.height)
+        return per_job(jobs, images) if images is not None else [[] for _ in jobs]

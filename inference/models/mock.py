@@ -10,6 +10,8 @@ the image toward a pattern derived from the prompt. Update rule, for t = 1..T:
     sigma_t = 1 - 0.5 * (t - 1) / max(T - 1, 1)
     pixel = clip(floor(64 * x_T + 128), 0, 255)
 
+A preview at step t (OpenAI's streamed partial images) is the same pixel map applied to x_t.
+
 eps_t ~ N(0, I) of shape 3 x H x W: each value is Q[k], with k uniform in 0..32767, and Q[k]
 the standard normal quantile at (k + 0.5) / 32768 in float32. The k come from a CPU generator
 seeded with the image's seed: ``random_()`` fills int32 values with 31 random bits, and each
@@ -41,7 +43,7 @@ import numpy as np
 import torch
 
 from inference.errors import ModelLoadError
-from inference.models.base import ProgressCallback
+from inference.models.base import PreviewCallback, ProgressCallback, SafetyChecker, per_job
 from inference.schema import Defaults, Job
 from inference.weights import PICKLE_SUFFIXES
 
@@ -201,6 +203,8 @@ class MockModel:
 
     name = "mock"
     size_multiple = 8
+    #: A sampler of noise and patterns: there is nothing for a safety checker to judge.
+    safety_checker: SafetyChecker = "none"
 
     def __init__(self, weights_path: Path | None = None) -> None:
         self.weights_path = weights_path
@@ -209,6 +213,14 @@ class MockModel:
     @property
     def defaults(self) -> Defaults:
         return Defaults(steps=20, prompt_weight=1.0, width=256, height=256)
+
+    @property
+    def revision(self) -> str | None:
+        """The loaded weights' digest: other weights, other images (the result cache's key)."""
+        if self.weights is None:
+            return None
+        text = json.dumps(self.weights, sort_keys=True).encode()
+        return hashlib.sha256(text).hexdigest()[:16]
 
     def load(self) -> None:
         self.weights = load_weights(self.weights_path)
@@ -221,7 +233,10 @@ class MockModel:
         return (job.width, job.height, job.steps)
 
     def generate(
-        self, jobs: Sequence[Job], progress: ProgressCallback | None = None
+        self,
+        jobs: Sequence[Job],
+        progress: ProgressCallback | None = None,
+        preview: PreviewCallback | None = None,
     ) -> list[list[np.ndarray]]:
         if self.weights is None:
             raise RuntimeError("MockModel.generate called before load()")
@@ -253,10 +268,12 @@ class MockModel:
             x.mul_(gamma).add_(drift).add_(noise.mul_(beta * sigma))
             if progress is not None:
                 progress(t, steps)
-        pixels = x.mul_(64.0).add_(128.0).clamp_(0.0, 255.0).floor_().to(torch.uint8)
-        images = list(pixels.permute(0, 2, 3, 1).contiguous().numpy())
-        out: list[list[np.ndarray]] = []
-        for job in jobs:
-            out.append(images[: job.num_outputs])
-            images = images[job.num_outputs :]
-        return out
+            if preview is not None:
+                preview(t, steps, lambda: per_job(jobs, _pixels(x.clone())))
+        return per_job(jobs, _pixels(x))
+
+
+def _pixels(x: torch.Tensor) -> list[np.ndarray]:
+    """pixel = clip(floor(64 * x + 128), 0, 255), as HxWx3 arrays; ``x`` is consumed."""
+    pixels = x.mul_(64.0).add_(128.0).clamp_(0.0, 255.0).floor_().to(torch.uint8)
+    return list(pixels.permute(0, 2, 3, 1).contiguous().numpy())

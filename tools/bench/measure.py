@@ -131,7 +131,8 @@ def measure_ceiling(
 
     fields = {"model": workload.model, "max_batch_size": max_batch_size}
     fields.update({k.lower(): v for k, v in workload.env})
-    settings = Settings(max_queue_size=requests + 64, **fields)
+    # One seeded request, repeated: measured with the result cache off, as the servers are.
+    settings = Settings(max_queue_size=requests + 64, result_cache_mb=0, **fields)
     service = Service.from_settings(settings).start()
     batcher = service.engine.batcher
     request = GenerateRequest(**workload.payload())

@@ -96,7 +96,9 @@ ERRORS = (401, 413, 422, 429, 500, 503, 504)
         **error_responses(406, *ERRORS),
     },
 )
-async def predict(body: GenerateRequest, request: Request, service: ServiceDep) -> Any:
+async def predict(
+    body: GenerateRequest, request: Request, response: Response, service: ServiceDep
+) -> Any:
     """Generate images: JSON with base64 images, or raw image bytes for Accept: image/*."""
     fmt = preferred_image_format(request.headers.get("accept", ""))
     if fmt not in (None, "*", body.output_format):
@@ -114,13 +116,18 @@ async def predict(body: GenerateRequest, request: Request, service: ServiceDep) 
             "accept application/json for several, or ask for one",
         )
     result = await until_disconnect(request, service.submit(body))
+    cache = {"X-Cache": result.cache} if result.cache else {}  # only a request with a seed
     if fmt is None:
+        response.headers.update(cache)
         return result
     image, timings = result.images[0], result.timings
+    flagged = {} if image.nsfw is None else {"X-NSFW": str(image.nsfw).lower()}
     return Response(
         image.data,
         media_type=image.media_type,
         headers={
+            **cache,
+            **flagged,
             "X-Seed": str(image.seed),
             "X-Model": result.model,
             "X-Batch-Size": str(result.batch_size),

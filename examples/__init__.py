@@ -1,0 +1,1 @@
+"""Examples of your own model classes, served with ``MODEL=examples.<module>:<Class>``."""

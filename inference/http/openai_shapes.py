@@ -1,0 +1,206 @@
+"""OpenAI's images API, its shapes only: the parameters, their translation into our request, the
+error body and the streamed events. The routes (``routes/openai.py``) use these; nothing here
+validates what the service validates.
+
+Parameters, as the official ``openai`` client sends them:
+
+- translated: ``prompt``; ``n`` -> ``num_outputs``; ``size`` "WxH" -> ``width``/``height``
+  ("auto" or none: the model's default); ``output_format``.
+- this protocol's own, checked here: ``response_format`` (``b64_json`` by default, or ``url``),
+  ``stream`` and ``partial_images`` (0-3), ``background`` (``auto``/``opaque``; this server
+  draws no transparency, so ``transparent`` is refused).
+- accepted and ignored: ``model`` (one model is served, whatever the name), ``quality``,
+  ``style``, ``moderation``, ``output_compression``, ``complexity``, ``user`` and
+  ``safety_identifier`` (echoed as ``safety_identifier``, as OpenAI does).
+- extensions (send them with the client's ``extra_body``): ``seed``, ``negative_prompt``,
+  ``steps``, ``prompt_weight``, ``scheduler``, as in ``POST /predict``.
+
+An unknown parameter is refused, as OpenAI refuses it, rather than silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from inference.errors import (
+    InferenceError,
+    InvalidRequest,
+    ModelError,
+    NotReady,
+    Overloaded,
+    RequestTimeout,
+)
+from inference.validation import describe_errors
+
+#: Our request fields sent under the same name (through ``extra_body``).
+EXTENSIONS = ("seed", "negative_prompt", "steps", "prompt_weight", "scheduler")
+#: Our field -> OpenAI's parameter, for errors (others keep their name).
+PARAM_BY_FIELD = {"num_outputs": "n", "width": "size", "height": "size", "body": None}
+SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+#: The usage block events carry; this server counts no tokens.
+NO_USAGE = {
+    "input_tokens": 0,
+    "input_tokens_details": {"image_tokens": 0, "text_tokens": 0},
+    "output_tokens": 0,
+    "total_tokens": 0,
+}
+
+
+class OpenAIError(Exception):
+    """An error to answer in OpenAI's shape: ``{"error": {message, type, param, code}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = (
+            status,
+            message,
+            param,
+            code,
+            kind,
+        )
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        error = {"message": self.message, "type": self.kind, "param": self.param}
+        return {"error": {**error, "code": self.code}}
+
+
+class GenerationParams(BaseModel):
+    """The body of POST /v1/images/generations."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: Any = Field(description="What to draw (our `prompt`).")
+    n: Any = Field(None, description="Images to generate (our `num_outputs`).")
+    size: str | None = Field(None, description="'WIDTHxHEIGHT' or 'auto' (the model's own).")
+    output_format: Any = Field(None, description="png, jpeg or webp.")
+    response_format: Literal["b64_json", "url"] | None = None
+    stream: bool | None = False
+    partial_images: int | None = Field(None, ge=0, le=3)
+    background: Literal["auto", "opaque"] | None = None
+    model: str | None = Field(None, description="Ignored: this server serves one model.")
+    user: str | None = None
+    safety_identifier: str | None = None
+    quality: Any = None
+    style: Any = None
+    moderation: Any = None
+    output_compression: Any = None
+    complexity: Any = None
+    seed: Any = None
+    negative_prompt: Any = None
+    steps: Any = None
+    prompt_weight: Any = None
+    scheduler: Any = None
+
+    def native(self) -> dict[str, Any]:
+        """Our request fields; the service validates them (and names what is wrong)."""
+        request: dict[str, Any] = {"prompt": self.prompt}
+        if self.n is not None:
+            request["num_outputs"] = self.n
+        if self.output_format is not None:
+            request["output_format"] = self.output_format
+        if self.size not in (None, "auto"):
+            match = SIZE.match(self.size or "")
+            if match is None:
+                raise OpenAIError(
+                    400,
+                    f"size must be 'WIDTHxHEIGHT' (e.g. '512x512') or 'auto', got {self.size!r}",
+                    param="size",
+                    code="invalid_size",
+                )
+            request["width"], request["height"] = int(match[1]), int(match[2])
+        for name in EXTENSIONS:
+            value = getattr(self, name)
+            if value is not None:
+                request[name] = value
+        return request
+
+    @property
+    def identifier(self) -> str | None:
+        """``safety_identifier``, or the deprecated ``user`` (OpenAI's rule)."""
+        return self.safety_identifier or self.user or None
+
+
+def parse_params(raw: bytes) -> GenerationParams:
+    """The parameters in ``raw``, or a 400 naming the first bad one."""
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise OpenAIError(400, f"the body is not valid JSON ({exc}); send a JSON object") from None
+    if not isinstance(body, dict):
+        raise OpenAIError(400, "the body must be a JSON object of parameters")
+    try:
+        return GenerationParams.model_validate(body)
+    except ValidationError as exc:
+        first = describe_errors(exc.errors())[0]
+        message = first["message"]
+        if exc.errors()[0]["type"] == "extra_forbidden":
+            message = f"Unknown parameter: '{first['field']}'."
+        raise OpenAIError(400, message, param=first["field"].split(".")[0]) from None
+
+
+def from_domain(exc: InferenceError) -> OpenAIError:
+    """Our domain error in OpenAI's terms: the status, type, code and the parameter to blame.
+
+    The client retries every 5xx by itself unless ``x-should-retry`` says otherwise: worth it
+    for a full queue or a model still loading (after ``Retry-After``), not for a model that
+    failed to load, failed on this request or ran out of time, which would fail again.
+    """
+    if isinstance(exc, InvalidRequest):
+        param = PARAM_BY_FIELD.get(exc.field, exc.field)
+        message = re.sub(r"\bnum_outputs\b", "n", exc.message)
+        if param == "size":
+            message = f"size: {message}"
+        return OpenAIError(400, message, param=param, code="invalid_value")
+    retry = {"x-should-retry": "true"}
+    if isinstance(exc, Overloaded):
+        retry["Retry-After"] = str(exc.retry_after_s)
+        return OpenAIError(503, exc.message, code="overloaded", kind="server_error", headers=retry)
+    if isinstance(exc, NotReady) and not exc.permanent:
+        retry["Retry-After"] = "5"
+        return OpenAIError(
+            503, exc.message, code="model_not_ready", kind="server_error", headers=retry
+        )
+    final = {"x-should-retry": "false"}
+    if isinstance(exc, NotReady):
+        return OpenAIError(
+            503, exc.message, code="model_not_ready", kind="server_error", headers=final
+        )
+    if isinstance(exc, RequestTimeout):
+        return OpenAIError(504, exc.message, code="timeout", kind="server_error", headers=final)
+    code = "model_error" if isinstance(exc, ModelError) else exc.code
+    return OpenAIError(500, exc.message, code=code, kind="server_error", headers=final)
+
+
+def content_policy(total: int) -> OpenAIError:
+    """What OpenAI answers for refused content: here, the safety checker flagged every image."""
+    return OpenAIError(
+        400,
+        f"the model's safety checker flagged all {total} images, so none is left to return; "
+        "change the prompt or the seed",
+        code="content_policy_violation",
+    )
+
+
+def partial_steps(total: int, count: int) -> set[int]:
+    """The steps whose previews become partial images: spread evenly, the last step excluded
+    (it is the final image). Few steps give fewer partial images, as OpenAI allows."""
+    return {round(total * k / (count + 1)) for k in range(1, count + 1)} - {0, total}
+
+
+def event(kind: str, payload: dict[str, Any]) -> bytes:
+    """One server-sent event, as OpenAI's stream sends it (its type in both places)."""
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **payload})}\n\n".encode()

@@ -1,0 +1,235 @@
+"""OpenAI's images API over the same service: POST /v1/images/generations (JSON or a stream of
+partial images), and GET /v1/images/files/{token} for ``response_format=url``.
+
+``OpenAI(base_url="http://host:port/v1", api_key=AUTH_TOKEN)`` works against it: the client's
+``Authorization: Bearer`` is checked like every protected route's. The route translates the
+parameters (``openai_shapes``) and calls the service; validation, batching, the result cache
+and the model are the service's. Every error on these paths, auth included, is answered in
+OpenAI's shape by ``OpenAIRoute``; ``/v1/images/edits`` is not served yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from inference import codec
+from inference.errors import InferenceError
+from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
+from inference.http.errors import ClientDisconnected
+from inference.http.image_store import ImageStore, get_image_store
+from inference.http.openai_shapes import (
+    NO_USAGE,
+    GenerationParams,
+    OpenAIError,
+    content_policy,
+    event,
+    from_domain,
+    parse_params,
+    partial_steps,
+)
+from inference.http.routes.predict import until_disconnect
+from inference.schema import GenerateResult, Job
+from inference.service import Service
+
+log = logging.getLogger(__name__)
+
+
+class OpenAIRoute(APIRoute):
+    """Answers every error of its routes (auth and dependencies included) in OpenAI's shape."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ClientDisconnected:
+                raise
+            except Exception as exc:
+                error = _as_openai(exc)
+                return JSONResponse(error.body(), error.status, headers=error.headers)
+
+        return handle
+
+
+def _as_openai(exc: Exception) -> OpenAIError:
+    if isinstance(exc, OpenAIError):
+        return exc
+    if isinstance(exc, InferenceError):
+        return from_domain(exc)
+    if isinstance(exc, StarletteHTTPException):
+        code = "invalid_api_key" if exc.status_code == 401 else None
+        return OpenAIError(exc.status_code, str(exc.detail), code=code, headers=exc.headers)
+    log.error("unhandled error on an OpenAI route", exc_info=exc)
+    return OpenAIError(500, "internal server error; see the server log", kind="server_error")
+
+
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
+StoreDep = Annotated[ImageStore, Depends(get_image_store)]
+
+
+@router.post(
+    "/images/generations",
+    dependencies=PROTECTED,
+    # The body is read and translated by hand (errors in OpenAI's shape); this documents it.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": GenerationParams.model_json_schema()}},
+        }
+    },
+    responses={400: {"description": "Invalid parameter (OpenAI's error shape)"}},
+)
+async def generations(
+    request: Request, service: ServiceDep, settings: SettingsDep, store: StoreDep
+) -> Response:
+    """OpenAI's image generation: ImagesResponse JSON, or server-sent events with stream=true."""
+    params = parse_params(await request.body())
+    job = service.job(params.native())
+    created = int(time.time())
+    if params.stream:
+        return await _stream(service, job, params, created)
+    result = await until_disconnect(request, service.submit(job))
+    kept = [image for image in result.images if not image.nsfw]
+    if not kept:
+        raise content_policy(len(result.images))
+    base = settings.public_url or str(request.base_url).rstrip("/")
+    data = []
+    for image in kept:
+        item: dict[str, Any] = {"seed": image.seed}
+        if params.response_format == "url":
+            item["url"] = f"{base}/v1/images/files/{store.put(image.data, image.media_type)}"
+        else:
+            item["b64_json"] = _b64(image.data)
+        data.append(item)
+    body: dict[str, Any] = {
+        "created": created,
+        "data": data,
+        "output_format": job.output_format,
+        "size": f"{job.width}x{job.height}",
+        "background": "opaque",
+    }
+    if params.identifier:
+        body["safety_identifier"] = params.identifier
+    return JSONResponse(body, headers=_cache_header(result))
+
+
+@router.get("/images/files/{token}", responses={404: {"description": "Expired or unknown"}})
+async def image_file(token: str, store: StoreDep) -> Response:
+    """An image behind a response_format=url link; the unguessable URL is the credential."""
+    image = store.get(token)
+    if image is None:
+        raise OpenAIError(
+            404,
+            f"this image URL has expired or never existed (URLs work for "
+            f"{store.ttl_s:g}s, IMAGE_URL_TTL_S); generate the image again",
+            code="not_found",
+        )
+    left = image.seconds_left(store.clock())
+    headers = {"Cache-Control": f"private, max-age={left}"}
+    return Response(image.data, media_type=image.media_type, headers=headers)
+
+
+async def _stream(
+    service: Service, job: Job, params: GenerationParams, created: int
+) -> StreamingResponse:
+    """Partial images (``image_generation.partial_image``) as the model's previews arrive, then
+    one ``image_generation.completed`` per image; an error after the start is an error event.
+
+    The request is queued before the response starts, so a full queue or a model still loading
+    is an HTTP 503 like any other, not an event. A cache hit has no partial images.
+    """
+    loop = asyncio.get_running_loop()
+    previews: asyncio.Queue[list[np.ndarray]] = asyncio.Queue()
+    wanted = params.partial_images or 0
+
+    def on_preview(step: int, total: int, render: Callable[[], list[np.ndarray]]) -> None:
+        if step in partial_steps(total, wanted):  # on the engine's thread: only copy pixels
+            loop.call_soon_threadsafe(previews.put_nowait, render())
+
+    task = asyncio.ensure_future(service.submit(job, preview=on_preview if wanted else None))
+    await asyncio.sleep(0)  # the submission runs up to its queueing: refusals surface here
+    if task.done() and (refused := task.exception()) is not None:
+        raise refused
+    common = {
+        "created_at": created,
+        "size": f"{job.width}x{job.height}",
+        "output_format": job.output_format,
+        "background": "opaque",
+        "quality": "auto",
+    }
+
+    async def events() -> AsyncIterator[bytes]:
+        index = 0
+        try:
+            while not task.done() or not previews.empty():
+                if previews.empty():
+                    getter = asyncio.ensure_future(previews.get())
+                    await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+                    if not getter.done():
+                        getter.cancel()
+                        continue
+                    images = getter.result()
+                else:
+                    images = previews.get_nowait()
+                for i, pixels in enumerate(images):
+                    data = await asyncio.to_thread(codec.encode, pixels, job.output_format)
+                    payload = {**common, "b64_json": _b64(data), "partial_image_index": index}
+                    yield event("image_generation.partial_image", {**payload, "image_index": i})
+                index += 1
+            yield _completed(task.result(), common, params.identifier)
+        except InferenceError as exc:
+            yield _error_event(from_domain(exc))
+        except OpenAIError as exc:
+            yield _error_event(exc)
+        finally:
+            if not task.done():  # the client left: abandon the request
+                task.cancel()
+
+    headers = {"Cache-Control": "no-store", **_cache_header_of(task)}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+def _completed(result: GenerateResult, common: dict[str, Any], identifier: str | None) -> bytes:
+    """Every completed event at once (so a content-policy error comes before any of them)."""
+    kept = [(i, image) for i, image in enumerate(result.images) if not image.nsfw]
+    if not kept:
+        raise content_policy(len(result.images))
+    extra = {"usage": NO_USAGE, **({"safety_identifier": identifier} if identifier else {})}
+    return b"".join(
+        event(
+            "image_generation.completed",
+            {**common, **extra, "b64_json": _b64(image.data), "image_index": i, "seed": image.seed},
+        )
+        for i, image in kept
+    )
+
+
+def _error_event(error: OpenAIError) -> bytes:
+    return event("error", error.body())
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _cache_header(result: GenerateResult) -> dict[str, str]:
+    return {"X-Cache": result.cache} if result.cache else {}
+
+
+def _cache_header_of(task: asyncio.Future[GenerateResult]) -> dict[str, str]:
+    """X-Cache for a stream, known before it starts only when the result already is (a hit)."""
+    if task.done() and task.exception() is None:
+        return _cache_header(task.result())
+    return {}
