@@ -9,6 +9,7 @@ form. Validation happens once, in ``validation.Validator``; batching, in the eng
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +18,7 @@ from inference.engine import Engine, EngineStats
 from inference.engine.batcher import Progress
 from inference.engine.core import BatchListener, Phase, StepListener
 from inference.models import Model, build_model
-from inference.schema import Defaults, GenerateRequest, GenerateResult, Job, Limits
+from inference.schema import IMAGE_FIELDS, Defaults, GenerateRequest, GenerateResult, Job, Limits
 from inference.settings import Settings
 from inference.validation import Validator
 
@@ -102,8 +103,17 @@ class Service:
     async def submit(
         self, request: Request | Job, progress: Progress | None = None
     ) -> GenerateResult:
-        """Async ``generate``; cancelling the awaiting task abandons the request."""
-        job = request if isinstance(request, Job) else self.job(request)
+        """Async ``generate``; cancelling the awaiting task abandons the request.
+
+        A request with an image is validated in a worker thread: decoding and resizing an
+        upload (or fetching a URL) would otherwise stall every other request on the loop.
+        """
+        if isinstance(request, Job):
+            job = request
+        elif carries_images(request):
+            job = await asyncio.to_thread(self.job, request)
+        else:
+            job = self.job(request)
         return await self.engine.submit(job, progress)
 
     def info(self) -> dict[str, Any]:
@@ -124,7 +134,18 @@ class Service:
                 "request_timeout_s": s.request_timeout_s,
                 "max_batch_requests": s.max_batch_requests,
                 "max_body_bytes": s.max_body_bytes,
+                "max_image_bytes": s.max_image_bytes,
+                "max_image_pixels": s.max_image_pixels,
+                "max_image_body_bytes": s.max_image_body_bytes,
+                "image_url_hosts": list(s.url_hosts),
             },
             "auth": s.auth_token is not None,
             "docs": "/docs",
         }
+
+
+def carries_images(request: Request) -> bool:
+    """Whether a request has an image field set (its decoding is the slow part of validation)."""
+    if isinstance(request, GenerateRequest):
+        return any(getattr(request, name) is not None for name in IMAGE_FIELDS)
+    return isinstance(request, Mapping) and any(request.get(name) for name in IMAGE_FIELDS)

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 #: Every router of the API; a new protocol is one module in routes/ and one entry here.
 ROUTERS = (info.router, predict.router)
+#: Routes whose bodies may carry images (base64, multipart, or uploads to the UI mounted at
+#: ``inference.ui.UI_PATH``): they get the larger body limit, MAX_IMAGE_BYTES for two images.
+IMAGE_PATHS = ("/predict", "/predict/batch", "/ui/gradio_api/upload")
 
 
 def create_app(settings: Settings | None = None, service: Service | None = None) -> FastAPI:
@@ -70,7 +73,12 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     mount_ui(app, service, settings)
 
     # The last added runs first: metrics outermost, so refused bodies (413) are counted too.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        image_max_bytes=settings.max_image_body_bytes,
+        image_paths=IMAGE_PATHS,
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -15,6 +15,7 @@ from inference import codec
 from inference.errors import InferenceError, InvalidRequest
 from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
 from inference.http.errors import ClientDisconnected
+from inference.http.forms import openapi_body, read_request
 from inference.schema import (
     BatchItem,
     BatchItemError,
@@ -84,12 +85,19 @@ def preferred_image_format(accept: str) -> str | None:
     response_model=GenerateResult,
     responses={
         200: {"content": {f.media_type: {} for f in codec.FORMATS.values()}},
+        413: {"description": "The body or an image is too large"},
         422: {"description": "Invalid request"},
         503: {"description": "Loading or overloaded"},
     },
+    openapi_extra=openapi_body(),
 )
-async def predict(body: GenerateRequest, request: Request, service: ServiceDep) -> Any:
-    """Generate images: JSON with base64 images, or raw image bytes for Accept: image/*."""
+async def predict(
+    body: Annotated[GenerateRequest, Depends(read_request)],
+    request: Request,
+    service: ServiceDep,
+) -> Any:
+    """Generate images (JSON or multipart body): JSON with base64 images, or raw image bytes
+    for Accept: image/*."""
     fmt = preferred_image_format(request.headers.get("accept", ""))
     if fmt not in (None, "*", body.output_format):
         if "output_format" in body.model_fields_set:
