@@ -10,6 +10,7 @@ imported only here, only when the app mounts the UI; without it /ui says how to 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import secrets
 from pathlib import Path
@@ -206,6 +207,14 @@ def build_ui(service: Service) -> gr.Blocks:
                 seed_used = gr.Number(value=None, label="Seed used", precision=0, interactive=False)
                 timings = gr.Markdown(elem_id="timings")
         names.extend(inputs)
+        # Named parameters, each optional: gradio_client then fills what a caller leaves out
+        # (the uploads, for a call written before they existed) with the form's defaults.
+        generate.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [
+                inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
+                for n in names
+            ]
+        )
         gr.Examples(EXAMPLES, inputs=[inputs[n] for n in EXAMPLE_FIELDS])
         outputs = [gallery, seed_used, timings]
         # No Gradio-side concurrency cap: the engine's bounded queue is the one back-pressure.

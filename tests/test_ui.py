@@ -161,6 +161,18 @@ def test_gradio_client_with_an_image_and_mask_gets_the_apis_bytes(
     assert gallery_bytes(gallery) == api_images(url, **shape, image=b64["photo"], mask=b64["mask"])
 
 
+def test_a_call_written_before_the_image_inputs_still_works(client: Client, url: str) -> None:
+    """The upload parameters are optional: older positional calls keep their meaning, and every
+    parameter has the field's name."""
+    old_call = ui_request(seed=3, steps=4, width=64, height=64)[:10]
+    gallery, seed_used, _ = client.predict(*old_call, api_name="/generate")
+    assert seed_used == 3
+    assert gallery_bytes(gallery) == api_images(url, seed=3, steps=4, width=64, height=64)
+    parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    names = [p["parameter_name"] for p in parameters["/generate"]["parameters"]]
+    assert names == list(UI_INPUTS)
+
+
 def test_randomize_seed_draws_a_seed_and_reports_it(client: Client, url: str) -> None:
     gallery, seed_used, timings = client.predict(
         *ui_request(seed=42, randomize_seed=True, steps=4, width=64, height=64, num_outputs=2),
