@@ -199,14 +199,14 @@ class MockModel:
         drawer = NoiseDrawer(tuple(x.shape[1:]))
         for i, g in enumerate(generators):
             drawer.draw(g, x[i])
-        first_step, x, keep = self._start(jobs, x)
+        first_step, x, init, keep = self._start(jobs, x)
         for t in range(first_step, steps + 1):
             sigma = 1.0 - 0.5 * (t - 1) / max(steps - 1, 1)
             for i, g in enumerate(generators):
                 drawer.draw(g, noise[i])
             x.mul_(gamma).add_(drift).add_(noise.mul_(beta * sigma))
             if keep is not None:
-                x = torch.where(keep[0], keep[1], x)
+                x = torch.where(keep, init, x)
             if progress is not None:
                 progress(t - first_step + 1, steps - first_step + 1)
         pixels = x.mul_(64.0).add_(128.0).clamp_(0.0, 255.0).floor_().to(torch.uint8)
@@ -220,12 +220,12 @@ class MockModel:
     @staticmethod
     def _start(
         jobs: Sequence[Job], noise: torch.Tensor
-    ) -> tuple[int, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-        """The first step, x_0 and, when inpainting, (where to keep, what to keep): see the
-        module docstring. Text-to-image starts at step 1 from the noise itself."""
+    ) -> tuple[int, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The first step, x_0, and the images ``a`` with where to keep them (inpainting);
+        see the module docstring. Text-to-image starts at step 1 from the noise itself."""
         first = jobs[0]
         if first.image is None or first.strength is None:
-            return 1, noise, None
+            return 1, noise, None, None
         s, steps = first.strength, first.steps
         init = torch.stack(
             [
@@ -241,8 +241,13 @@ class MockModel:
         x = init.mul(1.0 - s).add_(noise.mul_(s))
         keep = None
         if first.mask is not None:
-            kept = [torch.from_numpy(job.mask.pixels == 0) for job in jobs if job.mask is not None]
-            where = torch.stack([k for k, job in zip(kept, jobs, strict=True) for _ in job.seeds])
-            keep = (where.unsqueeze(1), init)
-            x = torch.where(where.unsqueeze(1), init, x)
-        return steps - int(steps * s) + 1, x, keep
+            keep = torch.stack(
+                [
+                    torch.from_numpy(job.mask.pixels == 0).unsqueeze(0)
+                    for job in jobs
+                    if job.mask is not None
+                    for _ in job.seeds
+                ]
+            )
+            x = torch.where(keep, init, x)
+        return steps - int(steps * s) + 1, x, init, keep
