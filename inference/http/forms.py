@@ -8,6 +8,7 @@ either and an error reads the same.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
@@ -21,6 +22,8 @@ from inference.validation import invalid_request, parse
 
 #: More parts than a request has fields is a mistake (or an attack on the parser).
 MAX_FORM_PARTS = 2 * len(GenerateRequest.model_fields)
+#: JSON bodies larger than this (base64 images) are parsed in a worker thread, off the loop.
+THREAD_PARSE_BYTES = 256 * 1024
 WHAT_TO_SEND = (
     "a JSON object of request fields sent with 'Content-Type: application/json', or "
     "multipart/form-data (curl -F prompt=... -F image=@photo.png)"
@@ -35,6 +38,8 @@ async def read_request(request: Request) -> GenerateRequest:
     body = await request.body()
     if media == "application/json" or media.endswith("+json"):
         try:
+            if len(body) > THREAD_PARSE_BYTES:
+                return await asyncio.to_thread(GenerateRequest.model_validate_json, body)
             return GenerateRequest.model_validate_json(body)
         except ValidationError as exc:
             raise invalid_request(exc.errors()) from None
