@@ -294,3 +294,12 @@ def test_strength_outside_0_1_is_refused(name: str, value: float) -> None:
     assert info.value.field == name
     assert str(value) in info.value.message
 
+
+def test_the_cost_tool_measures_the_servers_own_path() -> None:
+    """tools/image_cost.py, whose numbers the README quotes, runs and reports every stage."""
+    from tools.image_cost import measure, table
+
+    rows = measure(size=128, repeat=1)
+    assert [row["upload"] for row in rows] == ["128x128 PNG", "128x128 JPEG"]
+    assert all(isinstance(v, float) and v > 0 for row in rows for v in list(row.values())[2:])
+    assert table(rows).splitlines()[0].startswith("| upload | bytes | base64 decode | decode |")
