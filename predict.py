@@ -8,6 +8,10 @@ by field.
 
 ``predict`` is async and awaits ``service.submit``, so up to ``MAX_CONCURRENCY`` predictions are
 in flight at once and the engine's batcher groups them into shared model calls.
+
+Image inputs are ``cog.Path`` files (``cog predict -i image=@photo.png``; Replicate's API takes
+a URL or a data: URI, which Cog downloads); their bytes go to the service like any other
+front door's. ``prompt_strength`` is Replicate's name for the schema's ``strength``.
 """
 
 from __future__ import annotations
@@ -118,6 +122,20 @@ class Predictor(BasePredictor):
             ],
             description="Sampler for diffusers models; empty: the model's own.",
         ),
+        image: Optional[Path] = Input(  # noqa: UP045
+            default=None,
+            description="Init image (image-to-image, inpainting); empty: text-to-image.",
+        ),
+        mask: Optional[Path] = Input(  # noqa: UP045
+            default=None,
+            description="Inpainting mask, the image's size: white repaints, black keeps.",
+        ),
+        prompt_strength: Optional[float] = Input(  # noqa: UP045
+            default=None,
+            ge=0.0,
+            le=1.0,
+            description="How far to move from the image: 0 keeps it, 1 ignores it; empty: 0.8.",
+        ),
     ) -> list[Path]:
         """Validate through the project's schema, await the batcher, write out-{i}.{ext}."""
         request = {
@@ -131,6 +149,9 @@ class Predictor(BasePredictor):
             "num_outputs": num_outputs,
             "output_format": output_format,
             "scheduler": scheduler,
+            "image": None if image is None else await asyncio.to_thread(image.read_bytes),
+            "mask": None if mask is None else await asyncio.to_thread(mask.read_bytes),
+            "strength": prompt_strength,
         }
         try:
             result = await self.service.submit(request)

@@ -25,8 +25,9 @@ from inference.settings import Settings, describe_settings_errors
 #: Modules that add a subcommand through ``register(subparsers)``; each sets ``run`` on its
 #: parser and imports its heavy dependencies inside ``run`` so ``--help`` stays fast.
 SUBCOMMAND_MODULES: tuple[str, ...] = ("inference.jobs.command", "inference.weights")
-#: Extra spellings of request flags: ``--format`` is what people type for ``--output-format``.
-FLAG_ALIASES = {"output_format": ("--format",)}
+#: Extra spellings of request flags: ``--format`` is what people type for ``--output-format``,
+#: ``--prompt-strength`` is Replicate's name for ``--strength``.
+FLAG_ALIASES = {"output_format": ("--format",), "strength": ("--prompt-strength",)}
 
 
 def settings_from(**fields: Any) -> Settings:
@@ -88,8 +89,10 @@ def _predict(args: argparse.Namespace) -> int:
     service.start()
     try:
         job = service.job(request)
+        # From an image, only the last steps x strength steps run (as in diffusers).
+        steps = job.steps if job.strength is None else max(1, int(job.steps * job.strength))
         with tqdm(
-            total=job.steps, desc=f"{job.num_outputs} image(s)", unit="step", disable=args.quiet
+            total=steps, desc=f"{job.num_outputs} image(s)", unit="step", disable=args.quiet
         ) as bar:
             service.add_step_listener(lambda step, total: bar.update(1))
             result = service.generate(job)
@@ -107,14 +110,24 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _file_bytes(path: str) -> bytes:
+    """An image flag's file, read (the service decodes and checks it)."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def _add_request_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per request field; an omitted flag leaves the field to the model's default."""
+    """One flag per request field; an omitted flag leaves the field to the model's default.
+    An image field's flag takes a file path."""
     for field in request_fields():
         parser.add_argument(
             field.flag,
             *FLAG_ALIASES.get(field.name, ()),
             dest=field.name,
-            type=field.type,
+            type=_file_bytes if field.type is bytes else field.type,
+            metavar="PATH" if field.type is bytes else None,
             choices=field.choices or None,
             help=field.description.replace("%", "%%"),
         )

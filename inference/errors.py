@@ -46,6 +46,12 @@ class InvalidRequest(InferenceError, ValueError):
         self.errors = errors or [{"field": field, "message": message}]
 
 
+class PayloadTooLarge(InvalidRequest):
+    """An image in the request is over a size limit (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS)."""
+
+    code = "payload_too_large"
+
+
 class Overloaded(InferenceError):
     """The queue is full; the client should retry after ``retry_after_s`` seconds."""
 

@@ -1,9 +1,10 @@
 """The request's fields as plain data, for front doors that build their own forms from them.
 
 The CLI's flags and the Gradio form are derived from ``GenerateRequest`` through this module,
-so a new request field appears in both without an edit there. (Cog cannot use it: its build
-parses predict.py statically, so predict.py repeats the fields as literals and a test proves
-that they agree.)
+so a new request field appears in both without an edit there. Image fields are ``bytes``:
+each front door offers a file (a path flag, an upload widget) and hands over its bytes.
+(Cog cannot use this module: its build parses predict.py statically, so predict.py repeats the
+fields as literals and a test proves that they agree.)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import annotated_types
 from pydantic.fields import FieldInfo
 
-from inference.schema import GenerateRequest
+from inference.schema import IMAGE_FIELDS, GenerateRequest
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class RequestField:
     """One field: its Python type, whether it may be omitted (None), bounds and choices."""
 
     name: str
-    type: type  # str, int or float
+    type: type  # str, int, float, or bytes for an image file
     default: Any
     description: str
     optional: bool = False
@@ -39,6 +40,8 @@ class RequestField:
 
 
 def _describe(name: str, info: FieldInfo) -> RequestField:
+    if name in IMAGE_FIELDS:
+        return RequestField(name, bytes, None, info.description or "", optional=True)
     annotation = info.annotation
     optional = False
     if get_origin(annotation) in (Union, types.UnionType):

@@ -9,19 +9,27 @@ value fixed, including the seed of each image, which is what models see.
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
+
+if TYPE_CHECKING:  # numpy loads with the models: the schema must import fast
+    import numpy as np
 
 # Hard bounds. predict.py repeats these as literals (Cog parses it statically); a test keeps
 # the two in step.
@@ -34,6 +42,10 @@ SIDE_MIN = 64
 SIDE_MAX = 2048
 SIDE_MULTIPLE = 8
 NUM_OUTPUTS_MAX = 4
+#: ``strength`` when a request with an image omits it (Replicate's prompt_strength default).
+DEFAULT_STRENGTH = 0.8
+#: Request fields that carry an image file; every front door offers them as file inputs.
+IMAGE_FIELDS = ("image", "mask")
 OutputFormat = Literal["png", "jpeg", "webp"]
 #: Sampler choices for diffusers models (the mock model has one sampler and ignores this).
 Scheduler = Literal[
@@ -41,8 +53,54 @@ Scheduler = Literal[
 ]
 
 
+def image_input(value: Any, info: ValidationInfo) -> bytes | str:
+    """An image field's value as the file's bytes, or an http(s) URL left for the server to
+    fetch (only where IMAGE_URL_HOSTS allows it: that needs settings, so validation does it).
+
+    JSON carries base64 or a ``data:`` URI; Python callers (Modal, Cog, multipart uploads, the
+    UI) hand over the bytes themselves. Decoding the image is left to ``inference.images``.
+    """
+    name = info.field_name
+    how = (
+        f"send base64, a data: URI (data:image/png;base64,...) or, as a file, "
+        f"multipart/form-data (curl -F {name}=@photo.png)"
+    )
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text[:8].lower().startswith(("http://", "https://")):
+            return text
+        if text[:5].lower() == "data:":
+            header, comma, text = text.partition(",")
+            if not comma or not header.lower().endswith(";base64"):
+                raise ValueError(f"{name}: a data: URI must be base64-encoded; {how}")
+        try:
+            data = base64.b64decode("".join(text.split()), validate=True)
+        except (binascii.Error, ValueError):
+            shown = f"{text[:20]!r}..." if len(text) > 20 else repr(text)
+            raise ValueError(f"{name} is not base64 image data (got {shown}); {how}") from None
+    else:
+        raise ValueError(f"{name} must be an image file, got {type(value).__name__}; {how}")
+    if not data:
+        raise ValueError(f"{name} is empty (0 bytes); send an image file or omit {name}")
+    return data
+
+
+ImageInput = Annotated[
+    bytes | str,
+    BeforeValidator(image_input),
+    PlainSerializer(
+        lambda v: base64.b64encode(v).decode("ascii") if isinstance(v, bytes) else v,
+        when_used="json",
+    ),
+    WithJsonSchema({"type": "string"}),
+]
+
+
 class GenerateRequest(BaseModel):
-    """One text-to-image request. Omitted fields take the served model's defaults.
+    """One request: text-to-image, or image-to-image / inpainting when it carries an image.
+    Omitted fields take the served model's defaults.
 
     Numbers must be JSON numbers: a boolean or a string is refused (``{"seed": true}`` or
     ``{"seed": "12"}`` is not silently read as 1 or 12); ``2.0`` is the integer 2, as in JSON
@@ -102,6 +160,25 @@ class GenerateRequest(BaseModel):
     scheduler: Scheduler | None = Field(
         None, description="Sampler for diffusers models; omit for the model's own."
     )
+    image: ImageInput | None = Field(
+        None,
+        description="Init image for image-to-image or inpainting (Replicate: image): base64 or "
+        "a data: URI in JSON, a file in multipart. Omit for text-to-image. Resized to "
+        "width x height (cover, centre crop); without width and height, its own size.",
+    )
+    mask: ImageInput | None = Field(
+        None,
+        description="Inpainting mask, the image's size (Replicate: mask): white repaints, "
+        "black keeps (transparent counts as black). Needs image.",
+    )
+    strength: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        validation_alias=AliasChoices("strength", "prompt_strength"),
+        description="How far to move away from the image (Replicate: prompt_strength, also "
+        "accepted): 0 keeps it, 1 ignores it. Needs image; omit for 0.8.",
+    )
 
     @field_validator("width", "height")
     @classmethod
@@ -130,6 +207,8 @@ class Defaults:
     prompt_weight: float
     width: int
     height: int
+    #: Only for requests with an image.
+    strength: float = DEFAULT_STRENGTH
 
 
 @dataclass(frozen=True)
@@ -142,6 +221,28 @@ class Limits:
     max_pixels: int = 1024 * 1024
     #: Images in one request; MAX_BATCH_SIZE (the most images in one model call) bounds it.
     max_outputs: int = NUM_OUTPUTS_MAX
+
+
+Mode = Literal["text-to-image", "image-to-image", "inpainting"]
+
+
+@dataclass(frozen=True)
+class Picture:
+    """Pixels a request brought, decoded and brought to the job's size, with their SHA-256.
+
+    Compared and hashed by the digest alone, so a ``Job`` stays hashable and two jobs with the
+    same pixels are equal. ``pixels`` is HxWx3 uint8 for an image, HxW uint8 (255 repaint,
+    0 keep) for a mask.
+    """
+
+    pixels: np.ndarray = field(compare=False, repr=False)
+    digest: str
+
+    @classmethod
+    def of(cls, pixels: np.ndarray) -> Picture:
+        content = hashlib.sha256(repr(pixels.shape).encode())
+        content.update(pixels.tobytes())
+        return cls(pixels, content.hexdigest())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,6 +262,11 @@ class Job:
     height: int
     output_format: OutputFormat
     scheduler: Scheduler | None = None
+    #: Set together: an init image of exactly width x height, and how far to move from it.
+    image: Picture | None = None
+    strength: float | None = None
+    #: Only with an image: which of its pixels to repaint.
+    mask: Picture | None = None
     #: The request gave no seed, so the server drew one. Not part of what is generated (left
     #: out of equality): it only tells the result cache that nobody can ask for this job again.
     seed_drawn: bool = field(default=False, compare=False)
@@ -168,6 +274,12 @@ class Job:
     @property
     def num_outputs(self) -> int:
         return len(self.seeds)
+
+    @property
+    def mode(self) -> Mode:
+        if self.image is None:
+            return "text-to-image"
+        return "image-to-image" if self.mask is None else "inpainting"
 
 
 def random_seed() -> int:

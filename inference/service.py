@@ -10,6 +10,7 @@ requests that give a seed are reused through ``cache.ResultCache``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -19,7 +20,7 @@ from inference.engine import Engine, EngineStats
 from inference.engine.batcher import Preview, Progress
 from inference.engine.core import BatchListener, Phase, StepListener
 from inference.models import Model, build_model
-from inference.schema import Defaults, GenerateRequest, GenerateResult, Job, Limits
+from inference.schema import IMAGE_FIELDS, Defaults, GenerateRequest, GenerateResult, Job, Limits
 from inference.settings import Settings
 from inference.validation import Validator
 
@@ -126,8 +127,17 @@ class Service:
         progress: Progress | None = None,
         preview: Preview | None = None,
     ) -> GenerateResult:
-        """Async ``generate``; cancelling the awaiting task abandons the request."""
-        job = request if isinstance(request, Job) else self.job(request)
+        """Async ``generate``; cancelling the awaiting task abandons the request.
+
+        A request with an image is validated in a worker thread: decoding and resizing an
+        upload (or fetching a URL) would otherwise stall every other request on the loop.
+        """
+        if isinstance(request, Job):
+            job = request
+        elif carries_images(request):
+            job = await asyncio.to_thread(self.job, request)
+        else:
+            job = self.job(request)
         key = self._cache_key(job)
         if key is None or self.cache is None:
             return await self.engine.submit(job, progress, preview)
@@ -165,7 +175,18 @@ class Service:
                 "max_batch_requests": s.max_batch_requests,
                 "max_body_bytes": s.max_body_bytes,
                 "result_cache_mb": s.result_cache_mb,
+                "max_image_bytes": s.max_image_bytes,
+                "max_image_pixels": s.max_image_pixels,
+                "max_image_body_bytes": s.max_image_body_bytes,
+                "image_url_hosts": list(s.url_hosts),
             },
             "auth": s.auth_token is not None,
             "docs": "/docs",
         }
+
+
+def carries_images(request: Request) -> bool:
+    """Whether a request has an image field set (its decoding is the slow part of validation)."""
+    if isinstance(request, GenerateRequest):
+        return any(getattr(request, name) is not None for name in IMAGE_FIELDS)
+    return isinstance(request, Mapping) and any(request.get(name) for name in IMAGE_FIELDS)

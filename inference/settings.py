@@ -18,6 +18,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from inference import schema
 
+#: Pillow's own decompression-bomb threshold (``PIL.Image.MAX_IMAGE_PIXELS``): above it Pillow
+#: warns, and refuses at twice it, before our check could name the setting.
+PILLOW_BOMB_PIXELS = 89_478_485
+
 
 class Settings(BaseSettings):
     """Deployment settings; each field is read from the upper-cased env var of the same name."""
@@ -101,7 +105,38 @@ class Settings(BaseSettings):
         16, ge=1, le=256, description="Most requests in one POST /predict/batch."
     )
     max_body_bytes: int = Field(
-        1_000_000, ge=1024, description="Larger request bodies are refused with 413."
+        1_000_000,
+        ge=1024,
+        description="Larger request bodies are refused with 413 (bodies that may carry images "
+        "get room for two images of MAX_IMAGE_BYTES on top).",
+    )
+
+    # Image inputs (image-to-image, inpainting)
+    max_image_bytes: int = Field(
+        10_000_000,
+        ge=1024,
+        description="Largest image file (image or mask) a request may carry, however it is "
+        "sent; larger ones are refused with 413.",
+    )
+    max_image_pixels: int = Field(
+        25_000_000,
+        ge=schema.SIDE_MIN**2,
+        le=PILLOW_BOMB_PIXELS,
+        description="Most pixels an image may have, read from its header before it is decoded "
+        "(a few-KB file can hold billions of pixels); at most Pillow's own bomb limit.",
+    )
+    image_url_hosts: str = Field(
+        "",
+        description="Comma-separated hosts that image fields may be fetched from as http(s) "
+        "URLs ('*.example.com' matches subdomains, '*' any host); empty: URLs are refused.",
+    )
+    image_url_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Fetching one image URL takes at most this long."
+    )
+    image_url_allow_private: bool = Field(
+        False,
+        description="Fetch image URLs that resolve to private, loopback or link-local "
+        "addresses (checked after DNS resolution); off by default.",
     )
 
     # Defaults for omitted request fields; unset means the model's own default.
@@ -287,6 +322,17 @@ class Settings(BaseSettings):
             for h in self.webhook_allowed_hosts.split(",")
             if h.strip()
         )
+
+    @property
+    def url_hosts(self) -> tuple[str, ...]:
+        """IMAGE_URL_HOSTS as lower-case host patterns."""
+        return tuple(h.strip().lower() for h in self.image_url_hosts.split(",") if h.strip())
+
+    @property
+    def max_image_body_bytes(self) -> int:
+        """The body limit of routes whose requests may carry images: MAX_BODY_BYTES plus an
+        image and a mask of MAX_IMAGE_BYTES each, base64-encoded (4 bytes per 3) in JSON."""
+        return self.max_body_bytes + 2 * (4 * -(-self.max_image_bytes // 3) + 1024)
 
     @property
     def limits(self) -> schema.Limits:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hashlib
+import inspect
 import logging
 import secrets
 from pathlib import Path
@@ -25,7 +26,7 @@ from inference.errors import InferenceError
 from inference.extras import MissingExtra, installed
 from inference.fields import RequestField, request_fields
 from inference.http.errors import error_response
-from inference.schema import GenerateResult
+from inference.schema import IMAGE_FIELDS, GenerateResult
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -88,6 +89,8 @@ LABELS = {"prompt_weight": "Prompt weight (guidance)", "num_outputs": "Number of
 FIXED = {"output_format": "png"}
 #: Dropdown value standing for "omit this field" (the model's own choice).
 OMIT = ""
+#: Inputs that only matter with an init image; they sit in their own (folded) section.
+IMAGE_CONTROLS = (*IMAGE_FIELDS, "strength")
 
 
 def _widget(field: RequestField, service: Service) -> Any:
@@ -107,6 +110,19 @@ def _widget(field: RequestField, service: Service) -> Any:
         "info": field.description,
         "elem_id": field.name.replace("_", "-"),
     }
+    if field.type is bytes:
+        # A file path to the upload as it was sent (image_mode=None: no conversion or
+        # re-encoding by Gradio), so the service decodes the very bytes an API client sends.
+        # gr.Image has no `info`: the description becomes its placeholder.
+        description = common.pop("info")
+        return gr.Image(
+            type="filepath",
+            image_mode=None,
+            sources=["upload", "clipboard"],
+            height=240,
+            placeholder=description,
+            **common,
+        )
     if field.choices:
         choices = [(c, c) for c in field.choices]
         if field.optional:
@@ -127,14 +143,19 @@ def _widget(field: RequestField, service: Service) -> Any:
 
 
 def _request(names: list[str], values: tuple[Any, ...]) -> dict[str, Any]:
-    """The form's values as a request: the seed unless randomized, omitted choices left out."""
+    """The form's values as a request: the seed unless randomized, omitted choices left out,
+    uploads as their bytes, and the strength slider only when there is an image."""
     form = dict(zip(names, values, strict=True))
     if form.pop("randomize_seed") or form.get("seed") is None:
         form["seed"] = None
     request = {name: value for name, value in form.items() if value not in (None, OMIT)}
-    for field in request_fields():  # sliders hand back floats
+    for field in request_fields():
         if field.type is int and isinstance(request.get(field.name), float):
-            request[field.name] = int(request[field.name])
+            request[field.name] = int(request[field.name])  # sliders hand back floats
+        elif field.type is bytes and field.name in request:
+            request[field.name] = Path(request[field.name]).read_bytes()
+    if "image" not in request:
+        request.pop("strength", None)
     return request | FIXED
 
 
@@ -171,19 +192,23 @@ def build_ui(service: Service) -> gr.Blocks:
     ) as demo:
         gr.Markdown(
             f"## diffusion-serve · `{service.model.name}`\n"
-            "Text-to-image through the same service as the JSON API "
-            "([`POST /predict`](../docs)): requests from here and from the API share one "
-            "batcher, one queue and the same limits."
+            "Text-to-image (or image-to-image and inpainting, below) through the same service "
+            "as the JSON API ([`POST /predict`](../docs)): requests from here and from the API "
+            "share one batcher, one queue and the same limits."
         )
         inputs: dict[str, Any] = {}
         with gr.Row():
             with gr.Column(scale=2):
                 for field in request_fields():
-                    if field.name in FIXED:
+                    if field.name in FIXED or field.name in IMAGE_CONTROLS:
                         continue
                     inputs[field.name] = _widget(field, service)
                     if field.name == "seed":
                         inputs["randomize_seed"] = gr.Checkbox(label="Randomize seed", value=True)
+                with gr.Accordion("Image-to-image and inpainting", open=False):
+                    for field in request_fields():
+                        if field.name in IMAGE_CONTROLS:
+                            inputs[field.name] = _widget(field, service)
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column(scale=3):
                 gallery = gr.Gallery(
@@ -198,6 +223,14 @@ def build_ui(service: Service) -> gr.Blocks:
                 seed_used = gr.Number(value=None, label="Seed used", precision=0, interactive=False)
                 timings = gr.Markdown(elem_id="timings")
         names.extend(inputs)
+        # Named parameters, each optional: gradio_client then fills what a caller leaves out
+        # (the uploads, for a call written before they existed) with the form's defaults.
+        generate.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [
+                inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
+                for n in names
+            ]
+        )
         gr.Examples(EXAMPLES, inputs=[inputs[n] for n in EXAMPLE_FIELDS])
         outputs = [gallery, seed_used, timings]
         # No Gradio-side concurrency cap: the engine's bounded queue is the one back-pressure.

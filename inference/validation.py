@@ -6,7 +6,9 @@ Every front door (HTTP, Cog, Modal, batch jobs, CLI, UI) hands the service a dic
 1. the schema (``GenerateRequest``: types, hard bounds, multiples of 8), its errors joined into
    one ``InvalidRequest`` whose message names each field and value;
 2. this deployment's limits (MAX_*) and defaults (the model's own, capped to the limits, then
-   DEFAULT_* overrides), and a seed for every image;
+   DEFAULT_* overrides), and a seed for every image; an image and mask are decoded here
+   (``inference.images``: MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, URL fetching) and brought to the
+   job's size;
 3. the loaded model's own capabilities, through its ``check`` hook.
 
 So a bad value reads the same wherever it was sent, and a job the model cannot run is refused
@@ -23,9 +25,19 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from inference.errors import InvalidRequest, ModelLoadError
-from inference.schema import SEED_MAX, Defaults, GenerateRequest, Job, Limits, random_seed
+from inference.schema import (
+    SEED_MAX,
+    Defaults,
+    GenerateRequest,
+    Job,
+    Limits,
+    Picture,
+    random_seed,
+)
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from inference.models.base import Model
     from inference.settings import Settings
 
@@ -74,6 +86,8 @@ def _shown(value: Any, limit: int = 60) -> str:
         return f"a list of {len(value)} items"
     if isinstance(value, str) and len(value) > limit:
         return f'{json.dumps(value[:limit])[:-1]}..." ({len(value)} characters)'
+    if isinstance(value, bytes):
+        return f"{len(value)} bytes"
     try:
         return json.dumps(value)
     except TypeError:
@@ -137,15 +151,22 @@ class Validator:
             else s.default_prompt_weight,
             width=s.default_width or own.width,
             height=s.default_height or own.height,
+            strength=own.strength,
         )
 
     def job(self, request: GenerateRequest | Mapping[str, Any]) -> Job:
         """The request as a job: schema, then limits and defaults, then the model's check."""
         request = parse(request)
+        image, mask = self._inputs(request)
         defaults, limits = self.defaults, self.limits
         steps = request.steps if request.steps is not None else defaults.steps
         width = request.width if request.width is not None else defaults.width
         height = request.height if request.height is not None else defaults.height
+        if image is not None and request.width is None and request.height is None:
+            from inference.images import natural_size
+
+            h, w = image.shape[:2]
+            width, height = natural_size(w, h, limits, self.model.size_multiple)
         weight = (
             request.prompt_weight if request.prompt_weight is not None else defaults.prompt_weight
         )
@@ -173,6 +194,7 @@ class Validator:
             "width": width,
             "height": height,
             "seed_drawn": request.seed is None,
+            **self._fitted(image, mask, request.strength, width, height),
         }
         # Every other Job field is the request's own value: a new field needs no edit here.
         job = Job(
@@ -181,6 +203,52 @@ class Validator:
         )
         self.model.check(job)
         return job
+
+    def _inputs(self, request: GenerateRequest) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The request's image and mask decoded (not resized yet), or why they cannot be."""
+        if request.image is None:
+            for name, why in (
+                ("mask", "which of its pixels to repaint"),
+                ("strength", "how far to move from it"),
+            ):
+                if getattr(request, name) is not None:
+                    message = (
+                        f"{name} needs an image ({name} says {why}): send image, or omit {name}"
+                    )
+                    raise InvalidRequest(name, message)
+            return None, None
+        from inference.images import load
+
+        image = load(request.image, "image", self.settings)
+        if request.mask is None:
+            return image, None
+        mask = load(request.mask, "mask", self.settings, mask=True)
+        if mask.shape[:2] != image.shape[:2]:
+            (mh, mw), (ih, iw) = mask.shape[:2], image.shape[:2]
+            raise InvalidRequest(
+                "mask",
+                f"mask is {mw}x{mh} but image is {iw}x{ih}; send a mask of the image's size",
+            )
+        return image, mask
+
+    def _fitted(
+        self,
+        image: np.ndarray | None,
+        mask: np.ndarray | None,
+        strength: float | None,
+        width: int,
+        height: int,
+    ) -> dict[str, Any]:
+        """The Job's image fields: pixels brought to width x height, the strength resolved."""
+        if image is None:
+            return {"image": None, "mask": None, "strength": None}
+        from inference.images import binarize, fit
+
+        return {
+            "image": Picture.of(fit(image, width, height)),
+            "mask": None if mask is None else Picture.of(binarize(fit(mask, width, height))),
+            "strength": self.defaults.strength if strength is None else float(strength),
+        }
 
     def warm_up_job(self) -> Job:
         """A small job at the size actually served, built from the empty request.

@@ -222,3 +222,46 @@ def test_cli_runs_the_same_job_locally(tmp_path: Path) -> None:
         [*command[:4], str(tmp_path / "nope.jsonl")], cwd=ROOT, capture_output=True, text=True
     )
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_image_paths_are_read_relative_to_the_job_file_and_never_outside_it(
+    tmp_path: Path, shared_service: Service
+) -> None:
+    from tests.test_img2img import photo, png
+
+    folder = tmp_path / "job"
+    (folder / "inputs").mkdir(parents=True)
+    (folder / "inputs" / "photo.png").write_bytes(png(photo()))
+    (tmp_path / "private.png").write_bytes(png(photo(seed=1)))
+    (folder / "inputs" / "link.png").symlink_to(tmp_path / "private.png")
+    image_line = {"prompt": "a fox", "seed": 3, "steps": 4, "strength": 0.6}
+    lines = [
+        json.dumps({**image_line, "image": "inputs/photo.png"}),  # 1: inside: fine
+        json.dumps({**image_line, "image": "../private.png"}),  # 2: climbs out
+        json.dumps({**image_line, "image": str(tmp_path / "private.png")}),  # 3: absolute
+        json.dumps({**image_line, "image": "inputs/link.png"}),  # 4: a link that leads out
+        json.dumps({**image_line, "image": "inputs/missing.png"}),  # 5
+        json.dumps({**image_line, "image": "inputs"}),  # 6: a folder
+    ]
+    source = _write(folder / "requests.jsonl", lines)
+    out = tmp_path / "out"
+    summary = run_batch(source, out, service_map(shared_service), progress=False)
+    assert (summary.done, summary.failed) == (1, 5)
+    manifest = _by_line(out)
+    ok = manifest[1]
+    assert ok["status"] == "ok" and ok["request"]["image"] == "inputs/photo.png"  # not base64
+    direct = shared_service.generate({**image_line, "image": png(photo())})
+    assert (out / ok["outputs"][0]).read_bytes() == direct.images[0].data
+    for line in (2, 3, 4):
+        error = manifest[line]["error"]
+        assert error["field"] == "image", error
+        assert "is outside the job file's folder" in error["message"], error
+    assert "there is no file 'inputs/missing.png'" in manifest[5]["error"]["message"]
+    assert "cannot read 'inputs'" in manifest[6]["error"]["message"]
+    # Re-run: the key is the image's content, so the finished line is skipped...
+    again = run_batch(source, out, service_map(shared_service), progress=False)
+    assert again.skipped == 1
+    # ...until the file changes.
+    (folder / "inputs" / "photo.png").write_bytes(png(photo(seed=2)))
+    changed = run_batch(source, out, service_map(shared_service), progress=False)
+    assert (changed.done, changed.skipped) == (1, 0)

@@ -81,6 +81,38 @@ def test_predict_bad_input_is_one_clear_line_not_a_traceback(tmp_path: Path) -> 
     assert "Traceback" not in done.stderr and not (tmp_path / "x.png").exists()
 
 
+def test_predict_takes_image_files_by_path(tmp_path: Path) -> None:
+    from tests.test_img2img import half_mask, photo, png
+
+    (tmp_path / "photo.png").write_bytes(png(photo()))
+    (tmp_path / "mask.png").write_bytes(png(half_mask()))
+    args = ("--seed", "4", "--steps", "5", "--prompt-strength", "0.6", "-q", "-o", "out.png")
+    done = cli("predict", "--image", "photo.png", "--mask", "mask.png", *args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "out.png  seed=4  96x64" in done.stdout  # the image's own size
+    service = Service(MockModel(), Settings()).start()
+    request = {
+        "seed": 4,
+        "steps": 5,
+        "strength": 0.6,
+        "image": png(photo()),
+        "mask": png(half_mask()),
+    }
+    expected = service.generate(request)
+    service.stop()
+    assert (tmp_path / "out.png").read_bytes() == expected.images[0].data
+    missing = cli("predict", "--image", "nope.png", "-o", "x.png", cwd=tmp_path)
+    assert missing.returncode == 2 and "argument --image: cannot read nope.png" in missing.stderr
+    swapped = cli(
+        "predict", "--image", "mask.png", "--mask", "photo.png", "-o", "x.png", cwd=tmp_path
+    )
+    assert swapped.returncode == 0  # any two images of one size will do
+    (tmp_path / "notes.txt").write_text("not an image")
+    bad = cli("predict", "--image", "notes.txt", "-o", "x.png", cwd=tmp_path)
+    assert bad.returncode == 2 and "error: image is not an image this server reads" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def test_predict_missing_weights_names_the_path(tmp_path: Path) -> None:
     done = cli("predict", "--weights-path", "nope.json", "-o", "x.png", cwd=tmp_path)
     assert done.returncode == 1
@@ -149,6 +181,8 @@ def test_predict_has_a_flag_for_every_request_field() -> None:
     assert set(GenerateRequest.model_fields) <= set(flags)
     assert tuple(flags["scheduler"].choices) == get_args(Scheduler)
     assert "--format" in flags["output_format"].option_strings
+    assert "--prompt-strength" in flags["strength"].option_strings
+    assert flags["image"].metavar == "PATH" and flags["mask"].metavar == "PATH"
     assert flags["steps"].type is int and flags["prompt_weight"].type is float
 
 

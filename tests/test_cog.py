@@ -30,7 +30,7 @@ import pydantic
 import pytest
 
 from inference.models.mock import MockModel
-from inference.schema import GenerateRequest
+from inference.schema import IMAGE_FIELDS, GenerateRequest
 from inference.service import Service
 from inference.settings import Settings
 from tests.servers import ROOT, free_port
@@ -39,6 +39,9 @@ cog_inspector = pytest.importorskip("cog._inspector", reason="the cog extra is n
 from cog import _adt as adt  # noqa: E402
 
 SCHEMA_SCRIPT = ROOT / "scripts" / "cog_openapi_schema.py"
+#: Schema field -> the input name predict.py declares for it: Replicate's own name, where
+#: Replicate's models taught users another one.
+COG_NAMES = {"strength": "prompt_strength"}
 #: Concurrent requests wait this long for batch company inside the engine.
 MAX_WAIT_MS = 250
 
@@ -59,8 +62,18 @@ def _inspect(folder: Path, module: str = "predict") -> dict[str, adt.InputField]
         sys.modules.pop(module, None)
 
 
-def _expected(field: pydantic.fields.FieldInfo) -> dict[str, Any]:
-    """What Cog should declare for one GenerateRequest field."""
+def _expected(name: str, field: pydantic.fields.FieldInfo) -> dict[str, Any]:
+    """What Cog should declare for one GenerateRequest field (an image field is a file)."""
+    if name in IMAGE_FIELDS:
+        return {
+            "type": adt.PrimitiveType.PATH,
+            "optional": True,
+            "default": None,
+            "choices": None,
+            "ge": None,
+            "le": None,
+            "max_length": None,
+        }
     annotation, optional = field.annotation, False
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -103,12 +116,13 @@ def schema_differences(
     inputs: dict[str, adt.InputField], model: type[pydantic.BaseModel]
 ) -> list[str]:
     """Every way the Cog inputs differ from the request model; empty when they agree."""
-    names = list(model.model_fields)
+    names = [COG_NAMES.get(name, name) for name in model.model_fields]
     if list(inputs) != names:
         return [f"inputs {list(inputs)} != fields {names}"]
     differences = []
-    for name in names:
-        expected, declared = _expected(model.model_fields[name]), _declared(inputs[name])
+    for field_name, name in zip(model.model_fields, names, strict=True):
+        expected = _expected(field_name, model.model_fields[field_name])
+        declared = _declared(inputs[name])
         differences += [
             f"{name}.{key}: predict.py {declared[key]!r} != schema {expected[key]!r}"
             for key in expected
@@ -286,9 +300,9 @@ def test_schema_file_is_what_the_server_validates_with(cog_folder: Path, cog_url
         served.json()["components"]["schemas"]["Input"]
         == generated["components"]["schemas"]["Input"]
     )
-    assert list(generated["components"]["schemas"]["Input"]["properties"]) == list(
-        GenerateRequest.model_fields
-    )
+    assert list(generated["components"]["schemas"]["Input"]["properties"]) == [
+        COG_NAMES.get(name, name) for name in GenerateRequest.model_fields
+    ]
 
 
 def test_prediction_is_byte_identical_to_the_engine(cog_url: str, direct_service: Service) -> None:
@@ -344,6 +358,45 @@ def test_concurrent_predictions_share_model_calls(cog_url: str, direct_service: 
             _image(body["output"])
             == direct_service.generate(GenerateRequest(seed=seed)).images[0].data
         )
+
+
+def test_an_image_file_input_gives_the_http_servers_bytes(
+    cog_url: str, direct_service: Service, server_url: str
+) -> None:
+    """Cog hands predict() a cog.Path for a data: URI (or URL) input; the image and mask
+    bytes give the output the JSON API gives for the same bytes."""
+    from tests.test_img2img import half_mask, photo, png
+
+    image, mask = png(photo()), png(half_mask())
+    uri = "data:image/png;base64," + base64.b64encode(image).decode()
+    mask_uri = "data:image/png;base64," + base64.b64encode(mask).decode()
+    fields = {"prompt": "a red fox", "seed": 7, "steps": 6}
+    response = _predict(cog_url, {**fields, "image": uri, "mask": mask_uri, "prompt_strength": 0.7})
+    body = response.json()
+    assert body["status"] == "succeeded", body
+    http_body = {**fields, "image": uri, "mask": mask_uri, "strength": 0.7}
+    over_http = httpx.post(f"{server_url}/predict", json=http_body, timeout=60).json()
+    expected = base64.b64decode(over_http["images"][0]["data"])
+    assert _image(body["output"]) == expected
+    direct = direct_service.generate({**http_body, "image": image, "mask": mask})
+    assert direct.images[0].data == expected
+
+
+def test_bad_image_inputs_fail_naming_the_field(cog_url: str) -> None:
+    text = "data:text/plain;base64," + base64.b64encode(b"a red fox").decode()
+    failed = _predict(cog_url, {"image": text}).json()
+    assert failed["status"] == "failed"
+    assert "image is not an image this server reads: text ('a red fox')" in failed["error"]
+    from tests.test_img2img import half_mask, png
+
+    mask = "data:image/png;base64," + base64.b64encode(png(half_mask())).decode()
+    alone = _predict(cog_url, {"mask": mask}).json()
+    assert alone["status"] == "failed" and "mask needs an image" in alone["error"]
+    out_of_range = _predict(cog_url, {"prompt_strength": 1.5})
+    assert out_of_range.status_code == 422
+    assert [d["loc"] for d in out_of_range.json()["detail"]] == [
+        ["body", "input", "prompt_strength"]
+    ]
 
 
 def test_setup_failure_names_the_weights_path(tmp_path: Path) -> None:

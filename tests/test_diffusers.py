@@ -32,6 +32,7 @@ from inference.models import build_model
 from inference.models.diffusers import DiffusersModel
 from inference.models.pipelines import (
     SCHEDULERS,
+    check_dtype,
     model_defaults,
     native_size,
     pick_dtype,
@@ -263,7 +264,7 @@ def test_torch_compile_is_skipped_with_a_warning_off_cuda(
     tiny_pipeline_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     compiled = DiffusersModel(str(tiny_pipeline_dir), torch_compile=True, channels_last=True)
-    with caplog.at_level(logging.WARNING, logger="inference.models.diffusers"):
+    with caplog.at_level(logging.WARNING, logger="inference.models.pipelines"):
         compiled.load()
     assert "apply on CUDA only; ignored on cpu" in caplog.text
     assert compiled.generate([job(steps=1)])[0][0].shape == (64, 64, 3)
@@ -388,10 +389,8 @@ def test_weights_in_another_dtype_than_asked_fail_the_load(model: DiffusersModel
     """What an old diffusers that ignores dtype= would do: float32 weights for a bf16 ask."""
     import torch
 
-    asked = DiffusersModel(model.source, dtype="bfloat16")
-    asked.dtype = torch.bfloat16
     with pytest.raises(ModelLoadError, match=r"loaded as torch\.float32, not the torch\.bfloat16"):
-        asked._check_dtype(model.pipe)
+        check_dtype(model.pipe, torch.bfloat16, model.source)
 
 
 def test_a_scheduler_of_another_family_is_refused_by_name(tiny_copy: Path) -> None:

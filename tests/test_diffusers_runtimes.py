@@ -75,7 +75,13 @@ def test_http_app_serves_the_same_images_and_the_models_defaults(
     with inference_server(env) as url:
         info = httpx.get(url + "/", timeout=10).json()
         assert info["model"] == str(tiny_pipeline_dir)
-        assert info["defaults"] == {"steps": 50, "prompt_weight": 7.5, "width": 64, "height": 64}
+        assert info["defaults"] == {
+            "steps": 50,
+            "prompt_weight": 7.5,
+            "width": 64,
+            "height": 64,
+            "strength": 0.8,
+        }
         response = httpx.post(url + "/predict", json=REQUEST, timeout=120)
         assert response.status_code == 200, response.text
         body = response.json()

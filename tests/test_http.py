@@ -149,11 +149,24 @@ def test_malformed_bodies_get_a_message_that_says_what_to_send(server_url: str) 
 
 
 def test_oversized_body_gets_413_by_header_and_by_stream(server_url: str) -> None:
-    big = b'{"prompt": "' + b"x" * 1_100_000 + b'"}'
+    """/predict bodies may carry two images: MAX_BODY_BYTES plus room for them, no more."""
+    limit = Settings().max_image_body_bytes
+    over_plain_limit = b'{"prompt": "' + b"x" * 1_100_000 + b'"}'
+    response = httpx.post(
+        f"{server_url}/predict",
+        content=over_plain_limit,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422 and response.json()["error"]["field"] == "prompt"
+    big = b'{"prompt": "' + b"x" * limit + b'"}'
     response = httpx.post(
         f"{server_url}/predict", content=big, headers={"content-type": "application/json"}
     )
-    assert response.status_code == 413 and "MAX_BODY_BYTES" in response.json()["error"]["message"]
+    assert response.status_code == 413
+    assert (
+        f"larger than {limit} bytes (MAX_BODY_BYTES plus two images of MAX_IMAGE_BYTES)"
+        in (response.json()["error"]["message"])
+    )
 
     def chunks():  # no content-length: the limit is enforced while reading
         for i in range(0, len(big), 65536):

@@ -288,9 +288,27 @@ def test_generate_local_returns_the_same_png_bytes_as_the_engine(model: Any) -> 
     pickle.loads(pickle.dumps(result))  # what Modal sends back to the caller
 
 
+def test_generate_local_takes_image_bytes_in_the_dict(model: Any) -> None:
+    """What a Python caller puts in ``.remote()`` / ``.map()`` inputs: the files' bytes."""
+    from tests.test_img2img import half_mask, photo, png
+
+    request = {**SMALL, "image": png(photo()), "mask": png(half_mask()), "strength": 0.6}
+    pickle.loads(pickle.dumps(request))  # Modal pickles the inputs on their way
+    result = model.generate.local(dict(request))
+    service = make_service()
+    try:
+        direct = service.generate(request)
+    finally:
+        service.stop()
+    assert result["images"][0]["data"] == direct.images[0].data
+    assert (result["images"][0]["width"], result["images"][0]["height"]) == (64, 64)
+
+
 @pytest.mark.parametrize(
     ("request_", "named"),
     [
+        ({"image": b"GIF89a, or so it says"}, "image is not an image this server reads"),
+        ({"mask": b"\x89PNG"}, "mask needs an image"),
         ({"steps": 500}, "steps"),
         ({"width": 100}, "width must be a multiple of 8, got 100"),
         ({"stepz": 4}, "stepz"),

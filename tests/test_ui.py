@@ -57,6 +57,9 @@ UI_INPUTS = (
     "height",
     "num_outputs",
     "scheduler",
+    "image",
+    "mask",
+    "strength",
 )
 
 
@@ -90,6 +93,9 @@ def ui_request(**fields: Any) -> list[Any]:
         "height": 256,
         "num_outputs": 1,
         "scheduler": "",  # the model's own
+        "image": None,  # text-to-image
+        "mask": None,
+        "strength": 0.8,  # the slider's value; sent only with an image
         **fields,
     }
     return [values[name] for name in UI_INPUTS]
@@ -123,6 +129,48 @@ def test_gradio_client_gets_the_same_png_bytes_as_predict(client: Client, url: s
     assert ui_bytes[0].startswith(b"\x89PNG\r\n\x1a\n")
     assert ui_bytes == api_images(url, **request)
     assert re.search(r"queue \d+ ms · inference \d+ ms · encode \d+ ms · total \d+ ms", timings)
+
+
+def test_gradio_client_with_an_image_and_mask_gets_the_apis_bytes(
+    client: Client, url: str, tmp_path: Path
+) -> None:
+    """Uploads reach the service as the very bytes sent: a 1.5 MB photo (over MAX_BODY_BYTES:
+    the UI's upload route gets the image limit) and a mask give /predict's image."""
+    import numpy as np
+    from gradio_client import handle_file
+
+    from tests.test_img2img import half_mask, png
+
+    photo = png(np.random.default_rng(3).integers(0, 256, (720, 720, 3), dtype=np.uint8))
+    assert len(photo) > Settings().max_body_bytes
+    (tmp_path / "photo.png").write_bytes(photo)
+    (tmp_path / "mask.png").write_bytes(png(half_mask(720, 720)))
+    shape = {"seed": 5, "steps": 6, "width": 96, "height": 64, "strength": 0.6}
+    gallery, _, _ = client.predict(
+        *ui_request(
+            **shape,
+            image=handle_file(str(tmp_path / "photo.png")),
+            mask=handle_file(str(tmp_path / "mask.png")),
+        ),
+        api_name="/generate",
+    )
+    b64 = {
+        name: base64.b64encode((tmp_path / f"{name}.png").read_bytes()).decode()
+        for name in ("photo", "mask")
+    }
+    assert gallery_bytes(gallery) == api_images(url, **shape, image=b64["photo"], mask=b64["mask"])
+
+
+def test_a_call_written_before_the_image_inputs_still_works(client: Client, url: str) -> None:
+    """The upload parameters are optional: older positional calls keep their meaning, and every
+    parameter has the field's name."""
+    old_call = ui_request(seed=3, steps=4, width=64, height=64)[:10]
+    gallery, seed_used, _ = client.predict(*old_call, api_name="/generate")
+    assert seed_used == 3
+    assert gallery_bytes(gallery) == api_images(url, seed=3, steps=4, width=64, height=64)
+    parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    names = [p["parameter_name"] for p in parameters["/generate"]["parameters"]]
+    assert names == list(UI_INPUTS)
 
 
 def test_randomize_seed_draws_a_seed_and_reports_it(client: Client, url: str) -> None:

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: Every router of the API; a new protocol is one module in routes/ and one entry here.
 ROUTERS = (info.router, predict.router, predictions.router, openai.router)
+#: Routes whose bodies may carry images (base64, multipart, or uploads to the UI mounted at
+#: ``inference.ui.UI_PATH``): they get the larger body limit, MAX_IMAGE_BYTES for two images.
+IMAGE_PATHS = ("/predict", "/predict/batch", "/ui/gradio_api/upload")
 
 
 def create_app(settings: Settings | None = None, service: Service | None = None) -> FastAPI:
@@ -82,7 +85,12 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
 
     # The last added runs first: metrics outermost, so refused bodies (413) are counted too;
     # CORS outside the size limit and auth, so their errors reach a browser app readably.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        image_max_bytes=settings.max_image_body_bytes,
+        image_paths=IMAGE_PATHS,
+    )
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,

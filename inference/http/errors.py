@@ -22,6 +22,7 @@ from inference.errors import (
     ModelError,
     NotReady,
     Overloaded,
+    PayloadTooLarge,
     RequestTimeout,
 )
 from inference.validation import invalid_request
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: dict[type[InferenceError], int] = {
     InvalidRequest: 422,
+    PayloadTooLarge: 413,
     Overloaded: 503,
     NotReady: 503,
     RequestTimeout: 504,

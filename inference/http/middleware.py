@@ -12,20 +12,36 @@ from inference.http.metrics import Metrics
 
 
 class BodySizeLimit:
-    """Refuse request bodies over ``max_bytes`` with 413, by header or while streaming."""
+    """Refuse request bodies over the limit with 413, by header or while streaming.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    Bodies posted to ``image_paths`` may carry images, so they get ``image_max_bytes``
+    (MAX_BODY_BYTES plus room for two images of MAX_IMAGE_BYTES); every other body gets
+    ``max_bytes``. The route is not known before routing, so the rule goes by path.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        image_max_bytes: int | None = None,
+        image_paths: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.image_max_bytes = image_max_bytes or max_bytes
+        self.image_paths = frozenset(image_paths)
 
-    def _message(self) -> str:
-        return (
-            f"request body is larger than {self.max_bytes} bytes (MAX_BODY_BYTES); "
-            "send fewer or smaller requests"
+    def _limit(self, scope: Scope) -> tuple[int, str]:
+        if scope["method"] == "POST" and scope["path"] in self.image_paths:
+            return self.image_max_bytes, "MAX_BODY_BYTES plus two images of MAX_IMAGE_BYTES"
+        return self.max_bytes, "MAX_BODY_BYTES"
+
+    async def _reject(self, send: Send, limit: int, setting: str) -> None:
+        message = (
+            f"request body is larger than {limit} bytes ({setting}); "
+            "send fewer or smaller requests (or smaller images)"
         )
-
-    async def _reject(self, send: Send) -> None:
-        body = error_bytes("payload_too_large", self._message())
+        body = error_bytes("payload_too_large", message)
         await send(
             {
                 "type": "http.response.start",
@@ -42,9 +58,10 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, setting = self._limit(scope)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(send, limit, setting)
             return
         seen = 0
         rejected = False
@@ -58,9 +75,9 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     rejected = True
-                    await self._reject(send)
+                    await self._reject(send, limit, setting)
                     return {"type": "http.disconnect"}
             return message
 

@@ -3,6 +3,12 @@
 A bad line costs no GPU time and its error names the line and the field. A request is
 identified by a hash of its validated content (plus its occurrence number, so two identical
 seedless lines are two images); its output files are named after that key.
+
+An image field of a JSON line names a file relative to the job file's folder (a ``data:`` URI
+or an http(s) URL passes through as in the API). Paths that lead outside that folder, by
+``..``, an absolute path or a symbolic link, are refused: a job file must not read what its
+author could not put next to it. The file's bytes join the request, so the key changes when
+the image does, and the whole job's images are held in memory while it runs.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any, Literal
 
 from inference import codec
 from inference.errors import InferenceError, InvalidRequest
-from inference.schema import GenerateRequest
+from inference.schema import IMAGE_FIELDS, GenerateRequest
 from inference.validation import parse
 
 InputFormat = Literal["auto", "jsonl", "text"]
@@ -83,7 +89,7 @@ def read_items(path: Path, fmt: InputFormat = "auto") -> list[Item]:
                 bad(number, raw, "invalid_request", message)
                 continue
         try:
-            request = parse(raw)
+            request = parse(with_files(raw, path.parent))
         except InvalidRequest as exc:
             bad(number, raw, exc.code, exc.message, exc.field)
             continue
@@ -93,6 +99,44 @@ def read_items(path: Path, fmt: InputFormat = "auto") -> list[Item]:
         key = hashlib.sha256(f"{canonical}#{occurrence}".encode()).hexdigest()[:20]
         items.append(Item(number, raw, request=request, key=key))
     return items
+
+
+def with_files(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``raw`` with each image field that names a file replaced by the file's bytes."""
+    resolved = dict(raw)
+    for name in IMAGE_FIELDS:
+        value = raw.get(name)
+        if isinstance(value, str) and not value.lower().startswith(("data:", "http:", "https:")):
+            resolved[name] = _read_inside(folder, value, name)
+    return resolved
+
+
+def _read_inside(folder: Path, value: str, name: str) -> bytes:
+    root = folder.resolve()
+    path = (root / value).resolve()
+    if not path.is_relative_to(root):
+        raise InvalidRequest(
+            name,
+            f"{name}: {value!r} is outside the job file's folder {root}; put the image in that "
+            "folder (or below it) and name it relative to it",
+        )
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InvalidRequest(name, f"{name}: there is no file {value!r} in {root}") from None
+    except OSError as exc:
+        raise InvalidRequest(name, f"{name}: cannot read {value!r}: {exc.strerror}") from None
+
+
+def shown_request(item: Item, **update: Any) -> dict[str, Any]:
+    """The request as the manifest records it: JSON, with image fields as the line wrote them
+    (a path, not megabytes of base64)."""
+    assert item.request is not None
+    shown = item.request.model_copy(update=update).model_dump(mode="json")
+    for name in IMAGE_FIELDS:
+        if shown.get(name) is not None and isinstance(item.raw, dict):
+            shown[name] = item.raw.get(name)
+    return shown
 
 
 def error_record(kind: str, line: int, message: str, field: str | None = None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from inference.jobs.reading import (
     error_record,
     output_names,
     read_items,
+    shown_request,
 )
 from inference.schema import random_seed
 
@@ -155,7 +156,7 @@ def run_batch(
             seed = earlier["seed"]  # drawn by an earlier run: reuse it
         names = output_names(item)
         if all((output_dir / name).exists() for name in names):
-            request = item.request.model_copy(update={"seed": seed}).model_dump(mode="json")
+            request = shown_request(item, seed=seed)
             model = earlier.get("model")
             record(item, "skipped", request=request, seed=seed, outputs=names, model=model)
             summary.skipped += 1
@@ -164,7 +165,7 @@ def run_batch(
             seed = random_seed()
         item.request = item.request.model_copy(update={"seed": seed})
         # Until its result arrives; an interrupted run keeps the seed in the manifest.
-        record(item, "pending", request=item.request.model_dump(mode="json"), seed=seed)
+        record(item, "pending", request=shown_request(item), seed=seed)
         pending.append(item)
     if summary.skipped:
         log.info("skipping %d requests whose outputs exist in %s", summary.skipped, output_dir)
@@ -192,7 +193,7 @@ def run_batch(
             for position, item in enumerate(pending):
                 if position not in seen:
                     error = error_record("missing_result", item.line, "no result came back")
-                    entry = record(item, "failed", request=requests[position], error=error)
+                    entry = record(item, "failed", request=shown_request(item), error=error)
                     log_file.write(json.dumps(entry) + "\n")
                     summary.failed += 1
     finally:
@@ -210,7 +211,7 @@ def _finish(
     item: Item, outcome: dict[str, Any] | BaseException, output_dir: Path, record: Any
 ) -> dict[str, Any]:
     assert item.request is not None
-    request = item.request.model_dump(mode="json")
+    request = shown_request(item)
     seed = item.request.seed
     if isinstance(outcome, BaseException):
         error = describe_exception(item.line, outcome)

@@ -22,6 +22,10 @@ Why requests map the way they do:
   says; when kept, its verdict comes back per image (``ModelImage.nsfw``), so a blacked-out
   image is reported as flagged rather than passed off as a result. Previews are not offered
   while it is kept: they would show what the checker has not seen.
+- Image-to-image and inpainting run pipelines derived from the loaded one with ``from_pipe``
+  (same module objects, no second copy of the weights), built the first time a job needs one;
+  a model diffusers has no such pipeline for refuses those jobs in ``check``. Mode and
+  strength join ``batch_key``; init images and masks are per-image inputs.
 """
 
 from __future__ import annotations
@@ -42,17 +46,20 @@ from inference.models.base import (
     SafetyChecker,
     per_job,
 )
+from inference.models.modes import DerivedPipelines, image_kwargs
 from inference.models.pipelines import (
     SCHEDULERS,
+    check_dtype,
     load_pipeline,
     model_defaults,
+    optimize,
     pick_device,
     pick_dtype,
     size_multiple,
     to_pixels,
 )
 from inference.models.previews import LatentPreviewer
-from inference.schema import Defaults, Job, Scheduler
+from inference.schema import Defaults, Job, Mode, Scheduler
 from inference.settings import Settings
 from inference.weights import check_safetensors, find_pipeline
 
@@ -102,6 +109,7 @@ class DiffusersModel:
         self._accepts: set[str] = set()
         self._empty_negative_special = False
         self._compatible: set[str] = set()
+        self._derived = DerivedPipelines()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DiffusersModel:
@@ -146,8 +154,10 @@ class DiffusersModel:
                 f"{type(pipe).__name__} from {self.source!r} takes no text prompt; "
                 "this server serves text-to-image pipelines"
             )
-        self._check_dtype(pipe)
-        self._optimize(pipe)
+        check_dtype(pipe, self.dtype, self.source)
+        optimize(
+            pipe, self.device, torch_compile=self.torch_compile, channels_last=self.channels_last
+        )
         self._own_scheduler = (type(pipe.scheduler), dict(pipe.scheduler.config))
         self._compatible = {type(pipe.scheduler).__name__} | {
             cls.__name__ for cls in pipe.scheduler.compatibles
@@ -167,17 +177,6 @@ class DiffusersModel:
             self._defaults,
             self.size_multiple,
         )
-
-    def _check_dtype(self, pipe: Any) -> None:
-        """The weights are in the dtype asked for (a diffusers that ignores ``dtype=`` would
-        silently load float32: twice the memory, half the speed)."""
-        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
-        actual = getattr(denoiser, "dtype", self.dtype)
-        if actual != self.dtype:
-            raise ModelLoadError(
-                f"model {self.source!r} loaded as {actual}, not the {self.dtype} asked for "
-                "(DTYPE); upgrade diffusers to a release pyproject.toml allows"
-            )
 
     def _apply_safety_setting(self, pipe: Any) -> None:
         """Keep or drop the pipeline's safety checker, as SAFETY_CHECKER says; note which."""
@@ -202,29 +201,6 @@ class DiffusersModel:
             f"({type(pipe.scheduler).__name__}); {choice}, or unset SCHEDULER"
         )
 
-    def _optimize(self, pipe: Any) -> None:
-        """channels_last and torch.compile, CUDA only (elsewhere they cost more than they give)."""
-        import torch
-
-        if not (self.torch_compile or self.channels_last):
-            return
-        if self.device != "cuda":
-            log.warning(
-                "TORCH_COMPILE/CHANNELS_LAST apply on CUDA only; ignored on %s", self.device
-            )
-            return
-        denoiser_name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
-        denoiser = getattr(pipe, denoiser_name)
-        if self.channels_last:
-            for module in (getattr(pipe, "unet", None), getattr(pipe, "vae", None)):
-                if module is not None:
-                    module.to(memory_format=torch.channels_last)
-        if self.torch_compile:
-            # Compiled lazily on the first call, i.e. during the engine's warm-up; each new
-            # batch size compiles once more (dynamic shapes after the first recompile).
-            denoiser.compile()
-            log.info("torch.compile enabled for the %s", denoiser_name)
-
     # -- serving -----------------------------------------------------------------------------
 
     def scheduler_name(self, job: Job) -> str | None:
@@ -232,7 +208,8 @@ class DiffusersModel:
         return job.scheduler or self.default_scheduler
 
     def batch_key(self, job: Job) -> Hashable:
-        """Size, steps, guidance and sampler: what one pipeline call takes once for all."""
+        """Size, steps, guidance, sampler, mode and strength: what one pipeline call takes once
+        for all its images."""
         negative = bool(job.negative_prompt) if self._empty_negative_special else None
         return (
             job.width,
@@ -241,7 +218,23 @@ class DiffusersModel:
             job.prompt_weight,
             self.scheduler_name(job),
             negative,
+            job.mode,
+            job.strength,
         )
+
+    def pipeline(self, mode: Mode) -> Any:
+        """The pipeline that serves ``mode``; raises ``InvalidRequest`` when the model has none."""
+        if mode == "text-to-image":
+            return self.pipe
+        try:
+            return self._derived.get(self.pipe, mode)
+        except ValueError as exc:
+            field = "mask" if mode == "inpainting" else "image"
+            raise InvalidRequest(
+                field,
+                f"model {self.name!r} ({type(self.pipe).__name__}) has no {mode} pipeline in "
+                f"diffusers ({exc}); omit {field}",
+            ) from None
 
     def check(self, job: Job) -> None:
         """Refuse, naming the field, a job the loaded pipeline cannot run as asked."""
@@ -259,6 +252,15 @@ class DiffusersModel:
                 )
         if job.negative_prompt:
             self._check_negative_prompt(job)
+        if job.strength is not None:
+            self.pipeline(job.mode)
+            if int(job.steps * job.strength) < 1:
+                raise InvalidRequest(
+                    "strength",
+                    f"strength {job.strength:g} with {job.steps} steps runs no denoising step "
+                    f"(steps x strength < 1); raise strength to at least {1 / job.steps:.3g} "
+                    "or raise steps",
+                )
         if scheduler is not None:
             allowed = self.compatible_schedulers()
             if scheduler not in allowed:
@@ -314,7 +316,9 @@ class DiffusersModel:
         keys = {self.batch_key(job) for job in jobs}
         if len(keys) != 1:
             raise ValueError(f"a batch must share one batch_key, got {sorted(map(str, keys))}")
-        pipe, first = self.pipe, jobs[0]
+        first = jobs[0]
+        pipe = self.pipeline(first.mode)
+        accepts = set(inspect.signature(pipe.__call__).parameters)
         generator_device = "cuda" if self.device == "cuda" else "cpu"  # mps: CPU generators
         prompts = [job.prompt for job in jobs for _ in job.seeds]
         generators = [
@@ -334,9 +338,12 @@ class DiffusersModel:
         }
         if "negative_prompt" in self._accepts and any(job.negative_prompt for job in jobs):
             kwargs["negative_prompt"] = [job.negative_prompt for job in jobs for _ in job.seeds]
+        if first.image is not None:
+            del kwargs["width"], kwargs["height"]
+            kwargs.update(image_kwargs(jobs, accepts))
         if self.safety_checker == "kept":
             preview = None  # a preview would show what the checker has not judged
-        if (progress or preview) and "callback_on_step_end" in self._accepts:
+        if (progress or preview) and "callback_on_step_end" in accepts:
 
             def on_step_end(p: Any, index: int, timestep: Any, tensors: dict) -> dict:
                 total = int(getattr(p, "num_timesteps", None) or first.steps)

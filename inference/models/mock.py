@@ -25,6 +25,20 @@ from SHA-256(text); P("") = 0, so w = 0 or an empty prompt gives a prompt-indepe
 Every other operation is an exactly rounded elementwise op (no transcendental functions,
 no fused multiply-add), so an image's bytes depend neither on the batch it was computed in nor
 on the machine.
+
+Image-to-image and inpainting (a job with an init image I, already H x W, and strength s) start
+from the image instead of pure noise and run only the last K steps, as diffusers does:
+
+    a   = (I - 128) / 64                          the image in sampler space: pixel(a) = I exactly
+    K   = floor(T * s)                            steps run (T * s in float64)
+    x_0 = (1 - s) * a + s * eps_0
+    x_k = gamma * x_{k-1} + (1 - gamma) * w * D + beta * sigma_{T-K+k} * eps_k   for k = 1..K
+    inpainting, M = 1 where the mask repaints:  x_k <- M ? x_k : a   for k = 0..K (a selection)
+    pixel = clip(floor(64 * x_K + 128), 0, 255)
+
+Scalars are computed in float64 and each product and sum rounded to float32, in that order.
+So s = 0 returns the image unchanged, s = 1 without a mask gives the text-to-image result for
+the same seed, and a pixel the mask keeps comes back exactly as it was sent.
 """
 
 from __future__ import annotations
@@ -230,7 +244,8 @@ class MockModel:
         """Every valid job runs: the schema's sizes, steps and weights are all the mock needs."""
 
     def batch_key(self, job: Job) -> Hashable:
-        return (job.width, job.height, job.steps)
+        """One call runs one size and step count, from noise or from images at one strength."""
+        return (job.width, job.height, job.steps, job.mode, job.strength)
 
     def generate(
         self,
@@ -241,7 +256,7 @@ class MockModel:
         if self.weights is None:
             raise RuntimeError("MockModel.generate called before load()")
         if len({self.batch_key(job) for job in jobs}) != 1:
-            raise ValueError("a batch must share width, height and steps")
+            raise ValueError("a batch must share width, height, steps, mode and strength")
         gamma, beta = self.weights["gamma"], self.weights["beta"]
         first = jobs[0]
         steps, height, width = first.steps, first.height, first.width
@@ -261,16 +276,55 @@ class MockModel:
         drawer = NoiseDrawer(tuple(x.shape[1:]))
         for i, g in enumerate(generators):
             drawer.draw(g, x[i])
-        for t in range(1, steps + 1):
+        first_step, x, init, keep = self._start(jobs, x)
+        for t in range(first_step, steps + 1):
             sigma = 1.0 - 0.5 * (t - 1) / max(steps - 1, 1)
             for i, g in enumerate(generators):
                 drawer.draw(g, noise[i])
             x.mul_(gamma).add_(drift).add_(noise.mul_(beta * sigma))
+            if keep is not None:
+                x = torch.where(keep, init, x)
             if progress is not None:
-                progress(t, steps)
+                progress(t - first_step + 1, steps - first_step + 1)
             if preview is not None:
-                preview(t, steps, lambda: per_job(jobs, _pixels(x.clone())))
+                render = lambda: per_job(jobs, _pixels(x.clone()))  # noqa: E731, B023
+                preview(t - first_step + 1, steps - first_step + 1, render)
         return per_job(jobs, _pixels(x))
+
+    @staticmethod
+    def _start(
+        jobs: Sequence[Job], noise: torch.Tensor
+    ) -> tuple[int, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The first step, x_0, and the images ``a`` with where to keep them (inpainting);
+        see the module docstring. Text-to-image starts at step 1 from the noise itself."""
+        first = jobs[0]
+        if first.image is None or first.strength is None:
+            return 1, noise, None, None
+        s, steps = first.strength, first.steps
+        init = torch.stack(
+            [
+                torch.tensor(job.image.pixels, dtype=torch.float32)
+                .permute(2, 0, 1)
+                .sub_(128.0)
+                .mul_(1.0 / 64.0)
+                for job in jobs
+                if job.image is not None
+                for _ in job.seeds
+            ]
+        )
+        x = init.mul(1.0 - s).add_(noise.mul_(s))
+        keep = None
+        if first.mask is not None:
+            keep = torch.stack(
+                [
+                    torch.from_numpy(job.mask.pixels == 0).unsqueeze(0)
+                    for job in jobs
+                    if job.mask is not None
+                    for _ in job.seeds
+                ]
+            )
+            x = torch.where(keep, init, x)
+        return steps - int(steps * s) + 1, x, init, keep
 
 
 def _pixels(x: torch.Tensor) -> list[np.ndarray]:

@@ -8,6 +8,7 @@ model class (``inference.models.diffusers``) stays about serving.
 from __future__ import annotations
 
 import inspect
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import numpy as np
 from inference.errors import ModelLoadError
 from inference.schema import Defaults
 from inference.weights import download_command
+
+log = logging.getLogger(__name__)
 
 #: Scheduler names of the public API -> diffusers class and config overrides.
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -64,6 +67,40 @@ def pick_dtype(requested: str, device: str) -> Any:
     if device == "mps":
         return torch.float16
     return torch.float32
+
+
+def check_dtype(pipe: Any, dtype: Any, source: str) -> None:
+    """The weights are in the dtype asked for (a diffusers that ignores ``dtype=`` would
+    silently load float32: twice the memory, half the speed)."""
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    actual = getattr(denoiser, "dtype", dtype)
+    if actual != dtype:
+        raise ModelLoadError(
+            f"model {source!r} loaded as {actual}, not the {dtype} asked for "
+            "(DTYPE); upgrade diffusers to a release pyproject.toml allows"
+        )
+
+
+def optimize(pipe: Any, device: str, *, torch_compile: bool, channels_last: bool) -> None:
+    """channels_last and torch.compile, CUDA only (elsewhere they cost more than they give)."""
+    import torch
+
+    if not (torch_compile or channels_last):
+        return
+    if device != "cuda":
+        log.warning("TORCH_COMPILE/CHANNELS_LAST apply on CUDA only; ignored on %s", device)
+        return
+    denoiser_name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+    denoiser = getattr(pipe, denoiser_name)
+    if channels_last:
+        for module in (getattr(pipe, "unet", None), getattr(pipe, "vae", None)):
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
+    if torch_compile:
+        # Compiled lazily on the first call, i.e. during the engine's warm-up; each new
+        # batch size compiles once more (dynamic shapes after the first recompile).
+        denoiser.compile()
+        log.info("torch.compile enabled for the %s", denoiser_name)
 
 
 def size_multiple(pipe: Any) -> int:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -15,6 +15,7 @@ from inference import codec
 from inference.errors import InferenceError, InvalidRequest
 from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
 from inference.http.errors import ClientDisconnected
+from inference.http.forms import openapi_body, read_request
 from inference.http.openapi import error_responses
 from inference.schema import (
     BatchItem,
@@ -95,11 +96,16 @@ ERRORS = (401, 413, 422, 429, 500, 503, 504)
         },
         **error_responses(406, *ERRORS),
     },
+    openapi_extra=openapi_body(),
 )
 async def predict(
-    body: GenerateRequest, request: Request, response: Response, service: ServiceDep
+    body: Annotated[GenerateRequest, Depends(read_request)],
+    request: Request,
+    response: Response,
+    service: ServiceDep,
 ) -> Any:
-    """Generate images: JSON with base64 images, or raw image bytes for Accept: image/*."""
+    """Generate images (JSON or multipart body): JSON with base64 images, or raw image bytes
+    for Accept: image/*."""
     fmt = preferred_image_format(request.headers.get("accept", ""))
     if fmt not in (None, "*", body.output_format):
         if "output_format" in body.model_fields_set:

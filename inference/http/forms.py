@@ -1,0 +1,102 @@
+"""The body of POST /predict: a JSON object, or multipart/form-data with files.
+
+JSON is what API clients send (images as base64 or ``data:`` URIs); multipart is what curl
+(``-F image=@photo.png -F prompt=...``) and HTML forms send, without the base64 overhead. Both
+become the same ``GenerateRequest`` through the one schema, so a field means the same in
+either and an error reads the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+from fastapi import Request
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from inference.errors import InvalidRequest
+from inference.schema import IMAGE_FIELDS, GenerateRequest
+from inference.validation import invalid_request, parse
+
+#: More parts than a request has fields is a mistake (or an attack on the parser).
+MAX_FORM_PARTS = 2 * len(GenerateRequest.model_fields)
+#: JSON bodies larger than this (base64 images) are parsed in a worker thread, off the loop.
+THREAD_PARSE_BYTES = 256 * 1024
+WHAT_TO_SEND = (
+    "a JSON object of request fields sent with 'Content-Type: application/json', or "
+    "multipart/form-data (curl -F prompt=... -F image=@photo.png)"
+)
+
+
+async def read_request(request: Request) -> GenerateRequest:
+    """The request's body as a ``GenerateRequest`` (an ``InvalidRequest`` saying what to fix)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == "multipart/form-data":
+        return parse(await _form_fields(request))
+    body = await request.body()
+    if media == "application/json" or media.endswith("+json"):
+        try:
+            if len(body) > THREAD_PARSE_BYTES:
+                return await asyncio.to_thread(GenerateRequest.model_validate_json, body)
+            return GenerateRequest.model_validate_json(body)
+        except ValidationError as exc:
+            raise invalid_request(exc.errors()) from None
+    raise InvalidRequest(
+        "body", f"the body must be a JSON object of request fields: {WHAT_TO_SEND}"
+    )
+
+
+async def _form_fields(request: Request) -> dict[str, Any]:
+    """Form values and uploaded files by field name. An empty value or an unselected file
+    input (what a browser sends for a blank one) leaves its field out."""
+    settings = request.app.state.settings
+    try:
+        form = await request.form(
+            max_files=len(IMAGE_FIELDS),
+            max_fields=MAX_FORM_PARTS,
+            max_part_size=settings.max_body_bytes,
+        )
+    except Exception as exc:  # starlette's MultiPartException and HTTPException carry the why
+        detail = getattr(exc, "detail", None) or getattr(exc, "message", None) or str(exc)
+        raise InvalidRequest("body", f"the multipart body cannot be read: {detail}") from None
+    fields: dict[str, Any] = {}
+    try:
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                data = await value.read()
+                if not data and not value.filename:
+                    continue
+                value = data
+            elif value == "":
+                continue
+            if name in fields:
+                raise InvalidRequest(name, f"{name} is given more than once; send it once")
+            fields[name] = value
+    finally:
+        await form.close()
+    return fields
+
+
+def openapi_body() -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of POST /predict: the JSON schema, and the same fields as a
+    form whose image fields are file uploads."""
+    schema = GenerateRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    form = copy.deepcopy(schema)
+    form["title"] = "GenerateRequestForm"
+    for name in IMAGE_FIELDS:
+        form["properties"][name] = {
+            "type": "string",
+            "format": "binary",
+            "description": schema["properties"][name].get("description", ""),
+        }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": schema},
+                "multipart/form-data": {"schema": form},
+            },
+        }
+    }
