@@ -225,10 +225,11 @@ def build_ui(service: Service) -> gr.Blocks:
         names.extend(inputs)
         # Named parameters, each optional: gradio_client then fills what a caller leaves out
         # (the uploads, for a call written before they existed) with the form's defaults.
+        # The progress bar first, as ``generate`` takes it: Gradio injects it by its default.
         generate.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             [
-                inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
-                for n in names
+                inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+                for n, default in (("progress", progress_bar), *((n, None) for n in names))
             ]
         )
         gr.Examples(EXAMPLES, inputs=[inputs[n] for n in EXAMPLE_FIELDS])

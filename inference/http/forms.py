@@ -79,9 +79,9 @@ async def _form_fields(request: Request) -> dict[str, Any]:
     return fields
 
 
-def openapi_body() -> dict[str, Any]:
-    """The OpenAPI ``requestBody`` of POST /predict: the JSON schema, and the same fields as a
-    form whose image fields are file uploads."""
+def request_schemas() -> dict[str, dict[str, Any]]:
+    """The components ``GenerateRequest`` (JSON) and ``GenerateRequestForm`` (the same fields
+    as a multipart form whose image fields are file uploads)."""
     schema = GenerateRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     form = copy.deepcopy(schema)
     form["title"] = "GenerateRequestForm"
@@ -91,12 +91,20 @@ def openapi_body() -> dict[str, Any]:
             "format": "binary",
             "description": schema["properties"][name].get("description", ""),
         }
+    return {"GenerateRequest": schema, "GenerateRequestForm": form}
+
+
+def openapi_body() -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of POST /predict: JSON, or the same fields as a form (the
+    schemas themselves are components, registered by ``http.openapi``)."""
     return {
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": schema},
-                "multipart/form-data": {"schema": form},
+                "application/json": {"schema": {"$ref": "#/components/schemas/GenerateRequest"}},
+                "multipart/form-data": {
+                    "schema": {"$ref": "#/components/schemas/GenerateRequestForm"}
+                },
             },
         }
     }

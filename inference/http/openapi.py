@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from inference.http.forms import request_schemas
 from inference.schema import Limits
 from inference.settings import Settings
 
@@ -79,14 +80,17 @@ def install_openapi(app: FastAPI, limits: Limits, settings: Settings) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = build()
-            request = document["components"]["schemas"]["GenerateRequest"]["properties"]
-            for field, maximum in (
-                ("steps", limits.max_steps),
-                ("width", limits.max_width),
-                ("height", limits.max_height),
-                ("num_outputs", limits.max_outputs),
-            ):
-                _bound(request[field], maximum)
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(request_schemas())
+            for name in ("GenerateRequest", "GenerateRequestForm"):
+                request = schemas[name]["properties"]
+                for field, maximum in (
+                    ("steps", limits.max_steps),
+                    ("width", limits.max_width),
+                    ("height", limits.max_height),
+                    ("num_outputs", limits.max_outputs),
+                ):
+                    _bound(request[field], maximum)
             batch = document["components"]["schemas"]["BatchRequest"]["properties"]["requests"]
             batch["maxItems"] = settings.max_batch_requests
             if settings.auth_token is None:
