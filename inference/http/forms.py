@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from inference.errors import InvalidRequest
+from inference.fields import request_fields
 from inference.schema import IMAGE_FIELDS, GenerateRequest
 from inference.validation import invalid_request, parse
 
@@ -28,6 +29,20 @@ WHAT_TO_SEND = (
     "a JSON object of request fields sent with 'Content-Type: application/json', or "
     "multipart/form-data (curl -F prompt=... -F image=@photo.png)"
 )
+
+
+def _aliases(field: str) -> tuple[str, ...]:
+    alias = GenerateRequest.model_fields[field].validation_alias
+    return tuple(a for a in getattr(alias, "choices", ()) if isinstance(a, str))
+
+
+#: Number fields by every name a request may give them (aliases too), and their type.
+NUMBER_FIELDS = {
+    name: f.type
+    for f in request_fields()
+    if f.type in (int, float)
+    for name in (f.name, *_aliases(f.name))
+}
 
 
 async def read_request(request: Request) -> GenerateRequest:
@@ -46,6 +61,20 @@ async def read_request(request: Request) -> GenerateRequest:
     raise InvalidRequest(
         "body", f"the body must be a JSON object of request fields: {WHAT_TO_SEND}"
     )
+
+
+def _typed(name: str, text: str) -> Any:
+    """A form carries text: a number field's text is read as the number it spells (JSON's
+    rule for bodies, that a string is not a number, is about JSON). Unreadable text stays text,
+    so the schema names the field and the value."""
+    kind = NUMBER_FIELDS.get(name)
+    if kind is None:
+        return text
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if kind is int and number.is_integer() else number
 
 
 async def _form_fields(request: Request) -> dict[str, Any]:
@@ -71,6 +100,8 @@ async def _form_fields(request: Request) -> dict[str, Any]:
                 value = data
             elif value == "":
                 continue
+            else:
+                value = _typed(name, value)
             if name in fields:
                 raise InvalidRequest(name, f"{name} is given more than once; send it once")
             fields[name] = value
