@@ -27,6 +27,7 @@ from inference import cli
 from inference.codec import decode
 from inference.service import Service
 from inference.settings import Settings
+from tests.cog_inputs import predict_defaults
 from tests.servers import inference_server
 
 pytestmark = [
@@ -121,15 +122,7 @@ def test_cogs_predictor_class(
     predictor = predict.Predictor()
     predictor.setup(weights=CogPath(str(tiny_pipeline_dir)))  # Cog's weights: WEIGHTS_PATH here
     try:
-        inputs = {
-            "negative_prompt": "",
-            "prompt_weight": None,
-            "width": None,
-            "height": None,
-            "output_format": "png",
-            "scheduler": None,
-            **REQUEST,
-        }
+        inputs = {**predict_defaults(), **REQUEST}
         paths = asyncio.run(predictor.predict(**inputs))
         assert [path.read_bytes() for path in paths] == expected
     finally:

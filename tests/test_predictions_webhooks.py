@@ -153,9 +153,11 @@ def test_order_filters_and_one_delivery_per_event() -> None:
     model = SlowStepsModel(step_s=0.15)  # steps far enough apart for throttled logs events
     with webhook_receiver() as receiver, served(model, **FAST_RETRIES) as client:
         every = create(client, receiver, None, seed=1)
+        # Distinct seeds: identical requests would share one computation (the result cache),
+        # and only the computing one hears the steps.
         filtered = {
-            name: create(client, receiver, [name], seed=2)
-            for name in ("start", "output", "logs", "completed")
+            name: create(client, receiver, [name], seed=2 + i)
+            for i, name in enumerate(("start", "output", "logs", "completed"))
         }
         time.sleep(0.1)
         for pid in [every, *filtered.values()]:

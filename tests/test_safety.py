@@ -26,6 +26,7 @@ from inference.codec import decode
 from inference.http.app import create_app
 from inference.service import Service
 from inference.settings import Settings
+from tests.cog_inputs import predict_defaults
 from tests.conftest import make_service
 from tests.servers import serving_in_thread
 
@@ -134,15 +135,7 @@ def test_cog_leaves_flagged_images_out_and_fails_when_none_is_left(
     monkeypatch.setenv("MAX_WAIT_MS", "0")
     predictor = predict.Predictor()
     predictor.setup(weights=CogPath(str(tiny_pipeline_dir)))
-    inputs = {
-        "negative_prompt": "",
-        "prompt_weight": None,
-        "width": None,
-        "height": None,
-        "output_format": "png",
-        "scheduler": None,
-        **REQUEST,
-    }
+    inputs = {**predict_defaults(), **REQUEST}
     try:
         paths = asyncio.run(predictor.predict(**inputs))
         assert [p.name for p in paths] == ["out-0.png"]
