@@ -13,7 +13,6 @@ in flight at once and the engine's batcher groups them into shared model calls.
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import tempfile
 import time
@@ -21,6 +20,8 @@ from typing import Optional  # Cog documents Optional[...] for optional inputs
 
 from cog import BasePredictor, Input, Path, concurrent
 
+from inference.adapters.spec import parse_one
+from inference.adapters.trained import is_url, trained_weights
 from inference.errors import InferenceError
 from inference.logs import configure_logging
 from inference.service import Service
@@ -43,19 +44,17 @@ class Predictor(BasePredictor):
     def setup(self, weights: Optional[Path] = None) -> None:  # noqa: UP045
         """Load and warm up the model once per container.
 
-        Cog's ``weights`` (``COG_WEIGHTS``) selects the weights: a diffusers folder (it holds
-        model_index.json) or, when MODEL names a diffusers model, a hub id (like ``MODEL``);
-        otherwise the mock model's JSON or safetensors file (like ``WEIGHTS_PATH``). A bad path
-        fails setup with a message naming it.
+        Cog's ``weights`` (``COG_WEIGHTS``) selects the weights: a URL (Replicate's trained
+        weights: a LoRA served as the default adapter, or an archived diffusers folder; see
+        inference/adapters/trained.py), a diffusers folder (it holds model_index.json) or, when
+        MODEL names a diffusers model, a hub id (like ``MODEL``); otherwise the mock model's JSON
+        or safetensors file (like ``WEIGHTS_PATH``). A bad path fails setup naming it.
         """
         settings = Settings()
         configure_logging(settings.log_level)
-        if weights is not None and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", str(weights)):
-            raise ValueError(
-                f"weights {str(weights)!r} is a URL, which this predictor does not download; "
-                "pass a folder in the image or a hub id (with MODEL set to a diffusers model)"
-            )
-        if weights is not None and str(weights):
+        if weights is not None and is_url(str(weights)):
+            settings = Settings(**trained_weights(str(weights), settings))
+        elif weights is not None and str(weights):
             pipeline = (
                 settings.model != "mock" or (Path(str(weights)) / "model_index.json").is_file()
             )
@@ -117,6 +116,18 @@ class Predictor(BasePredictor):
             ],
             description="Sampler for diffusers models; empty: the model's own.",
         ),
+        lora_weights: Optional[str] = Input(  # noqa: UP045
+            default=None,
+            description="LoRA adapters, comma-separated: hub ids ('owner/name[/file.safetensors]"
+            "[@revision]'), 'local:NAME' or allowed URLs, each optionally ':SCALE'; empty: the "
+            "trained weights' adapter, if any.",
+        ),
+        lora_scale: float = Input(
+            default=1.0,
+            ge=0.0,
+            le=4.0,
+            description="Scale of each adapter that names none (and of the trained weights).",
+        ),
     ) -> list[Path]:
         """Validate through the project's schema, await the batcher, write out-{i}.{ext}."""
         request = {
@@ -130,6 +141,7 @@ class Predictor(BasePredictor):
             "num_outputs": num_outputs,
             "output_format": output_format,
             "scheduler": scheduler,
+            "loras": self._loras(lora_weights, lora_scale),
         }
         try:
             result = await self.service.submit(request)
@@ -144,6 +156,14 @@ class Predictor(BasePredictor):
         return await asyncio.to_thread(
             self._write, [image.data for image in result.images], result.images[0].format
         )
+
+    def _loras(self, weights: str | None, scale: float) -> list[dict[str, object]] | None:
+        """Replicate's ``lora_weights``/``lora_scale`` as the request's ``loras``: no weights
+        means the trained adapters (DEFAULT_LORAS) at ``lora_scale``."""
+        if weights is None or not weights.strip():
+            defaults = self.service.settings.default_loras
+            return [{"ref": a.ref, "scale": scale} for a in defaults] if defaults else None
+        return [{"scale": scale, **parse_one(part)} for part in weights.split(",") if part.strip()]
 
     def _write(self, images: list[bytes], ext: str) -> list[Path]:
         """Files out-{i}.{ext} in a fresh folder (several predictions run at once); old folders

@@ -26,7 +26,7 @@ from inference.settings import Settings, describe_settings_errors
 #: parser and imports its heavy dependencies inside ``run`` so ``--help`` stays fast.
 SUBCOMMAND_MODULES: tuple[str, ...] = ("inference.jobs.command", "inference.weights")
 #: Extra spellings of request flags: ``--format`` is what people type for ``--output-format``.
-FLAG_ALIASES = {"output_format": ("--format",)}
+FLAG_ALIASES = {"output_format": ("--format",), "loras": ("--lora",)}
 
 
 def settings_from(**fields: Any) -> Settings:
@@ -107,8 +107,22 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _add_request_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per request field; an omitted flag leaves the field to the model's default."""
+    """One flag per request field; an omitted flag leaves the field to the model's default.
+
+    A list field's flag repeats, one item in its text form each (``--lora REF[:SCALE]``).
+    """
     for field in request_fields():
+        if field.type is list:
+            parser.add_argument(
+                field.flag,
+                *FLAG_ALIASES.get(field.name, ()),
+                dest=field.name,
+                action="append",
+                type=field.item_from_text,
+                metavar=field.item_form,
+                help=field.description.replace("%", "%%") + " Repeat for several.",
+            )
+            continue
         parser.add_argument(
             field.flag,
             *FLAG_ALIASES.get(field.name, ()),

@@ -23,6 +23,8 @@ from pydantic import (
     field_validator,
 )
 
+from inference.adapters.spec import LORAS_MAX, LoraAdapter
+
 # Hard bounds. predict.py repeats these as literals (Cog parses it statically); a test keeps
 # the two in step.
 PROMPT_MAX_CHARS = 2000
@@ -102,6 +104,13 @@ class GenerateRequest(BaseModel):
     scheduler: Scheduler | None = Field(
         None, description="Sampler for diffusers models; omit for the model's own."
     )
+    # LoRA adapters (issue 16): the type lives in inference/adapters/spec.py.
+    loras: list[LoraAdapter] | None = Field(
+        None,
+        max_length=LORAS_MAX,
+        description="LoRA adapters to apply, each a reference and a scale; omit for the "
+        "server's default adapters (DEFAULT_LORAS), [] for none.",
+    )
 
     @field_validator("width", "height")
     @classmethod
@@ -161,6 +170,8 @@ class Job:
     height: int
     output_format: OutputFormat
     scheduler: Scheduler | None = None
+    #: Adapters in request order; part of every backend's ``batch_key``.
+    loras: tuple[LoraAdapter, ...] = ()
 
     @property
     def num_outputs(self) -> int:

@@ -29,6 +29,7 @@ import httpx
 import pydantic
 import pytest
 
+from inference.adapters.spec import LoraAdapter
 from inference.models.mock import MockModel
 from inference.schema import GenerateRequest
 from inference.service import Service
@@ -99,16 +100,33 @@ def _declared(field: adt.InputField) -> dict[str, Any]:
     }
 
 
+def cog_fields(model: type[pydantic.BaseModel]) -> dict[str, pydantic.fields.FieldInfo]:
+    """The request model's fields as Cog spells them: ``loras`` (a list of adapters, which Cog
+    cannot declare) is Replicate's ``lora_weights`` (their references, as text) and
+    ``lora_scale`` (the adapter's own scale field, bounds and default included)."""
+    spelled: dict[str, pydantic.fields.FieldInfo] = {}
+    for name, field in model.model_fields.items():
+        if name != "loras":
+            spelled[name] = field
+            continue
+        spelled["lora_weights"] = pydantic.fields.FieldInfo.from_annotated_attribute(
+            str | None, None
+        )
+        spelled["lora_scale"] = LoraAdapter.model_fields["scale"]
+    return spelled
+
+
 def schema_differences(
     inputs: dict[str, adt.InputField], model: type[pydantic.BaseModel]
 ) -> list[str]:
     """Every way the Cog inputs differ from the request model; empty when they agree."""
-    names = list(model.model_fields)
+    fields = cog_fields(model)
+    names = list(fields)
     if list(inputs) != names:
         return [f"inputs {list(inputs)} != fields {names}"]
     differences = []
     for name in names:
-        expected, declared = _expected(model.model_fields[name]), _declared(inputs[name])
+        expected, declared = _expected(fields[name]), _declared(inputs[name])
         differences += [
             f"{name}.{key}: predict.py {declared[key]!r} != schema {expected[key]!r}"
             for key in expected
@@ -287,7 +305,7 @@ def test_schema_file_is_what_the_server_validates_with(cog_folder: Path, cog_url
         == generated["components"]["schemas"]["Input"]
     )
     assert list(generated["components"]["schemas"]["Input"]["properties"]) == list(
-        GenerateRequest.model_fields
+        cog_fields(GenerateRequest)
     )
 
 

@@ -57,6 +57,7 @@ UI_INPUTS = (
     "height",
     "num_outputs",
     "scheduler",
+    "loras",
 )
 
 
@@ -90,6 +91,7 @@ def ui_request(**fields: Any) -> list[Any]:
         "height": 256,
         "num_outputs": 1,
         "scheduler": "",  # the model's own
+        "loras": "",  # the server's default adapters (none)
         **fields,
     }
     return [values[name] for name in UI_INPUTS]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from inference.service import Service
@@ -27,6 +27,34 @@ ENGINE_COUNTERS = {
         "Requests dropped before their batch ran (caller gone or deadline passed).",
     ),
 }
+
+
+#: The loaded-adapter LRU's counters (``CacheStats`` fields), for backends that have one.
+ADAPTER_COUNTERS = {
+    "hits": ("inference_lora_cache_hits", "Adapter uses served from the loaded-adapter cache."),
+    "misses": ("inference_lora_cache_misses", "Adapter uses that had to load the adapter."),
+    "evictions": ("inference_lora_cache_evictions", "Adapters unloaded to make room (LRU)."),
+}
+
+
+class AdapterCollector(Collector):
+    """The adapter cache's counters and size at scrape time (zeros for a model without one)."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        adapters = getattr(self.service.model, "adapters", None)
+        stats = adapters.cache.stats if adapters is not None else None
+        for field, (name, documentation) in ADAPTER_COUNTERS.items():
+            yield CounterMetricFamily(name, documentation, value=getattr(stats, field, 0))
+        loaded = adapters.info() if adapters is not None else []
+        yield GaugeMetricFamily("inference_lora_loaded", "Adapters loaded now.", len(loaded))
+        yield GaugeMetricFamily(
+            "inference_lora_loaded_bytes",
+            "Adapter file bytes loaded now.",
+            sum(entry["bytes"] for entry in loaded),
+        )
 
 
 class EngineCollector(Collector):
@@ -76,6 +104,7 @@ class Metrics:
             "inference_denoising_steps", "Denoising steps run (per model call).", registry=r
         )
         r.register(EngineCollector(service))
+        r.register(AdapterCollector(service))
         gauges = {
             "inference_queue_depth": ("Requests waiting for a batch.", lambda: service.queue_depth),
             "inference_model_ready": (

@@ -12,7 +12,7 @@ def build_model(settings: Settings) -> Model:
     if settings.model == "mock":
         from inference.models.mock import MockModel
 
-        return MockModel(weights_path=settings.weights_path)
+        return MockModel.from_settings(settings)
     try:
         from inference.models.diffusers import DiffusersModel
     except ImportError as exc:

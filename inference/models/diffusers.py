@@ -15,6 +15,8 @@ Why requests map the way they do:
 - ``check`` holds the job against the loaded model (size multiple, scheduler family, negative
   prompt support), so a request the model cannot run is refused with a named field before it
   is queued, instead of failing a whole batch later.
+- LoRA adapters (``loras``) are loaded once each and switched per batch with diffusers' adapter
+  API (``diffusers_lora``); the adapter set and scales are part of ``batch_key``.
 - Progress goes through ``callback_on_step_end``; the engine's callback raises once every caller
   of the batch has gone, which stops the pipeline between two steps and frees the device.
 """
@@ -31,6 +33,7 @@ import numpy as np
 
 from inference.errors import InvalidRequest, ModelLoadError
 from inference.models.base import ProgressCallback
+from inference.models.diffusers_lora import PipelineAdapters
 from inference.models.pipelines import (
     SCHEDULERS,
     load_pipeline,
@@ -66,6 +69,7 @@ class DiffusersModel:
         channels_last: bool = False,
         offline: bool = False,
         cache_dir: Path | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.name = source
         self.source = source
@@ -86,6 +90,8 @@ class DiffusersModel:
         self._accepts: set[str] = set()
         self._empty_negative_special = False
         self._compatible: set[str] = set()
+        self.lora = PipelineAdapters(settings or Settings())
+        self.adapters = self.lora.adapters
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DiffusersModel:
@@ -98,6 +104,7 @@ class DiffusersModel:
             torch_compile=settings.torch_compile,
             channels_last=settings.channels_last,
             offline=settings.hf_hub_offline,
+            settings=settings,
         )
 
     @property
@@ -138,6 +145,7 @@ class DiffusersModel:
         self._empty_negative_special = bool(pipe.config.get("force_zeros_for_empty_prompt"))
         self.size_multiple = size_multiple(pipe)
         self._defaults = model_defaults(pipe, self.source)
+        self.lora.attach(pipe, self.source)
         self.pipe = pipe
         log.info(
             "loaded %s from %s on %s (%s); defaults %s; sizes multiple of %d",
@@ -211,6 +219,7 @@ class DiffusersModel:
             job.prompt_weight,
             self.scheduler_name(job),
             negative,
+            job.loras,
         )
 
     def check(self, job: Job) -> None:
@@ -229,6 +238,7 @@ class DiffusersModel:
                 )
         if job.negative_prompt:
             self._check_negative_prompt(job)
+        self.lora.check(job.loras)
         if scheduler is not None:
             allowed = self.compatible_schedulers()
             if scheduler not in allowed:
@@ -310,6 +320,7 @@ class DiffusersModel:
                 return tensors
 
             kwargs["callback_on_step_end"] = on_step_end
+        self.lora.activate(first.loras)
         pipe.scheduler = self._make_scheduler(self.scheduler_name(first))
         with torch.inference_mode():
             output = pipe(**kwargs)

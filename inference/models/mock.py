@@ -23,6 +23,17 @@ from SHA-256(text); P("") = 0, so w = 0 or an empty prompt gives a prompt-indepe
 Every other operation is an exactly rounded elementwise op (no transcendental functions,
 no fused multiply-add), so an image's bytes depend neither on the batch it was computed in nor
 on the machine.
+
+LoRA adapters (issue 16): a mock adapter is a safetensors file holding one or both of the
+single-number tensors ``lora.gamma`` and ``lora.beta``, deltas to the weights. A job with
+adapters (r_i, s_i) runs with
+
+    gamma' = gamma + sum_i s_i * lora.gamma_i      beta' = beta + sum_i s_i * lora.beta_i
+
+(Python floats, in request order; an absent key is 0), which must keep 0 <= gamma' < 1 and
+beta' >= 0. Scale 0 gives exactly the base weights, so the whole adapter path (references,
+download, cache, batching) is testable offline with exact expected pixels. Any other tensor, or
+one that is not a single number, "does not fit" the mock, like an SDXL LoRA on SD 1.5.
 """
 
 from __future__ import annotations
@@ -40,9 +51,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from inference.errors import ModelLoadError
+from inference.adapters.support import Adapters
+from inference.errors import InvalidRequest, ModelLoadError
 from inference.models.base import ProgressCallback
+from inference.models.mock_lora import read_mock_adapter
 from inference.schema import Defaults, Job
+from inference.settings import Settings
 from inference.weights import PICKLE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -202,9 +216,14 @@ class MockModel:
     name = "mock"
     size_multiple = 8
 
-    def __init__(self, weights_path: Path | None = None) -> None:
+    def __init__(self, weights_path: Path | None = None, settings: Settings | None = None) -> None:
         self.weights_path = weights_path
         self.weights: dict[str, float] | None = None
+        self.adapters = Adapters(settings or Settings())
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MockModel:
+        return cls(weights_path=settings.weights_path, settings=settings)
 
     @property
     def defaults(self) -> Defaults:
@@ -215,10 +234,28 @@ class MockModel:
         log.info("mock model loaded with weights %s", self.weights)
 
     def check(self, job: Job) -> None:
-        """Every valid job runs: the schema's sizes, steps and weights are all the mock needs."""
+        """Sizes, steps and weights are all the mock needs; adapters are checked as far as
+        possible before a download."""
+        self.adapters.check(job.loras)
 
     def batch_key(self, job: Job) -> Hashable:
-        return (job.width, job.height, job.steps)
+        return (job.width, job.height, job.steps, job.loras)
+
+    def _weights_for(self, job: Job) -> tuple[float, float]:
+        """gamma and beta with the job's adapters applied (module docstring)."""
+        assert self.weights is not None
+        gamma, beta = self.weights["gamma"], self.weights["beta"]
+        for deltas, scale in self.adapters.load(job.loras, read_mock_adapter):
+            gamma += scale * deltas.get("lora.gamma", 0.0)
+            beta += scale * deltas.get("lora.beta", 0.0)
+        if not (0.0 <= gamma < 1.0 and beta >= 0.0):
+            names = ", ".join(str(a) for a in job.loras)
+            raise InvalidRequest(
+                "loras",
+                f"loras: adapters {names} take the mock's weights out of range (gamma "
+                f"{gamma:g} must be in [0, 1), beta {beta:g} >= 0); lower their scales",
+            )
+        return gamma, beta
 
     def generate(
         self, jobs: Sequence[Job], progress: ProgressCallback | None = None
@@ -226,9 +263,9 @@ class MockModel:
         if self.weights is None:
             raise RuntimeError("MockModel.generate called before load()")
         if len({self.batch_key(job) for job in jobs}) != 1:
-            raise ValueError("a batch must share width, height and steps")
-        gamma, beta = self.weights["gamma"], self.weights["beta"]
+            raise ValueError("a batch must share width, height, steps and adapters")
         first = jobs[0]
+        gamma, beta = self._weights_for(first)
         steps, height, width = first.steps, first.height, first.width
         generators = [torch.Generator().manual_seed(s) for job in jobs for s in job.seeds]
         drift = torch.stack(
