@@ -328,6 +328,8 @@ def test_prediction_is_byte_identical_to_the_engine(cog_url: str, direct_service
         ("prompt_weight", 31),
         ("prompt_weight", -0.5),
         ("output_format", "gif"),
+        ("lora_scale", 5),
+        ("lora_scale", -1),
     ],
 )
 def test_invalid_input_gets_422_naming_the_field(cog_url: str, field: str, value: Any) -> None:

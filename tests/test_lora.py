@@ -313,3 +313,13 @@ def test_the_ui_form_reads_its_adapter_box() -> None:
 def test_settings_refuse_more_adapters_per_request_than_the_cache_holds() -> None:
     with pytest.raises(ValueError, match="MAX_LORAS=3 exceeds LORA_CACHE_MAX_COUNT=2"):
         Settings(lora_cache_max_count=2)
+
+
+def test_openapi_bounds_loras_by_max_loras(lora_dir: Path) -> None:
+    settings = Settings(lora_dir=lora_dir, max_loras=2)
+    svc = Service(MockModel.from_settings(settings), settings)
+    schema = create_app(settings, svc).openapi()["components"]["schemas"]
+    (array,) = [
+        b for b in schema["GenerateRequest"]["properties"]["loras"]["anyOf"] if "items" in b
+    ]
+    assert array["maxItems"] == 2
