@@ -97,3 +97,11 @@ def test_a_pipeline_without_lora_support_refuses_adapters(service: Service) -> N
     job = service.job({**REQUEST, "loras": [{"ref": "local:a"}]})
     with pytest.raises(InvalidRequest, match="takes no LoRA adapters"):
         adapters.check(job.loras)
+
+
+def test_the_adapter_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from tools.bench_lora import main
+
+    assert main(["--repeats", "1", "--steps", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "first use of an adapter" in table and "cached switch" in table

@@ -2,8 +2,9 @@
 
 Measures, through the service (``inference_ms``: the model call, adapter switching included):
 a request without adapters (the base), the first use of an adapter (its load), a cached switch
-between two loaded adapters, and a request with an adapter that is already active. Prints a
-Markdown table of medians and their ratios to the base, for BENCHMARKS.md.
+between two loaded adapters, and a request with an adapter that is already active (its
+per-image overhead). Prints a Markdown table of medians and of ratios to the base, for
+BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -12,16 +13,12 @@ import argparse
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
-def _median_ms(run: Callable[[], float], repeats: int) -> float:
-    return statistics.median(run() for _ in range(repeats))
-
-
-def measure(repeats: int, steps: int, rank: int, device: str) -> list[tuple[str, float]]:
+def measure(repeats: int, steps: int, rank: int, device: str) -> list[tuple[str, float, float]]:
+    """(what, median ms, median ratio to the same round's base call) per measurement."""
     from inference.service import Service
     from inference.settings import Settings
     from tools.tiny import build_tiny_pipeline
@@ -29,7 +26,7 @@ def measure(repeats: int, steps: int, rank: int, device: str) -> list[tuple[str,
 
     work = Path(tempfile.mkdtemp(prefix="bench-lora-"))
     pipeline = build_tiny_pipeline(work / "pipe")
-    names = [f"l{i}" for i in range(repeats + 2)]
+    names = [f"l{i}" for i in range(repeats + 2)]  # two to switch between, one new per round
     for i, name in enumerate(names):
         build_tiny_lora(pipeline, work / "loras" / name, seed=i, rank=rank)
     settings = Settings(
@@ -47,21 +44,32 @@ def measure(repeats: int, steps: int, rank: int, device: str) -> list[tuple[str,
         loras = [{"ref": f"local:{ref}"} for ref in refs]
         return service.generate({**request, "loras": loras}).timings.inference_ms
 
+    # Interleaved rounds, each against its own base call, so that drift in the machine's load
+    # cancels out of the ratios.
+    rounds: list[dict[str, float]] = []
     try:
-        call()
-        base = _median_ms(call, repeats)
-        first = statistics.median(call(name) for name in names[2:])  # each a first use
-        call(names[0]), call(names[1])
-        flip = iter(names[:2] * repeats)
-        switch = _median_ms(lambda: call(next(flip)), repeats)
-        active = _median_ms(lambda: call(names[0]), repeats)
+        call(), call(names[0]), call(names[1])  # warm-up; the first two adapters now cached
+        for i in range(repeats):
+            base = call()
+            call(names[0])
+            active = call(names[0])
+            switch = call(names[1])
+            first = call(names[2 + i])
+            rounds.append({"base": base, "first": first, "switch": switch, "active": active})
     finally:
         service.stop()
     return [
-        ("no adapter (base)", base),
-        ("first use of an adapter (load + image)", first),
-        ("cached switch to another adapter (+ image)", switch),
-        ("same adapter again (active, + image)", active),
+        (
+            what,
+            statistics.median(r[key] for r in rounds),
+            statistics.median(r[key] / r["base"] for r in rounds),
+        )
+        for what, key in (
+            ("no adapter (base)", "base"),
+            ("first use of an adapter (load + image)", "first"),
+            ("cached switch to another adapter (+ image)", "switch"),
+            ("same adapter again (active, + image)", "active"),
+        )
     ]
 
 
@@ -71,11 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="denoising steps per image")
     parser.add_argument("--rank", type=int, default=4, help="LoRA rank of the tiny adapters")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     rows = measure(args.repeats, args.steps, args.rank, args.device)
-    base = rows[0][1]
-    lines = ["| what | median model call (ms) | ratio to base |", "| --- | ---: | ---: |"]
-    lines += [f"| {what} | {ms:.1f} | {ms / base:.2f} |" for what, ms in rows]
+    lines = ["| what | median model call (ms) | median ratio to base |", "| --- | ---: | ---: |"]
+    lines += [f"| {what} | {ms:.1f} | {ratio:.2f} |" for what, ms, ratio in rows]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
