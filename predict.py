@@ -118,9 +118,7 @@ class Predictor(BasePredictor):
         ),
         lora_weights: Optional[str] = Input(  # noqa: UP045
             default=None,
-            description="LoRA adapters, comma-separated: hub ids ('owner/name[/file.safetensors]"
-            "[@revision]'), 'local:NAME' or allowed URLs, each optionally ':SCALE'; empty: the "
-            "trained weights' adapter, if any.",
+            description="LoRA adapters, comma-separated REF[:SCALE]; empty: the trained adapter",
         ),
         lora_scale: float = Input(
             default=1.0,
