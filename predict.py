@@ -17,7 +17,6 @@ front door's. ``prompt_strength`` is Replicate's name for the schema's ``strengt
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import tempfile
 import time
@@ -25,6 +24,8 @@ from typing import Optional  # Cog documents Optional[...] for optional inputs
 
 from cog import BasePredictor, Input, Path, concurrent
 
+from inference.adapters.spec import parse_one
+from inference.adapters.trained import is_url, trained_weights
 from inference.errors import InferenceError
 from inference.logs import configure_logging
 from inference.service import Service
@@ -47,19 +48,17 @@ class Predictor(BasePredictor):
     def setup(self, weights: Optional[Path] = None) -> None:  # noqa: UP045
         """Load and warm up the model once per container.
 
-        Cog's ``weights`` (``COG_WEIGHTS``) selects the weights: a diffusers folder (it holds
-        model_index.json) or, when MODEL names a diffusers model, a hub id (like ``MODEL``);
-        otherwise the mock model's JSON or safetensors file (like ``WEIGHTS_PATH``). A bad path
-        fails setup with a message naming it.
+        Cog's ``weights`` (``COG_WEIGHTS``) selects the weights: a URL (Replicate's trained
+        weights: a LoRA served as the default adapter, or an archived diffusers folder; see
+        inference/adapters/trained.py), a diffusers folder (it holds model_index.json) or, when
+        MODEL names a diffusers model, a hub id (like ``MODEL``); otherwise the mock model's JSON
+        or safetensors file (like ``WEIGHTS_PATH``). A bad path fails setup naming it.
         """
         settings = Settings()
         configure_logging(settings.log_level)
-        if weights is not None and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", str(weights)):
-            raise ValueError(
-                f"weights {str(weights)!r} is a URL, which this predictor does not download; "
-                "pass a folder in the image or a hub id (with MODEL set to a diffusers model)"
-            )
-        if weights is not None and str(weights):
+        if weights is not None and is_url(str(weights)):
+            settings = Settings(**trained_weights(str(weights), settings))
+        elif weights is not None and str(weights):
             own_class = ":" in settings.model  # MODEL=package.module:Class reads WEIGHTS_PATH
             pipeline = not own_class and (
                 settings.model != "mock" or (Path(str(weights)) / "model_index.json").is_file()
@@ -136,6 +135,16 @@ class Predictor(BasePredictor):
             le=1.0,
             description="How far to move from the image: 0 keeps it, 1 ignores it; empty: 0.8.",
         ),
+        lora_weights: Optional[str] = Input(  # noqa: UP045
+            default=None,
+            description="LoRA adapters, comma-separated REF[:SCALE]; empty: the trained adapter",
+        ),
+        lora_scale: float = Input(
+            default=1.0,
+            ge=0.0,
+            le=4.0,
+            description="Scale of each adapter that names none (and of the trained weights).",
+        ),
     ) -> list[Path]:
         """Validate through the project's schema, await the batcher, write out-{i}.{ext}."""
         request = {
@@ -152,6 +161,7 @@ class Predictor(BasePredictor):
             "image": None if image is None else await asyncio.to_thread(image.read_bytes),
             "mask": None if mask is None else await asyncio.to_thread(mask.read_bytes),
             "strength": prompt_strength,
+            "loras": self._loras(lora_weights, lora_scale),
         }
         try:
             result = await self.service.submit(request)
@@ -171,6 +181,14 @@ class Predictor(BasePredictor):
                 "try another prompt or seed"
             )
         return await asyncio.to_thread(self._write, kept, result.images[0].format)
+
+    def _loras(self, weights: str | None, scale: float) -> list[dict[str, object]] | None:
+        """Replicate's ``lora_weights``/``lora_scale`` as the request's ``loras``: no weights
+        means the trained adapters (DEFAULT_LORAS) at ``lora_scale``."""
+        if weights is None or not weights.strip():
+            defaults = self.service.settings.default_loras
+            return [{"ref": a.ref, "scale": scale} for a in defaults] if defaults else None
+        return [{"scale": scale, **parse_one(part)} for part in weights.split(",") if part.strip()]
 
     def _write(self, images: list[bytes], ext: str) -> list[Path]:
         """Files out-{i}.{ext} in a fresh folder (several predictions run at once); old folders

@@ -26,8 +26,12 @@ from inference.settings import Settings, describe_settings_errors
 #: parser and imports its heavy dependencies inside ``run`` so ``--help`` stays fast.
 SUBCOMMAND_MODULES: tuple[str, ...] = ("inference.jobs.command", "inference.weights")
 #: Extra spellings of request flags: ``--format`` is what people type for ``--output-format``,
-#: ``--prompt-strength`` is Replicate's name for ``--strength``.
-FLAG_ALIASES = {"output_format": ("--format",), "strength": ("--prompt-strength",)}
+#: ``--prompt-strength`` is Replicate's name for ``--strength``, ``--lora`` one of ``loras``.
+FLAG_ALIASES = {
+    "output_format": ("--format",),
+    "strength": ("--prompt-strength",),
+    "loras": ("--lora",),
+}
 
 
 def settings_from(**fields: Any) -> Settings:
@@ -120,8 +124,21 @@ def _file_bytes(path: str) -> bytes:
 
 def _add_request_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per request field; an omitted flag leaves the field to the model's default.
-    An image field's flag takes a file path."""
+    An image field's flag takes a file path; a list field's flag repeats, one item in its
+    text form each (``--lora REF[:SCALE]``).
+    """
     for field in request_fields():
+        if field.type is list:
+            parser.add_argument(
+                field.flag,
+                *FLAG_ALIASES.get(field.name, ()),
+                dest=field.name,
+                action="append",
+                type=field.item_from_text,
+                metavar=field.item_form,
+                help=field.description.replace("%", "%%") + " Repeat for several.",
+            )
+            continue
         parser.add_argument(
             field.flag,
             *FLAG_ALIASES.get(field.name, ()),

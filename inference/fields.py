@@ -10,6 +10,7 @@ fields as literals and a test proves that they agree.)
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal, Union, get_args, get_origin
@@ -22,10 +23,14 @@ from inference.schema import IMAGE_FIELDS, GenerateRequest
 
 @dataclass(frozen=True)
 class RequestField:
-    """One field: its Python type, whether it may be omitted (None), bounds and choices."""
+    """One field: its Python type, whether it may be omitted (None), bounds and choices.
+
+    A list field (``type`` is ``list``) holds items with a text form (``item_form``, e.g.
+    ``REF[:SCALE]``) that ``item_from_text`` reads: repeatable flags, a comma-separated box.
+    """
 
     name: str
-    type: type  # str, int, float, or bytes for an image file
+    type: type  # str, int, float, list, or bytes for an image file
     default: Any
     description: str
     optional: bool = False
@@ -33,10 +38,17 @@ class RequestField:
     minimum: float | None = None
     maximum: float | None = None
     max_length: int | None = None
+    item_form: str = ""
+    item_from_text: Callable[[str], Any] | None = None
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    def from_text(self, text: str) -> list[Any]:
+        """A list field's comma-separated text form as its items (blank entries skipped)."""
+        assert self.item_from_text is not None
+        return [self.item_from_text(part) for part in text.split(",") if part.strip()]
 
 
 def _describe(name: str, info: FieldInfo) -> RequestField:
@@ -52,7 +64,14 @@ def _describe(name: str, info: FieldInfo) -> RequestField:
     if get_origin(annotation) is Literal:
         choices = tuple(get_args(annotation))
         annotation = str
-    if annotation not in (str, int, float):
+    item: dict[str, Any] = {}
+    if get_origin(annotation) is list:
+        (item_type,) = get_args(annotation)
+        if not hasattr(item_type, "from_text"):
+            raise TypeError(f"request field {name!r} lists items without a text form")
+        item = {"item_form": item_type.text_form, "item_from_text": item_type.from_text}
+        annotation = list
+    if annotation not in (str, int, float, list):
         raise TypeError(f"request field {name!r} has a type the front doors cannot offer yet")
     bounds: dict[str, Any] = {}
     for constraint in info.metadata:
@@ -70,6 +89,7 @@ def _describe(name: str, info: FieldInfo) -> RequestField:
         optional=optional,
         choices=choices,
         **bounds,
+        **item,
     )
 
 

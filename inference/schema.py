@@ -30,6 +30,7 @@ from pydantic import (
 
 if TYPE_CHECKING:  # numpy loads with the models: the schema must import fast
     import numpy as np
+from inference.adapters.spec import LORAS_MAX, LoraAdapter
 
 # Hard bounds. predict.py repeats these as literals (Cog parses it statically); a test keeps
 # the two in step.
@@ -179,6 +180,13 @@ class GenerateRequest(BaseModel):
         description="How far to move away from the image (Replicate: prompt_strength, also "
         "accepted): 0 keeps it, 1 ignores it. Needs image; omit for 0.8.",
     )
+    # LoRA adapters (issue 16): the type lives in inference/adapters/spec.py.
+    loras: list[LoraAdapter] | None = Field(
+        None,
+        max_length=LORAS_MAX,
+        description="LoRA adapters to apply, each a reference and a scale; omit for the "
+        "server's default adapters (DEFAULT_LORAS), [] for none.",
+    )
 
     @field_validator("width", "height")
     @classmethod
@@ -270,6 +278,8 @@ class Job:
     #: The request gave no seed, so the server drew one. Not part of what is generated (left
     #: out of equality): it only tells the result cache that nobody can ask for this job again.
     seed_drawn: bool = field(default=False, compare=False)
+    #: Adapters in request order; part of every backend's ``batch_key``.
+    loras: tuple[LoraAdapter, ...] = ()
 
     @property
     def num_outputs(self) -> int:

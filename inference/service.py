@@ -182,7 +182,13 @@ class Service:
             },
             "auth": s.auth_token is not None,
             "docs": "/docs",
+            "loras": self.loaded_adapters(),
         }
+
+    def loaded_adapters(self) -> list[dict[str, Any]]:
+        """The LoRA adapters the model holds loaded now (least recently used first)."""
+        adapters = getattr(self.model, "adapters", None)
+        return adapters.info() if adapters is not None else []
 
 
 def carries_images(request: Request) -> bool:

@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from inference import schema
+from inference.adapters.spec import LORAS_MAX, LoraAdapter, parse_list
 
 #: Pillow's own decompression-bomb threshold (``PIL.Image.MAX_IMAGE_PIXELS``): above it Pillow
 #: warns, and refuses at twice it, before our check could name the setting.
@@ -76,6 +77,47 @@ class Settings(BaseSettings):
         False,
         description="Never contact the Hugging Face Hub: hub models load from the local cache "
         "only.",
+    )
+
+    # LoRA adapters (issue 16; inference/adapters/)
+    lora_dir: Path | None = Field(
+        None, description="Folder whose files requests may name as 'local:NAME' adapters."
+    )
+    lora_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated hosts adapter URLs may come from ('*': any public host); "
+        "empty: URLs refused.",
+    )
+    lora_allow_private_urls: bool = Field(
+        False,
+        description="Allow adapter URLs that resolve to private or loopback addresses "
+        "(tests, a registry inside your network).",
+    )
+    lora_download_dir: Path | None = Field(
+        None,
+        description="Where URL adapters are downloaded once (default: HF_HOME/lora-downloads, "
+        "on Modal's weights Volume); hub adapters use the Hugging Face cache.",
+    )
+    lora_max_file_bytes: int = Field(
+        512 * 1024**2, ge=1024, description="Larger adapter files are refused."
+    )
+    weights_url_max_bytes: int = Field(
+        50 * 1024**3,
+        ge=1024,
+        description="Cog weights given as a URL (COG_WEIGHTS): larger downloads are refused.",
+    )
+    lora_cache_max_count: int = Field(
+        8, ge=1, description="Adapters kept loaded at once; the least recently used is unloaded."
+    )
+    lora_cache_max_bytes: int = Field(
+        2 * 1024**3, ge=1024, description="Adapter file bytes kept loaded at once."
+    )
+    max_loras: int = Field(
+        3, ge=0, le=LORAS_MAX, description="Most adapters in one request (0: adapters off)."
+    )
+    default_loras: Annotated[list[LoraAdapter], NoDecode] = Field(
+        default_factory=list,
+        description="Adapters for requests that omit 'loras': comma-separated REF[:SCALE].",
     )
 
     # Dynamic batching and back-pressure
@@ -208,6 +250,18 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("lora_allowed_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("default_loras", mode="before")
+    @classmethod
+    def _adapters_text(cls, value: object) -> object:
+        return parse_list(value) if isinstance(value, str) else value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
@@ -301,6 +355,12 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if value is not None:
                 schema.check_side(name.upper(), value)
+        if self.max_loras > self.lora_cache_max_count:
+            raise ValueError(
+                f"MAX_LORAS={self.max_loras} exceeds LORA_CACHE_MAX_COUNT="
+                f"{self.lora_cache_max_count}: one request's adapters must fit the cache; "
+                "lower MAX_LORAS or raise LORA_CACHE_MAX_COUNT"
+            )
         if self.torch_compile and self.device in ("cpu", "mps"):
             raise ValueError(
                 f"TORCH_COMPILE=1 needs a CUDA GPU, but DEVICE={self.device}; "

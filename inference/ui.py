@@ -128,6 +128,8 @@ def _widget(field: RequestField, service: Service) -> Any:
         if field.optional:
             choices.insert(0, ("the model's default", OMIT))
         return gr.Dropdown(choices, value=OMIT if value is None else value, **common)
+    if field.type is list:  # items in their text form, comma-separated
+        return gr.Textbox(placeholder=f"{field.item_form}, ...", **common)
     if field.type is str:
         lines = 2 if field.name == "prompt" else 1
         return gr.Textbox(lines=lines, max_length=field.max_length, **common)
@@ -149,11 +151,17 @@ def _request(names: list[str], values: tuple[Any, ...]) -> dict[str, Any]:
     if form.pop("randomize_seed") or form.get("seed") is None:
         form["seed"] = None
     request = {name: value for name, value in form.items() if value not in (None, OMIT)}
-    for field in request_fields():
+    for field in request_fields():  # sliders hand back floats; uploads, paths; list boxes, text
         if field.type is int and isinstance(request.get(field.name), float):
-            request[field.name] = int(request[field.name])  # sliders hand back floats
+            request[field.name] = int(request[field.name])
         elif field.type is bytes and field.name in request:
             request[field.name] = Path(request[field.name]).read_bytes()
+        elif field.type is list and field.name in request:
+            items = field.from_text(request[field.name])
+            if items:
+                request[field.name] = items
+            else:  # an empty box leaves the field to the server's default
+                del request[field.name]
     if "image" not in request:
         request.pop("strength", None)
     return request | FIXED

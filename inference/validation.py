@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from inference.adapters.spec import LoraAdapter
 from inference.errors import InvalidRequest, ModelLoadError
 from inference.schema import (
     SEED_MAX,
@@ -186,6 +187,7 @@ class Validator:
                 f"width x height must be <= {limits.max_pixels} pixels on this server "
                 f"(MAX_PIXELS), got {width}x{height} = {width * height}",
             )
+        loras = self._loras(request)
         seed = request.seed if request.seed is not None else random_seed()
         resolved: dict[str, Any] = {
             "seeds": tuple((seed + i) % (SEED_MAX + 1) for i in range(request.num_outputs)),
@@ -195,6 +197,7 @@ class Validator:
             "height": height,
             "seed_drawn": request.seed is None,
             **self._fitted(image, mask, request.strength, width, height),
+            "loras": loras,
         }
         # Every other Job field is the request's own value: a new field needs no edit here.
         job = Job(
@@ -249,6 +252,23 @@ class Validator:
             "mask": None if mask is None else Picture.of(binarize(fit(mask, width, height))),
             "strength": self.defaults.strength if strength is None else float(strength),
         }
+
+    def _loras(self, request: GenerateRequest) -> tuple[LoraAdapter, ...]:
+        """The request's adapters (DEFAULT_LORAS when omitted), within MAX_LORAS, each once."""
+        loras = self.settings.default_loras if request.loras is None else request.loras
+        if len(loras) > self.settings.max_loras:
+            raise InvalidRequest(
+                "loras",
+                f"loras: at most {self.settings.max_loras} adapters per request on this server "
+                f"(MAX_LORAS), got {len(loras)}; drop some",
+            )
+        refs = [adapter.ref for adapter in loras]
+        for ref in refs:
+            if refs.count(ref) > 1:
+                raise InvalidRequest(
+                    "loras", f"loras: adapter {ref!r} is listed twice; list it once with one scale"
+                )
+        return tuple(loras)
 
     def warm_up_job(self) -> Job:
         """A small job at the size actually served, built from the empty request.

@@ -29,6 +29,7 @@ import httpx
 import pydantic
 import pytest
 
+from inference.adapters.spec import LoraAdapter
 from inference.models.mock import MockModel
 from inference.schema import IMAGE_FIELDS, GenerateRequest
 from inference.service import Service
@@ -112,17 +113,34 @@ def _declared(field: adt.InputField) -> dict[str, Any]:
     }
 
 
+def cog_fields(model: type[pydantic.BaseModel]) -> dict[str, pydantic.fields.FieldInfo]:
+    """The request model's fields as Cog spells them: Replicate's names where its models taught
+    users another one (``COG_NAMES``), and ``loras`` (a list of adapters, which Cog cannot
+    declare) as Replicate's ``lora_weights`` (their references, as text) and ``lora_scale`` (the
+    adapter's own scale field, bounds and default included)."""
+    spelled: dict[str, pydantic.fields.FieldInfo] = {}
+    for name, field in model.model_fields.items():
+        if name != "loras":
+            spelled[COG_NAMES.get(name, name)] = field
+            continue
+        spelled["lora_weights"] = pydantic.fields.FieldInfo.from_annotated_attribute(
+            str | None, None
+        )
+        spelled["lora_scale"] = LoraAdapter.model_fields["scale"]
+    return spelled
+
+
 def schema_differences(
     inputs: dict[str, adt.InputField], model: type[pydantic.BaseModel]
 ) -> list[str]:
     """Every way the Cog inputs differ from the request model; empty when they agree."""
-    names = [COG_NAMES.get(name, name) for name in model.model_fields]
+    fields = cog_fields(model)
+    names = list(fields)
     if list(inputs) != names:
         return [f"inputs {list(inputs)} != fields {names}"]
     differences = []
-    for field_name, name in zip(model.model_fields, names, strict=True):
-        expected = _expected(field_name, model.model_fields[field_name])
-        declared = _declared(inputs[name])
+    for name in names:
+        expected, declared = _expected(name, fields[name]), _declared(inputs[name])
         differences += [
             f"{name}.{key}: predict.py {declared[key]!r} != schema {expected[key]!r}"
             for key in expected
@@ -300,9 +318,9 @@ def test_schema_file_is_what_the_server_validates_with(cog_folder: Path, cog_url
         served.json()["components"]["schemas"]["Input"]
         == generated["components"]["schemas"]["Input"]
     )
-    assert list(generated["components"]["schemas"]["Input"]["properties"]) == [
-        COG_NAMES.get(name, name) for name in GenerateRequest.model_fields
-    ]
+    assert list(generated["components"]["schemas"]["Input"]["properties"]) == list(
+        cog_fields(GenerateRequest)
+    )
 
 
 def test_prediction_is_byte_identical_to_the_engine(cog_url: str, direct_service: Service) -> None:
@@ -324,6 +342,8 @@ def test_prediction_is_byte_identical_to_the_engine(cog_url: str, direct_service
         ("prompt_weight", 31),
         ("prompt_weight", -0.5),
         ("output_format", "gif"),
+        ("lora_scale", 5),
+        ("lora_scale", -1),
     ],
 )
 def test_invalid_input_gets_422_naming_the_field(cog_url: str, field: str, value: Any) -> None:

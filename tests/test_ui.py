@@ -57,7 +57,8 @@ UI_INPUTS = (
     "height",
     "num_outputs",
     "scheduler",
-    "image",
+    "loras",
+    "image",  # the image controls sit in their own section, after the others
     "mask",
     "strength",
 )
@@ -96,6 +97,7 @@ def ui_request(**fields: Any) -> list[Any]:
         "image": None,  # text-to-image
         "mask": None,
         "strength": 0.8,  # the slider's value; sent only with an image
+        "loras": "",  # the server's default adapters (none)
         **fields,
     }
     return [values[name] for name in UI_INPUTS]

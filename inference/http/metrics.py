@@ -29,6 +29,34 @@ ENGINE_COUNTERS = {
 }
 
 
+#: The loaded-adapter LRU's counters (``CacheStats`` fields), for backends that have one.
+ADAPTER_COUNTERS = {
+    "hits": ("inference_lora_cache_hits", "Adapter uses served from the loaded-adapter cache."),
+    "misses": ("inference_lora_cache_misses", "Adapter uses that had to load the adapter."),
+    "evictions": ("inference_lora_cache_evictions", "Adapters unloaded to make room (LRU)."),
+}
+
+
+class AdapterCollector(Collector):
+    """The adapter cache's counters and size at scrape time (zeros for a model without one)."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        adapters = getattr(self.service.model, "adapters", None)
+        stats = adapters.cache.stats if adapters is not None else None
+        for field, (name, documentation) in ADAPTER_COUNTERS.items():
+            yield CounterMetricFamily(name, documentation, value=getattr(stats, field, 0))
+        loaded = adapters.info() if adapters is not None else []
+        yield GaugeMetricFamily("inference_lora_loaded", "Adapters loaded now.", len(loaded))
+        yield GaugeMetricFamily(
+            "inference_lora_loaded_bytes",
+            "Adapter file bytes loaded now.",
+            sum(entry["bytes"] for entry in loaded),
+        )
+
+
 class EngineCollector(Collector):
     """Reads the engine's own counters at scrape time: one source of truth, no double count."""
 
@@ -100,6 +128,7 @@ class Metrics:
         )
         r.register(EngineCollector(service))
         r.register(CacheCollector(service))
+        r.register(AdapterCollector(service))
         gauges = {
             "inference_queue_depth": ("Requests waiting for a batch.", lambda: service.queue_depth),
             "inference_model_ready": (

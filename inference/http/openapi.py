@@ -91,6 +91,10 @@ def install_openapi(app: FastAPI, limits: Limits, settings: Settings) -> None:
                     ("num_outputs", limits.max_outputs),
                 ):
                     _bound(request[field], maximum)
+            request = schemas["GenerateRequest"]["properties"]
+            for branch in request["loras"].get("anyOf", []):  # MAX_LORAS
+                if branch.get("type") == "array":
+                    branch["maxItems"] = settings.max_loras
             batch = document["components"]["schemas"]["BatchRequest"]["properties"]["requests"]
             batch["maxItems"] = settings.max_batch_requests
             if settings.auth_token is None:

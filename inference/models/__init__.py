@@ -16,7 +16,7 @@ def build_model(settings: Settings) -> Model:
     if settings.model == "mock":
         from inference.models.mock import MockModel
 
-        return MockModel(weights_path=settings.weights_path)
+        return MockModel.from_settings(settings)
     from inference.models.custom import build_custom_model, find_class
 
     custom = find_class(settings.model)

@@ -15,6 +15,8 @@ Why requests map the way they do:
 - ``check`` holds the job against the loaded model (size multiple, scheduler family, negative
   prompt support), so a request the model cannot run is refused with a named field before it
   is queued, instead of failing a whole batch later.
+- LoRA adapters (``loras``) are loaded once each and switched per batch with diffusers' adapter
+  API (``diffusers_lora``); the adapter set and scales are part of ``batch_key``.
 - Progress goes through ``callback_on_step_end``; the engine's callback raises once every caller
   of the batch has gone, which stops the pipeline between two steps and frees the device.
   Previews (streamed partial images) are the latents through ``previews.LatentPreviewer``.
@@ -46,6 +48,7 @@ from inference.models.base import (
     SafetyChecker,
     per_job,
 )
+from inference.models.diffusers_lora import PipelineAdapters
 from inference.models.modes import DerivedPipelines, image_kwargs
 from inference.models.pipelines import (
     SCHEDULERS,
@@ -86,6 +89,7 @@ class DiffusersModel:
         offline: bool = False,
         cache_dir: Path | None = None,
         safety: Literal["keep", "disable"] = "keep",
+        settings: Settings | None = None,
     ) -> None:
         self.name = source
         self.source = source
@@ -110,6 +114,8 @@ class DiffusersModel:
         self._empty_negative_special = False
         self._compatible: set[str] = set()
         self._derived = DerivedPipelines()
+        self.lora = PipelineAdapters(settings or Settings())
+        self.adapters = self.lora.adapters
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DiffusersModel:
@@ -123,6 +129,7 @@ class DiffusersModel:
             channels_last=settings.channels_last,
             offline=settings.hf_hub_offline,
             safety=settings.safety_checker,
+            settings=settings,
         )
 
     @property
@@ -167,6 +174,7 @@ class DiffusersModel:
         self.size_multiple = size_multiple(pipe)
         self._defaults = model_defaults(pipe, self.source)
         self.previewer = LatentPreviewer(pipe)
+        self.lora.attach(pipe, self.source)
         self.pipe = pipe
         log.info(
             "loaded %s from %s on %s (%s); defaults %s; sizes multiple of %d",
@@ -220,6 +228,7 @@ class DiffusersModel:
             negative,
             job.mode,
             job.strength,
+            job.loras,
         )
 
     def pipeline(self, mode: Mode) -> Any:
@@ -261,6 +270,7 @@ class DiffusersModel:
                     f"(steps x strength < 1); raise strength to at least {1 / job.steps:.3g} "
                     "or raise steps",
                 )
+        self.lora.check(job.loras)
         if scheduler is not None:
             allowed = self.compatible_schedulers()
             if scheduler not in allowed:
@@ -355,6 +365,7 @@ class DiffusersModel:
                 return tensors
 
             kwargs["callback_on_step_end"] = on_step_end
+        self.lora.activate(first.loras)
         pipe.scheduler = self._make_scheduler(self.scheduler_name(first))
         with torch.inference_mode():
             output = pipe(**kwargs)

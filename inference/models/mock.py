@@ -39,6 +39,17 @@ from the image instead of pure noise and run only the last K steps, as diffusers
 Scalars are computed in float64 and each product and sum rounded to float32, in that order.
 So s = 0 returns the image unchanged, s = 1 without a mask gives the text-to-image result for
 the same seed, and a pixel the mask keeps comes back exactly as it was sent.
+
+LoRA adapters (issue 16): a mock adapter is a safetensors file holding one or both of the
+single-number tensors ``lora.gamma`` and ``lora.beta``, deltas to the weights. A job with
+adapters (r_i, s_i) runs with
+
+    gamma' = gamma + sum_i s_i * lora.gamma_i      beta' = beta + sum_i s_i * lora.beta_i
+
+(Python floats, in request order; an absent key is 0), which must keep 0 <= gamma' < 1 and
+beta' >= 0. Scale 0 gives exactly the base weights, so the whole adapter path (references,
+download, cache, batching) is testable offline with exact expected pixels. Any other tensor, or
+one that is not a single number, "does not fit" the mock, like an SDXL LoRA on SD 1.5.
 """
 
 from __future__ import annotations
@@ -56,9 +67,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from inference.errors import ModelLoadError
+from inference.adapters.support import Adapters
+from inference.errors import InvalidRequest, ModelLoadError
 from inference.models.base import PreviewCallback, ProgressCallback, SafetyChecker, per_job
+from inference.models.mock_lora import read_mock_adapter
 from inference.schema import Defaults, Job
+from inference.settings import Settings
 from inference.weights import PICKLE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -220,9 +234,14 @@ class MockModel:
     #: A sampler of noise and patterns: there is nothing for a safety checker to judge.
     safety_checker: SafetyChecker = "none"
 
-    def __init__(self, weights_path: Path | None = None) -> None:
+    def __init__(self, weights_path: Path | None = None, settings: Settings | None = None) -> None:
         self.weights_path = weights_path
         self.weights: dict[str, float] | None = None
+        self.adapters = Adapters(settings or Settings())
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MockModel:
+        return cls(weights_path=settings.weights_path, settings=settings)
 
     @property
     def defaults(self) -> Defaults:
@@ -241,11 +260,30 @@ class MockModel:
         log.info("mock model loaded with weights %s", self.weights)
 
     def check(self, job: Job) -> None:
-        """Every valid job runs: the schema's sizes, steps and weights are all the mock needs."""
+        """Sizes, steps and weights are all the mock needs; adapters are checked as far as
+        possible before a download."""
+        self.adapters.check(job.loras)
 
     def batch_key(self, job: Job) -> Hashable:
-        """One call runs one size and step count, from noise or from images at one strength."""
-        return (job.width, job.height, job.steps, job.mode, job.strength)
+        """One call runs one size, step count and adapter set, from noise or from images at one
+        strength."""
+        return (job.width, job.height, job.steps, job.mode, job.strength, job.loras)
+
+    def _weights_for(self, job: Job) -> tuple[float, float]:
+        """gamma and beta with the job's adapters applied (module docstring)."""
+        assert self.weights is not None
+        gamma, beta = self.weights["gamma"], self.weights["beta"]
+        for deltas, scale in self.adapters.load(job.loras, read_mock_adapter):
+            gamma += scale * deltas.get("lora.gamma", 0.0)
+            beta += scale * deltas.get("lora.beta", 0.0)
+        if not (0.0 <= gamma < 1.0 and beta >= 0.0):
+            names = ", ".join(str(a) for a in job.loras)
+            raise InvalidRequest(
+                "loras",
+                f"loras: adapters {names} take the mock's weights out of range (gamma "
+                f"{gamma:g} must be in [0, 1), beta {beta:g} >= 0); lower their scales",
+            )
+        return gamma, beta
 
     def generate(
         self,
@@ -256,9 +294,9 @@ class MockModel:
         if self.weights is None:
             raise RuntimeError("MockModel.generate called before load()")
         if len({self.batch_key(job) for job in jobs}) != 1:
-            raise ValueError("a batch must share width, height, steps, mode and strength")
-        gamma, beta = self.weights["gamma"], self.weights["beta"]
+            raise ValueError("a batch must share width, height, steps, mode, strength, adapters")
         first = jobs[0]
+        gamma, beta = self._weights_for(first)
         steps, height, width = first.steps, first.height, first.width
         generators = [torch.Generator().manual_seed(s) for job in jobs for s in job.seeds]
         drift = torch.stack(

@@ -1,0 +1,100 @@
+"""LoRA adapters on a loaded diffusers pipeline, through diffusers' own adapter API (peft).
+
+Each adapter is loaded once into the pipeline under its own name (``load_lora_weights(...,
+adapter_name=)``) and stays there while it is in the LRU; a batch then only picks its adapters
+and scales (``set_adapters``), and a batch without adapters turns them all off
+(``disable_lora``), which computes exactly the base model: the base weights are never touched,
+so switching never reloads the model. Eviction deletes the adapter's layers
+(``delete_adapters``). All of this runs on the engine's worker thread, the only one that calls
+the pipeline.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from inference.adapters.spec import LoraAdapter
+from inference.adapters.support import Adapters
+from inference.errors import InvalidRequest
+from inference.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class PipelineAdapters:
+    """The adapters of one pipeline: loaded (LRU), active or off."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.adapters = Adapters(settings, on_evict=self._unload)
+        self.pipe: Any = None
+        self.model = ""
+        self._names = (f"lora_{i}" for i in itertools.count())
+        self._enabled = False
+
+    def attach(self, pipe: Any, model: str) -> None:
+        self.pipe = pipe
+        self.model = model
+
+    @property
+    def supported(self) -> bool:
+        return hasattr(self.pipe, "load_lora_weights") and hasattr(self.pipe, "set_adapters")
+
+    def check(self, loras: Sequence[LoraAdapter]) -> None:
+        """Refuse adapters on a pipeline without LoRA support, then check each reference."""
+        if loras and self.pipe is not None and not self.supported:
+            raise InvalidRequest(
+                "loras",
+                f"loras: model {self.model!r} ({type(self.pipe).__name__}) takes no LoRA adapters; "
+                "omit loras",
+            )
+        self.adapters.check(loras)
+
+    def activate(self, loras: Sequence[LoraAdapter]) -> None:
+        """Make exactly ``loras`` (with their scales) active; none: the base model."""
+        if not loras:
+            if self._enabled:
+                self.pipe.disable_lora()
+                self._enabled = False
+            return
+        loaded = self.adapters.load(loras, self._load)
+        self.pipe.enable_lora()
+        self._enabled = True
+        self.pipe.set_adapters([name for name, _ in loaded], [scale for _, scale in loaded])
+
+    def _load(self, ref: str, path: Path) -> str:
+        """Load the file into the pipeline under a fresh name; refuse one that does not fit."""
+        name = next(self._names)
+        fit = "use an adapter trained for this model's architecture"
+        try:
+            self.pipe.load_lora_weights(str(path), adapter_name=name)
+        except (RuntimeError, ValueError, KeyError) as exc:  # size mismatch, not a LoRA
+            log.info("adapter %r failed to load: %s", ref, exc)
+            self._forget(name)
+            first = str(exc).strip().splitlines()
+            detail = next((line.strip() for line in first[1:] if line.strip()), first[0])
+            raise InvalidRequest(
+                "loras",
+                f"loras: adapter {ref!r} does not fit model {self.model!r} ({detail[:200]}); {fit}",
+            ) from None
+        if name not in self._present():
+            raise InvalidRequest(
+                "loras",
+                f"loras: adapter {ref!r} matches no layer of this model (no LoRA weights were "
+                f"loaded); {fit}",
+            )
+        log.info("loaded adapter %r as %s", ref, name)
+        return name
+
+    def _present(self) -> set[str]:
+        return {n for names in self.pipe.get_list_adapters().values() for n in names}
+
+    def _forget(self, name: str) -> None:
+        if name in self._present():
+            self.pipe.delete_adapters(name)
+
+    def _unload(self, ref: str, name: str) -> None:
+        self._forget(name)
