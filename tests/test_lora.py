@@ -26,7 +26,9 @@ SMALL = {"width": 64, "height": 64, "steps": 4}
 
 
 def lora_service(lora_dir: Path, **settings: Any) -> Service:
-    s = Settings(lora_dir=lora_dir, **settings)
+    """A mock service with adapters under ``lora_dir``; no result cache, so every request
+    reaches the model and its adapters (a repeated seeded request would be a cache hit)."""
+    s = Settings(lora_dir=lora_dir, **{"result_cache_mb": 0, **settings})
     return Service(MockModel.from_settings(s), s).start()
 
 

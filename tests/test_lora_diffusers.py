@@ -37,6 +37,7 @@ def service(tiny_pipeline_dir: Path, lora_dir: Path) -> Iterator[Service]:
         max_wait_ms=0,
         lora_cache_max_count=2,
         max_loras=2,
+        result_cache_mb=0,  # every request reaches the pipeline and its adapters
     )
     svc = Service.from_settings(settings).start()
     yield svc

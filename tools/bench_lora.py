@@ -35,6 +35,7 @@ def measure(repeats: int, steps: int, rank: int, device: str) -> list[tuple[str,
         lora_dir=work / "loras",
         max_wait_ms=0,
         lora_cache_max_count=len(names),
+        result_cache_mb=0,  # the same seeded request repeats: measure the model, not the cache
     )
     service = Service.from_settings(settings).start()
     request: dict[str, Any] = {"prompt": "a fox", "seed": 1, "steps": steps, "width": 64}
