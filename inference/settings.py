@@ -28,7 +28,10 @@ class Settings(BaseSettings):
     # Model
     model: str = Field(
         "mock",
-        description="'mock' (embedded), a local diffusers folder, or a Hugging Face hub id.",
+        description=(
+            "'mock' (embedded), a local diffusers folder, a Hugging Face hub id, or a class "
+            "as package.module:ClassName"
+        ),
     )
     model_revision: str | None = Field(
         None, description="Hub revision (commit hash or tag) to pin a hub model to."

@@ -83,6 +83,23 @@ def preferred_image_format(accept: str) -> str | None:
 ERRORS = (401, 413, 422, 429, 500, 503, 504)
 
 
+def result_json(result: GenerateResult) -> bytes:
+    """``result`` as the JSON FastAPI would write, in one pass and a fraction of the time.
+
+    FastAPI's path (pydantic's dump, then ``json.dumps`` over a megabyte of base64, then UTF-8)
+    copies each image's text three times; pybase64 and orjson write it once: about 0.07 ms
+    instead of 1.1 ms for a 512x512 PNG (BENCHMARKS.md). A test keeps the two byte-for-byte equal.
+    """
+    import orjson
+    import pybase64
+
+    images = [
+        {"data": pybase64.b64encode_as_string(image.data), **image.model_dump(exclude={"data"})}
+        for image in result.images
+    ]
+    return orjson.dumps({"images": images, **result.model_dump(exclude={"images"})})
+
+
 @router.post(
     "/predict",
     response_model=GenerateResult,
@@ -115,7 +132,7 @@ async def predict(body: GenerateRequest, request: Request, service: ServiceDep) 
         )
     result = await until_disconnect(request, service.submit(body))
     if fmt is None:
-        return result
+        return Response(result_json(result), media_type="application/json")
     image, timings = result.images[0], result.timings
     return Response(
         image.data,
