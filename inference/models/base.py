@@ -3,6 +3,11 @@
 A backend loads once, refuses jobs it cannot run (``check``), says which jobs can share a call
 (``batch_key``) and turns a list of jobs into images. Queueing, batching policy, timeouts and
 HTTP live elsewhere (the engine, the app), so a backend is only model code.
+
+One optional method, outside the protocol: ``preload() -> bool`` reads the weights into host
+memory without touching an accelerator (True if it did). Modal's adapter calls it before the
+memory snapshot, so a restored container only moves tensors to the GPU in ``load()``; a
+backend without it simply loads everything in ``load()``.
 """
 
 from __future__ import annotations
