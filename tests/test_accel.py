@@ -94,3 +94,15 @@ def test_a_smoke_run_reports_every_server_and_format(tmp_path: Path) -> None:
         assert level["errors"] == 0 and level["images_per_s"] > 0, level
         assert level["server_cpu_ms_per_image"] > 0
     assert len(data["verdicts"]) == 4  # two formats: share of ideal, and against LitServe
+
+
+def test_the_gpu_report_renders_what_was_measured_before_a_stop() -> None:
+    from tools.bench.gpu import render
+
+    row = {
+        "server": "eager", "concurrency": 8, "images_per_s": 9.5, "share_of_floor": 0.51,
+        "p50_ms": 800.0, "p95_ms": 900.0, "mean_batch": 7.5, "gpu_util_pct": 97.0, "errors": 0,
+    }  # fmt: skip
+    text = render({"levels": [row], "ceiling": None, "notes": ["compile: skipped (budget)"]})
+    assert "| eager | 8 | 9.50 | 0.51 |" in text and "compile: skipped" in text
+    assert subprocess.run(["bash", "-n", str(ROOT / "tools" / "gpu_bench.sh")]).returncode == 0
