@@ -181,7 +181,37 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {median * 1000:.2f} | {base / median:.1f}x | {len(data) / 1024:.0f} | "
             f"{lossless} | {data == encode(pixels)} | {share:.2f} |\n"
         )
+    json_bodies(encoders["fpng"](pixels), args.rounds)
     return 0
+
+
+def json_bodies(png: bytes, rounds: int) -> None:
+    """/predict's JSON body for one image: FastAPI's path against ``result_json``'s."""
+    from starlette.responses import JSONResponse
+
+    from inference.http.routes.predict import result_json
+    from inference.schema import GeneratedImage, GenerateResult, Timings
+
+    image = GeneratedImage(data=png, seed=1, width=1, height=1, format="png", media_type="x")
+    timings = Timings(queue_ms=1, inference_ms=1, encode_ms=1, total_ms=1)
+    result = GenerateResult(images=[image], seed=1, model="m", batch_size=1, timings=timings)
+    writers: dict[str, Callable[[], bytes]] = {
+        "FastAPI default (model_dump + json.dumps)": lambda: bytes(
+            JSONResponse(result.model_dump(mode="json")).body
+        ),
+        "pydantic model_dump_json": lambda: result.model_dump_json().encode(),
+        "result_json (pybase64 + orjson)": lambda: result_json(result),
+    }
+    times: dict[str, list[float]] = {name: [] for name in writers}
+    for _ in range(rounds):
+        for name, write in writers.items():
+            started = time.perf_counter()
+            write()
+            times[name].append(time.perf_counter() - started)
+    sys.stdout.write(f"\n/predict JSON body, one {len(png) / 1024:.0f} KB PNG\n")
+    sys.stdout.write("| writer | median ms |\n|---|---:|\n")
+    for name in writers:
+        sys.stdout.write(f"| {name} | {statistics.median(times[name]) * 1000:.3f} |\n")
 
 
 if __name__ == "__main__":
