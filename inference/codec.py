@@ -6,9 +6,9 @@ same bytes: that is what makes "same request, same PNG" testable. PNG is written
 40-100 ms at its default level, at +14% size (``python -m tools.bench.encoders`` compares the
 candidates; BENCHMARKS.md quotes it). fpng's output depends only on the pixels (its SIMD code
 computes checksums, not the deflate stream). It holds the GIL, but at under a millisecond an
-image a thread or process pool would cost more than it spreads; JPEG and WebP go through
-Pillow, which releases the GIL while it encodes, so the threads that encode results
-(``engine.encoding``) spread them over the host's cores.
+image it needs no pool of its own (a process pool would spend more copying pixels than fpng
+spends encoding them); JPEG and WebP go through Pillow, which releases the GIL while it
+encodes, so the threads that encode results (``engine.encoding``) spread them over the cores.
 Every front door (JSON, ``Accept`` negotiation, CLI file suffixes, batch-job file names, Cog
 outputs) reads this table, so a new format is one row here plus its name in
 ``schema.OutputFormat`` (a test keeps the two equal).
