@@ -65,7 +65,9 @@ def measure(args: argparse.Namespace) -> list[AccelLevel]:
         for name in args.servers:
             port = free_port()
             cmd, extra, ready = server_command(name, port, args.max_batch_size, args.max_wait_ms)
-            workload = Workload("stand-in", MODEL, size, size, 1, ((ENV, args.cost),))
+            # DEFAULT_*: the stand-in computes its images at this size in load(), not per request.
+            sides = (("DEFAULT_WIDTH", str(size)), ("DEFAULT_HEIGHT", str(size)))
+            workload = Workload("stand-in", MODEL, size, size, 1, ((ENV, args.cost), *sides))
             env = server_env(workload, extra)
             with server_process(name, cmd, env, port, ready, log_dir) as (url, pid):
                 for fmt in args.formats:
