@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -44,16 +45,19 @@ class GpuSampler:
 
     def __init__(self) -> None:
         query = "--query-gpu=utilization.gpu,memory.used"
+        self.samples: list[tuple[float, float, float]] = []
+        self.process: subprocess.Popen[str] | None = None
+        if shutil.which("nvidia-smi") is None:  # the CPU dry run: no samples
+            return
         self.process = subprocess.Popen(
             ["nvidia-smi", query, "--format=csv,noheader,nounits", "-lms", "200"],
             stdout=subprocess.PIPE,
             text=True,
         )
-        self.samples: list[tuple[float, float, float]] = []
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
-        assert self.process.stdout is not None
+        assert self.process is not None and self.process.stdout is not None
         for line in self.process.stdout:
             try:
                 util, memory = (float(v) for v in line.split(",")[:2])
@@ -71,7 +75,8 @@ class GpuSampler:
         }
 
     def stop(self) -> None:
-        self.process.terminate()
+        if self.process is not None:
+            self.process.terminate()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floor-ms", type=float, default=54.0, help="compute floor per image")
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument(
+        "--dry-run-cpu",
+        action="store_true",
+        help="the tiny pipeline at 64x64 on CPU in float32: checks the wiring without a GPU",
+    )
     args = parser.parse_args(argv)
     deadline = time.monotonic() + args.budget_s
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -113,20 +123,24 @@ def run(
     report: dict[str, Any],
 ) -> None:
     """Build, then the in-process ceiling (eager), then each served configuration."""
-    from tools.tiny import build_sd15_pipeline
+    from tools.tiny import build_sd15_pipeline, build_tiny_pipeline
 
     started = time.monotonic()
-    folder = str(build_sd15_pipeline(tmp / "sd15"))
+    if args.dry_run_cpu:
+        folder, side = str(build_tiny_pipeline(tmp / "tiny")), 64
+        base: tuple[tuple[str, str], ...] = (("DEVICE", "cpu"), ("DTYPE", "float32"))
+    else:
+        folder, side = str(build_sd15_pipeline(tmp / "sd15")), 512
+        base = (("DEVICE", "cuda"), ("DTYPE", "bfloat16"))
     report["build_s"] = time.monotonic() - started
-    base = (("DEVICE", "cuda"), ("DTYPE", "bfloat16"))
-    eager = Workload("SD1.5 eager", folder, 512, 512, args.steps, base)
+    eager = Workload("SD1.5 eager", folder, side, side, args.steps, base)
     ceiling = measure_ceiling_isolated(eager, args.max_batch_size, 16, repeats=1)
     report["ceiling"] = asdict(ceiling) | {
         "share_of_floor": ceiling.images_per_s * args.floor_ms / 1000
     }
     save(report, args.out)
     for name in args.configs.split(","):
-        workload = Workload(f"SD1.5 {name}", folder, 512, 512, args.steps, base + CONFIGS[name])
+        workload = Workload(f"SD1.5 {name}", folder, side, side, args.steps, base + CONFIGS[name])
         need = 200 if "compile" in name else 60  # a compile warm-up takes minutes
         if time.monotonic() + need > deadline:
             report["notes"].append(f"{name}: skipped, under {need} s of budget left")
