@@ -16,7 +16,7 @@ BENCH_EXTRAS := diffusers,bench
 SERVE_EXTRAS := ui
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install install-test install-bench serve test lint format check clean bench
+.PHONY: install install-test install-bench serve test lint format check clean bench bench-accel
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,8 @@ $(VENV)/.installed-test: pyproject.toml scripts/install-system-deps.sh | $(BIN)/
 	$(PIP) install -e ".[$(TEST_EXTRAS)]"
 	@touch $(VENV)/.installed $@
 
-$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-bench: pyproject.toml scripts/install-system-deps.sh | $(BIN)/python
+	bash scripts/install-system-deps.sh
 	$(INSTALL_TORCH)
 	$(PIP) install -e ".[$(BENCH_EXTRAS)]"
 	@touch $@
@@ -51,6 +52,9 @@ test: install-test  ## install everything the tests need, then run them
 
 bench: install-bench  ## throughput, latency, cold start vs the ceiling, a naive server, LitServe
 	$(BIN)/python -m tools.bench $(BENCH_ARGS)
+
+bench-accel: install-bench  ## a stand-in fast accelerator served by ours, LitServe, naive (~8 min)
+	$(BIN)/python -m tools.bench.accel $(BENCH_ARGS)
 
 lint:
 	$(BIN)/ruff check .

@@ -47,12 +47,20 @@ class DeploySettings(BaseSettings):
     target_inputs: int = Field(16, ge=1, le=1000)
     volume: str = Field("diffusion-serve-weights", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     memory_snapshot: bool = True
+    # Opt-in, alpha on Modal (reported flaky: modal-client#4132): the snapshot also holds GPU
+    # memory, so the weights are on the GPU when a container restores.
+    gpu_snapshot: bool = False
     proxy_auth: bool = False
     secret: str | None = None
     extras: str = Field("diffusers", pattern=r"^[a-z0-9_-]+(,[a-z0-9_-]+)*$")
     #: Local packages shipped next to inference/ (MODEL's own package is added by itself).
     python_sources: str = Field("", pattern=r"^([A-Za-z_]\w*(,[A-Za-z_]\w*)*)?$")
     torch_index_url: str = "https://download.pytorch.org/whl/cu126"
+
+    @property
+    def experimental_options(self) -> dict[str, Any]:
+        """Modal's experimental switches that these settings turn on."""
+        return {"enable_gpu_snapshot": True} if self.gpu_snapshot else {}
 
     @model_validator(mode="after")
     def _consistent(self) -> DeploySettings:
@@ -97,6 +105,19 @@ SETTINGS = load_settings()
 
 #: Where the weights volume is mounted; the Hugging Face cache lives on it.
 WEIGHTS_DIR = "/weights"
+#: torch.compile's caches (Inductor's FX graphs and kernels, Triton's binaries) on the volume,
+#: so TORCH_COMPILE=1 compiles in the first container and later ones load the results.
+COMPILE_CACHE_ENV = {
+    "TORCHINDUCTOR_CACHE_DIR": f"{WEIGHTS_DIR}/torch-compile/inductor",
+    "TRITON_CACHE_DIR": f"{WEIGHTS_DIR}/torch-compile/triton",
+    "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
+    "TORCHINDUCTOR_AUTOGRAD_CACHE": "1",
+}
+#: GPUs without native bfloat16 (compute capability < 8). DTYPE=auto would pick float16 there
+#: and bfloat16 elsewhere; the container is told the same choice up front, because the weights
+#: load before the memory snapshot, when no GPU is visible to ask (a DTYPE you set wins).
+FLOAT16_GPUS = {"T4", "V100", "P100"}
+GPU_DTYPE = "float16" if SETTINGS.gpu.split(":")[0].upper() in FLOAT16_GPUS else "bfloat16"
 
 # The container re-imports this file, so deploy-time settings travel with it as env vars:
 # MODAL_* keeps the definitions above identical in the container, and the engine settings
@@ -136,7 +157,8 @@ image = (
         optional_dependencies=SETTINGS.extras.split(","),
         extra_index_url=SETTINGS.torch_index_url or None,
     )
-    .env({"HF_HOME": f"{WEIGHTS_DIR}/huggingface", "DEVICE": "cuda"})
+    .env({"HF_HOME": f"{WEIGHTS_DIR}/huggingface", "DEVICE": "cuda", "DTYPE": GPU_DTYPE})
+    .env(COMPILE_CACHE_ENV)
     .add_local_python_source("inference", *PYTHON_SOURCES)
 )
 
@@ -156,6 +178,7 @@ image = (
     max_containers=SETTINGS.max_containers,
     buffer_containers=SETTINGS.buffer_containers,
     enable_memory_snapshot=SETTINGS.memory_snapshot,
+    experimental_options=SETTINGS.experimental_options,
 )
 @modal.concurrent(max_inputs=SETTINGS.max_inputs, target_inputs=SETTINGS.target_inputs)
 class Model:
@@ -163,11 +186,15 @@ class Model:
 
     @modal.enter(snap=SETTINGS.memory_snapshot)
     def build(self) -> None:
-        """Before the snapshot (if enabled): import torch and the backend, build the model.
+        """Before the snapshot (if enabled): imports, the model, and its weights in CPU memory
+        (on the GPU too with MODAL_GPU_SNAPSHOT), so a restore skips reading and parsing them.
 
-        Only deployment data (forwarded env) is read here; secrets are read after restore.
+        Only deployment data (forwarded env) is read here; secrets are read after restore, so
+        a gated hub model that is not on the volume yet loads in ``start`` instead.
         """
         import importlib
+        import logging
+        import time
 
         from inference.logs import configure_logging
         from inference.models import build_model
@@ -178,11 +205,21 @@ class Model:
         settings = Settings()
         configure_logging(settings.log_level)
         self.model = build_model(settings)
+        started = time.perf_counter()
+        if SETTINGS.gpu_snapshot:
+            self.model.load()
+        elif (preload := getattr(self.model, "preload", None)) is None or not preload():
+            return
+        logging.getLogger("deploy").info(
+            "weights in %s memory before the snapshot (%.2fs)",
+            "GPU" if SETTINGS.gpu_snapshot else "CPU",
+            time.perf_counter() - started,
+        )
 
     @modal.enter(snap=False)
     def start(self) -> None:
-        """After restore: load the weights onto the GPU, warm up, start the batching worker;
-        the predictions API keeps its state in Modal's Dicts and calls, not in this container."""
+        """After restore: move the weights to the GPU, warm up, start the batching worker; the
+        predictions API keeps its state in Modal's Dicts and calls, not in this container."""
         from inference.http.app import create_app
         from inference.http.protocols import use_store
         from inference.predictions import WebhookSender
@@ -196,6 +233,8 @@ class Model:
         webhooks = WebhookSender(settings)
         self.jobs = RemoteJobs(self.service, records, meta, webhooks)
         use_store(self.app, ModalStore(settings, ModalCalls(), records, meta, webhooks))
+        if settings.torch_compile:  # keep what warm-up compiled for the next container
+            weights_volume.commit()
 
     @modal.exit()
     def stop(self) -> None:

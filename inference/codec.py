@@ -1,7 +1,14 @@
 """Image encoding and decoding, and the one table of the image formats this server writes.
 
 PNG is lossless and written without metadata or timestamps, so the same pixels always give the
-same bytes (with the pinned Pillow): that is what makes "same request, same PNG" testable.
+same bytes: that is what makes "same request, same PNG" testable. PNG is written by fpng (the
+``fpng`` package), not Pillow: about 0.7 ms for a 512x512 photo-like image against Pillow's
+40-100 ms at its default level, at +14% size (``python -m tools.bench.encoders`` compares the
+candidates; BENCHMARKS.md quotes it). fpng's output depends only on the pixels (its SIMD code
+computes checksums, not the deflate stream). It holds the GIL, but at under a millisecond an
+image it needs no pool of its own (a process pool would spend more copying pixels than fpng
+spends encoding them); JPEG and WebP go through Pillow, which releases the GIL while it
+encodes, so the threads that encode results (``engine.encoding``) spread them over the cores.
 Every front door (JSON, ``Accept`` negotiation, CLI file suffixes, batch-job file names, Cog
 outputs) reads this table, so a new format is one row here plus its name in
 ``schema.OutputFormat`` (a test keeps the two equal).
@@ -24,7 +31,7 @@ class ImageFormat:
     name: str
     media_type: str
     suffixes: tuple[str, ...]  # the first one is what this server writes
-    pillow: str
+    pillow: str  # Pillow's name of the format: decoding, and encoding when no writer is set
     options: tuple[tuple[str, int], ...] = ()
 
     @property
@@ -55,10 +62,22 @@ def encode(pixels: np.ndarray, fmt: str) -> bytes:
         raise ValueError(f"expected an HxWx3 uint8 array, got {pixels.dtype} {pixels.shape}")
     if fmt not in FORMATS:
         raise ValueError(f"unknown image format {fmt!r}; use one of {sorted(FORMATS)}")
+    if fmt == "png":
+        return _fpng(pixels)
     spec = FORMATS[fmt]
     buffer = io.BytesIO()
     Image.fromarray(pixels, mode="RGB").save(buffer, format=spec.pillow, **dict(spec.options))
     return buffer.getvalue()
+
+
+def _fpng(pixels: np.ndarray) -> bytes:
+    import numpy as np
+    from fpng import fpng_ext
+
+    data = fpng_ext.encode_ndarray(np.ascontiguousarray(pixels))
+    if not data:  # the binding signals failure with empty bytes, never an exception
+        raise ValueError(f"fpng could not encode an image of shape {pixels.shape}")
+    return data
 
 
 def decode(data: bytes) -> np.ndarray:

@@ -4,20 +4,22 @@
 # - chromium: the browser test drives the real UI through Playwright with the SYSTEM browser
 #   (`chromium` on PATH), so no browser is ever downloaded by pip or playwright. Ubuntu's
 #   chromium deb is only a stub for the snap: there, install Chromium yourself.
+# - wrk: the compiled load generator of `python -m tools.bench.accel` (and its smoke test), so
+#   the client's CPU does not decide a benchmark on a small host.
 #
 # Idempotent and quick when everything is there: it only calls apt-get for missing packages,
 # and runs `apt-get update` only when the package lists are absent or apt cannot find a package.
 set -euo pipefail
 
-PACKAGES=(chromium)
+PACKAGES=(chromium wrk)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
-    # Not Debian/Ubuntu: accept a browser installed some other way, else say what is needed.
-    if command -v chromium >/dev/null 2>&1; then
+    # Not Debian/Ubuntu: accept tools installed some other way, else say what is needed.
+    if command -v chromium >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1; then
         exit 0
     fi
-    echo "error: the browser test needs Chromium as \`chromium\` on PATH; install it with" \
-         "your package manager, then rerun" >&2
+    echo "error: the tests need Chromium as \`chromium\` and wrk as \`wrk\` on PATH;" \
+         "install them with your package manager, then rerun" >&2
     exit 1
 fi
 

@@ -14,6 +14,11 @@ against the first version of this protocol keeps working unchanged:
   said about an image.
 - ``revision`` and ``safety_checker`` attributes: the weights' identity (part of the result
   cache's key) and whether a safety checker runs (shown in GET /).
+
+And one optional method, outside the protocol: ``preload() -> bool`` reads the weights into
+host memory without touching an accelerator (True if it did). Modal's adapter calls it before
+the memory snapshot, so a restored container only moves tensors to the GPU in ``load()``; a
+backend without it simply loads everything in ``load()``.
 """
 
 from __future__ import annotations

@@ -116,6 +116,7 @@ class DiffusersModel:
         self._derived = DerivedPipelines()
         self.lora = PipelineAdapters(settings or Settings())
         self.adapters = self.lora.adapters
+        self._host_pipe: tuple[Path, Any] | None = None  # preload()'s (folder, pipeline)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DiffusersModel:
@@ -138,15 +139,43 @@ class DiffusersModel:
 
     # -- loading -----------------------------------------------------------------------------
 
+    def preload(self) -> bool:
+        """Read the weights into host memory without touching an accelerator; False if the
+        dtype cannot be known yet (DTYPE=auto before a GPU is visible).
+
+        Optional for backends (``models.base``): Modal calls it before its memory snapshot,
+        so a restored container skips disk reads and deserialisation and ``load`` only copies
+        tensors to the GPU. The dtype is the one ``load`` would pick, so pixels never change.
+        """
+        if self._host_pipe is not None or self.pipe is not None:
+            return True
+        dtype = self.requested_dtype
+        if dtype == "auto":
+            import torch
+
+            device = self.requested_device
+            if device == "auto" or (device == "cuda" and not torch.cuda.is_available()):
+                log.info("DTYPE=auto needs the device: weights load after restore instead")
+                return False
+            dtype = str(pick_dtype("auto", device)).removeprefix("torch.")
+        folder = find_pipeline(self.source, self.revision, self.cache_dir, self.offline)
+        check_safetensors(folder)
+        pipe = load_pipeline(folder, pick_dtype(dtype, "cpu"), self.source, self.revision)
+        self._host_pipe = (folder, pipe)
+        return True
+
     def load(self) -> None:
         """Find the weights, load the pipeline on the chosen device, read its defaults."""
         if self.pipe is not None:
             return
-        folder = find_pipeline(self.source, self.revision, self.cache_dir, self.offline)
-        check_safetensors(folder)
         self.device = pick_device(self.requested_device)
         self.dtype = pick_dtype(self.requested_dtype, self.device)
-        pipe = load_pipeline(folder, self.dtype, self.source, self.revision)
+        if self._host_pipe is None:
+            folder = find_pipeline(self.source, self.revision, self.cache_dir, self.offline)
+            check_safetensors(folder)
+            pipe = load_pipeline(folder, self.dtype, self.source, self.revision)
+            self._host_pipe = (folder, pipe)
+        (folder, pipe), self._host_pipe = self._host_pipe, None
         self._apply_safety_setting(pipe)
         try:
             pipe.to(self.device)

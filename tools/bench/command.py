@@ -208,7 +208,7 @@ def run(args: argparse.Namespace, command: str = PROG) -> int:
                 )
                 env = server_env(workload, extra)
                 bar.set_postfix_str(f"{name} starting")
-                with server_process(name, cmd, env, port, ready, log_dir) as url:
+                with server_process(name, cmd, env, port, ready, log_dir) as (url, _):
                     for level in levels:
                         if level > (workload.requests or requests):
                             bar.update(1)  # fewer requests than clients: not that level

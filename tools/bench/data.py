@@ -21,6 +21,7 @@ class Workload:
     steps: int
     env: tuple[tuple[str, str], ...] = ()  # extra env vars for every server (DEVICE, DTYPE)
     requests: int | None = None  # per level, when it differs from --requests (GPU: slow images)
+    output_format: str = "png"
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -29,7 +30,7 @@ class Workload:
             "width": self.width,
             "height": self.height,
             "steps": self.steps,
-            "output_format": "png",
+            "output_format": self.output_format,
         }
 
 

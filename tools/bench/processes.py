@@ -108,8 +108,11 @@ def start_server(command: list[str], env: dict[str, str], log: TextIO) -> subpro
 @contextmanager
 def server_process(
     name: str, command: list[str], env: dict[str, str], port: int, ready_path: str, log_dir: Path
-) -> Iterator[str]:
-    """Run a server subprocess until ``ready_path`` answers 200; its output goes to a log file."""
+) -> Iterator[tuple[str, int]]:
+    """Run a server subprocess until ``ready_path`` answers 200; its output goes to a log file.
+
+    Yields its URL and pid, which is also its process group's id (for ``wrk.group_cpu_s``).
+    """
     import httpx
 
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +139,7 @@ def server_process(
                         f"server {name!r} was not ready within 300 s; see {log_path}"
                     )
                 time.sleep(0.1)
-            yield url
+            yield url, process.pid
         finally:
             stop_process_group(process)
 

@@ -34,6 +34,7 @@ RESOURCE_FIELDS: dict[str, set[str]] = {
     "max_containers": {"max_containers"},
     "buffer_containers": {"buffer_containers"},
     "enable_memory_snapshot": {"memory_snapshot"},
+    "experimental_options": {"experimental_options"},  # a property over gpu_snapshot
     "max_inputs": {"max_inputs"},
     "target_inputs": {"target_inputs"},
     "requires_proxy_auth": {"proxy_auth"},
@@ -134,6 +135,10 @@ def _settings_defaults(tree: ast.Module) -> dict[str, tuple[int, Any]] | None:
         if isinstance(node, ast.ClassDef) and node.name == SETTINGS_CLASS:
             fields: dict[str, tuple[int, Any]] = {}
             for stmt in node.body:
+                if isinstance(stmt, ast.FunctionDef) and any(
+                    getattr(d, "id", "") == "property" for d in stmt.decorator_list
+                ):  # derived from fields, e.g. experimental_options from gpu_snapshot
+                    fields[stmt.name] = (stmt.lineno, None)
                 if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
                     continue
                 value = stmt.value

@@ -84,6 +84,23 @@ def preferred_image_format(accept: str) -> str | None:
 ERRORS = (401, 413, 422, 429, 500, 503, 504)
 
 
+def result_json(result: GenerateResult) -> bytes:
+    """``result`` as the JSON FastAPI would write, in one pass and a fraction of the time.
+
+    FastAPI's path (pydantic's dump, then ``json.dumps`` over a megabyte of base64, then UTF-8)
+    copies each image's text three times; pybase64 and orjson write it once: about 0.07 ms
+    instead of 1.1 ms for a 512x512 PNG (BENCHMARKS.md). A test keeps the two byte-for-byte equal.
+    """
+    import orjson
+    import pybase64
+
+    images = [
+        {"data": pybase64.b64encode_as_string(image.data), **image.model_dump(exclude={"data"})}
+        for image in result.images
+    ]
+    return orjson.dumps({"images": images, **result.model_dump(exclude={"images"})})
+
+
 @router.post(
     "/predict",
     response_model=GenerateResult,
@@ -124,8 +141,7 @@ async def predict(
     result = await until_disconnect(request, service.submit(body))
     cache = {"X-Cache": result.cache} if result.cache else {}  # only a request with a seed
     if fmt is None:
-        response.headers.update(cache)
-        return result
+        return Response(result_json(result), media_type="application/json", headers=cache)
     image, timings = result.images[0], result.timings
     flagged = {} if image.nsfw is None else {"X-NSFW": str(image.nsfw).lower()}
     return Response(

@@ -43,31 +43,31 @@ class DiffusionAPI(ls.LitAPI):
         except InferenceError as exc:
             raise HTTPException(422, exc.message) from None
 
-    def predict(self, jobs: list[Job], **kwargs: Any) -> list[tuple[list[Any], int]]:
+    def predict(self, jobs: list[Job], **kwargs: Any) -> list[tuple[list[Any], int, str]]:
         groups: dict[Hashable, list[int]] = {}
         for i, job in enumerate(jobs):
             groups.setdefault(self.model.batch_key(job), []).append(i)
-        out: list[tuple[list[Any], int]] = [([], 0)] * len(jobs)
+        out: list[tuple[list[Any], int, str]] = [([], 0, "png")] * len(jobs)
         for indices in groups.values():
             group = [jobs[i] for i in indices]
             size = sum(job.num_outputs for job in group)
             for i, pixels in zip(indices, self.model.generate(group), strict=True):
-                out[i] = (pixels, size)
+                out[i] = (pixels, size, jobs[i].output_format)
         return out
 
     def unbatch(self, output: list[Any]) -> list[Any]:
         return list(output)
 
-    def encode_response(self, output: tuple[list[Any], int], **kwargs: Any) -> dict[str, Any]:
-        pixels, batch_size = output
+    def encode_response(self, output: tuple[list[Any], int, str], **kwargs: Any) -> dict[str, Any]:
+        pixels, batch_size, fmt = output
         return {
             "images": [
                 {
-                    "data": base64.b64encode(codec.encode(p, "png")).decode("ascii"),
+                    "data": base64.b64encode(codec.encode(p, fmt)).decode("ascii"),
                     "width": int(p.shape[1]),
                     "height": int(p.shape[0]),
-                    "format": "png",
-                    "media_type": "image/png",
+                    "format": fmt,
+                    "media_type": codec.FORMATS[fmt].media_type,
                 }
                 for p in pixels
             ],

@@ -1,0 +1,82 @@
+"""The image codec: fpng's PNG is lossless and deterministic, and /predict's fast JSON path
+writes exactly the bytes pydantic would.
+
+Changing the PNG writer (Pillow -> fpng) changed every PNG's bytes, never its pixels: the tests
+that compare runtimes compare bytes produced by this one function, so they still hold, and the
+pinned hash below is the one place that says which bytes a given image becomes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from inference import codec
+from inference.http.routes.predict import result_json
+from inference.schema import GeneratedImage, GenerateResult, Timings
+from tools.bench.images import photo_like
+
+#: SHA-256 of fpng 0.1.x's PNG of ``integer_image()``: the same pixels always give these bytes,
+#: on every runtime. A new fpng release that writes other bytes fails here first. (Before fpng,
+#: Pillow's level-6 PNG wrote other bytes for the same pixels; no test pinned them.)
+INTEGER_IMAGE_PNG_SHA256 = "fc074a5254c9248fda87d9fb89cfde9e209fad310e3760dd5bf72ac0897c18e9"
+
+
+def integer_image() -> np.ndarray:
+    """Smooth gradients plus a little texture, from integer arithmetic alone (the same
+    everywhere, unlike anything computed in floating point)."""
+    y, x, c = np.indices((64, 96, 3))
+    return ((x * 3 + y * 2 + c * 40 + (x * y * 7919 + c) % 13) % 256).astype(np.uint8)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+@pytest.mark.parametrize("shape", [(64, 64), (48, 80), (1, 1), (512, 512)])
+def test_every_format_round_trips_its_shape(fmt: str, shape: tuple[int, int]) -> None:
+    pixels = np.ascontiguousarray(np.resize(photo_like(64, 1), (*shape, 3)))
+    decoded = codec.decode(codec.encode(pixels, fmt))
+    assert decoded.shape == pixels.shape
+    if fmt == "png":
+        assert np.array_equal(decoded, pixels)  # lossless, bit for bit
+
+
+def test_png_is_lossless_on_noise_flat_colour_and_a_strided_view() -> None:
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (33, 47, 3), dtype=np.uint8)
+    flat = np.full((16, 16, 3), 200, np.uint8)
+    strided = photo_like(128, 2)[::2, 1::3]  # not contiguous: the codec copies it
+    for pixels in (noise, flat, strided):
+        assert np.array_equal(codec.decode(codec.encode(pixels, "png")), pixels)
+
+
+def test_the_same_pixels_give_the_same_png_bytes() -> None:
+    pixels = integer_image()
+    first = codec.encode(pixels, "png")
+    assert codec.encode(pixels.copy(), "png") == first
+    assert first.startswith(b"\x89PNG\r\n\x1a\n")
+    assert hashlib.sha256(first).hexdigest() == INTEGER_IMAGE_PNG_SHA256
+
+
+def test_bad_arrays_are_refused_with_their_shape() -> None:
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        codec.encode(np.zeros((4, 4, 4), np.uint8), "png")
+    with pytest.raises(ValueError, match="unknown image format"):
+        codec.encode(np.zeros((4, 4, 3), np.uint8), "gif")
+
+
+def test_the_fast_json_body_is_byte_for_byte_pydantics() -> None:
+    images = [
+        GeneratedImage(
+            data=codec.encode(photo_like(64, seed), "png"),
+            seed=seed,
+            width=64,
+            height=64,
+            format="png",
+            media_type="image/png",
+        )
+        for seed in (0, 1)
+    ]
+    timings = Timings(queue_ms=0.1, inference_ms=1 / 3, encode_ms=1e-7, total_ms=12345.678)
+    result = GenerateResult(images=images, seed=0, model="m", batch_size=2, timings=timings)
+    assert result_json(result) == result.model_dump_json().encode()

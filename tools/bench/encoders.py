@@ -1,0 +1,218 @@
+"""``python -m tools.bench.encoders``: PNG encoder candidates side by side, in one process.
+
+For each candidate: median ms per image (runs interleaved round-robin, so a burst of load from
+other processes hits every candidate alike and the ratios hold on a busy machine), bytes, whether
+the bytes decode to exactly the input pixels and repeat exactly, and whether it releases the
+GIL while it works (``gil_free_share``: can a thread pool spread it over cores?). JPEG and WebP
+at the server's quality are listed for that last column. Missing packages are listed as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import statistics
+import struct
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable
+
+import numpy as np
+
+from tools.bench.images import photo_like
+
+Encoder = Callable[[np.ndarray], bytes]
+
+
+def _pil(level: int) -> Encoder:
+    from PIL import Image
+
+    def encode(pixels: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels, mode="RGB").save(buffer, format="PNG", compress_level=level)
+        return buffer.getvalue()
+
+    return encode
+
+
+def _pil_lossy(fmt: str) -> Encoder:
+    from PIL import Image
+
+    def encode(pixels: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels, mode="RGB").save(buffer, format=fmt, quality=90)
+        return buffer.getvalue()
+
+    return encode
+
+
+def _imagecodecs(level: int) -> Encoder:
+    import imagecodecs
+
+    return lambda pixels: bytes(imagecodecs.png_encode(pixels, level=level))
+
+
+def _cv2(level: int) -> Encoder:
+    import cv2
+
+    def encode(pixels: np.ndarray) -> bytes:
+        _, data = cv2.imencode(".png", pixels[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, level])
+        return data.tobytes()
+
+    return encode
+
+
+def _fpng() -> Encoder:
+    import fpng
+
+    return lambda pixels: bytes(fpng.fpng_ext.encode_ndarray(pixels))
+
+
+def _zlib_ng(level: int) -> Encoder:
+    """A minimal PNG writer: the 'up' filter in numpy, then zlib-ng's deflate."""
+    from zlib_ng import zlib_ng
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    def encode(pixels: np.ndarray) -> bytes:
+        height, width, _ = pixels.shape
+        rows = pixels.reshape(height, width * 3)
+        up = np.empty((height, width * 3 + 1), np.uint8)
+        up[:, 0] = 2
+        up[0, 1:] = rows[0]
+        np.subtract(rows[1:], rows[:-1], out=up[1:, 1:])
+        header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+        idat = zlib_ng.compress(up.tobytes(), level)
+        return (
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", header)
+            + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b"")
+        )
+
+    return encode
+
+
+CANDIDATES: dict[str, Callable[[], Encoder]] = {
+    "pil-6 (Pillow default)": lambda: _pil(6),
+    "pil-1": lambda: _pil(1),
+    "pil-0 (stored)": lambda: _pil(0),
+    "imagecodecs-png-1": lambda: _imagecodecs(1),
+    "cv2-1": lambda: _cv2(1),
+    "zlib-ng-1 (up filter)": lambda: _zlib_ng(1),
+    "fpng": _fpng,
+}
+#: Not PNG: the lossy formats at the quality the server uses, for the GIL column.
+OTHERS: dict[str, Callable[[], Encoder]] = {
+    "pil-jpeg-q90": lambda: _pil_lossy("JPEG"),
+    "pil-webp-q90": lambda: _pil_lossy("WEBP"),
+}
+
+
+def _decode(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _steps_while(target: Callable[[], object]) -> int:
+    """Python loop steps this thread makes while another thread runs ``target`` once."""
+    thread = threading.Thread(target=target)
+    steps = 0
+    thread.start()
+    while thread.is_alive():
+        steps += 1
+    return steps
+
+
+def gil_free_share(encode: Encoder, pixels: np.ndarray, median_s: float) -> float:
+    """Python steps another thread makes during one long encode, against during a sleep as long.
+
+    The image is tiled until one call lasts about 0.25 s. Near 1: the encoder releases the GIL
+    (a thread pool spreads it over cores); near 0: it holds it. Extreme either way, so the
+    verdict survives a busy machine, unlike a CPU/wall ratio.
+    """
+    tiles = max(1, min(8, math.ceil(math.sqrt(0.25 / max(median_s, 1e-6)))))
+    big = np.ascontiguousarray(np.tile(pixels, (tiles, tiles, 1)))
+    started = time.perf_counter()
+    encode(big)
+    call_s = time.perf_counter() - started
+    asleep = _steps_while(lambda: time.sleep(call_s))
+    return _steps_while(lambda: encode(big)) / max(1, asleep)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=512, help="image side in pixels")
+    parser.add_argument("--rounds", type=int, default=30, help="encodes per candidate")
+    args = parser.parse_args(argv)
+    pixels = np.ascontiguousarray(photo_like(args.size))
+    encoders: dict[str, Encoder] = {}
+    for name, make in (CANDIDATES | OTHERS).items():
+        try:
+            encoders[name] = make()
+        except ImportError as exc:
+            sys.stdout.write(f"{name}: not installed ({exc})\n")
+    times: dict[str, list[float]] = {name: [] for name in encoders}
+    for _ in range(args.rounds):
+        for name, encode in encoders.items():
+            started = time.perf_counter()
+            encode(pixels)
+            times[name].append(time.perf_counter() - started)
+    sys.stdout.write(
+        f"{args.size}x{args.size} photo-like RGB, {args.rounds} interleaved rounds\n"
+        "| encoder | median ms | vs pil-6 | KB | lossless | same bytes twice | GIL-free share |\n"
+        "|---|---:|---:|---:|---|---|---:|\n"
+    )
+    base = statistics.median(times["pil-6 (Pillow default)"])
+    lossy = set(OTHERS)
+    for name, encode in encoders.items():
+        data = encode(pixels)
+        median = statistics.median(times[name])
+        lossless = name not in lossy and np.array_equal(_decode(data), pixels)
+        share = gil_free_share(encode, pixels, median)
+        sys.stdout.write(
+            f"| {name} | {median * 1000:.2f} | {base / median:.1f}x | {len(data) / 1024:.0f} | "
+            f"{lossless} | {data == encode(pixels)} | {share:.2f} |\n"
+        )
+    json_bodies(encoders["fpng"](pixels), args.rounds)
+    return 0
+
+
+def json_bodies(png: bytes, rounds: int) -> None:
+    """/predict's JSON body for one image: FastAPI's path against ``result_json``'s."""
+    from starlette.responses import JSONResponse
+
+    from inference.http.routes.predict import result_json
+    from inference.schema import GeneratedImage, GenerateResult, Timings
+
+    image = GeneratedImage(data=png, seed=1, width=1, height=1, format="png", media_type="x")
+    timings = Timings(queue_ms=1, inference_ms=1, encode_ms=1, total_ms=1)
+    result = GenerateResult(images=[image], seed=1, model="m", batch_size=1, timings=timings)
+    writers: dict[str, Callable[[], bytes]] = {
+        "FastAPI default (model_dump + json.dumps)": lambda: bytes(
+            JSONResponse(result.model_dump(mode="json")).body
+        ),
+        "pydantic model_dump_json": lambda: result.model_dump_json().encode(),
+        "result_json (pybase64 + orjson)": lambda: result_json(result),
+    }
+    times: dict[str, list[float]] = {name: [] for name in writers}
+    for _ in range(rounds):
+        for name, write in writers.items():
+            started = time.perf_counter()
+            write()
+            times[name].append(time.perf_counter() - started)
+    sys.stdout.write(f"\n/predict JSON body, one {len(png) / 1024:.0f} KB PNG\n")
+    sys.stdout.write("| writer | median ms |\n|---|---:|\n")
+    for name in writers:
+        sys.stdout.write(f"| {name} | {statistics.median(times[name]) * 1000:.3f} |\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
