@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-import re
-from pathlib import Path
-
 from inference.errors import ModelLoadError
 from inference.models.base import Model
 from inference.settings import Settings
-
-CLASS_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 def build_model(settings: Settings) -> Model:
