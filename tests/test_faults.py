@@ -22,6 +22,8 @@ QUIET = {"UI": "false", "LOG_LEVEL": "warning"}
 QUICK = {"width": 64, "height": 64, "steps": 2}
 #: About 0.9 s of mock sampling on one core: long enough to be "in flight" for a while.
 SLOW = {"width": 512, "height": 512, "steps": 20}
+#: About 5 s on one core.
+LONG = {"width": 1024, "height": 1024, "steps": 50}
 
 
 def post_all(url: str, bodies: list[dict], timeout: float = 60) -> list[httpx.Response]:
@@ -56,7 +58,8 @@ def test_a_burst_against_a_small_queue_gets_only_200_or_503_then_recovers() -> N
 def test_requests_past_the_timeout_get_504_and_leave_nothing_queued() -> None:
     env = {**QUIET, "REQUEST_TIMEOUT_S": "0.3", "MAX_BATCH_SIZE": "1"}
     with inference_process(env) as (url, _):
-        responses = post_all(url, [{**SLOW, "seed": i} for i in range(3)])
+        # ~5 s each: far past the timeout even when a loaded machine delays the event loop
+        responses = post_all(url, [{**LONG, "seed": i} for i in range(3)])
         assert [r.status_code for r in responses] == [504] * 3
         assert "REQUEST_TIMEOUT_S" in responses[0].json()["error"]["message"]
         time.sleep(0.5)
@@ -107,9 +110,8 @@ def test_past_the_grace_period_in_flight_work_fails_as_json_503() -> None:
 
         async def scenario() -> list[httpx.Response]:
             async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-                long = {"width": 1024, "height": 1024, "steps": 50}
                 work = [
-                    asyncio.ensure_future(client.post("/predict", json={**long, "seed": i}))
+                    asyncio.ensure_future(client.post("/predict", json={**LONG, "seed": i}))
                     for i in range(2)
                 ]
                 await asyncio.sleep(0.4)
