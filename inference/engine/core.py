@@ -17,14 +17,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import numpy as np
+from typing import Literal
 
 from inference.engine.batcher import Batcher, Closed, Preview, Progress, Ticket
 from inference.engine.encoding import Output, encode_result
+from inference.engine.outputs import batch_preview, checked, notify
 from inference.errors import InferenceError, ModelError, NotReady
-from inference.models.base import Model, ModelImage, PreviewCallback, RenderPreview
+from inference.models.base import Model
 from inference.schema import GenerateResult, Job
 from inference.settings import Settings
 
@@ -141,7 +140,7 @@ class Engine:
             # One small generation at the size actually served, so the first request is not
             # the one that pays for lazy initialisation (kernels, allocator, caches).
             started = time.perf_counter()
-            _checked([job], self.model.generate([job]))
+            checked([job], self.model.generate([job]))
             self.stats.warmup_s = time.perf_counter() - started
         except BaseException as exc:
             with self._lock:
@@ -288,22 +287,22 @@ class Engine:
         size = sum(job.num_outputs for job in jobs)
 
         def progress(step: int, total: int) -> None:
-            _notify(self._step_listeners, step, total)
+            notify(self._step_listeners, step, total)
             for ticket in live:
                 if ticket.progress is not None and not ticket.abandoned:
-                    _notify([ticket.progress], step, total)
+                    notify([ticket.progress], step, total)
             if self.phase == "stopped":
                 raise _Stopped
             if all(t.abandoned for t in live):
                 raise _BatchAbandoned
 
-        preview = self._preview(live)
+        preview = batch_preview(live) if self.previews else None
         started = time.monotonic()
         try:
             if preview is None:
-                outputs = _checked(jobs, self.model.generate(jobs, progress))
+                outputs = checked(jobs, self.model.generate(jobs, progress))
             else:
-                outputs = _checked(jobs, self.model.generate(jobs, progress, preview=preview))
+                outputs = checked(jobs, self.model.generate(jobs, progress, preview=preview))
         except _Stopped:
             log.warning("stopped a running batch of %d images: the server is shutting down", size)
             for ticket in live:
@@ -329,73 +328,8 @@ class Engine:
         elapsed = time.monotonic() - started
         self.stats.model_calls += 1
         self.stats.images_generated += size
-        _notify(self._batch_listeners, size, elapsed)
+        notify(self._batch_listeners, size, elapsed)
         for ticket, (pixels, nsfw) in zip(live, outputs, strict=True):
             queued = started - ticket.enqueued
             ticket.future.set_result(Output(pixels, size, queued, elapsed, nsfw))
         return elapsed
-
-    def _preview(self, live: list[Ticket]) -> PreviewCallback | None:
-        """The model's preview hook for this batch: None unless a caller asked and the model can.
-
-        Each step's render runs at most once, however many callers look at it.
-        """
-        if not self.previews or all(t.preview is None for t in live):
-            return None
-
-        def preview(step: int, total: int, render: RenderPreview) -> None:
-            rendered: list[list[list[np.ndarray]]] = []
-
-            def images_of(index: int) -> Callable[[], list[np.ndarray]]:
-                def images() -> list[np.ndarray]:
-                    if not rendered:
-                        rendered.append(render())
-                    return rendered[0][index]
-
-                return images
-
-            for index, ticket in enumerate(live):
-                if ticket.preview is not None and not ticket.abandoned:
-                    _notify([ticket.preview], step, total, images_of(index))
-
-        return preview
-
-
-Checked = list[tuple[list[np.ndarray], list[bool | None]]]
-
-
-def _checked(jobs: list[Job], outputs: list[list[Any]]) -> Checked:
-    """Each job's pixels and safety flags; a backend that returns the wrong number or shape of
-    images fails loudly."""
-    if len(outputs) != len(jobs):
-        raise ModelError(f"the model returned {len(outputs)} results for {len(jobs)} requests")
-    checked: Checked = []
-    for job, images in zip(jobs, outputs, strict=True):
-        if len(images) != job.num_outputs:
-            raise ModelError(
-                f"the model returned {len(images)} images for a request of {job.num_outputs}"
-            )
-        items = [i if isinstance(i, ModelImage) else ModelImage(i) for i in images]
-        for item in items:
-            pixels = item.pixels
-            if (
-                not isinstance(pixels, np.ndarray)
-                or pixels.shape != (job.height, job.width, 3)
-                or pixels.dtype != np.uint8
-            ):
-                got = f"{pixels.dtype} {pixels.shape}" if isinstance(pixels, np.ndarray) else ""
-                raise ModelError(
-                    f"the model returned an image of {got or type(pixels).__name__}, "
-                    f"expected uint8 {(job.height, job.width, 3)}"
-                )
-        checked.append(([i.pixels for i in items], [i.nsfw for i in items]))
-    return checked
-
-
-def _notify(listeners: list[Callable[..., None]], *args: Any) -> None:
-    """Call each listener; one that fails (metrics, logs) is logged and never fails a batch."""
-    for listener in listeners:
-        try:
-            listener(*args)
-        except Exception:
-            log.exception("listener %r failed", listener)
