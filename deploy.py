@@ -296,7 +296,7 @@ class ModalCalls:
         return (await Model().run_prediction.spawn.aio(prediction, job)).object_id
 
     async def result(self, call_id: str) -> Any:
-        from inference.schema import GenerateResult
+        from inference.results import GenerateResult
 
         try:
             output = await modal.FunctionCall.from_id(call_id).get.aio(timeout=0)

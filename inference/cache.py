@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Literal
 
 from inference.errors import InferenceError
-from inference.schema import GenerateResult, Timings
+from inference.results import GenerateResult, Timings
 
 Flight = concurrent.futures.Future  # of GenerateResult, or None: "the computing caller gave up"
 

@@ -20,7 +20,8 @@ from inference.engine import Engine, EngineStats
 from inference.engine.batcher import Preview, Progress
 from inference.engine.core import BatchListener, Phase, StepListener
 from inference.models import Model, build_model
-from inference.schema import IMAGE_FIELDS, Defaults, GenerateRequest, GenerateResult, Job, Limits
+from inference.results import GenerateResult
+from inference.schema import IMAGE_FIELDS, Defaults, GenerateRequest, Job, Limits
 from inference.settings import Settings
 from inference.validation import Validator
 

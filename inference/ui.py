@@ -26,7 +26,8 @@ from inference.errors import InferenceError
 from inference.extras import MissingExtra, installed
 from inference.fields import RequestField, request_fields
 from inference.http.errors import error_response
-from inference.schema import IMAGE_FIELDS, GenerateResult
+from inference.results import GenerateResult
+from inference.schema import IMAGE_FIELDS
 
 if TYPE_CHECKING:
     import gradio as gr

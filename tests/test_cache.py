@@ -18,7 +18,8 @@ from inference.cache import ResultCache
 from inference.errors import ModelError
 from inference.http.app import create_app
 from inference.models.mock import MockModel
-from inference.schema import GeneratedImage, GenerateRequest, GenerateResult, Timings
+from inference.results import GeneratedImage, GenerateResult, Timings
+from inference.schema import GenerateRequest
 from inference.service import Service
 from inference.settings import Settings
 from tests.fakes import GatedModel

@@ -15,7 +15,7 @@ import pytest
 
 from inference import codec
 from inference.http.routes.predict import result_json
-from inference.schema import GeneratedImage, GenerateResult, Timings
+from inference.results import GeneratedImage, GenerateResult, Timings
 from tools.bench.images import photo_like
 
 #: SHA-256 of fpng 0.1.x's PNG of ``integer_image()``: the same pixels always give these bytes,

@@ -29,7 +29,8 @@ from inference.http.protocols import use_store
 from inference.models.mock import MockModel
 from inference.predictions import WebhookSender, new_id, remote
 from inference.predictions.remote import ModalStore, RemoteJobs
-from inference.schema import GenerateRequest, GenerateResult
+from inference.results import GenerateResult
+from inference.schema import GenerateRequest
 from inference.service import Service
 from inference.settings import Settings
 from tests.fakes import GatedModel, SlowStepsModel

@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from inference import codec
 from inference.errors import InferenceError, InvalidRequest, Overloaded, RequestTimeout
 from inference.models.mock import MockModel
-from inference.schema import SEED_MAX, Defaults, GenerateRequest, GenerateResult, Job, OutputFormat
+from inference.results import GenerateResult
+from inference.schema import SEED_MAX, Defaults, GenerateRequest, Job, OutputFormat
 from inference.settings import Settings
 from inference.validation import Validator, capped, describe_errors, parse
 

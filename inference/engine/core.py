@@ -24,7 +24,8 @@ from inference.engine.encoding import Output, encode_result
 from inference.engine.outputs import batch_preview, checked, notify
 from inference.errors import InferenceError, ModelError, NotReady
 from inference.models.base import Model
-from inference.schema import GenerateResult, Job
+from inference.results import GenerateResult
+from inference.schema import Job
 from inference.settings import Settings
 
 log = logging.getLogger(__name__)

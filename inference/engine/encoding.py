@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from inference import codec
-from inference.schema import GeneratedImage, GenerateResult, Job, Timings
+from inference.results import GeneratedImage, GenerateResult, Timings
+from inference.schema import Job
 
 
 @dataclass

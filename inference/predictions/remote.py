@@ -30,7 +30,8 @@ from inference.errors import InferenceError, Overloaded
 from inference.predictions.record import Event, Prediction
 from inference.predictions.store import check_room, retry_after_s
 from inference.predictions.webhooks import WebhookSender
-from inference.schema import GenerateResult, Job
+from inference.results import GenerateResult
+from inference.schema import Job
 from inference.service import Service
 from inference.settings import Settings
 

@@ -190,7 +190,7 @@ def json_bodies(png: bytes, rounds: int) -> None:
     from starlette.responses import JSONResponse
 
     from inference.http.routes.predict import result_json
-    from inference.schema import GeneratedImage, GenerateResult, Timings
+    from inference.results import GeneratedImage, GenerateResult, Timings
 
     image = GeneratedImage(data=png, seed=1, width=1, height=1, format="png", media_type="x")
     timings = Timings(queue_ms=1, inference_ms=1, encode_ms=1, total_ms=1)

@@ -39,7 +39,8 @@ from inference.http.openai_shapes import (
     partial_steps,
 )
 from inference.http.routes.predict import until_disconnect
-from inference.schema import GenerateResult, Job
+from inference.results import GenerateResult
+from inference.schema import Job
 from inference.service import Service
 
 log = logging.getLogger(__name__)

@@ -17,14 +17,8 @@ from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
 from inference.http.errors import ClientDisconnected
 from inference.http.forms import openapi_body, read_request
 from inference.http.openapi import error_responses
-from inference.schema import (
-    BatchItem,
-    BatchItemError,
-    BatchRequest,
-    BatchResponse,
-    GenerateRequest,
-    GenerateResult,
-)
+from inference.results import BatchItem, BatchItemError, BatchRequest, BatchResponse, GenerateResult
+from inference.schema import GenerateRequest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
