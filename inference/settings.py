@@ -6,9 +6,7 @@ Names carry their units (``max_wait_ms``, ``request_timeout_s``) so a deployer n
 
 from __future__ import annotations
 
-import base64
 import ipaddress
-import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -17,15 +15,16 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from inference import schema
-from inference.adapters.spec import LORAS_MAX, LoraAdapter, parse_list
-
-#: Pillow's own decompression-bomb threshold (``PIL.Image.MAX_IMAGE_PIXELS``): above it Pillow
-#: warns, and refuses at twice it, before our check could name the setting.
-PILLOW_BOMB_PIXELS = 89_478_485
+from inference.settings_inputs import InputSettings
+from inference.settings_jobs import JobSettings
 
 
-class Settings(BaseSettings):
-    """Deployment settings; each field is read from the upper-cased env var of the same name."""
+class Settings(BaseSettings, InputSettings, JobSettings):
+    """Deployment settings; each field is read from the upper-cased env var of the same name.
+
+    The fields of what requests may bring in (images, LoRA adapters) and of the predictions API
+    (jobs, webhooks, served image URLs) are declared in ``settings_inputs`` and
+    ``settings_jobs``; they are settings like the others."""
 
     # hide_input_in_errors: an error elsewhere must never print AUTH_TOKEN or HF_TOKEN.
     model_config = SettingsConfigDict(
@@ -79,47 +78,6 @@ class Settings(BaseSettings):
         "only.",
     )
 
-    # LoRA adapters (issue 16; inference/adapters/)
-    lora_dir: Path | None = Field(
-        None, description="Folder whose files requests may name as 'local:NAME' adapters."
-    )
-    lora_allowed_hosts: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Comma-separated hosts adapter URLs may come from ('*': any public host); "
-        "empty: URLs refused.",
-    )
-    lora_allow_private_urls: bool = Field(
-        False,
-        description="Allow adapter URLs that resolve to private or loopback addresses "
-        "(tests, a registry inside your network).",
-    )
-    lora_download_dir: Path | None = Field(
-        None,
-        description="Where URL adapters are downloaded once (default: HF_HOME/lora-downloads, "
-        "on Modal's weights Volume); hub adapters use the Hugging Face cache.",
-    )
-    lora_max_file_bytes: int = Field(
-        512 * 1024**2, ge=1024, description="Larger adapter files are refused."
-    )
-    weights_url_max_bytes: int = Field(
-        50 * 1024**3,
-        ge=1024,
-        description="Cog weights given as a URL (COG_WEIGHTS): larger downloads are refused.",
-    )
-    lora_cache_max_count: int = Field(
-        8, ge=1, description="Adapters kept loaded at once; the least recently used is unloaded."
-    )
-    lora_cache_max_bytes: int = Field(
-        2 * 1024**3, ge=1024, description="Adapter file bytes kept loaded at once."
-    )
-    max_loras: int = Field(
-        3, ge=0, le=LORAS_MAX, description="Most adapters in one request (0: adapters off)."
-    )
-    default_loras: Annotated[list[LoraAdapter], NoDecode] = Field(
-        default_factory=list,
-        description="Adapters for requests that omit 'loras': comma-separated REF[:SCALE].",
-    )
-
     # Dynamic batching and back-pressure
     max_batch_size: int = Field(8, ge=1, le=256, description="Most images in one model call.")
     max_wait_ms: float = Field(
@@ -153,34 +111,6 @@ class Settings(BaseSettings):
         "get room for two images of MAX_IMAGE_BYTES on top).",
     )
 
-    # Image inputs (image-to-image, inpainting)
-    max_image_bytes: int = Field(
-        10_000_000,
-        ge=1024,
-        description="Largest image file (image or mask) a request may carry, however it is "
-        "sent; larger ones are refused with 413.",
-    )
-    max_image_pixels: int = Field(
-        25_000_000,
-        ge=schema.SIDE_MIN**2,
-        le=PILLOW_BOMB_PIXELS,
-        description="Most pixels an image may have, read from its header before it is decoded "
-        "(a few-KB file can hold billions of pixels); at most Pillow's own bomb limit.",
-    )
-    image_url_hosts: str = Field(
-        "",
-        description="Comma-separated hosts that image fields may be fetched from as http(s) "
-        "URLs ('*.example.com' matches subdomains, '*' any host); empty: URLs are refused.",
-    )
-    image_url_timeout_s: float = Field(
-        10.0, gt=0, le=300, description="Fetching one image URL takes at most this long."
-    )
-    image_url_allow_private: bool = Field(
-        False,
-        description="Fetch image URLs that resolve to private, loopback or link-local "
-        "addresses (checked after DNS resolution); off by default.",
-    )
-
     # Defaults for omitted request fields; unset means the model's own default.
     default_steps: int | None = Field(None, ge=1, le=schema.STEPS_MAX)
     default_prompt_weight: float | None = Field(
@@ -194,15 +124,6 @@ class Settings(BaseSettings):
         None,
         description="When set, /predict*, the predictions routes, /v1/images/generations and "
         "/metrics need 'Authorization: Bearer <token>'.",
-    )
-    image_url_ttl_s: float = Field(
-        3600.0, gt=0, description="OpenAI response_format=url: how long an image URL works."
-    )
-    image_url_store_mb: float = Field(
-        128.0,
-        gt=0,
-        description="OpenAI response_format=url: memory for images behind URLs; the oldest "
-        "go first when it is full.",
     )
     ui: bool = Field(
         True, description="Serve the Gradio UI at /ui (needs the 'ui' extra); false skips it."
@@ -250,18 +171,6 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("lora_allowed_hosts", mode="before")
-    @classmethod
-    def _hosts(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip().lower() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("default_loras", mode="before")
-    @classmethod
-    def _adapters_text(cls, value: object) -> object:
-        return parse_list(value) if isinstance(value, str) else value
-
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
@@ -272,70 +181,6 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{entry!r} is not an IP address or network; use e.g. 10.0.0.0/8"
                 ) from None
-        return value
-
-    public_url: str | None = Field(
-        None,
-        description="The base URL clients reach this server at (e.g. https://me-app.hf.space), "
-        "for the URLs in prediction objects and OpenAI's response_format=url; unset: the "
-        "request's own.",
-    )
-
-    # Predictions API (Replicate's and Cog's protocols): async jobs and webhooks
-    predictions_max_count: int = Field(
-        1000, ge=1, description="Predictions kept at once; beyond it creating one gets 503."
-    )
-    predictions_max_bytes: int = Field(
-        512_000_000,
-        ge=1_000_000,
-        description="Bytes of inputs, logs and images kept at once (a running prediction "
-        "reserves its images' raw size); beyond it creating one gets 503.",
-    )
-    predictions_ttl_s: float = Field(
-        3600.0, gt=0, description="A finished prediction is forgotten this long after it ended."
-    )
-    predictions_wait_max_s: float = Field(
-        60.0, gt=0, le=3600, description="Longest a create request with 'Prefer: wait' blocks."
-    )
-    predictions_output: Literal["data", "url"] = Field(
-        "data",
-        description="Prediction outputs as data: URIs, or as URLs this server serves (the "
-        "replicate client reads https: URLs as files, so use 'url' behind TLS).",
-    )
-    webhook_secret: SecretStr | None = Field(
-        None,
-        description="'whsec_<base64 key>': webhooks are signed with it as Replicate signs "
-        "them (Standard Webhooks); unset: sent unsigned, as Cog sends them.",
-    )
-    webhook_allowed_hosts: str = Field(
-        "",
-        description="Comma-separated host names accepted as webhook targets even though they "
-        "resolve to loopback, private or link-local addresses (refused otherwise).",
-    )
-    webhook_timeout_s: float = Field(10.0, gt=0, le=300, description="One delivery attempt.")
-    webhook_max_attempts: int = Field(
-        5, ge=1, le=20, description="Tries of a 'completed' webhook (other events: one try)."
-    )
-    webhook_retry_backoff_s: float = Field(
-        1.0, ge=0, le=60, description="Wait before the second try; doubles for each next one."
-    )
-    webhook_queue_size: int = Field(
-        1000,
-        ge=1,
-        description="Webhook deliveries waiting at once; beyond it new ones are dropped.",
-    )
-
-    @field_validator("public_url", mode="before")
-    @classmethod
-    def _public_url(cls, value: object) -> object:
-        """An empty variable means unset; a trailing slash would double the one in each path."""
-        if not isinstance(value, str):
-            return value
-        value = value.rstrip("/")
-        if not value:
-            return None  # an empty Space variable means "not set"
-        if not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", value):
-            raise ValueError("must be an http(s) base URL such as https://me-app.hf.space")
         return value
 
     @model_validator(mode="after")
@@ -370,23 +215,7 @@ class Settings(BaseSettings):
             self.auth_token = None  # AUTH_TOKEN="" means auth off, not "the empty token"
         if self.model_revision == "":
             self.model_revision = None  # an empty Space variable means "no pin", not revision ""
-        if self.webhook_secret is not None:
-            self.webhook_secret = _webhook_secret(self.webhook_secret.get_secret_value())
         return self
-
-    @property
-    def webhook_hosts(self) -> frozenset[str]:
-        """WEBHOOK_ALLOWED_HOSTS as lower-case names."""
-        return frozenset(
-            h.strip().lower().strip("[]")
-            for h in self.webhook_allowed_hosts.split(",")
-            if h.strip()
-        )
-
-    @property
-    def url_hosts(self) -> tuple[str, ...]:
-        """IMAGE_URL_HOSTS as lower-case host patterns."""
-        return tuple(h.strip().lower() for h in self.image_url_hosts.split(",") if h.strip())
 
     @property
     def max_image_body_bytes(self) -> int:
@@ -403,24 +232,6 @@ class Settings(BaseSettings):
             max_pixels=self.max_pixels,
             max_outputs=min(schema.NUM_OUTPUTS_MAX, self.max_batch_size),
         )
-
-
-def _webhook_secret(value: str) -> SecretStr | None:
-    """The secret if it is ``whsec_`` and base64 (what users' verification code decodes)."""
-    if not value:
-        return None  # WEBHOOK_SECRET="" means unsigned
-    prefix, _, key = value.partition("_")
-    try:
-        decoded = base64.b64decode(key, validate=True)
-    except ValueError:
-        decoded = b""
-    if prefix != "whsec" or len(decoded) < 16:
-        raise ValueError(
-            "WEBHOOK_SECRET must be 'whsec_' followed by a base64 key of at least 16 bytes, "
-            'e.g. the output of: python -c "import base64, os; '
-            "print('whsec_' + base64.b64encode(os.urandom(32)).decode())\""
-        )
-    return SecretStr(value)
 
 
 def describe_settings_errors(exc: ValidationError, prefix: str = "") -> list[str]:

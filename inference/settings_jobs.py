@@ -1,0 +1,120 @@
+"""Settings of the predictions API (Replicate's and Cog's protocols), its webhooks, and the
+image URLs the OpenAI route serves (a part of ``inference.settings.Settings``)."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+
+
+class JobSettings(BaseModel):
+    """PUBLIC_URL, PREDICTIONS_*, WEBHOOK_*, IMAGE_URL_TTL_S and IMAGE_URL_STORE_MB."""
+
+    public_url: str | None = Field(
+        None,
+        description="The base URL clients reach this server at (e.g. https://me-app.hf.space), "
+        "for the URLs in prediction objects and OpenAI's response_format=url; unset: the "
+        "request's own.",
+    )
+
+    # Predictions API (Replicate's and Cog's protocols): async jobs and webhooks
+    predictions_max_count: int = Field(
+        1000, ge=1, description="Predictions kept at once; beyond it creating one gets 503."
+    )
+    predictions_max_bytes: int = Field(
+        512_000_000,
+        ge=1_000_000,
+        description="Bytes of inputs, logs and images kept at once (a running prediction "
+        "reserves its images' raw size); beyond it creating one gets 503.",
+    )
+    predictions_ttl_s: float = Field(
+        3600.0, gt=0, description="A finished prediction is forgotten this long after it ended."
+    )
+    predictions_wait_max_s: float = Field(
+        60.0, gt=0, le=3600, description="Longest a create request with 'Prefer: wait' blocks."
+    )
+    predictions_output: Literal["data", "url"] = Field(
+        "data",
+        description="Prediction outputs as data: URIs, or as URLs this server serves (the "
+        "replicate client reads https: URLs as files, so use 'url' behind TLS).",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="'whsec_<base64 key>': webhooks are signed with it as Replicate signs "
+        "them (Standard Webhooks); unset: sent unsigned, as Cog sends them.",
+    )
+    webhook_allowed_hosts: str = Field(
+        "",
+        description="Comma-separated host names accepted as webhook targets even though they "
+        "resolve to loopback, private or link-local addresses (refused otherwise).",
+    )
+    webhook_timeout_s: float = Field(10.0, gt=0, le=300, description="One delivery attempt.")
+    webhook_max_attempts: int = Field(
+        5, ge=1, le=20, description="Tries of a 'completed' webhook (other events: one try)."
+    )
+    webhook_retry_backoff_s: float = Field(
+        1.0, ge=0, le=60, description="Wait before the second try; doubles for each next one."
+    )
+    webhook_queue_size: int = Field(
+        1000,
+        ge=1,
+        description="Webhook deliveries waiting at once; beyond it new ones are dropped.",
+    )
+
+    @field_validator("public_url", mode="before")
+    @classmethod
+    def _public_url(cls, value: object) -> object:
+        """An empty variable means unset; a trailing slash would double the one in each path."""
+        if not isinstance(value, str):
+            return value
+        value = value.rstrip("/")
+        if not value:
+            return None  # an empty Space variable means "not set"
+        if not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", value):
+            raise ValueError("must be an http(s) base URL such as https://me-app.hf.space")
+        return value
+
+    image_url_ttl_s: float = Field(
+        3600.0, gt=0, description="OpenAI response_format=url: how long an image URL works."
+    )
+    image_url_store_mb: float = Field(
+        128.0,
+        gt=0,
+        description="OpenAI response_format=url: memory for images behind URLs; the oldest "
+        "go first when it is full.",
+    )
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _signing_key(cls, value: SecretStr | None) -> SecretStr | None:
+        return None if value is None else _webhook_secret(value.get_secret_value())
+
+    @property
+    def webhook_hosts(self) -> frozenset[str]:
+        """WEBHOOK_ALLOWED_HOSTS as lower-case names."""
+        return frozenset(
+            h.strip().lower().strip("[]")
+            for h in self.webhook_allowed_hosts.split(",")
+            if h.strip()
+        )
+
+
+def _webhook_secret(value: str) -> SecretStr | None:
+    """The secret if it is ``whsec_`` and base64 (what users' verification code decodes)."""
+    if not value:
+        return None  # WEBHOOK_SECRET="" means unsigned
+    prefix, _, key = value.partition("_")
+    try:
+        decoded = base64.b64decode(key, validate=True)
+    except ValueError:
+        decoded = b""
+    if prefix != "whsec" or len(decoded) < 16:
+        raise ValueError(
+            "WEBHOOK_SECRET must be 'whsec_' followed by a base64 key of at least 16 bytes, "
+            'e.g. the output of: python -c "import base64, os; '
+            "print('whsec_' + base64.b64encode(os.urandom(32)).decode())\""
+        )
+    return SecretStr(value)
