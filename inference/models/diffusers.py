@@ -51,7 +51,6 @@ from inference.models.base import (
 from inference.models.diffusers_lora import PipelineAdapters
 from inference.models.modes import DerivedPipelines, image_kwargs
 from inference.models.pipelines import (
-    SCHEDULERS,
     check_dtype,
     load_pipeline,
     model_defaults,
@@ -62,6 +61,7 @@ from inference.models.pipelines import (
     to_pixels,
 )
 from inference.models.previews import LatentPreviewer
+from inference.models.samplers import Samplers
 from inference.schema import Defaults, Job, Mode, Scheduler
 from inference.settings import Settings
 from inference.weights import check_safetensors, find_pipeline
@@ -109,10 +109,9 @@ class DiffusersModel:
         self.pipe: Any = None
         self.size_multiple = 8
         self._defaults = PROVISIONAL_DEFAULTS
-        self._own_scheduler: tuple[type, dict[str, Any]] | None = None
+        self.samplers = Samplers(scheduler)
         self._accepts: set[str] = set()
         self._empty_negative_special = False
-        self._compatible: set[str] = set()
         self._derived = DerivedPipelines()
         self.lora = PipelineAdapters(settings or Settings())
         self.adapters = self.lora.adapters
@@ -194,11 +193,7 @@ class DiffusersModel:
         optimize(
             pipe, self.device, torch_compile=self.torch_compile, channels_last=self.channels_last
         )
-        self._own_scheduler = (type(pipe.scheduler), dict(pipe.scheduler.config))
-        self._compatible = {type(pipe.scheduler).__name__} | {
-            cls.__name__ for cls in pipe.scheduler.compatibles
-        }
-        self._check_default_scheduler(pipe)
+        self.samplers.attach(pipe, self.source)
         self._empty_negative_special = bool(pipe.config.get("force_zeros_for_empty_prompt"))
         self.size_multiple = size_multiple(pipe)
         self._defaults = model_defaults(pipe, self.source)
@@ -226,23 +221,7 @@ class DiffusersModel:
         else:
             self.safety_checker = "kept"
 
-    def _check_default_scheduler(self, pipe: Any) -> None:
-        """A SCHEDULER that does not fit the model fails at start, naming the setting."""
-        if self.default_scheduler is None or self.default_scheduler in (
-            allowed := self.compatible_schedulers()
-        ):
-            return
-        choice = f"choose one of {allowed}" if allowed else "this model offers no other sampler"
-        raise ModelLoadError(
-            f"SCHEDULER={self.default_scheduler} does not fit model {self.source!r} "
-            f"({type(pipe.scheduler).__name__}); {choice}, or unset SCHEDULER"
-        )
-
     # -- serving -----------------------------------------------------------------------------
-
-    def scheduler_name(self, job: Job) -> str | None:
-        """The job's sampler: its own choice, else the deployment's SCHEDULER, else None."""
-        return job.scheduler or self.default_scheduler
 
     def batch_key(self, job: Job) -> Hashable:
         """Size, steps, guidance, sampler, mode and strength: what one pipeline call takes once
@@ -253,7 +232,7 @@ class DiffusersModel:
             job.height,
             job.steps,
             job.prompt_weight,
-            self.scheduler_name(job),
+            self.samplers.name(job),
             negative,
             job.mode,
             job.strength,
@@ -278,7 +257,6 @@ class DiffusersModel:
         """Refuse, naming the field, a job the loaded pipeline cannot run as asked."""
         if self.pipe is None:  # not loaded: the engine refuses the job as not ready anyway
             return
-        scheduler = self.scheduler_name(job)
         m = self.size_multiple
         for field, value in (("width", job.width), ("height", job.height)):
             if value % m:
@@ -300,14 +278,11 @@ class DiffusersModel:
                     "or raise steps",
                 )
         self.lora.check(job.loras)
-        if scheduler is not None:
-            allowed = self.compatible_schedulers()
-            if scheduler not in allowed:
-                raise InvalidRequest(
-                    "scheduler",
-                    f"scheduler {scheduler!r} does not fit model {self.name!r} "
-                    f"({type(self.pipe.scheduler).__name__}); choose one of {allowed} or omit it",
-                )
+        self.samplers.check(job, self.name)
+
+    def compatible_schedulers(self) -> list[str]:
+        """The API's scheduler names this pipeline can use (its scheduler's family)."""
+        return self.samplers.compatible()
 
     def _check_negative_prompt(self, job: Job) -> None:
         """Refuse a negative prompt the pipeline would silently ignore."""
@@ -326,21 +301,6 @@ class DiffusersModel:
         raise InvalidRequest(
             "negative_prompt", f"model {self.name!r} ({pipeline}) {why} omit negative_prompt"
         )
-
-    def compatible_schedulers(self) -> list[str]:
-        """The API's scheduler names this pipeline can use (its scheduler's family)."""
-        return [name for name, (cls, _) in SCHEDULERS.items() if cls in self._compatible]
-
-    def _make_scheduler(self, name: str | None) -> Any:
-        """A fresh scheduler for one call: schedulers keep per-call state (step index, history)."""
-        import diffusers
-
-        assert self._own_scheduler is not None
-        own_cls, config = self._own_scheduler
-        if name is None:
-            return own_cls.from_config(config)
-        cls_name, overrides = SCHEDULERS[name]
-        return getattr(diffusers, cls_name).from_config(config, **overrides)
 
     def generate(
         self,
@@ -395,7 +355,7 @@ class DiffusersModel:
 
             kwargs["callback_on_step_end"] = on_step_end
         self.lora.activate(first.loras)
-        pipe.scheduler = self._make_scheduler(self.scheduler_name(first))
+        pipe.scheduler = self.samplers.fresh(first)
         with torch.inference_mode():
             output = pipe(**kwargs)
         images: list[Any] = to_pixels(output.images)
