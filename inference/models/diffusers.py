@@ -52,6 +52,7 @@ from inference.models.diffusers_lora import PipelineAdapters
 from inference.models.modes import DerivedPipelines, image_kwargs
 from inference.models.pipelines import (
     check_dtype,
+    ignores_negative_prompt,
     load_pipeline,
     model_defaults,
     optimize,
@@ -267,7 +268,13 @@ class DiffusersModel:
                     f"(try {lower} or {lower + m})",
                 )
         if job.negative_prompt:
-            self._check_negative_prompt(job)
+            why = ignores_negative_prompt(self._accepts, job.prompt_weight)
+            if why:
+                pipeline = type(self.pipe).__name__
+                raise InvalidRequest(
+                    "negative_prompt",
+                    f"model {self.name!r} ({pipeline}) {why} omit negative_prompt",
+                )
         if job.strength is not None:
             self.pipeline(job.mode)
             if int(job.steps * job.strength) < 1:
@@ -283,24 +290,6 @@ class DiffusersModel:
     def compatible_schedulers(self) -> list[str]:
         """The API's scheduler names this pipeline can use (its scheduler's family)."""
         return self.samplers.compatible()
-
-    def _check_negative_prompt(self, job: Job) -> None:
-        """Refuse a negative prompt the pipeline would silently ignore."""
-        pipeline = type(self.pipe).__name__
-        if "negative_prompt" not in self._accepts:
-            why = "takes no negative_prompt;"
-        elif "true_cfg_scale" in self._accepts:  # FLUX: only with true CFG, which we don't run
-            why = "ignores negative_prompt (distilled guidance, no negative pass);"
-        elif job.prompt_weight <= 1:  # no classifier-free guidance, so no negative pass
-            why = (
-                f"ignores negative_prompt at prompt_weight {job.prompt_weight:g} (it applies only "
-                "above 1, with classifier-free guidance); raise prompt_weight or"
-            )
-        else:
-            return
-        raise InvalidRequest(
-            "negative_prompt", f"model {self.name!r} ({pipeline}) {why} omit negative_prompt"
-        )
 
     def generate(
         self,

@@ -204,3 +204,17 @@ def load_pipeline(folder: Path, dtype: Any, source: str, revision: str | None) -
             f"cannot load diffusers pipeline {source!r} from {str(folder)!r}: "
             f"{type(exc).__name__}: {exc}{hint}"
         ) from exc
+
+
+def ignores_negative_prompt(accepts: set[str], prompt_weight: float) -> str | None:
+    """Why a pipeline taking ``accepts`` would silently ignore a negative prompt, or None."""
+    if "negative_prompt" not in accepts:
+        return "takes no negative_prompt;"
+    if "true_cfg_scale" in accepts:  # FLUX: only with true CFG, which we don't run
+        return "ignores negative_prompt (distilled guidance, no negative pass);"
+    if prompt_weight <= 1:  # no classifier-free guidance, so no negative pass
+        return (
+            f"ignores negative_prompt at prompt_weight {prompt_weight:g} (it applies only "
+            "above 1, with classifier-free guidance); raise prompt_weight or"
+        )
+    return None
