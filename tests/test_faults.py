@@ -174,7 +174,11 @@ def rss_kib(pid: int) -> int:
 
 
 def soak(seconds: float) -> tuple[dict[int, int], int, int]:
-    """Mixed valid and invalid traffic; (statuses, RSS after warm-up, RSS at the end) in KiB."""
+    """Mixed valid and invalid traffic; (statuses, RSS after warm-up, RSS at the end) in KiB.
+
+    Every round has new seeds and prompts, so results go through the model and fill the result
+    cache (kept small, so that its bound is reached during the warm-up) and the prompt caches.
+    """
     bodies = [
         QUICK,
         {**QUICK, "prompt": "a fox", "num_outputs": 2},
@@ -184,22 +188,24 @@ def soak(seconds: float) -> tuple[dict[int, int], int, int]:
         {"unknown": 1},
     ]
     statuses: dict[int, int] = {}
+    rounds = 0
     with (
-        inference_process(QUIET) as (url, process),
+        inference_process({**QUIET, "RESULT_CACHE_MB": "1"}) as (url, process),
         httpx.Client(base_url=url, timeout=30) as client,
     ):
 
         def round_trip() -> None:
-            for i, body in enumerate(bodies):
-                code = client.post(
-                    "/predict", json={**body, "seed": i} if "seed" not in body else body
-                ).status_code
+            nonlocal rounds
+            rounds += 1
+            for body in bodies:
+                varied = {"seed": rounds, "prompt": f"a fox, take {rounds % 40}"}
+                code = client.post("/predict", json={**varied, **body}).status_code
                 statuses[code] = statuses.get(code, 0) + 1
             client.post(
                 "/predict", content=b"{broken", headers={"content-type": "application/json"}
             )
 
-        for _ in range(20):  # warm-up: caches and allocator reach their steady size
+        for _ in range(100):  # warm-up: caches and allocator reach their steady size
             round_trip()
         start = rss_kib(process.pid)
         deadline = time.monotonic() + seconds
