@@ -28,6 +28,7 @@ import annotated_types
 import httpx
 import pydantic
 import pytest
+import yaml
 
 from inference.adapters.spec import LoraAdapter
 from inference.models.mock import MockModel
@@ -208,9 +209,16 @@ def test_predict_writes_out_i_files_in_process(
 # -- the real Cog prediction server ------------------------------------------------------------
 
 
+def _image_env() -> dict[str, str]:
+    """cog.yaml's ``environment``, which `cog build` bakes into the image as ENV lines."""
+    config = yaml.safe_load((ROOT / "cog.yaml").read_text())
+    return dict(item.split("=", 1) for item in config.get("environment") or [])
+
+
 def _server_env(port: int, folder: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
     env.pop("COG_WEIGHTS", None)
+    env.update(_image_env())
     env.update(
         # coglet starts its worker with a bare `python`: the venv's must come first
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
@@ -268,6 +276,15 @@ class CogServer:
             time.sleep(0.2)
         raise TimeoutError(f"no {statuses} within {timeout_s}s:\n{self.log.read_text()}")
 
+    def runtime_threads(self) -> list[str]:
+        """Names of the server's tokio threads (Linux: /proc). Blocking-pool threads would share
+        the name; coglet 0.23.1 starts none in this process, so the count is its runtime's."""
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        if not tasks.is_dir():
+            pytest.skip("needs Linux /proc")
+        names = [(task / "comm").read_text().strip() for task in tasks.iterdir()]
+        return [name for name in names if name.startswith("tokio-")]
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -283,14 +300,19 @@ def cog_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cog_url(cog_folder: Path) -> Iterator[str]:
+def cog_server(cog_folder: Path) -> Iterator[CogServer]:
     """One Cog server for the module: concurrency as `cog build` bakes it, batching on."""
     server = CogServer(cog_folder, COG_MAX_CONCURRENCY="8", MAX_WAIT_MS=str(MAX_WAIT_MS))
     try:
         server.wait_for(("READY",))
-        yield server.url
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def cog_url(cog_server: CogServer) -> str:
+    return cog_server.url
 
 
 @pytest.fixture(scope="module")
@@ -417,6 +439,20 @@ def test_bad_image_inputs_fail_naming_the_field(cog_url: str) -> None:
     assert [d["loc"] for d in out_of_range.json()["detail"]] == [
         ["body", "input", "prompt_strength"]
     ]
+
+
+# coglet 0.23.1 admits a prediction with PermitPool::try_acquire (crates/coglet/src/permit/pool.rs),
+# which only try-locks the slot pool: a request that finds another request's admission holding the
+# lock is refused with 409 "At capacity - all prediction slots busy" although slots are free. One
+# of six concurrent predictions failed that way in CI. cog.yaml's environment (baked into the
+# image) sets TOKIO_WORKER_THREADS=1, so coglet's HTTP runtime admits one request at a time.
+
+
+def test_cog_server_admits_on_one_runtime_thread(cog_server: CogServer) -> None:
+    """The race's condition, checked deterministically: before cog.yaml set TOKIO_WORKER_THREADS,
+    coglet ran one runtime thread per CPU, and two could admit at the same instant."""
+    assert cog_server.runtime_threads() == ["tokio-rt-worker"]
+    assert _image_env().get("TOKIO_WORKER_THREADS") == "1"
 
 
 def test_setup_failure_names_the_weights_path(tmp_path: Path) -> None:
