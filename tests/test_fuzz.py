@@ -17,10 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import inference_server
-
 from tests.fuzz_hooks import WEBHOOK_HOST
-from tests.servers import ROOT
+from tests.servers import ROOT, inference_server
 
 LIMITS = {
     "MAX_WIDTH": "128",

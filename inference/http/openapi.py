@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from inference.http.forms import request_schemas
-from inference.predictions.record import ID_PATTERN
+from inference.predictions.record import CURSOR, ID_PATTERN
 from inference.schema import Limits
 from inference.settings import Settings
 
@@ -300,6 +300,8 @@ def _document_protocols(document: dict[str, Any], limits: Limits) -> None:
             _set_parameter(operation, "prediction_id", {"type": "string", "pattern": id_pattern})
             content = operation["requestBody"]["content"]["application/json"]
             content["schema"] = {"$ref": "#/components/schemas/PredictionPut"}
+        if path == "/v1/predictions" and method == "get":
+            _set_parameter(operation, "cursor", {"type": "string", "pattern": CURSOR.pattern})
         if path == "/v1/images/generations":
             content = operation["requestBody"]["content"]["application/json"]
             content["schema"] = {"$ref": "#/components/schemas/GenerationParams"}

@@ -37,7 +37,7 @@ from inference.http.protocols import (
 from inference.predictions import EVENTS, Prediction, new_id
 from inference.predictions.envelopes import replicate_object, timestamp
 from inference.predictions.events import stream
-from inference.predictions.record import ID_PATTERN
+from inference.predictions.record import CURSOR
 from inference.schema import GenerateRequest
 from inference.service import Service
 
@@ -46,8 +46,6 @@ PAGE_SIZE = 100
 COG_VERSION = "0.23.1"
 EventName = Literal["start", "output", "logs", "completed"]
 _WAIT = re.compile(r"^wait(?:=(\d+))?$")
-#: A page's cursor (``_cursor``): every string that matches is one ``_before`` can read.
-CURSOR = re.compile(rf"^[0-9]{{1,20}}(?:\.[0-9]{{1,20}})?_{ID_PATTERN.pattern[1:]}")
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
@@ -263,7 +261,7 @@ async def list_predictions(
     request: Request,
     settings: SettingsDep,
     store: StoreDep,
-    cursor: str | None = Query(None, pattern=CURSOR.pattern, description="`next` gives it."),
+    cursor: str | None = Query(None, description="From `next`; http.openapi writes its pattern."),
 ) -> JSONResponse:
     """Newest first, ``PAGE_SIZE`` a page; output and logs are left out (GET one for them)."""
     page = await store.list(_before(cursor), PAGE_SIZE + 1)
