@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
+from starlette.routing import Match
 
 from inference.errors import (
     InferenceError,
@@ -85,12 +85,12 @@ def allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at the request's path. Starlette's 405 lists only the
     first route that matched the path, so a path served by two routes (Cog's
     ``GET`` and ``PUT /predictions/{id}``) would hide one of them."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        serves = isinstance(route, Route) and route.methods
-        if serves and route.matches(request.scope)[0] != Match.NONE:
-            methods |= route.methods
-    return sorted(methods)
+    methods = []
+    for method in ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            methods.append(method)
+    return methods
 
 
 def install_error_handlers(app: FastAPI) -> None:

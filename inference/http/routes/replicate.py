@@ -140,9 +140,8 @@ async def _create(
     webhook, events = body.webhook, body.webhook_events_filter
     if webhook is None and body.webhook_completed is not None:
         webhook, events = body.webhook_completed, ["completed"]
-    await check_webhook(webhook, settings)
-    if body.webhook_completed is not None and body.webhook_completed != webhook:
-        await check_webhook(body.webhook_completed, settings, "webhook_completed")
+    await check_webhook(body.webhook, settings)
+    await check_webhook(body.webhook_completed, settings, "webhook_completed")
     job, unknown = to_job(service, body.input)
     prediction = Prediction(
         id=new_id(),
