@@ -59,16 +59,17 @@ def schemathesis(url: str, cwd: Path, *args: str) -> tuple[int, str]:
     return int(found.group(2)), output
 
 
+@pytest.mark.timeout(600)
 def test_fuzzed_requests_all_conform_with_and_without_auth(tmp_path: Path) -> None:
     with inference_server(env=LIMITS) as url:
         open_cases, _ = schemathesis(url, tmp_path, "--max-examples", "10", "--seed", "1")
     with inference_server(env={**LIMITS, "AUTH_TOKEN": TOKEN}) as url:
         auth = ("--header", f"Authorization: Bearer {TOKEN}")
         # The coverage phase's boundary cases (most of a run) are the open run's, whatever the
-        # token; this run's fuzzing and stateful phases go through it, ignored_auth around it.
-        phases = ("--phases", "fuzzing,stateful")
+        # token; this run's fuzzing phase goes through it, and ignored_auth around it.
+        phases = ("--phases", "fuzzing")
         authed_cases, _ = schemathesis(
-            url, tmp_path, "--max-examples", "25", "--seed", "2", *phases, *auth
+            url, tmp_path, "--max-examples", "5", "--seed", "2", *phases, *auth
         )
     assert open_cases + authed_cases >= 1000, (open_cases, authed_cases)
 
