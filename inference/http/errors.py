@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from inference.errors import (
     InferenceError,
@@ -80,6 +81,18 @@ def unparsable_body(cause: BaseException) -> str:
     return f"the body could not be read as JSON ({type(cause).__name__}); send a JSON object"
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path. Starlette's 405 lists only the
+    first route that matched the path, so a path served by two routes (Cog's
+    ``GET`` and ``PUT /predictions/{id}``) would hide one of them."""
+    methods = []
+    for method in ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            methods.append(method)
+    return methods
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every exception the app can raise through the envelope."""
 
@@ -92,12 +105,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return domain_error_response(invalid_request(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not parse it
             return domain_error_response(InvalidRequest("body", unparsable_body(exc.__cause__)))
         response = error_response(exc.status_code, "http_error", str(exc.detail))
         for key, value in (exc.headers or {}).items():
             response.headers[key] = value
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(allowed_methods(request))
         return response
 
     @app.exception_handler(ClientDisconnected)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from typing import Any
+import re
+from typing import Any, get_args
 
 from fastapi import Request
 from pydantic import ValidationError
@@ -25,6 +26,14 @@ from inference.validation import invalid_request, parse
 MAX_FORM_PARTS = 2 * len(GenerateRequest.model_fields)
 #: JSON bodies larger than this (base64 images) are parsed in a worker thread, off the loop.
 THREAD_PARSE_BYTES = 256 * 1024
+_INTEGER = re.compile(r"^-?[0-9]+\Z")
+_NUMBER = re.compile(r"^-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?\Z")
+#: Fields by every name a request may use for them (``prompt_strength`` is ``strength``).
+_FIELD_BY_NAME = {
+    alias: field
+    for name, field in GenerateRequest.model_fields.items()
+    for alias in (name, *getattr(field.validation_alias, "choices", ()))
+}
 WHAT_TO_SEND = (
     "a JSON object of request fields sent with 'Content-Type: application/json', or "
     "multipart/form-data (curl -F prompt=... -F image=@photo.png)"
@@ -110,18 +119,50 @@ async def _form_fields(request: Request) -> dict[str, Any]:
     return fields
 
 
+def _typed(name: str, text: str) -> Any:
+    """A form's text as the number its field holds ("4" is 4, "0.5" is 0.5): text is all a
+    form can carry, and JSON bodies stay strict. Text that is no plain decimal number is left
+    for the schema to refuse with its usual message."""
+    field = _FIELD_BY_NAME.get(name)
+    kinds = set(get_args(field.annotation)) | {field.annotation} if field else set()
+    if int in kinds and _INTEGER.match(text):
+        return int(text)
+    if float in kinds and _NUMBER.match(text):
+        return float(text)
+    return text
+
+
 def request_schemas() -> dict[str, dict[str, Any]]:
     """The components ``GenerateRequest`` (JSON) and ``GenerateRequestForm`` (the same fields
     as a multipart form whose image fields are file uploads)."""
     schema = GenerateRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     form = copy.deepcopy(schema)
     form["title"] = "GenerateRequestForm"
+    # A form part is text or a file, never null: a field a client does not set is left out.
+    for field in form["properties"].values():
+        if "anyOf" in field:
+            field["anyOf"] = [b for b in field["anyOf"] if b.get("type") != "null"]
+            if len(field["anyOf"]) == 1:
+                field.update(field.pop("anyOf")[0])
+        if field.get("default", 0) is None:
+            del field["default"]
     for name in IMAGE_FIELDS:
         form["properties"][name] = {
             "type": "string",
             "format": "binary",
-            "description": schema["properties"][name].get("description", ""),
+            "description": schema["properties"][name].get("description", "")
+            + " A file: PNG, JPEG, WebP, GIF, BMP or TIFF.",
         }
+    # What only comes with an image (Validator._inputs): in JSON a null is an omitted field.
+    needs_image = ("mask", "strength")
+    schema["allOf"] = [
+        {
+            "if": {"properties": {name: {"not": {"type": "null"}}}, "required": [name]},
+            "then": {"properties": {"image": {"type": "string"}}, "required": ["image"]},
+        }
+        for name in needs_image
+    ]
+    form["dependentRequired"] = {name: ["image"] for name in needs_image}
     return {"GenerateRequest": schema, "GenerateRequestForm": form}
 
 

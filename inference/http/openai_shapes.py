@@ -24,7 +24,7 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from inference.errors import (
     InferenceError,
@@ -88,8 +88,17 @@ class GenerationParams(BaseModel):
     size: str | None = Field(None, description="'WIDTHxHEIGHT' or 'auto' (the model's own).")
     output_format: Any = Field(None, description="png, jpeg or webp.")
     response_format: Literal["b64_json", "url"] | None = None
-    stream: bool | None = False
+    stream: StrictBool | None = False
     partial_images: int | None = Field(None, ge=0, le=3)
+
+    @field_validator("partial_images", mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        """JSON numbers only: ``true`` is not 1, ``"2"`` is not 2 (``2.0`` is 2)."""
+        if isinstance(value, bool | str):
+            raise ValueError(f"partial_images must be an integer from 0 to 3, got {value!r}")
+        return value
+
     background: Literal["auto", "opaque"] | None = None
     model: str | None = Field(None, description="Ignored: this server serves one model.")
     user: str | None = None

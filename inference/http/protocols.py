@@ -15,9 +15,11 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from inference.errors import InvalidRequest, NotReady
+from inference.http.errors import unparsable_body
 from inference.predictions import PredictionStore
 from inference.predictions.store import LocalStore
 from inference.predictions.targets import check_target
@@ -88,6 +90,17 @@ def invalid_body(exc: RequestValidationError) -> InvalidRequest:
     return invalid_request(exc.errors())
 
 
+def as_invalid_request(exc: Exception) -> Exception:
+    """A body the framework could not read (its 400: not JSON, not UTF-8, nested too deep) or
+    could not validate, as the ``InvalidRequest`` each protocol answers with 422; other
+    exceptions as they are."""
+    if isinstance(exc, RequestValidationError):
+        return invalid_body(exc)
+    if isinstance(exc, StarletteHTTPException) and exc.status_code == 400 and exc.__cause__:
+        return InvalidRequest("body", unparsable_body(exc.__cause__))
+    return exc
+
+
 def base_url(request: Request, settings: Settings) -> str:
     """Where clients reach this server: PUBLIC_URL, else the request's own base."""
     return (settings.public_url or str(request.base_url)).rstrip("/")
@@ -115,7 +128,7 @@ def to_job(service: Service, given: dict[str, Any]) -> tuple[Job, list[str]]:
     return job, sorted(set(given) - set(known))
 
 
-async def check_webhook(url: str | None, settings: Settings) -> None:
-    """422 naming ``webhook`` unless it is an http(s) URL on a host this server may call."""
+async def check_webhook(url: str | None, settings: Settings, field: str = "webhook") -> None:
+    """422 naming ``field`` unless it is an http(s) URL on a host this server may call."""
     if url is not None:
-        await check_target(url, settings.webhook_hosts)
+        await check_target(url, settings.webhook_hosts, field=field)

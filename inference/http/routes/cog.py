@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -24,11 +23,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from inference.errors import InferenceError, InvalidRequest, NotReady, Overloaded
 from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
 from inference.http.errors import STATUS_BY_ERROR
+from inference.http.openapi import protocol_errors
 from inference.http.protocols import (
     StoreDep,
+    as_invalid_request,
     base_url,
     check_webhook,
-    invalid_body,
     protocol_route,
     to_job,
 )
@@ -44,8 +44,7 @@ SYNC_WAIT_S = 3600.0
 
 def render_error(exc: Exception) -> Response | None:
     """Cog's shapes: 422 ``{"detail": [{"loc", "msg", "type"}]}``, otherwise ``{"detail"}``."""
-    if isinstance(exc, RequestValidationError):
-        exc = invalid_body(exc)
+    exc = as_invalid_request(exc)
     if isinstance(exc, InvalidRequest):
         detail = [
             {"loc": ["body", *e["field"].split(".")], "msg": e["message"], "type": "value_error"}
@@ -69,7 +68,20 @@ def render_error(exc: Exception) -> Response | None:
 
 
 router = APIRouter(tags=["cog"], route_class=protocol_route(render_error))
-predictions = APIRouter(dependencies=PROTECTED, route_class=protocol_route(render_error))
+predictions = APIRouter(
+    dependencies=PROTECTED,
+    route_class=protocol_route(render_error),
+    responses=protocol_errors("cog", 401, 413, 429),
+)
+#: Creating a prediction: 200 when it is done, 202 at once with ``Prefer: respond-async``.
+CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {
+        "description": "Accepted (Prefer: respond-async): `{id, status}`; it runs on.",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    },
+    **protocol_errors("cog", 422, 503),
+}
+NOT_FOUND = protocol_errors("cog", 404)
 
 
 class PredictionRequest(BaseModel):
@@ -111,10 +123,12 @@ async def _create(
     store: StoreDep,
     prefer: str | None,
 ) -> Response:
-    if (existing := await store.get(prediction_id)) is not None:
-        return await _answer(store, existing, prefer)
+    # The request is checked first: an id already known answers its prediction only for a
+    # request that could have created it.
     await check_webhook(body.webhook, settings)
     job, unknown = to_job(service, body.input)
+    if (existing := await store.get(prediction_id)) is not None:
+        return await _answer(store, existing, prefer)
     events = body.webhook_events_filter
     prediction = Prediction(
         id=prediction_id,
@@ -140,7 +154,7 @@ def _checked_id(prediction_id: str) -> str:
     return prediction_id
 
 
-@predictions.post("/predictions")
+@predictions.post("/predictions", responses=CREATE_RESPONSES)
 async def create_prediction(
     body: PredictionRequest,
     request: Request,
@@ -154,7 +168,7 @@ async def create_prediction(
     return await _create(body, prediction_id, request, service, settings, store, prefer)
 
 
-@predictions.put("/predictions/{prediction_id}")
+@predictions.put("/predictions/{prediction_id}", responses=CREATE_RESPONSES)
 async def put_prediction(
     prediction_id: str,
     body: PredictionRequest,
@@ -171,7 +185,7 @@ async def put_prediction(
     return await _create(body, prediction_id, request, service, settings, store, prefer)
 
 
-@predictions.get("/predictions/{prediction_id}")
+@predictions.get("/predictions/{prediction_id}", responses=NOT_FOUND)
 async def get_prediction(prediction_id: str, store: StoreDep) -> Response:
     """The prediction now (an addition: Cog's own server has no such route)."""
     prediction = await store.get(prediction_id)
@@ -180,7 +194,7 @@ async def get_prediction(prediction_id: str, store: StoreDep) -> Response:
     return JSONResponse(cog_envelope(prediction))
 
 
-@predictions.post("/predictions/{prediction_id}/cancel")
+@predictions.post("/predictions/{prediction_id}/cancel", responses=NOT_FOUND)
 async def cancel_prediction(prediction_id: str, store: StoreDep) -> Response:
     """Cancel it if it is still running; a finished one is returned as it is."""
     prediction = await store.cancel(prediction_id)

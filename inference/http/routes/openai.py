@@ -38,6 +38,7 @@ from inference.http.openai_shapes import (
     parse_params,
     partial_steps,
 )
+from inference.http.openapi import event_stream, protocol_errors
 from inference.http.routes.predict import until_disconnect
 from inference.results import GenerateResult
 from inference.schema import Job
@@ -87,10 +88,16 @@ StoreDep = Annotated[ImageStore, Depends(get_image_store)]
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": GenerationParams.model_json_schema()}},
+            # http.openapi writes its schema: the parameters with this server's limits.
+            "content": {"application/json": {"schema": {}}},
         }
     },
-    responses={400: {"description": "Invalid parameter (OpenAI's error shape)"}},
+    responses={
+        **event_stream(
+            "image_generation.partial_image", "image_generation.completed", "error", ids=False
+        ),
+        **protocol_errors("openai", 400, 401, 413, 429, 500, 503, 504),
+    },
 )
 async def generations(
     request: Request, service: ServiceDep, settings: SettingsDep, store: StoreDep
@@ -126,7 +133,19 @@ async def generations(
     return JSONResponse(body, headers=_cache_header(result))
 
 
-@router.get("/images/files/{token}", responses={404: {"description": "Expired or unknown"}})
+@router.get(
+    "/images/files/{token}",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {
+                f.media_type: {"schema": {"type": "string", "format": "binary"}}
+                for f in codec.FORMATS.values()
+            }
+        },
+        **protocol_errors("openai", 404),
+    },
+)
 async def image_file(token: str, store: StoreDep) -> Response:
     """An image behind a response_format=url link; the unguessable URL is the credential."""
     image = store.get(token)

@@ -9,34 +9,35 @@ client raises as ``ReplicateError``.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 import time
+from decimal import Decimal
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from inference import __version__
+from inference import __version__, codec
 from inference.errors import InferenceError, InvalidRequest, NotReady, Overloaded
 from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
 from inference.http.errors import STATUS_BY_ERROR
+from inference.http.openapi import event_stream, protocol_errors
 from inference.http.protocols import (
     StoreDep,
+    as_invalid_request,
     base_url,
     check_webhook,
-    invalid_body,
     protocol_route,
     to_job,
 )
 from inference.predictions import EVENTS, Prediction, new_id
 from inference.predictions.envelopes import replicate_object, timestamp
 from inference.predictions.events import stream
+from inference.predictions.record import CURSOR
 from inference.schema import GenerateRequest
 from inference.service import Service
 
@@ -54,8 +55,7 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
 
 def render_error(exc: Exception) -> Response | None:
     """Replicate's shape for every error these routes raise."""
-    if isinstance(exc, RequestValidationError):
-        exc = invalid_body(exc)
+    exc = as_invalid_request(exc)
     if isinstance(exc, InvalidRequest):
         fields = [
             {"type": "invalid", "field": e["field"], "description": e["message"]}
@@ -83,7 +83,11 @@ router = APIRouter(
     tags=["replicate"],
     dependencies=PROTECTED,
     route_class=protocol_route(render_error),
+    responses=protocol_errors("replicate", 401, 413, 429),
 )
+#: What creating a prediction can answer besides 201 (the input, a full queue, no model).
+CREATE_ERRORS = protocol_errors("replicate", 422, 503)
+NOT_FOUND = protocol_errors("replicate", 404)
 
 
 class CreatePrediction(BaseModel):
@@ -98,7 +102,7 @@ class CreatePrediction(BaseModel):
     webhook_events_filter: list[EventName] | None = Field(
         None, description="Which events call the webhook (default: all)."
     )
-    stream: bool | None = Field(None, description="Accepted; every prediction can stream.")
+    stream: StrictBool | None = Field(None, description="Accepted; every prediction can stream.")
 
 
 def wait_seconds(prefer: str | None, limit_s: float) -> float | None:
@@ -136,7 +140,8 @@ async def _create(
     webhook, events = body.webhook, body.webhook_events_filter
     if webhook is None and body.webhook_completed is not None:
         webhook, events = body.webhook_completed, ["completed"]
-    await check_webhook(webhook, settings)
+    await check_webhook(body.webhook, settings)
+    await check_webhook(body.webhook_completed, settings, "webhook_completed")
     job, unknown = to_job(service, body.input)
     prediction = Prediction(
         id=new_id(),
@@ -164,7 +169,7 @@ async def _create(
 Prefer = Annotated[str | None, Header(description="'wait' or 'wait=N' (seconds) to block.")]
 
 
-@router.post("/predictions", status_code=201)
+@router.post("/predictions", status_code=201, responses=CREATE_ERRORS)
 async def create_prediction(
     body: CreatePrediction,
     request: Request,
@@ -179,7 +184,7 @@ async def create_prediction(
     return await _create(body, model, version, request, service, settings, store, prefer)
 
 
-@router.post("/models/{owner}/{name}/predictions", status_code=201)
+@router.post("/models/{owner}/{name}/predictions", status_code=201, responses=CREATE_ERRORS)
 @router.post("/deployments/{owner}/{name}/predictions", status_code=201, include_in_schema=False)
 async def create_model_prediction(
     owner: str,
@@ -221,13 +226,13 @@ async def _found(store: StoreDep, prediction_id: str) -> Prediction:
     return prediction
 
 
-@router.get("/predictions/{prediction_id}")
+@router.get("/predictions/{prediction_id}", responses=NOT_FOUND)
 async def get_prediction(prediction_id: str, store: StoreDep) -> JSONResponse:
     """The prediction now."""
     return JSONResponse(replicate_object(await _found(store, prediction_id)))
 
 
-@router.post("/predictions/{prediction_id}/cancel")
+@router.post("/predictions/{prediction_id}/cancel", responses=NOT_FOUND)
 async def cancel_prediction(prediction_id: str, store: StoreDep) -> JSONResponse:
     """Cancel it if it is still running; a finished one is returned as it is."""
     prediction = await store.cancel(prediction_id)
@@ -237,25 +242,25 @@ async def cancel_prediction(prediction_id: str, store: StoreDep) -> JSONResponse
 
 
 def _cursor(prediction: Prediction) -> str:
-    raw = f"{prediction.created_at!r}|{prediction.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """``<created_at>_<id>``: the creation time in plain decimals (exact), then the id."""
+    return f"{Decimal(repr(prediction.created_at)):f}_{prediction.id}"
 
 
 def _before(cursor: str | None) -> tuple[float, str] | None:
     if cursor is None:
         return None
-    try:
-        created, _, prediction_id = base64.urlsafe_b64decode(cursor + "==").decode().partition("|")
-        return float(created), prediction_id
-    except ValueError:
-        raise InvalidRequest(
-            "cursor", f"cursor is not one this server gave, got {cursor!r}"
-        ) from None
+    if not CURSOR.match(cursor):
+        raise InvalidRequest("cursor", f"cursor is not one this server gave, got {cursor!r}")
+    created, _, prediction_id = cursor.partition("_")
+    return float(created), prediction_id
 
 
-@router.get("/predictions")
+@router.get("/predictions", responses=protocol_errors("replicate", 422))
 async def list_predictions(
-    request: Request, settings: SettingsDep, store: StoreDep, cursor: str | None = Query(None)
+    request: Request,
+    settings: SettingsDep,
+    store: StoreDep,
+    cursor: str | None = Query(None, description="From `next`; http.openapi writes its pattern."),
 ) -> JSONResponse:
     """Newest first, ``PAGE_SIZE`` a page; output and logs are left out (GET one for them)."""
     page = await store.list(_before(cursor), PAGE_SIZE + 1)
@@ -267,7 +272,14 @@ async def list_predictions(
     return JSONResponse({"previous": None, "next": following, "results": results})
 
 
-@router.get("/predictions/{prediction_id}/stream")
+@router.get(
+    "/predictions/{prediction_id}/stream",
+    response_class=StreamingResponse,
+    responses={
+        **event_stream("logs", "output", "error", "done", ids=True),
+        **NOT_FOUND,
+    },
+)
 async def stream_prediction(prediction_id: str, store: StoreDep) -> StreamingResponse:
     """Server-sent events: logs (a line per step), outputs, then done."""
     await _found(store, prediction_id)
@@ -278,7 +290,19 @@ async def stream_prediction(prediction_id: str, store: StoreDep) -> StreamingRes
     )
 
 
-@router.get("/predictions/{prediction_id}/output/{name}")
+@router.get(
+    "/predictions/{prediction_id}/output/{name}",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {
+                f.media_type: {"schema": {"type": "string", "format": "binary"}}
+                for f in codec.FORMATS.values()
+            }
+        },
+        **NOT_FOUND,
+    },
+)
 async def prediction_output(prediction_id: str, name: str, store: StoreDep) -> Response:
     """One output file (``PREDICTIONS_OUTPUT=url``)."""
     prediction = await _found(store, prediction_id)
