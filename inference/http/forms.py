@@ -136,6 +136,7 @@ def request_schemas() -> dict[str, dict[str, Any]]:
     """The components ``GenerateRequest`` (JSON) and ``GenerateRequestForm`` (the same fields
     as a multipart form whose image fields are file uploads)."""
     schema = GenerateRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    nested = schema.pop("$defs", {})  # models the request refers to (LoraAdapter): components
     form = copy.deepcopy(schema)
     form["title"] = "GenerateRequestForm"
     # A form part is text or a file, never null: a field a client does not set is left out.
@@ -163,7 +164,7 @@ def request_schemas() -> dict[str, dict[str, Any]]:
         for name in needs_image
     ]
     form["dependentRequired"] = {name: ["image"] for name in needs_image}
-    return {"GenerateRequest": schema, "GenerateRequestForm": form}
+    return {**nested, "GenerateRequest": schema, "GenerateRequestForm": form}
 
 
 def openapi_body() -> dict[str, Any]:

@@ -346,10 +346,11 @@ def install_openapi(app: FastAPI, limits: Limits, settings: Settings) -> None:
                     ("num_outputs", limits.max_outputs),
                 ):
                     _bound(request[field], maximum)
-            request = schemas["GenerateRequest"]["properties"]
-            for branch in request["loras"].get("anyOf", []):  # MAX_LORAS
-                if branch.get("type") == "array":
-                    branch["maxItems"] = settings.max_loras
+            for name in ("GenerateRequest", "GenerateRequestForm"):  # MAX_LORAS
+                loras = schemas[name]["properties"]["loras"]
+                for branch in loras.get("anyOf", [loras]):
+                    if branch.get("type") == "array":
+                        branch["maxItems"] = settings.max_loras
             batch = document["components"]["schemas"]["BatchRequest"]["properties"]["requests"]
             batch["maxItems"] = settings.max_batch_requests
             _document_protocols(document, limits)
