@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from inference.models.base import ProgressCallback
 from inference.models.mock import MockModel
 from inference.schema import Job
+from inference.settings import Settings
 
 
 class GatedModel(MockModel):
@@ -78,3 +80,13 @@ class MiscountingModel(MockModel):
         if any(job.prompt == "short" for job in jobs):
             out[0] = out[0][:-1]
         return out
+
+
+class SleepyModel(SlowStepsModel):
+    """The mock's pixels at 0.05 s a step on any machine, for servers whose requests must take a
+    known time (``MODEL=tests.fakes:SleepyModel``): a fast, idle machine must not finish them
+    before a test can signal or time them out."""
+
+    def __init__(self, weights_path: Path | None = None, settings: Settings | None = None) -> None:
+        super().__init__(step_s=0.05)
+        self.weights_path = weights_path

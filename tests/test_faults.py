@@ -20,10 +20,10 @@ from tests.servers import ROOT, inference_process
 
 QUIET = {"UI": "false", "LOG_LEVEL": "warning"}
 QUICK = {"width": 64, "height": 64, "steps": 2}
-#: About 0.9 s of mock sampling on one core: long enough to be "in flight" for a while.
-SLOW = {"width": 512, "height": 512, "steps": 20}
-#: About 5 s on one core.
-LONG = {"width": 1024, "height": 1024, "steps": 50}
+#: Served by a model that sleeps 0.05 s a step (tests/fakes.py), so a request takes a known
+#: time on any machine: LONG about 2.5 s.
+SLEEPY = {"MODEL": "tests.fakes:SleepyModel"}
+LONG = {"width": 64, "height": 64, "steps": 50}
 
 
 def post_all(url: str, bodies: list[dict], timeout: float = 60) -> list[httpx.Response]:
@@ -56,7 +56,7 @@ def test_a_burst_against_a_small_queue_gets_only_200_or_503_then_recovers() -> N
 
 
 def test_requests_past_the_timeout_get_504_and_leave_nothing_queued() -> None:
-    env = {**QUIET, "REQUEST_TIMEOUT_S": "0.3", "MAX_BATCH_SIZE": "1"}
+    env = {**QUIET, **SLEEPY, "REQUEST_TIMEOUT_S": "0.3", "MAX_BATCH_SIZE": "1"}
     with inference_process(env) as (url, _):
         # ~5 s each: far past the timeout even when a loaded machine delays the event loop
         responses = post_all(url, [{**LONG, "seed": i} for i in range(3)])
@@ -78,13 +78,13 @@ def stop_and_collect(process: subprocess.Popen[str], within_s: float) -> tuple[f
 
 
 def test_sigterm_drains_in_flight_work_and_refuses_new_work_in_json() -> None:
-    env = {**QUIET, "MAX_BATCH_SIZE": "1", "SHUTDOWN_GRACE_S": "20"}
+    env = {**QUIET, **SLEEPY, "MAX_BATCH_SIZE": "1", "SHUTDOWN_GRACE_S": "20"}
     with inference_process(env) as (url, process):
 
         async def scenario() -> tuple[list[httpx.Response], httpx.Response, httpx.Response]:
             async with httpx.AsyncClient(base_url=url, timeout=60) as client:
                 work = [
-                    asyncio.ensure_future(client.post("/predict", json={**SLOW, "seed": i}))
+                    asyncio.ensure_future(client.post("/predict", json={**LONG, "seed": i}))
                     for i in range(3)
                 ]
                 await asyncio.sleep(0.4)  # all three queued or running
@@ -105,7 +105,7 @@ def test_sigterm_drains_in_flight_work_and_refuses_new_work_in_json() -> None:
 
 
 def test_past_the_grace_period_in_flight_work_fails_as_json_503() -> None:
-    env = {**QUIET, "MAX_BATCH_SIZE": "1", "SHUTDOWN_GRACE_S": "0.3"}
+    env = {**QUIET, **SLEEPY, "MAX_BATCH_SIZE": "1", "SHUTDOWN_GRACE_S": "0.3"}
     with inference_process(env) as (url, process):
 
         async def scenario() -> list[httpx.Response]:
@@ -120,7 +120,7 @@ def test_past_the_grace_period_in_flight_work_fails_as_json_503() -> None:
 
         started = time.monotonic()
         responses = asyncio.run(scenario())
-        assert time.monotonic() - started < 4  # not the ~10 s the two requests would take
+        assert time.monotonic() - started < 4  # not the ~5 s the two requests would take
         for response in responses:
             assert response.status_code == 503
             assert response.headers["content-type"] == "application/json"

@@ -133,7 +133,9 @@ def test_the_clients_async_api(url: str, client: Any) -> None:
 
 
 def test_prefer_wait_that_runs_out_says_starting_and_run_polls(client: Any) -> None:
-    prediction = client.predictions.create(version="v", input={"seed": 2, **SLOW}, wait=1)
+    # Four 1024x1024 images of 100 steps: well past the 1 s wait, even on a fast machine.
+    slow = {"seed": 2, **SLOW, "num_outputs": 4}
+    prediction = client.predictions.create(version="v", input=slow, wait=1)
     assert prediction.status == "starting"  # as Replicate answers; run() polls on that status
     prediction.cancel()
     output = client.run("a/b", input={"seed": 2, **SLOW, "steps": 50}, wait=1)
