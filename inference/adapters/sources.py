@@ -11,6 +11,7 @@ Every error is an ``InvalidRequest`` on ``loras`` that names the adapter and the
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import struct
@@ -30,6 +31,21 @@ _HEADER_MAX_BYTES = 100 * 1024**2
 
 def refused(ref: str, why: str) -> InvalidRequest:
     return InvalidRequest("loras", f"loras: adapter {ref!r}: {why}")
+
+
+def hub_network_errors() -> tuple[type[Exception], ...]:
+    """The transport errors huggingface_hub lets through un-wrapped (DNS, refused, timeout).
+
+    Its 1.x releases talk through ``httpx``, 2.x through ``httpx2``; both may be installed, so
+    each one present is caught rather than guessing which the Hub client uses.
+    """
+    found: list[type[Exception]] = []
+    for name in ("httpx", "httpx2"):
+        try:
+            found.append(importlib.import_module(name).HTTPError)
+        except ImportError:
+            continue
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -162,7 +178,6 @@ class AdapterSources:
         return Path(found) if isinstance(found, str) else None
 
     def _hub(self, source: Source) -> Path:
-        import httpx
         from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
         from huggingface_hub.errors import (
             EntryNotFoundError,
@@ -205,5 +220,5 @@ class AdapterSources:
                 "the Hugging Face Hub is unreachable and the adapter is not in "
                 "the cache; retry later or use a local adapter",
             ) from None
-        except (OSError, httpx.HTTPError) as exc:  # the Hub unreachable, disk full
+        except (OSError, *hub_network_errors()) as exc:  # the Hub unreachable, disk full
             raise refused(ref, f"cannot download it ({exc}); retry later") from None
