@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -47,6 +49,8 @@ FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 READABLE = "PNG, JPEG, WebP, GIF, BMP or TIFF"
 #: Integer greyscale modes with more than 8 bits (16-bit PNG and TIFF).
 WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+#: Modes with an alpha channel (a palette image may also have a transparent colour).
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 #: Magic numbers of formats people send by mistake, for the error message.
 SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -78,7 +82,30 @@ def load(value: bytes | str, field: str, settings: Settings, *, mask: bool = Fal
 
 def decode(data: bytes, field: str, max_pixels: int, *, mask: bool = False) -> np.ndarray:
     """Decode untrusted image bytes; every refusal is an ``InvalidRequest`` naming ``field``."""
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
+
+    with _opened(data, field, max_pixels) as image:
+        return _pixels(ImageOps.exif_transpose(image), mask)
+
+
+def transparent_area(data: bytes, field: str, max_pixels: int) -> np.ndarray | None:
+    """255 where the image is fully transparent, 0 elsewhere (HxW uint8, EXIF orientation
+    applied); None when it has no alpha channel. OpenAI's images API marks the area to edit
+    this way, in the mask or, without one, in the image itself."""
+    from PIL import ImageOps
+
+    with _opened(data, field, max_pixels) as image:
+        if not _has_alpha(image):
+            return None
+        alpha = np.asarray(ImageOps.exif_transpose(image).convert("RGBA"))[..., 3]
+        return np.where(alpha == 0, 255, 0).astype(np.uint8)
+
+
+@contextmanager
+def _opened(data: bytes, field: str, max_pixels: int) -> Iterator[PILImage.Image]:
+    """The image in ``data``, its format, pixel count and frame count checked from the header
+    before it is decoded (``load``ed) here; damage found while decoding is refused too."""
+    from PIL import Image
 
     Image.init()  # registers every plugin once: ``formats`` may name one not loaded yet
     try:
@@ -107,13 +134,17 @@ def decode(data: bytes, field: str, max_pixels: int, *, mask: bool = False) -> n
             )
         try:
             image.load()
-            return _pixels(ImageOps.exif_transpose(image), mask)
         except Exception as exc:  # truncated or damaged data surfaces only while decoding
             raise InvalidRequest(
                 field,
                 f"{field} is a {image.format} that cannot be decoded ({exc}): it is truncated "
                 f"or damaged; send the whole file again, or re-save it",
             ) from None
+        yield image
+
+
+def _has_alpha(image: PILImage.Image) -> bool:
+    return image.mode in ALPHA_MODES or "transparency" in image.info
 
 
 def _pixels(image: PILImage.Image, mask: bool) -> np.ndarray:
@@ -123,7 +154,7 @@ def _pixels(image: PILImage.Image, mask: bool) -> np.ndarray:
     if image.mode in WIDE_GREY:
         wide = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
         image = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), mode="L")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+    if _has_alpha(image):
         ground = (0, 0, 0, 255) if mask else (255, 255, 255, 255)
         image = Image.alpha_composite(Image.new("RGBA", image.size, ground), image.convert("RGBA"))
     if mask:

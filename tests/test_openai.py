@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -43,8 +43,7 @@ class BoomModel(MockModel):
         return super().generate(jobs, progress, preview)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
+def serve() -> Iterator[str]:
     """A real server on a mock model ("boom" prompts fail), with a bearer token."""
     settings = Settings(auth_token=TOKEN, max_batch_size=2, max_wait_ms=0, ui=False)
     service = Service(BoomModel(), settings).start()
@@ -53,12 +52,25 @@ def server() -> Iterator[str]:
     service.stop()
 
 
+def official_client(url: str) -> Any:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    yield from serve()
+
+
 @pytest.fixture
 def client(server: str) -> Any:
-    return openai.OpenAI(base_url=f"{server}/v1", api_key=TOKEN, max_retries=0)
+    return official_client(server)
 
 
 def predict(server: str, **request: Any) -> list[bytes]:
+    """The images POST /predict makes of ``request`` (image fields as bytes, sent as base64)."""
+    for name in ("image", "mask"):
+        if name in request:
+            request[name] = base64.b64encode(request[name]).decode("ascii")
     headers = {"authorization": f"Bearer {TOKEN}"}
     response = httpx.post(f"{server}/predict", json=request, headers=headers, timeout=30)
     assert response.status_code == 200, response.text
@@ -149,8 +161,13 @@ def test_a_public_url_setting_is_used_for_links() -> None:
 def test_bad_parameters_are_400s_in_openais_shape_naming_them(
     client: Any, arguments: dict[str, Any], param: str, named: str
 ) -> None:
+    assert_bad_request(lambda: client.images.generate(prompt="x", **arguments), param, named)
+
+
+def assert_bad_request(call: Callable[[], Any], param: str, named: str) -> None:
+    """``call`` raises the client's 400 in OpenAI's shape, blaming ``param``, saying ``named``."""
     with pytest.raises(openai.BadRequestError) as raised:
-        client.images.generate(prompt="x", **arguments)
+        call()
     error = raised.value
     assert (error.status_code, error.param, error.type) == (400, param, "invalid_request_error")
     assert named in error.body["message"], error.body

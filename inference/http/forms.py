@@ -18,8 +18,9 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from inference.errors import InvalidRequest
-from inference.fields import request_fields
+from inference.images import READABLE
 from inference.schema import IMAGE_FIELDS, GenerateRequest
+from inference.settings import Settings
 from inference.validation import invalid_request, parse
 
 #: More parts than a request has fields is a mistake (or an attack on the parser).
@@ -40,20 +41,6 @@ WHAT_TO_SEND = (
 )
 
 
-def _aliases(field: str) -> tuple[str, ...]:
-    alias = GenerateRequest.model_fields[field].validation_alias
-    return tuple(a for a in getattr(alias, "choices", ()) if isinstance(a, str))
-
-
-#: Number fields by every name a request may give them (aliases too), and their type.
-NUMBER_FIELDS = {
-    name: f.type
-    for f in request_fields()
-    if f.type in (int, float)
-    for name in (f.name, *_aliases(f.name))
-}
-
-
 async def read_request(request: Request) -> GenerateRequest:
     """The request's body as a ``GenerateRequest`` (an ``InvalidRequest`` saying what to fix)."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -72,54 +59,45 @@ async def read_request(request: Request) -> GenerateRequest:
     )
 
 
-def _typed(name: str, text: str) -> Any:
-    """A form carries text: a number field's text is read as the number it spells (JSON's
-    rule for bodies, that a string is not a number, is about JSON). Unreadable text stays text,
-    so the schema names the field and the value."""
-    kind = NUMBER_FIELDS.get(name)
-    if kind is None:
-        return text
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return int(number) if kind is int and number.is_integer() else number
-
-
 async def _form_fields(request: Request) -> dict[str, Any]:
-    """Form values and uploaded files by field name. An empty value or an unselected file
-    input (what a browser sends for a blank one) leaves its field out."""
+    """The form's fields by name, number fields as numbers; a repeated field is refused."""
     settings = request.app.state.settings
+    fields: dict[str, Any] = {}
+    for name, value in await read_form(request, len(IMAGE_FIELDS), MAX_FORM_PARTS, settings):
+        if name in fields:
+            raise InvalidRequest(name, f"{name} is given more than once; send it once")
+        fields[name] = typed(name, value) if isinstance(value, str) else value
+    return fields
+
+
+async def read_form(
+    request: Request, max_files: int, max_fields: int, settings: Settings
+) -> list[tuple[str, str | bytes]]:
+    """A multipart body's parts in order: text, or an uploaded file's bytes. An empty value or
+    an unselected file input (what a browser sends for a blank one) is left out. Every bound
+    (files, fields, a part's bytes) is enforced while parsing, before anything is buffered."""
     try:
         form = await request.form(
-            max_files=len(IMAGE_FIELDS),
-            max_fields=MAX_FORM_PARTS,
-            max_part_size=settings.max_body_bytes,
+            max_files=max_files, max_fields=max_fields, max_part_size=settings.max_body_bytes
         )
     except Exception as exc:  # starlette's MultiPartException and HTTPException carry the why
         detail = getattr(exc, "detail", None) or getattr(exc, "message", None) or str(exc)
         raise InvalidRequest("body", f"the multipart body cannot be read: {detail}") from None
-    fields: dict[str, Any] = {}
+    parts: list[tuple[str, str | bytes]] = []
     try:
         for name, value in form.multi_items():
             if isinstance(value, UploadFile):
                 data = await value.read()
-                if not data and not value.filename:
-                    continue
-                value = data
-            elif value == "":
-                continue
-            else:
-                value = _typed(name, value)
-            if name in fields:
-                raise InvalidRequest(name, f"{name} is given more than once; send it once")
-            fields[name] = value
+                if data or value.filename:
+                    parts.append((name, data))
+            elif value != "":
+                parts.append((name, value))
     finally:
         await form.close()
-    return fields
+    return parts
 
 
-def _typed(name: str, text: str) -> Any:
+def typed(name: str, text: str) -> Any:
     """A form's text as the number its field holds ("4" is 4, "0.5" is 0.5): text is all a
     form can carry, and JSON bodies stay strict. Text that is no plain decimal number is left
     for the schema to refuse with its usual message."""
@@ -137,23 +115,7 @@ def request_schemas() -> dict[str, dict[str, Any]]:
     as a multipart form whose image fields are file uploads)."""
     schema = GenerateRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     nested = schema.pop("$defs", {})  # models the request refers to (LoraAdapter): components
-    form = copy.deepcopy(schema)
-    form["title"] = "GenerateRequestForm"
-    # A form part is text or a file, never null: a field a client does not set is left out.
-    for field in form["properties"].values():
-        if "anyOf" in field:
-            field["anyOf"] = [b for b in field["anyOf"] if b.get("type") != "null"]
-            if len(field["anyOf"]) == 1:
-                field.update(field.pop("anyOf")[0])
-        if field.get("default", 0) is None:
-            del field["default"]
-    for name in IMAGE_FIELDS:
-        form["properties"][name] = {
-            "type": "string",
-            "format": "binary",
-            "description": schema["properties"][name].get("description", "")
-            + " A file: PNG, JPEG, WebP, GIF, BMP or TIFF.",
-        }
+    form = as_form(schema, "GenerateRequestForm", IMAGE_FIELDS)
     # What only comes with an image (Validator._inputs): in JSON a null is an omitted field.
     needs_image = ("mask", "strength")
     schema["allOf"] = [
@@ -165,6 +127,28 @@ def request_schemas() -> dict[str, dict[str, Any]]:
     ]
     form["dependentRequired"] = {name: ["image"] for name in needs_image}
     return {**nested, "GenerateRequest": schema, "GenerateRequestForm": form}
+
+
+def as_form(schema: dict[str, Any], title: str, files: tuple[str, ...]) -> dict[str, Any]:
+    """A JSON body's ``schema`` as the multipart form's: a part is text or a file, never null
+    (a field a client does not set is left out), and ``files`` are uploads."""
+    form = copy.deepcopy(schema)
+    form["title"] = title
+    for field in form["properties"].values():
+        if "anyOf" in field:
+            field["anyOf"] = [b for b in field["anyOf"] if b.get("type") != "null"]
+            if len(field["anyOf"]) == 1:
+                field.update(field.pop("anyOf")[0])
+        if field.get("default", 0) is None:
+            del field["default"]
+    for name in files:
+        form["properties"][name] = {
+            "type": "string",
+            "format": "binary",
+            "description": schema["properties"][name].get("description", "")
+            + f" A file: {READABLE}.",
+        }
+    return form
 
 
 def openapi_body() -> dict[str, Any]:

@@ -20,9 +20,10 @@ An unknown parameter is refused, as OpenAI refuses it, rather than silently drop
 
 from __future__ import annotations
 
+import io
 import json
 import re
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
@@ -34,8 +35,13 @@ from inference.errors import (
     Overloaded,
     RequestTimeout,
 )
+from inference.http.forms import typed
+from inference.settings import Settings
 from inference.validation import describe_errors
 
+P = TypeVar("P", bound="GenerationParams")
+#: Parameters that are file uploads (on the edits route).
+FILE_PARAMS = ("image", "mask")
 #: Our request fields sent under the same name (through ``extra_body``).
 EXTENSIONS = ("seed", "negative_prompt", "steps", "prompt_weight", "scheduler")
 #: Our field -> OpenAI's parameter, for errors (others keep their name).
@@ -143,6 +149,59 @@ class GenerationParams(BaseModel):
         return self.safety_identifier or self.user or None
 
 
+class EditParams(GenerationParams):
+    """The parts of POST /v1/images/edits (multipart/form-data, as the client sends them)."""
+
+    image: bytes = Field(description="The image to edit: one file.")
+    mask: bytes | None = Field(
+        None,
+        description="A PNG of the image's size whose fully transparent pixels are repainted.",
+    )
+    input_fidelity: Any = None
+    strength: Any = None
+
+    def native_edit(self, settings: Settings) -> dict[str, Any]:
+        """Our request: the image, and OpenAI's mask as ours (decodes both: off the loop)."""
+        request = {**self.native(), "image": self.image}
+        mask = openai_mask(self.image, self.mask, settings)
+        if mask is not None:
+            request["mask"] = mask
+        if self.strength is not None:
+            request["strength"] = self.strength
+        return request
+
+
+def openai_mask(image: bytes, mask: bytes | None, settings: Settings) -> bytes | None:
+    """OpenAI's mask in our convention (white repaints), as a PNG; None to edit everything.
+
+    OpenAI repaints the mask's fully transparent pixels; without a mask, the image's own
+    fully transparent pixels (DALL-E 2's rule), and where it has none, the whole image
+    (image-to-image). A mask with no alpha channel marks nothing, so it is refused.
+    """
+    from PIL import Image
+
+    from inference.images import transparent_area
+
+    limit = settings.max_image_pixels
+    if mask is None:
+        area = transparent_area(image, "image", limit)
+        if area is None or not area.any():
+            return None
+    else:
+        area = transparent_area(mask, "mask", limit)
+        if area is None:
+            raise OpenAIError(
+                400,
+                "mask has no alpha channel: its fully transparent pixels mark the area to "
+                "edit; send a PNG with transparency (or leave mask out to edit the whole image)",
+                param="mask",
+                code="invalid_value",
+            )
+    encoded = io.BytesIO()
+    Image.fromarray(area, mode="L").save(encoded, format="PNG", compress_level=1)
+    return encoded.getvalue()
+
+
 def parse_params(raw: bytes) -> GenerationParams:
     """The parameters in ``raw``, or a 400 naming the first bad one."""
     try:
@@ -151,8 +210,46 @@ def parse_params(raw: bytes) -> GenerationParams:
         raise OpenAIError(400, f"the body is not valid JSON ({exc}); send a JSON object") from None
     if not isinstance(body, dict):
         raise OpenAIError(400, "the body must be a JSON object of parameters")
+    return _validated(GenerationParams, body)
+
+
+def parse_edit(parts: list[tuple[str, str | bytes]]) -> EditParams:
+    """The parameters in a multipart body's parts, or a 400 naming the first bad one.
+
+    The client sends a list of images as ``image[]`` parts; this server edits one image, so
+    more than one is refused rather than all but one dropped. Text parts are typed as the
+    JSON body's values would be (``n=2``, ``stream=true``).
+    """
+    body: dict[str, Any] = {}
+    images = [value for name, value in parts if name in ("image", "image[]")]
+    if len(images) > 1:
+        raise OpenAIError(
+            400,
+            f"this server edits one image per request, got {len(images)}; send one image",
+            param="image",
+        )
+    for name, value in parts:
+        key = "image" if name == "image[]" else name
+        if key in body:
+            raise OpenAIError(400, f"{key} is given more than once; send it once", param=key)
+        if key in FILE_PARAMS and isinstance(value, str):
+            raise OpenAIError(400, f"{key} must be a file upload (multipart), not text", param=key)
+        body[key] = _form_value(key, value) if isinstance(value, str) else value
+    return _validated(EditParams, body)
+
+
+def _form_value(name: str, text: str) -> Any:
+    """A form part's text as the JSON value it stands for, where its parameter is typed."""
+    if name in ("n", "partial_images") and re.fullmatch(r"-?[0-9]+", text):
+        return int(text)
+    if name == "stream":
+        return {"true": True, "false": False}.get(text.lower(), text)
+    return typed(name, text)
+
+
+def _validated(kind: type[P], body: dict[str, Any]) -> P:
     try:
-        return GenerationParams.model_validate(body)
+        return kind.model_validate(body)
     except ValidationError as exc:
         first = describe_errors(exc.errors())[0]
         message = first["message"]

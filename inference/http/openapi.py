@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from inference.http.forms import request_schemas
+from inference.http.forms import as_form, request_schemas
 from inference.predictions.record import CURSOR, ID_PATTERN
 from inference.schema import Limits
 from inference.settings import Settings
@@ -244,6 +244,24 @@ def _openai_params(request: dict[str, Any], limits: Limits) -> dict[str, Any]:
     }
 
 
+def _openai_edit_params(generation: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+    """The form of POST /v1/images/edits: the generation parameters, the image and OpenAI's
+    mask as uploads, and ``strength`` as in ``GenerateRequest``."""
+    body = copy.deepcopy(generation)
+    native = request["properties"]
+    body["properties"].update(
+        image={"description": "The image to edit (one; as `image` or `image[]`)."},
+        mask={
+            "description": "A PNG of the image's size whose fully transparent pixels are "
+            "repainted; without it, the image's own transparent pixels, else all of it."
+        },
+        strength={k: v for k, v in native["strength"].items() if k != "default"},
+        input_fidelity={"description": "Accepted and ignored."},
+    )
+    body["required"] = ["image", "prompt"]
+    return as_form(body, "EditParams", ("image", "mask"))
+
+
 def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     return [
         (path, method, operation)
@@ -292,6 +310,7 @@ def _document_protocols(document: dict[str, Any], limits: Limits) -> None:
     schemas["PredictionPut"] = put
     openai_body = _openai_params(schemas["GenerateRequest"], limits)
     schemas["GenerationParams"] = openai_body
+    schemas["EditParams"] = _openai_edit_params(openai_body, schemas["GenerateRequest"])
     for path, method, operation in _operations(document):
         tags = operation.get("tags", [])
         if "replicate" in tags and method == "post":
@@ -305,6 +324,9 @@ def _document_protocols(document: dict[str, Any], limits: Limits) -> None:
         if path == "/v1/images/generations":
             content = operation["requestBody"]["content"]["application/json"]
             content["schema"] = {"$ref": "#/components/schemas/GenerationParams"}
+        if path == "/v1/images/edits":
+            content = operation["requestBody"]["content"]["multipart/form-data"]
+            content["schema"] = {"$ref": "#/components/schemas/EditParams"}
 
 
 def _drop_framework_422(document: dict[str, Any]) -> None:

@@ -1,11 +1,12 @@
-"""OpenAI's images API over the same service: POST /v1/images/generations (JSON or a stream of
-partial images), and GET /v1/images/files/{token} for ``response_format=url``.
+"""OpenAI's images API over the same service: POST /v1/images/generations and
+POST /v1/images/edits (JSON, or a stream of partial images), and GET /v1/images/files/{token}
+for ``response_format=url``.
 
 ``OpenAI(base_url="http://host:port/v1", api_key=AUTH_TOKEN)`` works against it: the client's
 ``Authorization: Bearer`` is checked like every protected route's. The route translates the
 parameters (``openai_shapes``) and calls the service; validation, batching, the result cache
 and the model are the service's. Every error on these paths, auth included, is answered in
-OpenAI's shape by ``OpenAIRoute``; ``/v1/images/edits`` is not served yet.
+OpenAI's shape by ``OpenAIRoute``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import base64
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -27,14 +28,17 @@ from inference import codec
 from inference.errors import InferenceError
 from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
 from inference.http.errors import ClientDisconnected
+from inference.http.forms import read_form
 from inference.http.image_store import ImageStore, get_image_store
 from inference.http.openai_shapes import (
     NO_USAGE,
+    EditParams,
     GenerationParams,
     OpenAIError,
     content_policy,
     event,
     from_domain,
+    parse_edit,
     parse_params,
     partial_steps,
 )
@@ -43,6 +47,7 @@ from inference.http.routes.predict import until_disconnect
 from inference.results import GenerateResult
 from inference.schema import Job
 from inference.service import Service
+from inference.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,12 @@ def _as_openai(exc: Exception) -> OpenAIError:
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 StoreDep = Annotated[ImageStore, Depends(get_image_store)]
+#: The prefix of a route's stream events.
+EventKind = Literal["image_generation", "image_edit"]
+#: An edit's uploads: one image and a mask, and room to refuse a list of images by name.
+MAX_EDIT_FILES = 16
+#: Text parts: each parameter once, with room to name a repeated one.
+MAX_EDIT_PARTS = 2 * len(EditParams.model_fields)
 
 
 @router.post(
@@ -105,9 +116,58 @@ async def generations(
     """OpenAI's image generation: ImagesResponse JSON, or server-sent events with stream=true."""
     params = parse_params(await request.body())
     job = service.job(params.native())
+    return await _answer(request, service, settings, store, params, job, "image_generation")
+
+
+@router.post(
+    "/images/edits",
+    dependencies=PROTECTED,
+    # The form is read and translated by hand (errors in OpenAI's shape); this documents it.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            # http.openapi writes its schema: the parameters with this server's limits.
+            "content": {"multipart/form-data": {"schema": {}}},
+        }
+    },
+    responses={
+        **event_stream("image_edit.partial_image", "image_edit.completed", "error", ids=False),
+        **protocol_errors("openai", 400, 401, 413, 429, 500, 503, 504),
+    },
+)
+async def edits(
+    request: Request, service: ServiceDep, settings: SettingsDep, store: StoreDep
+) -> Response:
+    """OpenAI's image edit: the image redrawn from the prompt (image-to-image) or, where the
+    mask (or, without one, the image) is fully transparent, repainted (inpainting)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "multipart/form-data":
+        raise OpenAIError(
+            400,
+            "send the image and parameters as multipart/form-data, as the openai client's "
+            "images.edit does (curl -F image=@photo.png -F prompt=...)",
+        )
+    parts = await read_form(request, MAX_EDIT_FILES, MAX_EDIT_PARTS, settings)
+    params = parse_edit(parts)
+    # Decoding the image and mask is CPU work: off the event loop, as /predict does it.
+    job = await asyncio.to_thread(lambda: service.job(params.native_edit(settings)))
+    return await _answer(request, service, settings, store, params, job, "image_edit")
+
+
+async def _answer(
+    request: Request,
+    service: Service,
+    settings: Settings,
+    store: ImageStore,
+    params: GenerationParams,
+    job: Job,
+    kind: EventKind,
+) -> Response:
+    """The images of ``job`` as OpenAI answers: ImagesResponse JSON, or a stream of ``kind``'s
+    events (``image_generation`` or ``image_edit``) when the client asked for one."""
     created = int(time.time())
     if params.stream:
-        return await _stream(service, job, params, created)
+        return await _stream(service, job, params, created, kind)
     result = await until_disconnect(request, service.submit(job))
     kept = [image for image in result.images if not image.nsfw]
     if not kept:
@@ -162,10 +222,10 @@ async def image_file(token: str, store: StoreDep) -> Response:
 
 
 async def _stream(
-    service: Service, job: Job, params: GenerationParams, created: int
+    service: Service, job: Job, params: GenerationParams, created: int, kind: EventKind
 ) -> StreamingResponse:
-    """Partial images (``image_generation.partial_image``) as the model's previews arrive, then
-    one ``image_generation.completed`` per image; an error after the start is an error event.
+    """Partial images (``{kind}.partial_image``) as the model's previews arrive, then one
+    ``{kind}.completed`` per image; an error after the start is an error event.
 
     The request is queued before the response starts, so a full queue or a model still loading
     is an HTTP 503 like any other, not an event. A cache hit has no partial images.
@@ -206,9 +266,9 @@ async def _stream(
                 for i, pixels in enumerate(images):
                     data = await asyncio.to_thread(codec.encode, pixels, job.output_format)
                     payload = {**common, "b64_json": _b64(data), "partial_image_index": index}
-                    yield event("image_generation.partial_image", {**payload, "image_index": i})
+                    yield event(f"{kind}.partial_image", {**payload, "image_index": i})
                 index += 1
-            yield _completed(task.result(), common, params.identifier)
+            yield _completed(task.result(), common, params.identifier, kind)
         except InferenceError as exc:
             yield _error_event(from_domain(exc))
         except OpenAIError as exc:
@@ -221,7 +281,9 @@ async def _stream(
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
-def _completed(result: GenerateResult, common: dict[str, Any], identifier: str | None) -> bytes:
+def _completed(
+    result: GenerateResult, common: dict[str, Any], identifier: str | None, kind: EventKind
+) -> bytes:
     """Every completed event at once (so a content-policy error comes before any of them)."""
     kept = [(i, image) for i, image in enumerate(result.images) if not image.nsfw]
     if not kept:
@@ -229,7 +291,7 @@ def _completed(result: GenerateResult, common: dict[str, Any], identifier: str |
     extra = {"usage": NO_USAGE, **({"safety_identifier": identifier} if identifier else {})}
     return b"".join(
         event(
-            "image_generation.completed",
+            f"{kind}.completed",
             {**common, **extra, "b64_json": _b64(image.data), "image_index": i, "seed": image.seed},
         )
         for i, image in kept
