@@ -10,17 +10,20 @@ server's refusal of them is still checked.
 
 Likewise an ``image`` or ``mask`` is documented as a string (JSON: base64 or a ``data:`` URI)
 or a file part of an image type (multipart); that it decodes to a picture is the server's check
-on the content. Generated values become one 1x1 PNG (schemathesis's own PNG sample), so requests
-with images reach the model; values of other types are sent as generated.
+on the content. Generated values become one 1x1 PNG (schemathesis's own PNG sample; for an
+OpenAI edit's mask, a transparent one), so requests with images reach the model; values of
+other types are sent as generated.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import re
 from typing import Any
 
 import schemathesis
+from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.transport.serialization import Binary
 
@@ -28,6 +31,11 @@ from schemathesis.transport.serialization import Binary
 WEBHOOK_HOST = "hooks.invalid"
 #: A 1x1 grey PNG, base64: what a JSON image field carries.
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
+#: A 1x1 fully transparent PNG: an OpenAI edit's mask marks the area to repaint by its alpha.
+TRANSPARENT_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNgYGBg"
+    "AAAABQABeqhXUAAAAABJRU5ErkJggg=="
+)
 _URL = re.compile(r"^(https?://)[^\s/?#]+(.*)$", re.DOTALL)
 
 
@@ -46,27 +54,95 @@ def with_pictures(request: Any) -> None:
                 request[key] = PNG
 
 
-def unmutated_negative(meta: Any) -> bool:
-    """A case labelled negative that carries no mutation, which schemathesis itself describes
-    as a "Positive test case" (its negative generator fell back to valid data; seen for a
-    multipart body in the fuzzing phase): it is checked as the valid request it is."""
-    data = meta.phase.data
+def body_conforms(case: Any) -> bool | None:
+    """Whether the case's body conforms to the operation's documented schema, as schemathesis's
+    own validator for that body judges it; None when the operation documents no such body.
+
+    The fuzzer's labels are not trusted for this: it has labelled unmutated bodies negative
+    (its negative generator falling back to valid data, in multipart and coverage cases) and
+    schema-violating ones positive (``{"strength": {}}``, drawn from an ``if`` subschema). A
+    multipart body is judged as it is sent (``as_sent``).
+    """
+    body = case.body
+    if not isinstance(body, dict):
+        return None
+    media = (case.media_type or "").split(";")[0].strip()
+    for alternative in case.operation.body:
+        if alternative.media_type == media:
+            if media.startswith("multipart/"):
+                body = as_sent(body, alternative.form_properties)
+            return bool(alternative.is_valid(body))
+    return None
+
+
+def as_sent(body: dict[str, Any], properties: dict[str, Any]) -> dict[str, Any]:
+    """A generated multipart body as the server reads what goes on the wire.
+
+    A part is text: schemathesis writes ``None``, booleans, objects and arrays in their JSON
+    spelling, numbers with ``str``, a list as one part per item. The server reads a blank part
+    as a field not sent and a number or boolean field's text as the value it spells; a file
+    part is the string its schema says it is.
+    """
+    sent: dict[str, Any] = {}
+    for name, value in body.items():
+        if properties.get(name, {}).get("format") == "binary" and not isinstance(value, Binary):
+            sent[name] = value  # sent as a file of its JSON text: judged as generated
+            continue
+        if isinstance(value, list) and len(value) != 1:
+            if value:
+                sent[name] = value  # repeated parts: refused as such, as the schema refuses it
+            continue
+        value = value[0] if isinstance(value, list) else value
+        if isinstance(value, Binary):
+            sent[name] = "file"
+            continue
+        text = value if isinstance(value, str) else _wire_text(value)
+        if text != "":
+            sent[name] = _read_as(text, properties.get(name, {}))
+    return sent
+
+
+def _wire_text(value: Any) -> str:
     return (
-        meta.generation.mode.is_negative
-        and getattr(data, "mutations", None) == ()
-        and getattr(data, "description", None) == "Positive test case"
+        str(value)
+        if isinstance(value, int | float) and not isinstance(value, bool)
+        else (json.dumps(value))
     )
+
+
+def _read_as(text: str, schema: dict[str, Any]) -> Any:
+    """Form text as the server types it for a field of ``schema`` (inference.http.forms)."""
+    kinds = {schema.get("type")} | {branch.get("type") for branch in schema.get("anyOf", [])}
+    if "integer" in kinds and re.fullmatch(r"-?[0-9]+", text):
+        return int(text)
+    if "number" in kinds and re.fullmatch(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?", text):
+        return float(text)
+    if "boolean" in kinds and text in ("true", "false"):
+        return text == "true"
+    return text
+
+
+def is_negative(case: Any) -> bool:
+    """Whether the case violates the document: its body (judged by ``body_conforms``) or,
+    as labelled, any other component (a header, a path or query parameter)."""
+    meta = case.meta
+    if meta is None:
+        return False
+    others = any(
+        part.mode.is_negative
+        for location, part in meta.components.items()
+        if location != ParameterLocation.BODY
+    )
+    conforms = body_conforms(case)
+    if conforms is None:
+        return others or meta.generation.mode.is_negative
+    return others or not conforms
 
 
 @schemathesis.hook
 def before_call(ctx: Any, case: Any, **kwargs: Any) -> None:
     body = case.body
-    meta = case.meta
-    negative = meta is not None and (
-        meta.generation.mode.is_negative
-        or any(part.mode.is_negative for part in meta.components.values())
-    )
-    if negative or not isinstance(body, dict):
+    if is_negative(case) or not isinstance(body, dict):
         return  # a schema-violating case is sent as generated: its refusal is what is checked
     for key in ("webhook", "webhook_completed"):
         if key in body:
@@ -74,10 +150,12 @@ def before_call(ctx: Any, case: Any, **kwargs: Any) -> None:
     if (case.media_type or "").startswith("multipart/"):
         for key in ("image", "mask"):
             value = body.get(key)
+            alpha = key == "mask" and case.path == "/v1/images/edits"
+            picture = base64.b64decode(TRANSPARENT_PNG if alpha else PNG)
             if isinstance(value, Binary):
-                # In place: schemathesis re-judges a body it sees edited, and it judges every
-                # body with a file part schema-violating, which this positive case is not.
-                value.data = base64.b64decode(PNG)
+                value.data = picture  # in place: the body stays the one schemathesis made
+            elif isinstance(value, str):  # a file part of that text: a string, as documented
+                body[key] = Binary(data=picture)
         return
     with_pictures(body)
     with_pictures(body.get("input"))
@@ -87,9 +165,12 @@ def before_call(ctx: Any, case: Any, **kwargs: Any) -> None:
 
 @schemathesis.hook
 def after_call(ctx: Any, case: Any, response: Any) -> None:
-    """Label an unmutated "negative" case positive before the checks judge it."""
+    """Label the case by the document's judgement (``is_negative``) before the checks run."""
     meta = case.meta
-    if meta is not None and unmutated_negative(meta):
-        meta.generation.mode = GenerationMode.POSITIVE
-        for part in meta.components.values():
-            part.mode = GenerationMode.POSITIVE
+    if meta is None:
+        return
+    mode = GenerationMode.NEGATIVE if is_negative(case) else GenerationMode.POSITIVE
+    meta.generation.mode = mode
+    body = meta.components.get(ParameterLocation.BODY)
+    if body is not None:
+        body.mode = mode if body_conforms(case) is not None else body.mode

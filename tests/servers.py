@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -30,8 +31,7 @@ def wait_until(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            out = process.stdout.read() if process.stdout else ""
-            raise RuntimeError(f"server exited with {process.returncode}:\n{out}")
+            raise RuntimeError(f"server exited with {process.returncode}:\n{output(process)}")
         try:
             if httpx.get(url, timeout=2).status_code == status:
                 return
@@ -58,30 +58,49 @@ def server_process(
     ready_path: str = "/health",
     timeout_s: float = 60,
     clean_env: bool = False,
-) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """Like ``running``, also yielding the process (to signal it, read its output, its RSS);
-    stopped at the end if the test has not stopped it."""
+) -> Iterator[tuple[str, subprocess.Popen[Any]]]:
+    """Like ``running``, also yielding the process (to signal it, read its ``output``, its
+    RSS); stopped at the end if the test has not stopped it.
+
+    Its output goes to a file, not a pipe: nobody reads a pipe while the test runs, and a
+    server that fills one (64 KiB of access log: a fuzzer's run) blocks on its next log line.
+    """
     base_env = {} if clean_env else dict(os.environ)
     full_env = {**base_env, "PYTHONUNBUFFERED": "1", **(env or {})}
-    process = subprocess.Popen(
-        list(command),
-        cwd=cwd,
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(url + ready_path, process, timeout_s)
-        yield url, process
-    finally:
-        process.terminate()
+    with tempfile.TemporaryDirectory(prefix="server-") as folder:
+        log = Path(folder) / "output.log"
+        with log.open("w") as sink:
+            process = subprocess.Popen(
+                list(command), cwd=cwd, env=full_env, stdout=sink, stderr=subprocess.STDOUT
+            )
+        _LOGS[process.pid] = log
+        url = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            wait_until(url + ready_path, process, timeout_s)
+            yield url, process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            del _LOGS[process.pid]
+
+
+#: Where each running test server's output goes, by process id.
+_LOGS: dict[int, Path] = {}
+
+
+def output(process: subprocess.Popen[Any]) -> str:
+    """Everything a server from ``server_process`` has printed so far."""
+    return _LOGS[process.pid].read_text(errors="replace")
+
+
+def stopped_output(process: subprocess.Popen[Any], timeout_s: float) -> str:
+    """Wait up to ``timeout_s`` for the server to exit; everything it printed."""
+    process.wait(timeout=timeout_s)
+    return output(process)
 
 
 @contextmanager
@@ -98,7 +117,7 @@ def inference_server(
 @contextmanager
 def inference_process(
     env: Mapping[str, str] | None = None,
-) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+) -> Iterator[tuple[str, subprocess.Popen[Any]]]:
     """``python -m inference serve`` as a process the test may signal, once /ready is 200."""
     port = free_port()
     command = [sys.executable, "-m", "inference", "serve", "--port", str(port)]

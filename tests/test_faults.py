@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import ROOT, inference_process
+from tests.servers import ROOT, inference_process, stopped_output
 
 QUIET = {"UI": "false", "LOG_LEVEL": "warning"}
 QUICK = {"width": 64, "height": 64, "steps": 2}
@@ -71,7 +71,7 @@ def stop_and_collect(process: subprocess.Popen[str], within_s: float) -> tuple[f
     """SIGTERM; (seconds until the process exited, everything it printed)."""
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=within_s + 30)
+    output = stopped_output(process, within_s + 30)
     elapsed = time.monotonic() - started
     assert elapsed < within_s, f"took {elapsed:.1f}s to exit:\n{output}"
     return elapsed, output
@@ -99,7 +99,7 @@ def test_sigterm_drains_in_flight_work_and_refuses_new_work_in_json() -> None:
         assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
         assert "shutting down" in refused.json()["error"]["message"]
         assert [r.status_code for r in in_flight] == [200, 200, 200]
-        output, _ = process.communicate(timeout=30)
+        output = stopped_output(process, 30)
         assert process.returncode is not None
         assert "Traceback" not in output and "CancelledError" not in output, output
 
@@ -125,7 +125,7 @@ def test_past_the_grace_period_in_flight_work_fails_as_json_503() -> None:
             assert response.status_code == 503
             assert response.headers["content-type"] == "application/json"
             assert response.json()["error"]["type"] == "not_ready"
-        output, _ = process.communicate(timeout=30)
+        output = stopped_output(process, 30)
         assert "Traceback" not in output and "CancelledError" not in output, output
 
 

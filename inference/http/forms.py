@@ -73,9 +73,10 @@ async def _form_fields(request: Request) -> dict[str, Any]:
 async def read_form(
     request: Request, max_files: int, max_fields: int, settings: Settings
 ) -> list[tuple[str, str | bytes]]:
-    """A multipart body's parts in order: text, or an uploaded file's bytes. An empty value or
-    an unselected file input (what a browser sends for a blank one) is left out. Every bound
-    (files, fields, a part's bytes) is enforced while parsing, before anything is buffered."""
+    """A multipart body's parts in order: text, or an uploaded file's bytes. A blank value or
+    an unselected file input (what a browser sends for an empty one) is a field not sent.
+    Every bound (files, fields, a part's bytes) is enforced while parsing, before anything is
+    buffered."""
     try:
         form = await request.form(
             max_files=max_files, max_fields=max_fields, max_part_size=settings.max_body_bytes

@@ -243,7 +243,7 @@ def _form_value(name: str, text: str) -> Any:
     if name in ("n", "partial_images") and re.fullmatch(r"-?[0-9]+", text):
         return int(text)
     if name == "stream":
-        return {"true": True, "false": False}.get(text.lower(), text)
+        return {"true": True, "false": False}.get(text, text)
     return typed(name, text)
 
 

@@ -258,6 +258,9 @@ def _openai_edit_params(generation: dict[str, Any], request: dict[str, Any]) -> 
         strength={k: v for k, v in native["strength"].items() if k != "default"},
         input_fidelity={"description": "Accepted and ignored."},
     )
+    for field in body["properties"].values():
+        if field.keys() <= {"description"}:  # any JSON value is ignored; a form part is text
+            field["type"] = "string"
     body["required"] = ["image", "prompt"]
     return as_form(body, "EditParams", ("image", "mask"))
 
