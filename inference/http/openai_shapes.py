@@ -1,31 +1,13 @@
-"""OpenAI's images API, its shapes only: the parameters, their translation into our request, the
-error body and the streamed events. The routes (``routes/openai.py``) use these; nothing here
-validates what the service validates.
-
-Parameters, as the official ``openai`` client sends them:
-
-- translated: ``prompt``; ``n`` -> ``num_outputs``; ``size`` "WxH" -> ``width``/``height``
-  ("auto" or none: the model's default); ``output_format``.
-- this protocol's own, checked here: ``response_format`` (``b64_json`` by default, or ``url``),
-  ``stream`` and ``partial_images`` (0-3), ``background`` (``auto``/``opaque``; this server
-  draws no transparency, so ``transparent`` is refused).
-- accepted and ignored: ``model`` (one model is served, whatever the name), ``quality``,
-  ``style``, ``moderation``, ``output_compression``, ``complexity``, ``user`` and
-  ``safety_identifier`` (echoed as ``safety_identifier``, as OpenAI does).
-- extensions (send them with the client's ``extra_body``): ``seed``, ``negative_prompt``,
-  ``steps``, ``prompt_weight``, ``scheduler``, as in ``POST /predict``.
-
-An unknown parameter is refused, as OpenAI refuses it, rather than silently dropped.
+"""OpenAI's images API, its shapes: the error body, our errors in its terms, and the streamed
+events. The parameters and their translation are ``openai_params``; the routes
+(``routes/openai.py``) use both; nothing here validates what the service validates.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import re
-from typing import Any, Literal, TypeVar
-
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from typing import Any
 
 from inference.errors import (
     InferenceError,
@@ -35,18 +17,9 @@ from inference.errors import (
     Overloaded,
     RequestTimeout,
 )
-from inference.http.forms import typed
-from inference.settings import Settings
-from inference.validation import describe_errors
 
-P = TypeVar("P", bound="GenerationParams")
-#: Parameters that are file uploads (on the edits route).
-FILE_PARAMS = ("image", "mask")
-#: Our request fields sent under the same name (through ``extra_body``).
-EXTENSIONS = ("seed", "negative_prompt", "steps", "prompt_weight", "scheduler")
 #: Our field -> OpenAI's parameter, for errors (others keep their name).
 PARAM_BY_FIELD = {"num_outputs": "n", "width": "size", "height": "size", "body": None}
-SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 #: The usage block events carry; this server counts no tokens.
 NO_USAGE = {
     "input_tokens": 0,
@@ -82,180 +55,6 @@ class OpenAIError(Exception):
     def body(self) -> dict[str, Any]:
         error = {"message": self.message, "type": self.kind, "param": self.param}
         return {"error": {**error, "code": self.code}}
-
-
-class GenerationParams(BaseModel):
-    """The body of POST /v1/images/generations."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: Any = Field(description="What to draw (our `prompt`).")
-    n: Any = Field(None, description="Images to generate (our `num_outputs`).")
-    size: str | None = Field(None, description="'WIDTHxHEIGHT' or 'auto' (the model's own).")
-    output_format: Any = Field(None, description="png, jpeg or webp.")
-    response_format: Literal["b64_json", "url"] | None = None
-    stream: StrictBool | None = False
-    partial_images: int | None = Field(None, ge=0, le=3)
-
-    @field_validator("partial_images", mode="before")
-    @classmethod
-    def _a_number(cls, value: Any) -> Any:
-        """JSON numbers only: ``true`` is not 1, ``"2"`` is not 2 (``2.0`` is 2)."""
-        if isinstance(value, bool | str):
-            raise ValueError(f"partial_images must be an integer from 0 to 3, got {value!r}")
-        return value
-
-    background: Literal["auto", "opaque"] | None = None
-    model: str | None = Field(None, description="Ignored: this server serves one model.")
-    user: str | None = None
-    safety_identifier: str | None = None
-    quality: Any = None
-    style: Any = None
-    moderation: Any = None
-    output_compression: Any = None
-    complexity: Any = None
-    seed: Any = None
-    negative_prompt: Any = None
-    steps: Any = None
-    prompt_weight: Any = None
-    scheduler: Any = None
-
-    def native(self) -> dict[str, Any]:
-        """Our request fields; the service validates them (and names what is wrong)."""
-        request: dict[str, Any] = {"prompt": self.prompt}
-        if self.n is not None:
-            request["num_outputs"] = self.n
-        if self.output_format is not None:
-            request["output_format"] = self.output_format
-        if self.size not in (None, "auto"):
-            match = SIZE.match(self.size or "")
-            if match is None:
-                raise OpenAIError(
-                    400,
-                    f"size must be 'WIDTHxHEIGHT' (e.g. '512x512') or 'auto', got {self.size!r}",
-                    param="size",
-                    code="invalid_size",
-                )
-            request["width"], request["height"] = int(match[1]), int(match[2])
-        for name in EXTENSIONS:
-            value = getattr(self, name)
-            if value is not None:
-                request[name] = value
-        return request
-
-    @property
-    def identifier(self) -> str | None:
-        """``safety_identifier``, or the deprecated ``user`` (OpenAI's rule)."""
-        return self.safety_identifier or self.user or None
-
-
-class EditParams(GenerationParams):
-    """The parts of POST /v1/images/edits (multipart/form-data, as the client sends them)."""
-
-    image: bytes = Field(description="The image to edit: one file.")
-    mask: bytes | None = Field(
-        None,
-        description="A PNG of the image's size whose fully transparent pixels are repainted.",
-    )
-    input_fidelity: Any = None
-    strength: Any = None
-
-    def native_edit(self, settings: Settings) -> dict[str, Any]:
-        """Our request: the image, and OpenAI's mask as ours (decodes both: off the loop)."""
-        request = {**self.native(), "image": self.image}
-        mask = openai_mask(self.image, self.mask, settings)
-        if mask is not None:
-            request["mask"] = mask
-        if self.strength is not None:
-            request["strength"] = self.strength
-        return request
-
-
-def openai_mask(image: bytes, mask: bytes | None, settings: Settings) -> bytes | None:
-    """OpenAI's mask in our convention (white repaints), as a PNG; None to edit everything.
-
-    OpenAI repaints the mask's fully transparent pixels; without a mask, the image's own
-    fully transparent pixels (DALL-E 2's rule), and where it has none, the whole image
-    (image-to-image). A mask with no alpha channel marks nothing, so it is refused.
-    """
-    from PIL import Image
-
-    from inference.images import transparent_area
-
-    limit = settings.max_image_pixels
-    if mask is None:
-        area = transparent_area(image, "image", limit)
-        if area is None or not area.any():
-            return None
-    else:
-        area = transparent_area(mask, "mask", limit)
-        if area is None:
-            raise OpenAIError(
-                400,
-                "mask has no alpha channel: its fully transparent pixels mark the area to "
-                "edit; send a PNG with transparency (or leave mask out to edit the whole image)",
-                param="mask",
-                code="invalid_value",
-            )
-    encoded = io.BytesIO()
-    Image.fromarray(area, mode="L").save(encoded, format="PNG", compress_level=1)
-    return encoded.getvalue()
-
-
-def parse_params(raw: bytes) -> GenerationParams:
-    """The parameters in ``raw``, or a 400 naming the first bad one."""
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise OpenAIError(400, f"the body is not valid JSON ({exc}); send a JSON object") from None
-    if not isinstance(body, dict):
-        raise OpenAIError(400, "the body must be a JSON object of parameters")
-    return _validated(GenerationParams, body)
-
-
-def parse_edit(parts: list[tuple[str, str | bytes]]) -> EditParams:
-    """The parameters in a multipart body's parts, or a 400 naming the first bad one.
-
-    The client sends a list of images as ``image[]`` parts; this server edits one image, so
-    more than one is refused rather than all but one dropped. Text parts are typed as the
-    JSON body's values would be (``n=2``, ``stream=true``).
-    """
-    body: dict[str, Any] = {}
-    images = [value for name, value in parts if name in ("image", "image[]")]
-    if len(images) > 1:
-        raise OpenAIError(
-            400,
-            f"this server edits one image per request, got {len(images)}; send one image",
-            param="image",
-        )
-    for name, value in parts:
-        key = "image" if name == "image[]" else name
-        if key in body:
-            raise OpenAIError(400, f"{key} is given more than once; send it once", param=key)
-        if key in FILE_PARAMS and isinstance(value, str):
-            raise OpenAIError(400, f"{key} must be a file upload (multipart), not text", param=key)
-        body[key] = _form_value(key, value) if isinstance(value, str) else value
-    return _validated(EditParams, body)
-
-
-def _form_value(name: str, text: str) -> Any:
-    """A form part's text as the JSON value it stands for, where its parameter is typed."""
-    if name in ("n", "partial_images") and re.fullmatch(r"-?[0-9]+", text):
-        return int(text)
-    if name == "stream":
-        return {"true": True, "false": False}.get(text, text)
-    return typed(name, text)
-
-
-def _validated(kind: type[P], body: dict[str, Any]) -> P:
-    try:
-        return kind.model_validate(body)
-    except ValidationError as exc:
-        first = describe_errors(exc.errors())[0]
-        message = first["message"]
-        if exc.errors()[0]["type"] == "extra_forbidden":
-            message = f"Unknown parameter: '{first['field']}'."
-        raise OpenAIError(400, message, param=first["field"].split(".")[0]) from None
 
 
 def from_domain(exc: InferenceError) -> OpenAIError:

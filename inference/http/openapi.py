@@ -14,7 +14,8 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from inference.http.forms import as_form, request_schemas
+from inference.http.forms import request_schemas
+from inference.http.openai_schema import edit_params_schema, generation_params_schema
 from inference.predictions.record import CURSOR, ID_PATTERN
 from inference.schema import Limits
 from inference.settings import Settings
@@ -174,97 +175,6 @@ _WAIT = f"\\s*{_WAIT_WORD}(?: *= *0*(?:[1-9]|[1-5][0-9]|60))?\\s*(?:;[^,]*)?"
 REPLICATE_PREFER = f"^(?:{_NOT_WAIT},)*(?:{_WAIT}(?:,.*)?|{_NOT_WAIT})$"
 
 
-def _size_pattern(limits: Limits, multiple: int, minimum: int) -> str:
-    """OpenAI's ``size``: ``auto`` or ``WxH`` within this server's limits, multiples of 8."""
-
-    def sides(maximum: int) -> str:
-        return "|".join(str(n) for n in range(minimum, maximum + 1, multiple))
-
-    return f"^(?:auto|(?:{sides(limits.max_width)})x(?:{sides(limits.max_height)}))$"
-
-
-def _openai_params(request: dict[str, Any], limits: Limits) -> dict[str, Any]:
-    """The body of POST /v1/images/generations: OpenAI's parameters, and our extensions with
-    the types and bounds of ``GenerateRequest`` (``request``, this server's limits in it)."""
-    native = request["properties"]
-    width = next(b for b in native["width"]["anyOf"] if b.get("type") == "integer")
-    nullable = {"anyOf": [{"type": "string"}, {"type": "null"}]}
-    params: dict[str, Any] = {
-        "prompt": {**native["prompt"], "description": "What to draw (our `prompt`)."},
-        "n": {
-            "anyOf": [
-                {k: v for k, v in native["num_outputs"].items() if k != "default"},
-                {"type": "null"},
-            ],
-            "description": "Images to generate (our `num_outputs`).",
-        },
-        "size": {
-            "anyOf": [
-                {
-                    "type": "string",
-                    "pattern": _size_pattern(
-                        limits, native["width"].get("multipleOf", 8), width.get("minimum", 8)
-                    ),
-                },
-                {"type": "null"},
-            ],
-            "description": "'WIDTHxHEIGHT' or 'auto' (the model's own).",
-        },
-        "output_format": {
-            "anyOf": [
-                {k: v for k, v in native["output_format"].items() if k != "default"},
-                {"type": "null"},
-            ]
-        },
-        "response_format": {
-            "anyOf": [{"enum": ["b64_json", "url"], "type": "string"}, {"type": "null"}]
-        },
-        "stream": {"anyOf": [{"type": "boolean"}, {"type": "null"}]},
-        "partial_images": {
-            "anyOf": [{"type": "integer", "minimum": 0, "maximum": 3}, {"type": "null"}]
-        },
-        "background": {"anyOf": [{"enum": ["auto", "opaque"], "type": "string"}, {"type": "null"}]},
-        "model": {**nullable, "description": "Ignored: this server serves one model."},
-        "user": nullable,
-        "safety_identifier": nullable,
-    }
-    for ignored in ("quality", "style", "moderation", "output_compression", "complexity"):
-        params[ignored] = {"description": "Accepted and ignored."}
-    for name in ("seed", "negative_prompt", "steps", "prompt_weight", "scheduler"):
-        field = {k: v for k, v in native[name].items() if k != "default"}
-        if "anyOf" not in field:
-            field = {"anyOf": [field, {"type": "null"}]}
-        params[name] = field
-    return {
-        "title": "GenerationParams",
-        "type": "object",
-        "properties": params,
-        "required": ["prompt"],
-        "additionalProperties": False,
-    }
-
-
-def _openai_edit_params(generation: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
-    """The form of POST /v1/images/edits: the generation parameters, the image and OpenAI's
-    mask as uploads, and ``strength`` as in ``GenerateRequest``."""
-    body = copy.deepcopy(generation)
-    native = request["properties"]
-    body["properties"].update(
-        image={"description": "The image to edit (one; as `image` or `image[]`)."},
-        mask={
-            "description": "A PNG of the image's size whose fully transparent pixels are "
-            "repainted; without it, the image's own transparent pixels, else all of it."
-        },
-        strength={k: v for k, v in native["strength"].items() if k != "default"},
-        input_fidelity={"description": "Accepted and ignored."},
-    )
-    for field in body["properties"].values():
-        if field.keys() <= {"description"}:  # any JSON value is ignored; a form part is text
-            field["type"] = "string"
-    body["required"] = ["image", "prompt"]
-    return as_form(body, "EditParams", ("image", "mask"))
-
-
 def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     return [
         (path, method, operation)
@@ -311,9 +221,9 @@ def _document_protocols(document: dict[str, Any], limits: Limits) -> None:
     del put["properties"]["id"]
     put.update(title="PredictionPut", additionalProperties=True)
     schemas["PredictionPut"] = put
-    openai_body = _openai_params(schemas["GenerateRequest"], limits)
+    openai_body = generation_params_schema(schemas["GenerateRequest"], limits)
     schemas["GenerationParams"] = openai_body
-    schemas["EditParams"] = _openai_edit_params(openai_body, schemas["GenerateRequest"])
+    schemas["EditParams"] = edit_params_schema(openai_body, schemas["GenerateRequest"])
     for path, method, operation in _operations(document):
         tags = operation.get("tags", [])
         if "replicate" in tags and method == "post":

@@ -4,7 +4,7 @@ for ``response_format=url``.
 
 ``OpenAI(base_url="http://host:port/v1", api_key=AUTH_TOKEN)`` works against it: the client's
 ``Authorization: Bearer`` is checked like every protected route's. The route translates the
-parameters (``openai_shapes``) and calls the service; validation, batching, the result cache
+parameters (``openai_params``) and calls the service; validation, batching, the result cache
 and the model are the service's. Every error on these paths, auth included, is answered in
 OpenAI's shape by ``OpenAIRoute``.
 """
@@ -12,15 +12,13 @@ OpenAI's shape by ``OpenAIRoute``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -30,21 +28,11 @@ from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
 from inference.http.errors import ClientDisconnected
 from inference.http.forms import read_form
 from inference.http.image_store import ImageStore, get_image_store
-from inference.http.openai_shapes import (
-    NO_USAGE,
-    EditParams,
-    GenerationParams,
-    OpenAIError,
-    content_policy,
-    event,
-    from_domain,
-    parse_edit,
-    parse_params,
-    partial_steps,
-)
+from inference.http.openai_params import EditParams, GenerationParams, parse_edit, parse_params
+from inference.http.openai_shapes import OpenAIError, content_policy, from_domain
+from inference.http.openai_stream import EventKind, b64, cache_header, stream_images
 from inference.http.openapi import event_stream, protocol_errors
 from inference.http.routes.predict import until_disconnect
-from inference.results import GenerateResult
 from inference.schema import Job
 from inference.service import Service
 from inference.settings import Settings
@@ -84,8 +72,6 @@ def _as_openai(exc: Exception) -> OpenAIError:
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 StoreDep = Annotated[ImageStore, Depends(get_image_store)]
-#: The prefix of a route's stream events.
-EventKind = Literal["image_generation", "image_edit"]
 #: An edit's uploads: one image and a mask, and room to refuse a list of images by name.
 MAX_EDIT_FILES = 16
 #: Text parts: each parameter once, with room to name a repeated one.
@@ -167,7 +153,7 @@ async def _answer(
     events (``image_generation`` or ``image_edit``) when the client asked for one."""
     created = int(time.time())
     if params.stream:
-        return await _stream(service, job, params, created, kind)
+        return await stream_images(service, job, params, created, kind)
     result = await until_disconnect(request, service.submit(job))
     kept = [image for image in result.images if not image.nsfw]
     if not kept:
@@ -179,7 +165,7 @@ async def _answer(
         if params.response_format == "url":
             item["url"] = f"{base}/v1/images/files/{store.put(image.data, image.media_type)}"
         else:
-            item["b64_json"] = _b64(image.data)
+            item["b64_json"] = b64(image.data)
         data.append(item)
     body: dict[str, Any] = {
         "created": created,
@@ -190,7 +176,7 @@ async def _answer(
     }
     if params.identifier:
         body["safety_identifier"] = params.identifier
-    return JSONResponse(body, headers=_cache_header(result))
+    return JSONResponse(body, headers=cache_header(result))
 
 
 @router.get(
@@ -219,99 +205,3 @@ async def image_file(token: str, store: StoreDep) -> Response:
     left = image.seconds_left(store.clock())
     headers = {"Cache-Control": f"private, max-age={left}"}
     return Response(image.data, media_type=image.media_type, headers=headers)
-
-
-async def _stream(
-    service: Service, job: Job, params: GenerationParams, created: int, kind: EventKind
-) -> StreamingResponse:
-    """Partial images (``{kind}.partial_image``) as the model's previews arrive, then one
-    ``{kind}.completed`` per image; an error after the start is an error event.
-
-    The request is queued before the response starts, so a full queue or a model still loading
-    is an HTTP 503 like any other, not an event. A cache hit has no partial images.
-    """
-    loop = asyncio.get_running_loop()
-    previews: asyncio.Queue[list[np.ndarray]] = asyncio.Queue()
-    wanted = params.partial_images or 0
-
-    def on_preview(step: int, total: int, render: Callable[[], list[np.ndarray]]) -> None:
-        if step in partial_steps(total, wanted):  # on the engine's thread: only copy pixels
-            loop.call_soon_threadsafe(previews.put_nowait, render())
-
-    task = asyncio.ensure_future(service.submit(job, preview=on_preview if wanted else None))
-    await asyncio.sleep(0)  # the submission runs up to its queueing: refusals surface here
-    if task.done() and (refused := task.exception()) is not None:
-        raise refused
-    common = {
-        "created_at": created,
-        "size": f"{job.width}x{job.height}",
-        "output_format": job.output_format,
-        "background": "opaque",
-        "quality": "auto",
-    }
-
-    async def events() -> AsyncIterator[bytes]:
-        index = 0
-        try:
-            while not task.done() or not previews.empty():
-                if previews.empty():
-                    getter = asyncio.ensure_future(previews.get())
-                    await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-                    if not getter.done():
-                        getter.cancel()
-                        continue
-                    images = getter.result()
-                else:
-                    images = previews.get_nowait()
-                for i, pixels in enumerate(images):
-                    data = await asyncio.to_thread(codec.encode, pixels, job.output_format)
-                    payload = {**common, "b64_json": _b64(data), "partial_image_index": index}
-                    yield event(f"{kind}.partial_image", {**payload, "image_index": i})
-                index += 1
-            yield _completed(task.result(), common, params.identifier, kind)
-        except InferenceError as exc:
-            yield _error_event(from_domain(exc))
-        except OpenAIError as exc:
-            yield _error_event(exc)
-        finally:
-            if not task.done():  # the client left: abandon the request
-                task.cancel()
-
-    headers = {"Cache-Control": "no-store", **_cache_header_of(task)}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
-
-
-def _completed(
-    result: GenerateResult, common: dict[str, Any], identifier: str | None, kind: EventKind
-) -> bytes:
-    """Every completed event at once (so a content-policy error comes before any of them)."""
-    kept = [(i, image) for i, image in enumerate(result.images) if not image.nsfw]
-    if not kept:
-        raise content_policy(len(result.images))
-    extra = {"usage": NO_USAGE, **({"safety_identifier": identifier} if identifier else {})}
-    return b"".join(
-        event(
-            f"{kind}.completed",
-            {**common, **extra, "b64_json": _b64(image.data), "image_index": i, "seed": image.seed},
-        )
-        for i, image in kept
-    )
-
-
-def _error_event(error: OpenAIError) -> bytes:
-    return event("error", error.body())
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _cache_header(result: GenerateResult) -> dict[str, str]:
-    return {"X-Cache": result.cache} if result.cache else {}
-
-
-def _cache_header_of(task: asyncio.Future[GenerateResult]) -> dict[str, str]:
-    """X-Cache for a stream, known before it starts only when the result already is (a hit)."""
-    if task.done() and task.exception() is None:
-        return _cache_header(task.result())
-    return {}

@@ -1,0 +1,127 @@
+"""OpenAI's streamed images: server-sent events of partial images while the model runs, then
+the images, for both routes of ``routes/openai.py`` (``image_generation.*``, ``image_edit.*``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal
+
+import numpy as np
+from fastapi.responses import StreamingResponse
+
+from inference import codec
+from inference.errors import InferenceError
+from inference.http.openai_params import GenerationParams
+from inference.http.openai_shapes import (
+    NO_USAGE,
+    OpenAIError,
+    content_policy,
+    event,
+    from_domain,
+    partial_steps,
+)
+from inference.results import GenerateResult
+from inference.schema import Job
+from inference.service import Service
+
+#: The prefix of a route's stream events.
+EventKind = Literal["image_generation", "image_edit"]
+
+
+async def stream_images(
+    service: Service, job: Job, params: GenerationParams, created: int, kind: EventKind
+) -> StreamingResponse:
+    """Partial images (``{kind}.partial_image``) as the model's previews arrive, then one
+    ``{kind}.completed`` per image; an error after the start is an error event.
+
+    The request is queued before the response starts, so a full queue or a model still loading
+    is an HTTP 503 like any other, not an event. A cache hit has no partial images.
+    """
+    loop = asyncio.get_running_loop()
+    previews: asyncio.Queue[list[np.ndarray]] = asyncio.Queue()
+    wanted = params.partial_images or 0
+
+    def on_preview(step: int, total: int, render: Callable[[], list[np.ndarray]]) -> None:
+        if step in partial_steps(total, wanted):  # on the engine's thread: only copy pixels
+            loop.call_soon_threadsafe(previews.put_nowait, render())
+
+    task = asyncio.ensure_future(service.submit(job, preview=on_preview if wanted else None))
+    await asyncio.sleep(0)  # the submission runs up to its queueing: refusals surface here
+    if task.done() and (refused := task.exception()) is not None:
+        raise refused
+    common = {
+        "created_at": created,
+        "size": f"{job.width}x{job.height}",
+        "output_format": job.output_format,
+        "background": "opaque",
+        "quality": "auto",
+    }
+
+    async def events() -> AsyncIterator[bytes]:
+        index = 0
+        try:
+            while not task.done() or not previews.empty():
+                if previews.empty():
+                    getter = asyncio.ensure_future(previews.get())
+                    await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+                    if not getter.done():
+                        getter.cancel()
+                        continue
+                    images = getter.result()
+                else:
+                    images = previews.get_nowait()
+                for i, pixels in enumerate(images):
+                    data = await asyncio.to_thread(codec.encode, pixels, job.output_format)
+                    payload = {**common, "b64_json": b64(data), "partial_image_index": index}
+                    yield event(f"{kind}.partial_image", {**payload, "image_index": i})
+                index += 1
+            yield _completed(task.result(), common, params.identifier, kind)
+        except InferenceError as exc:
+            yield _error_event(from_domain(exc))
+        except OpenAIError as exc:
+            yield _error_event(exc)
+        finally:
+            if not task.done():  # the client left: abandon the request
+                task.cancel()
+
+    headers = {"Cache-Control": "no-store", **_cache_header_of(task)}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+def _completed(
+    result: GenerateResult, common: dict[str, Any], identifier: str | None, kind: EventKind
+) -> bytes:
+    """Every completed event at once (so a content-policy error comes before any of them)."""
+    kept = [(i, image) for i, image in enumerate(result.images) if not image.nsfw]
+    if not kept:
+        raise content_policy(len(result.images))
+    extra = {"usage": NO_USAGE, **({"safety_identifier": identifier} if identifier else {})}
+    return b"".join(
+        event(
+            f"{kind}.completed",
+            {**common, **extra, "b64_json": b64(image.data), "image_index": i, "seed": image.seed},
+        )
+        for i, image in kept
+    )
+
+
+def _error_event(error: OpenAIError) -> bytes:
+    return event("error", error.body())
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def cache_header(result: GenerateResult) -> dict[str, str]:
+    return {"X-Cache": result.cache} if result.cache else {}
+
+
+def _cache_header_of(task: asyncio.Future[GenerateResult]) -> dict[str, str]:
+    """X-Cache for a stream, known before it starts only when the result already is (a hit)."""
+    if task.done() and task.exception() is None:
+        return cache_header(task.result())
+    return {}
