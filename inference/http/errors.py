@@ -65,11 +65,18 @@ def domain_error_response(exc: InferenceError) -> JSONResponse:
         extra["field"] = exc.field
         extra["errors"] = exc.errors
     response = error_response(status, exc.code, exc.message, **extra)
-    if isinstance(exc, Overloaded):
-        response.headers["Retry-After"] = str(exc.retry_after_s)
-    elif isinstance(exc, NotReady) and not exc.permanent:
-        response.headers["Retry-After"] = "5"
+    response.headers.update(retry_headers(exc))
     return response
+
+
+def retry_headers(exc: InferenceError) -> dict[str, str]:
+    """``Retry-After`` where waiting helps: a full queue (its estimate), a model still loading
+    or a server draining (5 s); none where a retry would fail the same way."""
+    if isinstance(exc, Overloaded):
+        return {"Retry-After": str(exc.retry_after_s)}
+    if isinstance(exc, NotReady) and not exc.permanent:
+        return {"Retry-After": "5"}
+    return {}
 
 
 def unparsable_body(cause: BaseException) -> str:

@@ -8,19 +8,21 @@ protocol's own shape instead of this app's ``{"error": ...}`` envelope.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from inference.errors import InvalidRequest, NotReady
 from inference.http.errors import unparsable_body
-from inference.predictions import PredictionStore
+from inference.predictions import EVENTS, Prediction, PredictionStore
+from inference.predictions.record import Event, Protocol
 from inference.predictions.store import LocalStore
 from inference.predictions.targets import check_target
 from inference.schema import GenerateRequest, Job
@@ -28,6 +30,18 @@ from inference.service import Service
 from inference.settings import Settings
 
 ErrorRenderer = Callable[[Exception], Response | None]
+
+
+class PredictionBody(BaseModel):
+    """What both protocols' create bodies hold; other keys are ignored, as both servers do."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: dict[str, Any] = Field(default_factory=dict, description="The model's inputs.")
+    webhook: str | None = Field(None, description="A URL to POST the prediction to.")
+    webhook_events_filter: list[Event] | None = Field(
+        None, description="Which events call the webhook (default: all)."
+    )
 
 
 def use_store(app: FastAPI, store: PredictionStore) -> None:
@@ -132,3 +146,29 @@ async def check_webhook(url: str | None, settings: Settings, field: str = "webho
     """422 naming ``field`` unless it is an http(s) URL on a host this server may call."""
     if url is not None:
         await check_target(url, settings.webhook_hosts, field=field)
+
+
+def new_prediction(
+    protocol: Protocol,
+    given: dict[str, Any],
+    unknown: list[str],
+    base: str,
+    settings: Settings,
+    webhook: str | None,
+    events: Iterable[str] | None,
+    **fields: Any,
+) -> Prediction:
+    """A prediction of ``protocol`` for the input ``given`` (its ``unknown`` keys noted in its
+    logs), calling ``webhook`` for ``events`` (default: all), with its protocol's ``fields``."""
+    prediction = Prediction(
+        protocol=protocol,
+        input=given,
+        base_url=base,
+        output_urls=settings.predictions_output == "url",
+        webhook=webhook,
+        events=frozenset(events if events is not None else EVENTS),
+        **fields,
+    )
+    if unknown:
+        prediction.log(f"ignored inputs this model does not have: {', '.join(unknown)}")
+    return prediction

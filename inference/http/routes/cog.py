@@ -13,26 +13,28 @@ them), and a cancel answers the envelope (Cog answers ``{}``).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from inference.errors import InferenceError, InvalidRequest, NotReady, Overloaded
+from inference.errors import InferenceError, InvalidRequest
 from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
-from inference.http.errors import STATUS_BY_ERROR
+from inference.http.errors import STATUS_BY_ERROR, retry_headers
 from inference.http.openapi import protocol_errors
 from inference.http.protocols import (
+    PredictionBody,
     StoreDep,
     as_invalid_request,
     base_url,
     check_webhook,
+    new_prediction,
     protocol_route,
     to_job,
 )
-from inference.predictions import EVENTS, Prediction, new_id
+from inference.predictions import Prediction, new_id
 from inference.predictions.envelopes import cog_accepted, cog_envelope
 from inference.predictions.record import ID_PATTERN
 from inference.predictions.store import PredictionStore
@@ -52,14 +54,8 @@ def render_error(exc: Exception) -> Response | None:
         ]
         return JSONResponse({"detail": detail}, status_code=422)
     if isinstance(exc, InferenceError):
-        response = JSONResponse(
-            {"detail": exc.message}, status_code=STATUS_BY_ERROR.get(type(exc), 500)
-        )
-        if isinstance(exc, Overloaded):
-            response.headers["Retry-After"] = str(exc.retry_after_s)
-        elif isinstance(exc, NotReady) and not exc.permanent:
-            response.headers["Retry-After"] = "5"
-        return response
+        status = STATUS_BY_ERROR.get(type(exc), 500)
+        return JSONResponse({"detail": exc.message}, status, headers=retry_headers(exc))
     if isinstance(exc, StarletteHTTPException):
         return JSONResponse(
             {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
@@ -84,17 +80,10 @@ CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
 NOT_FOUND = protocol_errors("cog", 404)
 
 
-class PredictionRequest(BaseModel):
+class PredictionRequest(PredictionBody):
     """Cog's request body; other keys (``context``, ``output_file_prefix``) are ignored."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    input: dict[str, Any] = Field(default_factory=dict, description="The model's inputs.")
     id: str | None = Field(None, description="The prediction's id (default: a random one).")
-    webhook: str | None = Field(None, description="A URL to POST the prediction to.")
-    webhook_events_filter: list[Literal["start", "output", "logs", "completed"]] | None = Field(
-        None, description="Which events call the webhook (default: all)."
-    )
 
 
 Prefer = Annotated[str | None, Header(description="'respond-async' answers 202 at once.")]
@@ -129,18 +118,16 @@ async def _create(
     job, unknown = to_job(service, body.input)
     if (existing := await store.get(prediction_id)) is not None:
         return await _answer(store, existing, prefer)
-    events = body.webhook_events_filter
-    prediction = Prediction(
+    prediction = new_prediction(
+        "cog",
+        body.input,
+        unknown,
+        base_url(request, settings),
+        settings,
+        body.webhook,
+        body.webhook_events_filter,
         id=prediction_id,
-        protocol="cog",
-        input=body.input,
-        base_url=base_url(request, settings),
-        output_urls=settings.predictions_output == "url",
-        webhook=body.webhook,
-        events=frozenset(events if events is not None else EVENTS),
     )
-    if unknown:
-        prediction.log(f"ignored inputs this model does not have: {', '.join(unknown)}")
     return await _answer(store, await store.create(prediction, job), prefer)
 
 

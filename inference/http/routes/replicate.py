@@ -14,27 +14,29 @@ import re
 import time
 from decimal import Decimal
 from http import HTTPStatus
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import Field, StrictBool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inference import __version__, codec
-from inference.errors import InferenceError, InvalidRequest, NotReady, Overloaded
+from inference.errors import InferenceError, InvalidRequest
 from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
-from inference.http.errors import STATUS_BY_ERROR
+from inference.http.errors import STATUS_BY_ERROR, retry_headers
 from inference.http.openapi import event_stream, protocol_errors
 from inference.http.protocols import (
+    PredictionBody,
     StoreDep,
     as_invalid_request,
     base_url,
     check_webhook,
+    new_prediction,
     protocol_route,
     to_job,
 )
-from inference.predictions import EVENTS, Prediction, new_id
+from inference.predictions import Prediction, new_id
 from inference.predictions.envelopes import replicate_object, timestamp
 from inference.predictions.events import stream
 from inference.predictions.record import CURSOR
@@ -44,7 +46,6 @@ from inference.service import Service
 PAGE_SIZE = 100
 #: The Cog release whose envelopes these routes follow (tests run coglet 0.23.1 beside them).
 COG_VERSION = "0.23.1"
-EventName = Literal["start", "output", "logs", "completed"]
 _WAIT = re.compile(r"^wait(?:=(\d+))?$")
 
 
@@ -65,10 +66,7 @@ def render_error(exc: Exception) -> Response | None:
     if isinstance(exc, InferenceError):
         status = STATUS_BY_ERROR.get(type(exc), 500)
         response = problem(status, HTTPStatus(status).phrase, exc.message)
-        if isinstance(exc, Overloaded):
-            response.headers["Retry-After"] = str(exc.retry_after_s)
-        elif isinstance(exc, NotReady) and not exc.permanent:
-            response.headers["Retry-After"] = "5"
+        response.headers.update(retry_headers(exc))
         return response
     if isinstance(exc, StarletteHTTPException):
         title = HTTPStatus(exc.status_code).phrase
@@ -90,18 +88,11 @@ CREATE_ERRORS = protocol_errors("replicate", 422, 503)
 NOT_FOUND = protocol_errors("replicate", 404)
 
 
-class CreatePrediction(BaseModel):
+class CreatePrediction(PredictionBody):
     """The body the replicate client sends; other keys are ignored, as Replicate does."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    input: dict[str, Any] = Field(default_factory=dict, description="The model's inputs.")
     version: str | None = Field(None, description="Any version: it maps to the served model.")
-    webhook: str | None = Field(None, description="An https URL to POST the prediction to.")
     webhook_completed: str | None = Field(None, description="Legacy: webhook for completed.")
-    webhook_events_filter: list[EventName] | None = Field(
-        None, description="Which events call the webhook (default: all)."
-    )
     stream: StrictBool | None = Field(None, description="Accepted; every prediction can stream.")
 
 
@@ -143,19 +134,18 @@ async def _create(
     await check_webhook(body.webhook, settings)
     await check_webhook(body.webhook_completed, settings, "webhook_completed")
     job, unknown = to_job(service, body.input)
-    prediction = Prediction(
+    prediction = new_prediction(
+        "replicate",
+        body.input,
+        unknown,
+        base_url(request, settings),
+        settings,
+        webhook,
+        events,
         id=new_id(),
-        protocol="replicate",
-        input=body.input,
         model=model,
         version=version,
-        base_url=base_url(request, settings),
-        output_urls=settings.predictions_output == "url",
-        webhook=webhook,
-        events=frozenset(events if events is not None else EVENTS),
     )
-    if unknown:
-        prediction.log(f"ignored inputs this model does not have: {', '.join(unknown)}")
     prediction = await store.create(prediction, job)
     if wait is not None:
         prediction = await store.wait(prediction.id, wait) or prediction
