@@ -360,13 +360,13 @@ def test_a_bug_outside_the_model_call_fails_its_batch_and_the_worker_goes_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     service = started(MockModel())
-    real = service.engine._run_batch
+    real = service.engine.calls.run
 
     def once_broken(live: list) -> None:
-        monkeypatch.setattr(service.engine, "_run_batch", real)
+        monkeypatch.setattr(service.engine.calls, "run", real)
         raise KeyError("bookkeeping bug")
 
-    monkeypatch.setattr(service.engine, "_run_batch", once_broken)
+    monkeypatch.setattr(service.engine.calls, "run", once_broken)
     with pytest.raises(ModelError, match="its log has the details"):
         service.generate(req(seed=1))
     assert service.generate(req(seed=2)).images

@@ -1,5 +1,6 @@
 """The engine: one loaded model served batch by batch (``core``), with the batching policy
-(``batcher``) and result encoding (``encoding``) as units of their own."""
+(``batcher``), one model call (``calls``) and result encoding (``encoding``) as units of their
+own."""
 
 from inference.engine.core import Engine, EngineStats
 

@@ -2,8 +2,8 @@
 
 One worker thread runs every model call, so a single accelerator is never shared by two calls,
 and callers from any context share one queue: async callers (``await submit``) and sync ones
-(``run``). Which requests share a call is the batcher's policy (``engine.batcher``); a batch
-whose callers have all gone stops between steps, and a failing call fails only its own batch.
+(``run``). Which requests share a call is the batcher's policy (``engine.batcher``); what one
+call does with its callers (stop between steps, fail only its own batch) is ``engine.calls``.
 Jobs arrive validated (``inference.validation``): the engine never sees a raw request.
 """
 
@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import inspect
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 from inference.engine.batcher import Batcher, Closed, Preview, Progress, Ticket
+from inference.engine.calls import BatchListener, EngineStats, ModelCalls, StepListener
 from inference.engine.encoding import Output, encode_result
-from inference.engine.outputs import batch_preview, checked, notify
+from inference.engine.outputs import checked
 from inference.errors import InferenceError, ModelError, NotReady
 from inference.models.base import Model
 from inference.results import GenerateResult
@@ -31,29 +30,6 @@ from inference.settings import Settings
 log = logging.getLogger(__name__)
 
 Phase = Literal["created", "loading", "ready", "draining", "failed", "stopped"]
-BatchListener = Callable[[int, float], None]
-StepListener = Callable[[int, int], None]
-
-
-class _BatchAbandoned(Exception):
-    """Raised from the progress callback when every caller of the running batch has gone."""
-
-
-class _Stopped(Exception):
-    """Raised from the progress callback when the engine stops under a running batch."""
-
-
-@dataclass
-class EngineStats:
-    """Counters for GET /, the CLI and Prometheus (``http.metrics`` exports each one)."""
-
-    model_calls: int = 0
-    images_generated: int = 0
-    failed_batches: int = 0
-    abandoned_batches: int = 0
-    dropped_requests: int = 0
-    load_s: float | None = None
-    warmup_s: float | None = None
 
 
 class Engine:
@@ -76,10 +52,13 @@ class Engine:
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0  # requests queued or running, for drain()
         self._worker: threading.Thread | None = None
-        self._batch_listeners: list[BatchListener] = []
-        self._step_listeners: list[StepListener] = []
-        # Previews are an optional extension of the model protocol (models.base).
-        self.previews = "preview" in inspect.signature(model.generate).parameters
+        self.calls = ModelCalls(
+            model,
+            self.stats,
+            stopped=lambda: self.phase == "stopped",
+            not_ready=self._not_ready,
+            timed_out=self.batcher.timeout_error,
+        )
 
     def _count_drop(self) -> None:
         self.stats.dropped_requests += 1
@@ -91,6 +70,11 @@ class Engine:
     @property
     def queue_depth(self) -> int:
         return self.batcher.depth
+
+    @property
+    def previews(self) -> bool:
+        """Whether the model offers step previews (``generate`` accepts ``preview=``)."""
+        return self.calls.previews
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -187,11 +171,11 @@ class Engine:
 
     def add_batch_listener(self, listener: BatchListener) -> None:
         """Called after each model call with (images in the batch, seconds it took)."""
-        self._batch_listeners.append(listener)
+        self.calls.batch_listeners.append(listener)
 
     def add_step_listener(self, listener: StepListener) -> None:
         """Called after each denoising step with (step, total steps) of the running batch."""
-        self._step_listeners.append(listener)
+        self.calls.step_listeners.append(listener)
 
     # -- submitting --------------------------------------------------------------------------
 
@@ -272,7 +256,7 @@ class Engine:
         while (batch := self.batcher.take()) is not None:
             seconds = None
             try:
-                seconds = self._run_batch(batch)
+                seconds = self.calls.run(batch)
             except Exception:  # a bug outside the model call must not end the worker
                 log.exception("the engine failed a batch of %d requests", len(batch))
                 error = ModelError("the server failed on this request; its log has the details")
@@ -281,56 +265,3 @@ class Engine:
                         ticket.future.set_exception(error)
             finally:
                 self.batcher.done(batch, seconds)
-
-    def _run_batch(self, live: list[Ticket]) -> float | None:
-        """One model call; each ticket gets its images or the batch's error. Returns seconds."""
-        jobs = [t.job for t in live]
-        size = sum(job.num_outputs for job in jobs)
-
-        def progress(step: int, total: int) -> None:
-            notify(self._step_listeners, step, total)
-            for ticket in live:
-                if ticket.progress is not None and not ticket.abandoned:
-                    notify([ticket.progress], step, total)
-            if self.phase == "stopped":
-                raise _Stopped
-            if all(t.abandoned for t in live):
-                raise _BatchAbandoned
-
-        preview = batch_preview(live) if self.previews else None
-        started = time.monotonic()
-        try:
-            if preview is None:
-                outputs = checked(jobs, self.model.generate(jobs, progress))
-            else:
-                outputs = checked(jobs, self.model.generate(jobs, progress, preview=preview))
-        except _Stopped:
-            log.warning("stopped a running batch of %d images: the server is shutting down", size)
-            for ticket in live:
-                ticket.future.set_exception(self._not_ready())
-            return None
-        except _BatchAbandoned:
-            self.stats.abandoned_batches += 1
-            log.info("stopped a batch of %d images: every caller had gone", size)
-            for ticket in live:
-                ticket.future.set_exception(self.batcher.timeout_error())
-            return None
-        except Exception as exc:
-            self.stats.failed_batches += 1
-            log.exception("model call failed for a batch of %d requests", len(live))
-            error = (
-                exc
-                if isinstance(exc, InferenceError)
-                else ModelError("the model failed on this request; the server log has the details")
-            )
-            for ticket in live:
-                ticket.future.set_exception(error)
-            return None
-        elapsed = time.monotonic() - started
-        self.stats.model_calls += 1
-        self.stats.images_generated += size
-        notify(self._batch_listeners, size, elapsed)
-        for ticket, (pixels, nsfw) in zip(live, outputs, strict=True):
-            queued = started - ticket.enqueued
-            ticket.future.set_result(Output(pixels, size, queued, elapsed, nsfw))
-        return elapsed
