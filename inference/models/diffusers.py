@@ -7,9 +7,9 @@ weights are pickles is refused rather than trusted. Device and dtype are chosen 
 
 Why requests map the way they do:
 
-- One pipeline call per batch, with one prompt and one ``torch.Generator`` per image. diffusers
-  draws each image's initial noise from its own generator, so an image depends on its seed, not
-  on its neighbours; batched and solo runs differ only by float rounding in batched matmuls.
+- One pipeline call per batch, built by ``pipeline_call``: one prompt and one ``torch.Generator``
+  per image, so an image depends on its seed, not on its neighbours; batched and solo runs
+  differ only by float rounding in batched matmuls.
 - The pipeline takes one ``guidance_scale``, one size, one step count and one scheduler per call,
   so those make up ``batch_key``; requests that differ in them run in separate calls.
 - ``check`` holds the job against the loaded model (size multiple, scheduler family, negative
@@ -17,9 +17,8 @@ Why requests map the way they do:
   is queued, instead of failing a whole batch later.
 - LoRA adapters (``loras``) are loaded once each and switched per batch with diffusers' adapter
   API (``diffusers_lora``); the adapter set and scales are part of ``batch_key``.
-- Progress goes through ``callback_on_step_end``; the engine's callback raises once every caller
-  of the batch has gone, which stops the pipeline between two steps and frees the device.
-  Previews (streamed partial images) are the latents through ``previews.LatentPreviewer``.
+- Progress and previews (the latents through ``previews.LatentPreviewer``) go through the
+  call's ``callback_on_step_end``, which stops the pipeline once every caller has gone.
 - A pipeline's safety checker (SD 1.x ships one) is kept or removed at load, as SAFETY_CHECKER
   says; when kept, its verdict comes back per image (``ModelImage.nsfw``), so a blacked-out
   image is reported as flagged rather than passed off as a result. Previews are not offered
@@ -40,7 +39,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from inference.errors import InvalidRequest, ModelLoadError
+from inference.errors import InvalidRequest
 from inference.models.base import (
     ModelImage,
     PreviewCallback,
@@ -49,17 +48,22 @@ from inference.models.base import (
     per_job,
 )
 from inference.models.diffusers_lora import PipelineAdapters
-from inference.models.modes import DerivedPipelines, image_kwargs
+from inference.models.modes import DerivedPipelines
+from inference.models.pipeline_call import (
+    call_kwargs,
+    check_arguments,
+    check_strength,
+    read_images,
+    step_callback,
+)
 from inference.models.pipelines import (
-    check_dtype,
-    ignores_negative_prompt,
     load_pipeline,
     model_defaults,
     optimize,
     pick_device,
     pick_dtype,
+    place,
     size_multiple,
-    to_pixels,
 )
 from inference.models.previews import LatentPreviewer
 from inference.models.samplers import Samplers
@@ -177,20 +181,7 @@ class DiffusersModel:
             self._host_pipe = (folder, pipe)
         (folder, pipe), self._host_pipe = self._host_pipe, None
         self._apply_safety_setting(pipe)
-        try:
-            pipe.to(self.device)
-        except (RuntimeError, ValueError) as exc:  # out of memory, unsupported dtype
-            raise ModelLoadError(
-                f"cannot move model {self.source!r} to {self.device} as {self.dtype}: {exc}"
-            ) from exc
-        pipe.set_progress_bar_config(disable=True)
-        self._accepts = set(inspect.signature(pipe.__call__).parameters)
-        if "prompt" not in self._accepts:
-            raise ModelLoadError(
-                f"{type(pipe).__name__} from {self.source!r} takes no text prompt; "
-                "this server serves text-to-image pipelines"
-            )
-        check_dtype(pipe, self.dtype, self.source)
+        self._accepts = place(pipe, self.device, self.dtype, self.source)
         optimize(
             pipe, self.device, torch_compile=self.torch_compile, channels_last=self.channels_last
         )
@@ -258,32 +249,11 @@ class DiffusersModel:
         """Refuse, naming the field, a job the loaded pipeline cannot run as asked."""
         if self.pipe is None:  # not loaded: the engine refuses the job as not ready anyway
             return
-        m = self.size_multiple
-        for field, value in (("width", job.width), ("height", job.height)):
-            if value % m:
-                lower = max(m, value - value % m)
-                raise InvalidRequest(
-                    field,
-                    f"{field} must be a multiple of {m} for model {self.name!r}, got {value} "
-                    f"(try {lower} or {lower + m})",
-                )
-        if job.negative_prompt:
-            why = ignores_negative_prompt(self._accepts, job.prompt_weight)
-            if why:
-                pipeline = type(self.pipe).__name__
-                raise InvalidRequest(
-                    "negative_prompt",
-                    f"model {self.name!r} ({pipeline}) {why} omit negative_prompt",
-                )
+        pipeline = type(self.pipe).__name__
+        check_arguments(job, self._accepts, self.size_multiple, self.name, pipeline)
         if job.strength is not None:
             self.pipeline(job.mode)
-            if int(job.steps * job.strength) < 1:
-                raise InvalidRequest(
-                    "strength",
-                    f"strength {job.strength:g} with {job.steps} steps runs no denoising step "
-                    f"(steps x strength < 1); raise strength to at least {1 / job.steps:.3g} "
-                    "or raise steps",
-                )
+            check_strength(job)
         self.lora.check(job.loras)
         self.samplers.check(job, self.name)
 
@@ -307,58 +277,17 @@ class DiffusersModel:
         first = jobs[0]
         pipe = self.pipeline(first.mode)
         accepts = set(inspect.signature(pipe.__call__).parameters)
-        generator_device = "cuda" if self.device == "cuda" else "cpu"  # mps: CPU generators
-        prompts = [job.prompt for job in jobs for _ in job.seeds]
-        generators = [
-            torch.Generator(device=generator_device).manual_seed(seed)
-            for job in jobs
-            for seed in job.seeds
-        ]
-        kwargs: dict[str, Any] = {
-            "prompt": prompts,
-            "num_inference_steps": first.steps,
-            "guidance_scale": first.prompt_weight,
-            "width": first.width,
-            "height": first.height,
-            "generator": generators,
-            "num_images_per_prompt": 1,
-            "output_type": "np",
-        }
-        if "negative_prompt" in self._accepts and any(job.negative_prompt for job in jobs):
-            kwargs["negative_prompt"] = [job.negative_prompt for job in jobs for _ in job.seeds]
-        if first.image is not None:
-            del kwargs["width"], kwargs["height"]
-            kwargs.update(image_kwargs(jobs, accepts))
-        if self.safety_checker == "kept":
+        kwargs = call_kwargs(
+            jobs, accepts, self.device, negatives="negative_prompt" in self._accepts
+        )
+        judged = self.safety_checker == "kept"
+        if judged:
             preview = None  # a preview would show what the checker has not judged
-        if (progress or preview) and "callback_on_step_end" in accepts:
-
-            def on_step_end(p: Any, index: int, timestep: Any, tensors: dict) -> dict:
-                total = int(getattr(p, "num_timesteps", None) or first.steps)
-                log.debug("step %d/%d of a batch of %d images", index + 1, total, len(prompts))
-                if progress is not None:
-                    progress(index + 1, total)  # raises when every caller has gone: stops here
-                if preview is not None:
-                    preview(index + 1, total, lambda: self._preview(jobs, tensors.get("latents")))
-                return tensors
-
+        on_step_end = step_callback(jobs, accepts, progress, preview, self.previewer)
+        if on_step_end is not None:
             kwargs["callback_on_step_end"] = on_step_end
         self.lora.activate(first.loras)
         pipe.scheduler = self.samplers.fresh(first)
         with torch.inference_mode():
             output = pipe(**kwargs)
-        images: list[Any] = to_pixels(output.images)
-        if len(images) != len(prompts):
-            raise ValueError(f"the pipeline returned {len(images)} images for {len(prompts)}")
-        flags = getattr(output, "nsfw_content_detected", None)
-        if self.safety_checker == "kept" and flags is not None:
-            verdicts = zip(images, flags, strict=True)
-            images = [ModelImage(pixels, bool(flag)) for pixels, flag in verdicts]
-        return per_job(jobs, images)
-
-    def _preview(self, jobs: Sequence[Job], latents: Any) -> list[list[np.ndarray]]:
-        """The batch's latents as approximate pixels, per job (empty when it cannot preview)."""
-        assert self.previewer is not None
-        first = jobs[0]
-        images = self.previewer.render(latents, first.width, first.height)
-        return per_job(jobs, images) if images is not None else [[] for _ in jobs]
+        return per_job(jobs, read_images(output, len(kwargs["prompt"]), judged=judged))

@@ -1,5 +1,6 @@
-"""What the server reads off a diffusers pipeline: device and dtype choice, size rules, the
-authors' defaults, sampler names, and the conversion of its output to pixels.
+"""What the server reads off a diffusers pipeline: device and dtype choice, placing it on the
+device, size rules, the authors' defaults, sampler names, and the conversion of its output to
+pixels.
 
 Plain functions of a pipeline object, so they are testable on the tiny random pipeline and the
 model class (``inference.models.diffusers``) stays about serving.
@@ -79,6 +80,24 @@ def check_dtype(pipe: Any, dtype: Any, source: str) -> None:
             f"model {source!r} loaded as {actual}, not the {dtype} asked for "
             "(DTYPE); upgrade diffusers to a release pyproject.toml allows"
         )
+
+
+def place(pipe: Any, device: str, dtype: Any, source: str) -> set[str]:
+    """Move the pipeline to ``device`` and check that it can serve here: it takes a text prompt
+    and holds ``dtype``. Returns the parameters its call accepts; ``ModelLoadError`` if not."""
+    try:
+        pipe.to(device)
+    except (RuntimeError, ValueError) as exc:  # out of memory, unsupported dtype
+        raise ModelLoadError(f"cannot move model {source!r} to {device} as {dtype}: {exc}") from exc
+    pipe.set_progress_bar_config(disable=True)
+    accepts = set(inspect.signature(pipe.__call__).parameters)
+    if "prompt" not in accepts:
+        raise ModelLoadError(
+            f"{type(pipe).__name__} from {source!r} takes no text prompt; "
+            "this server serves text-to-image pipelines"
+        )
+    check_dtype(pipe, dtype, source)
+    return accepts
 
 
 def optimize(pipe: Any, device: str, *, torch_compile: bool, channels_last: bool) -> None:
