@@ -71,13 +71,18 @@ def load(value: bytes | str, field: str, settings: Settings, *, mask: bool = Fal
         from inference.fetch import fetch_image
 
         value = fetch_image(value, field, settings)
-    if len(value) > settings.max_image_bytes:
+    check_bytes(value, field, settings)
+    return decode(value, field, settings.max_image_pixels, mask=mask)
+
+
+def check_bytes(data: bytes, field: str, settings: Settings) -> None:
+    """Refuse a file over MAX_IMAGE_BYTES before any of it is parsed."""
+    if len(data) > settings.max_image_bytes:
         raise PayloadTooLarge(
             field,
-            f"{field} is {len(value)} bytes, more than this server takes (MAX_IMAGE_BYTES="
+            f"{field} is {len(data)} bytes, more than this server takes (MAX_IMAGE_BYTES="
             f"{settings.max_image_bytes}); send a smaller file (JPEG or WebP, or downscale it)",
         )
-    return decode(value, field, settings.max_image_pixels, mask=mask)
 
 
 def decode(data: bytes, field: str, max_pixels: int, *, mask: bool = False) -> np.ndarray:
@@ -88,13 +93,14 @@ def decode(data: bytes, field: str, max_pixels: int, *, mask: bool = False) -> n
         return _pixels(ImageOps.exif_transpose(image), mask)
 
 
-def transparent_area(data: bytes, field: str, max_pixels: int) -> np.ndarray | None:
+def transparent_area(data: bytes, field: str, settings: Settings) -> np.ndarray | None:
     """255 where the image is fully transparent, 0 elsewhere (HxW uint8, EXIF orientation
     applied); None when it has no alpha channel. OpenAI's images API marks the area to edit
-    this way, in the mask or, without one, in the image itself."""
+    this way, in the mask or, without one, in the image itself. Bounded as ``load`` is."""
     from PIL import ImageOps
 
-    with _opened(data, field, max_pixels) as image:
+    check_bytes(data, field, settings)
+    with _opened(data, field, settings.max_image_pixels) as image:
         if not _has_alpha(image):
             return None
         alpha = np.asarray(ImageOps.exif_transpose(image).convert("RGBA"))[..., 3]

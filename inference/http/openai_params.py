@@ -141,13 +141,12 @@ def openai_mask(image: bytes, mask: bytes | None, settings: Settings) -> bytes |
 
     from inference.images import transparent_area
 
-    limit = settings.max_image_pixels
     if mask is None:
-        area = transparent_area(image, "image", limit)
+        area = transparent_area(image, "image", settings)
         if area is None or not area.any():
             return None
     else:
-        area = transparent_area(mask, "mask", limit)
+        area = transparent_area(mask, "mask", settings)
         if area is None:
             raise OpenAIError(
                 400,
