@@ -21,6 +21,9 @@ from PIL import Image
 openai = pytest.importorskip("openai")
 
 from inference.codec import decode  # noqa: E402
+from inference.errors import PayloadTooLarge  # noqa: E402
+from inference.http.openai_params import openai_mask  # noqa: E402
+from inference.settings import Settings  # noqa: E402
 from tests.test_img2img import half_mask, photo, png  # noqa: E402
 from tests.test_openai import (  # noqa: E402
     TOKEN,
@@ -174,3 +177,10 @@ def test_edits_check_the_bearer_token(server: str) -> None:
     with pytest.raises(openai.AuthenticationError) as raised:
         wrong.images.edit(image=png(photo()), prompt="x")
     assert raised.value.code == "invalid_api_key"
+
+
+def test_an_image_over_the_byte_limit_is_refused_before_it_is_read() -> None:
+    image = png(photo(64, 96))
+    with pytest.raises(PayloadTooLarge, match="MAX_IMAGE_BYTES"):
+        openai_mask(image, None, Settings(max_image_bytes=len(image) - 1))
+    assert openai_mask(image, None, Settings(max_image_bytes=len(image))) is None  # opaque
