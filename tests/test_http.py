@@ -10,6 +10,7 @@ import time
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from inference.codec import decode
 from inference.http.app import create_app
@@ -19,6 +20,7 @@ from inference.service import Service
 from inference.settings import Settings
 from tests.fakes import GatedModel
 from tests.servers import inference_server, serving_in_thread
+from tests.test_img2img import photo, png
 
 QUICK = {"width": 64, "height": 64, "steps": 4}
 
@@ -345,4 +347,36 @@ def test_queue_full_503_model_error_500_and_disconnect_drop() -> None:
         assert httpx.post(f"{url}/predict", json=QUICK).status_code == 200
     prompts = [j.prompt for call in model.calls for j in call]
     assert "gone" not in prompts and service.stats.dropped_requests == 1
+    service.stop()
+
+
+def test_every_route_that_takes_images_gets_room_for_them() -> None:
+    """A photo over MAX_BODY_BYTES (but within MAX_IMAGE_BYTES) reaches each route that takes
+    images: an OpenAI edit's upload, a data: URI in a Replicate or Cog prediction's input; a
+    body as large elsewhere is still refused."""
+    settings = Settings(max_body_bytes=4096, max_wait_ms=0, ui=False)
+    service = Service(MockModel(), settings).start()
+    image = png(photo(64, 96))
+    assert settings.max_body_bytes < len(image) < settings.max_image_bytes
+    uri = "data:image/png;base64," + base64.b64encode(image).decode("ascii")
+    given = {"prompt": "a fox", "image": uri, "steps": 2}
+    with TestClient(create_app(settings, service)) as client:
+        edit = client.post(
+            "/v1/images/edits",
+            files={"image": ("photo.png", image, "image/png")},
+            data={"prompt": "a fox", "steps": "2"},
+        )
+        assert edit.status_code == 200, edit.text
+        for method, path in (
+            ("POST", "/predict"),
+            ("POST", "/v1/predictions"),
+            ("POST", "/v1/models/me/fox/predictions"),
+            ("POST", "/predictions"),
+            ("PUT", "/predictions/fox-1"),
+        ):
+            body = given if path == "/predict" else {"input": given}
+            answer = client.request(method, path, json=body)
+            assert answer.status_code in (200, 201), (path, answer.text)
+        elsewhere = client.post("/predictions/fox-1/cancel", json={"pad": "x" * len(uri)})
+        assert elsewhere.status_code == 413
     service.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cache
@@ -34,9 +35,13 @@ log = logging.getLogger(__name__)
 
 #: Every router of the API; a new protocol is one module in routes/ and one entry here.
 ROUTERS = (info.router, predict.router, predictions.router, openai.router)
-#: Routes whose bodies may carry images (base64, multipart, or uploads to the UI mounted at
-#: ``inference.ui.UI_PATH``): they get the larger body limit, MAX_IMAGE_BYTES for two images.
-IMAGE_PATHS = ("/predict", "/predict/batch", "/ui/gradio_api/upload")
+#: Routes whose bodies may carry images (base64, multipart, data: URIs in a prediction's input,
+#: uploads to the UI mounted at ``inference.ui.UI_PATH``): POST (and Cog's PUT) to them get the
+#: larger body limit, room for two images of MAX_IMAGE_BYTES.
+IMAGE_PATHS = re.compile(
+    r"^/(predict|predict/batch|ui/gradio_api/upload|v1/images/edits"
+    r"|v1/predictions|v1/(models|deployments)/[^/]+/[^/]+/predictions|predictions(/[^/]+)?)$"
+)
 
 
 def create_app(settings: Settings | None = None, service: Service | None = None) -> FastAPI:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -14,9 +15,10 @@ from inference.http.metrics import Metrics
 class BodySizeLimit:
     """Refuse request bodies over the limit with 413, by header or while streaming.
 
-    Bodies posted to ``image_paths`` may carry images, so they get ``image_max_bytes``
-    (MAX_BODY_BYTES plus room for two images of MAX_IMAGE_BYTES); every other body gets
-    ``max_bytes``. The route is not known before routing, so the rule goes by path.
+    Bodies posted or put to paths ``image_paths`` matches may carry images, so they get
+    ``image_max_bytes`` (MAX_BODY_BYTES plus room for two images of MAX_IMAGE_BYTES); every
+    other body gets ``max_bytes``. The route is not known before routing, so the rule goes by
+    path.
     """
 
     def __init__(
@@ -24,15 +26,16 @@ class BodySizeLimit:
         app: ASGIApp,
         max_bytes: int,
         image_max_bytes: int | None = None,
-        image_paths: tuple[str, ...] = (),
+        image_paths: re.Pattern[str] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.image_max_bytes = image_max_bytes or max_bytes
-        self.image_paths = frozenset(image_paths)
+        self.image_paths = image_paths
 
     def _limit(self, scope: Scope) -> tuple[int, str]:
-        if scope["method"] == "POST" and scope["path"] in self.image_paths:
+        carries = self.image_paths is not None and self.image_paths.match(scope["path"])
+        if carries and scope["method"] in ("POST", "PUT"):
             return self.image_max_bytes, "MAX_BODY_BYTES plus two images of MAX_IMAGE_BYTES"
         return self.max_bytes, "MAX_BODY_BYTES"
 
