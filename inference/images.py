@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from inference.errors import InvalidRequest, PayloadTooLarge
+from inference.errors import InferenceError, InvalidRequest, PayloadTooLarge
 from inference.schema import SIDE_MIN, Limits
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def transparent_area(data: bytes, field: str, settings: Settings) -> np.ndarray 
 
     check_bytes(data, field, settings)
     with _opened(data, field, settings.max_image_pixels) as image:
-        if not _has_alpha(image):
+        if not _has_alpha(image):  # known from the header: an opaque image is not decoded
             return None
         alpha = np.asarray(ImageOps.exif_transpose(image).convert("RGBA"))[..., 3]
         return np.where(alpha == 0, 255, 0).astype(np.uint8)
@@ -109,8 +109,9 @@ def transparent_area(data: bytes, field: str, settings: Settings) -> np.ndarray 
 
 @contextmanager
 def _opened(data: bytes, field: str, max_pixels: int) -> Iterator[PILImage.Image]:
-    """The image in ``data``, its format, pixel count and frame count checked from the header
-    before it is decoded (``load``ed) here; damage found while decoding is refused too."""
+    """The image in ``data``, its format, pixel count and frame count checked from the header;
+    the caller decodes it (lazily, through Pillow) in the ``with`` block, and what fails there
+    (truncated data, a damaged EXIF block) is refused as damage, not raised as a bug."""
     from PIL import Image
 
     Image.init()  # registers every plugin once: ``formats`` may name one not loaded yet
@@ -139,14 +140,15 @@ def _opened(data: bytes, field: str, max_pixels: int) -> Iterator[PILImage.Image
                 field, f"{field} is {kind} of {frames} frames; send a single frame as PNG or JPEG"
             )
         try:
-            image.load()
-        except Exception as exc:  # truncated or damaged data surfaces only while decoding
+            yield image
+        except InferenceError:
+            raise
+        except Exception as exc:  # damage surfaces only while decoding, in pixels or EXIF
             raise InvalidRequest(
                 field,
                 f"{field} is a {image.format} that cannot be decoded ({exc}): it is truncated "
                 f"or damaged; send the whole file again, or re-save it",
             ) from None
-        yield image
 
 
 def _has_alpha(image: PILImage.Image) -> bool:

@@ -27,6 +27,8 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.transport.serialization import Binary
 
+from inference.http.forms import INTEGER, NUMBER
+
 #: The host the fuzzed server allows: ``.invalid`` never resolves, so no delivery leaves.
 WEBHOOK_HOST = "hooks.invalid"
 #: A 1x1 grey PNG, base64: what a JSON image field carries.
@@ -113,9 +115,9 @@ def _wire_text(value: Any) -> str:
 def _read_as(text: str, schema: dict[str, Any]) -> Any:
     """Form text as the server types it for a field of ``schema`` (inference.http.forms)."""
     kinds = {schema.get("type")} | {branch.get("type") for branch in schema.get("anyOf", [])}
-    if "integer" in kinds and re.fullmatch(r"-?[0-9]+", text):
+    if "integer" in kinds and INTEGER.match(text):
         return int(text)
-    if "number" in kinds and re.fullmatch(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?", text):
+    if "number" in kinds and NUMBER.match(text):
         return float(text)
     if "boolean" in kinds and text in ("true", "false"):
         return text == "true"

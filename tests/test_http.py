@@ -380,3 +380,16 @@ def test_every_route_that_takes_images_gets_room_for_them() -> None:
         elsewhere = client.post("/predictions/fox-1/cancel", json={"pad": "x" * len(uri)})
         assert elsewhere.status_code == 413
     service.stop()
+
+
+def test_form_numbers_longer_than_any_bound_are_refused_not_crashed() -> None:
+    """Python will not read an int of over 4,300 digits: such text stays text for the schema."""
+    settings = Settings(max_wait_ms=0, ui=False)
+    service = Service(MockModel(), settings).start()
+    with TestClient(create_app(settings, service)) as client:
+        for field in ("steps", "prompt_weight"):
+            parts = {"prompt": (None, "x"), field: (None, "9" * 5000)}
+            answer = client.post("/predict", files=parts)
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["error"]["field"] == field
+    service.stop()

@@ -171,6 +171,17 @@ def test_truncated_files_are_refused_as_such() -> None:
     assert "truncated" in refused(jpeg[: len(jpeg) // 3]).message
 
 
+def test_a_damaged_exif_block_is_refused_as_damage_not_a_crash() -> None:
+    """EXIF orientation 6 beside a signed rational of -1/0: Pillow fails (struct.error) while
+    it rotates the image and rewrites the EXIF; that is the file's damage, a 4xx."""
+    entries = struct.pack("<HHII", 0x0112, 3, 1, 6) + struct.pack("<HHII", 0x9204, 10, 1, 38)
+    tiff = b"II*\x00" + struct.pack("<IH", 8, 2) + entries + struct.pack("<Iii", 0, -1, 0)
+    jpeg = encoded(Image.new("RGB", (8, 8), (10, 20, 30)), "JPEG", exif=b"Exif\x00\x00" + tiff)
+    for mask in (False, True):
+        with pytest.raises(InvalidRequest, match="image is a JPEG that cannot be decoded"):
+            decode(jpeg, "image", 10**6, mask=mask)
+
+
 def test_animated_images_and_multi_page_tiffs_are_refused() -> None:
     frames = [Image.new("RGB", (16, 16), c) for c in ("red", "blue", "green")]
     for fmt, kind in (

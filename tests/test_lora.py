@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from inference.adapters.sources import AdapterSources
 from inference.adapters.spec import parse_list
 from inference.errors import InvalidRequest
 from inference.http.app import create_app
@@ -227,6 +228,25 @@ def test_unknown_hub_id_fails_naming_it(lora_dir: Path, monkeypatch: pytest.Monk
     finally:
         offline.stop()
         online.stop()
+
+
+def test_a_hub_that_cannot_be_reached_is_named_as_such(
+    lora_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """huggingface_hub's "not in the cache and no network" error is an EntryNotFoundError too:
+    it must read as the Hub being unreachable, not as a file the repository lacks."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise LocalEntryNotFoundError("no connection and nothing in the cache")
+
+    monkeypatch.setenv("HF_HOME", str(lora_dir.parent / "hf"))
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", unreachable)
+    sources = AdapterSources(Settings(lora_dir=lora_dir))
+    with pytest.raises(InvalidRequest, match="Hub is unreachable") as raised:
+        sources.fetch("nobody/nothing")
+    assert "has no file" not in raised.value.message
 
 
 def test_url_adapters_come_only_from_allowed_public_hosts(lora_dir: Path, tmp_path: Path) -> None:

@@ -147,6 +147,8 @@ def test_url_responses_work_for_edits(client: Any, server: str) -> None:
         ({"stream": "maybe"}, "stream", "stream"),
         ({"extra_body": {"strength": 2}}, "strength", "strength"),
         ({"extra_body": {"seeed": 1}}, "seeed", "Unknown parameter: 'seeed'"),
+        ({"extra_body": {"seed": "1" * 5000}}, "seed", "seed must be an integer"),
+        ({"extra_body": {"partial_images": "2" * 5000}}, "partial_images", "integer from 0"),
     ],
 )
 def test_bad_edits_are_400s_in_openais_shape_naming_the_parameter(
@@ -184,3 +186,7 @@ def test_an_image_over_the_byte_limit_is_refused_before_it_is_read() -> None:
     with pytest.raises(PayloadTooLarge, match="MAX_IMAGE_BYTES"):
         openai_mask(image, None, Settings(max_image_bytes=len(image) - 1))
     assert openai_mask(image, None, Settings(max_image_bytes=len(image))) is None  # opaque
+    # Bytes that are no image: read first, they would be "not an image"; the size comes first.
+    junk = b"x" * (len(image) + 1)
+    with pytest.raises(PayloadTooLarge, match=f"mask is {len(junk)} bytes"):
+        openai_mask(image, junk, Settings(max_image_bytes=len(image)))

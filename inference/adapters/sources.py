@@ -208,17 +208,17 @@ class AdapterSources:
             ) from None
         except RevisionNotFoundError:
             raise refused(ref, f"repository {repo!r} has no revision {rev!r}") from None
+        except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: caught first
+            raise refused(
+                ref,
+                "the Hugging Face Hub is unreachable and the adapter is not in "
+                "the cache; retry later or use a local adapter",
+            ) from None
         except EntryNotFoundError:
             raise refused(
                 ref,
                 f"repository {repo!r} has no file {source.filename!r}; name the "
                 f"file: '{repo}/FILE.safetensors'",
-            ) from None
-        except LocalEntryNotFoundError:
-            raise refused(
-                ref,
-                "the Hugging Face Hub is unreachable and the adapter is not in "
-                "the cache; retry later or use a local adapter",
             ) from None
         except (OSError, *hub_network_errors()) as exc:  # the Hub unreachable, disk full
             raise refused(ref, f"cannot download it ({exc}); retry later") from None

@@ -28,8 +28,10 @@ from inference.validation import invalid_request, parse
 MAX_FORM_PARTS = 2 * len(GenerateRequest.model_fields)
 #: JSON bodies larger than this (base64 images) are parsed in a worker thread, off the loop.
 THREAD_PARSE_BYTES = 256 * 1024
-_INTEGER = re.compile(r"^-?[0-9]+\Z")
-_NUMBER = re.compile(r"^-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?\Z")
+#: Numbers as form text; longer spellings than any bound needs stay text for the schema to
+#: refuse (Python will not read an int of over 4,300 digits).
+INTEGER = re.compile(r"^-?[0-9]{1,30}\Z")
+NUMBER = re.compile(r"^-?[0-9]{1,30}(?:\.[0-9]{1,30})?(?:[eE][-+]?[0-9]{1,3})?\Z")
 #: Fields by every name a request may use for them (``prompt_strength`` is ``strength``).
 _FIELD_BY_NAME = {
     alias: field
@@ -76,8 +78,8 @@ async def read_form(
 ) -> list[tuple[str, str | bytes]]:
     """A multipart body's parts in order: text, or an uploaded file's bytes. A blank value or
     an unselected file input (what a browser sends for an empty one) is a field not sent.
-    Every bound (files, fields, a part's bytes) is enforced while parsing, before anything is
-    buffered."""
+    The counts of files and fields and each text part's size are enforced while parsing; file
+    parts are bounded by the body limit (``BodySizeLimit``) and checked as images later."""
     try:
         form = await request.form(
             max_files=max_files, max_fields=max_fields, max_part_size=settings.max_body_bytes
@@ -105,9 +107,9 @@ def typed(name: str, text: str) -> Any:
     for the schema to refuse with its usual message."""
     field = _FIELD_BY_NAME.get(name)
     kinds = set(get_args(field.annotation)) | {field.annotation} if field else set()
-    if int in kinds and _INTEGER.match(text):
+    if int in kinds and INTEGER.match(text):
         return int(text)
-    if float in kinds and _NUMBER.match(text):
+    if float in kinds and NUMBER.match(text):
         return float(text)
     return text
 

@@ -30,7 +30,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
-from inference.http.forms import typed
+from inference.http.forms import INTEGER, typed
 from inference.http.openai_shapes import OpenAIError
 from inference.settings import Settings
 from inference.validation import describe_errors
@@ -198,7 +198,7 @@ def parse_edit(parts: list[tuple[str, str | bytes]]) -> EditParams:
 
 def _form_value(name: str, text: str) -> Any:
     """A form part's text as the JSON value it stands for, where its parameter is typed."""
-    if name in ("n", "partial_images") and re.fullmatch(r"-?[0-9]+", text):
+    if name in ("n", "partial_images") and INTEGER.match(text):
         return int(text)
     if name == "stream":
         return {"true": True, "false": False}.get(text, text)

@@ -67,7 +67,12 @@ def _as_openai(exc: Exception) -> OpenAIError:
         code = "invalid_api_key" if exc.status_code == 401 else None
         return OpenAIError(exc.status_code, str(exc.detail), code=code, headers=exc.headers)
     log.error("unhandled error on an OpenAI route", exc_info=exc)
-    return OpenAIError(500, "internal server error; see the server log", kind="server_error")
+    return OpenAIError(
+        500,
+        "internal server error; see the server log",
+        kind="server_error",
+        headers={"x-should-retry": "false"},  # a bug answers the same again
+    )
 
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
