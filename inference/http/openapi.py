@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from inference import codec
 from inference.http.forms import request_schemas
 from inference.http.openai_schema import edit_params_schema, generation_params_schema
 from inference.predictions.record import CURSOR, ID_PATTERN
@@ -48,6 +49,15 @@ ERROR_DESCRIPTIONS = {
     500: "The model failed; the details are in the server log.",
     503: "Loading, overloaded or shutting down; see Retry-After.",
     504: "The request did not finish within REQUEST_TIMEOUT_S.",
+}
+
+
+#: A 200 whose body is an image file in any output format this server writes.
+IMAGE_FILE: dict[str, Any] = {
+    "content": {
+        f.media_type: {"schema": {"type": "string", "format": "binary"}}
+        for f in codec.FORMATS.values()
+    }
 }
 
 

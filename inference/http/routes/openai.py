@@ -22,7 +22,6 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from inference import codec
 from inference.errors import InferenceError
 from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
 from inference.http.errors import ClientDisconnected
@@ -31,7 +30,7 @@ from inference.http.image_store import ImageStore, get_image_store
 from inference.http.openai_params import EditParams, GenerationParams, parse_edit, parse_params
 from inference.http.openai_shapes import OpenAIError, content_policy, from_domain
 from inference.http.openai_stream import EventKind, b64, cache_header, stream_images
-from inference.http.openapi import event_stream, protocol_errors
+from inference.http.openapi import IMAGE_FILE, event_stream, protocol_errors
 from inference.http.routes.predict import until_disconnect
 from inference.schema import Job
 from inference.service import Service
@@ -188,12 +187,7 @@ async def _answer(
     "/images/files/{token}",
     response_class=Response,
     responses={
-        200: {
-            "content": {
-                f.media_type: {"schema": {"type": "string", "format": "binary"}}
-                for f in codec.FORMATS.values()
-            }
-        },
+        200: IMAGE_FILE,
         **protocol_errors("openai", 404),
     },
 )

@@ -16,7 +16,7 @@ from inference.errors import InferenceError, InvalidRequest
 from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
 from inference.http.errors import ClientDisconnected
 from inference.http.forms import openapi_body, read_request
-from inference.http.openapi import error_responses
+from inference.http.openapi import IMAGE_FILE, error_responses
 from inference.results import BatchItem, BatchItemError, BatchRequest, BatchResponse, GenerateResult
 from inference.schema import GenerateRequest
 
@@ -99,12 +99,7 @@ def result_json(result: GenerateResult) -> bytes:
     "/predict",
     response_model=GenerateResult,
     responses={
-        200: {
-            "content": {
-                f.media_type: {"schema": {"type": "string", "format": "binary"}}
-                for f in codec.FORMATS.values()
-            }
-        },
+        200: IMAGE_FILE,
         **error_responses(406, *ERRORS),
     },
     openapi_extra=openapi_body(),

@@ -21,11 +21,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import Field, StrictBool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from inference import __version__, codec
+from inference import __version__
 from inference.errors import InferenceError, InvalidRequest
 from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
 from inference.http.errors import STATUS_BY_ERROR, retry_headers
-from inference.http.openapi import event_stream, protocol_errors
+from inference.http.openapi import IMAGE_FILE, event_stream, protocol_errors
 from inference.http.protocols import (
     PredictionBody,
     StoreDep,
@@ -284,12 +284,7 @@ async def stream_prediction(prediction_id: str, store: StoreDep) -> StreamingRes
     "/predictions/{prediction_id}/output/{name}",
     response_class=Response,
     responses={
-        200: {
-            "content": {
-                f.media_type: {"schema": {"type": "string", "format": "binary"}}
-                for f in codec.FORMATS.values()
-            }
-        },
+        200: IMAGE_FILE,
         **NOT_FOUND,
     },
 )
