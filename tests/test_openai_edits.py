@@ -24,6 +24,7 @@ from inference.codec import decode  # noqa: E402
 from inference.errors import PayloadTooLarge  # noqa: E402
 from inference.http.openai_params import openai_mask  # noqa: E402
 from inference.settings import Settings  # noqa: E402
+from tests.servers import inference_server  # noqa: E402
 from tests.test_img2img import half_mask, photo, png  # noqa: E402
 from tests.test_openai import (  # noqa: E402
     TOKEN,
@@ -190,3 +191,21 @@ def test_an_image_over_the_byte_limit_is_refused_before_it_is_read() -> None:
     junk = b"x" * (len(image) + 1)
     with pytest.raises(PayloadTooLarge, match=f"mask is {len(junk)} bytes"):
         openai_mask(image, junk, Settings(max_image_bytes=len(image)))
+
+
+def test_the_served_process_edits_like_predict() -> None:
+    """``python -m inference serve`` (a subprocess, as deployed), the official client's edit
+    with a transparent-hole mask, and /predict given our own mask: the same bytes."""
+    image, repaint = png(photo(64, 96)), half_mask(64, 96) == 255
+    mask = rgba(photo(64, 96, seed=5), np.where(repaint, 0, 255).astype(np.uint8))
+    with inference_server(env={"AUTH_TOKEN": TOKEN, "UI": "false"}) as url:
+        client = official_client(url)
+        result = client.images.edit(
+            image=("photo.png", image, "image/png"),
+            mask=("mask.png", mask, "image/png"),
+            prompt="a red fox",
+            extra_body=QUICK,
+        )
+        ours = png(np.where(repaint, 255, 0).astype(np.uint8))
+        expected = predict(url, prompt="a red fox", image=image, mask=ours, **QUICK)
+    assert (result.size, images(result)) == ("96x64", expected)
