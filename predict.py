@@ -24,10 +24,10 @@ from typing import Optional  # Cog documents Optional[...] for optional inputs
 
 from cog import BasePredictor, Input, Path, concurrent
 
-from inference.adapters.spec import parse_one
-from inference.adapters.trained import is_url, trained_weights
 from inference.errors import InferenceError
 from inference.logs import configure_logging
+from inference.lora.trained import is_url, trained_weights
+from inference.lora_spec import parse_one
 from inference.service import Service
 from inference.settings import Settings
 
@@ -50,7 +50,7 @@ class Predictor(BasePredictor):
 
         Cog's ``weights`` (``COG_WEIGHTS``) selects the weights: a URL (Replicate's trained
         weights: a LoRA served as the default adapter, or an archived diffusers folder; see
-        inference/adapters/trained.py), a diffusers folder (it holds model_index.json) or, when
+        inference/lora/trained.py), a diffusers folder (it holds model_index.json) or, when
         MODEL names a diffusers model, a hub id (like ``MODEL``); otherwise the mock model's JSON
         or safetensors file (like ``WEIGHTS_PATH``). A bad path fails setup naming it.
         """

@@ -30,7 +30,7 @@ from pydantic import (
 
 if TYPE_CHECKING:  # numpy loads with the models: the schema must import fast
     import numpy as np
-from inference.adapters.spec import LORAS_MAX, LoraAdapter
+from inference.lora_spec import LORAS_MAX, LoraAdapter
 
 # Hard bounds. predict.py repeats these as literals (Cog parses it statically); a test keeps
 # the two in step.
@@ -180,7 +180,7 @@ class GenerateRequest(BaseModel):
         description="How far to move away from the image (Replicate: prompt_strength, also "
         "accepted): 0 keeps it, 1 ignores it. Needs image; omit for 0.8.",
     )
-    # LoRA adapters (issue 16): the type lives in inference/adapters/spec.py.
+    # LoRA adapters (issue 16): the type lives in inference/lora_spec.py.
     loras: list[LoraAdapter] | None = Field(
         None,
         max_length=LORAS_MAX,

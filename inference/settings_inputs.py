@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import NoDecode
 
 from inference import schema
-from inference.adapters.spec import LORAS_MAX, LoraAdapter, parse_list
+from inference.lora_spec import LORAS_MAX, LoraAdapter, parse_list
 
 #: Pillow's own decompression-bomb threshold (``PIL.Image.MAX_IMAGE_PIXELS``): above it Pillow
 #: warns, and refuses at twice it, before our check could name the setting.
@@ -20,7 +20,7 @@ PILLOW_BOMB_PIXELS = 89_478_485
 class InputSettings(BaseModel):
     """Images (MAX_IMAGE_*, IMAGE_URL_*) and LoRA adapters (LORA_*, MAX_LORAS, DEFAULT_LORAS)."""
 
-    # LoRA adapters (issue 16; inference/adapters/)
+    # LoRA adapters (issue 16; inference/lora/)
     lora_dir: Path | None = Field(
         None, description="Folder whose files requests may name as 'local:NAME' adapters."
     )

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from inference.adapters.spec import LoraAdapter
 from inference.errors import InvalidRequest, ModelLoadError
+from inference.lora_spec import LoraAdapter
 from inference.schema import (
     SEED_MAX,
     Defaults,

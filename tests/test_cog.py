@@ -30,7 +30,7 @@ import pydantic
 import pytest
 import yaml
 
-from inference.adapters.spec import LoraAdapter
+from inference.lora_spec import LoraAdapter
 from inference.models.mock import MockModel
 from inference.schema import IMAGE_FIELDS, GenerateRequest
 from inference.service import Service

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from inference.adapters.sources import AdapterSources
-from inference.adapters.spec import parse_list
 from inference.errors import InvalidRequest
 from inference.http.app import create_app
+from inference.lora.sources import AdapterSources
+from inference.lora_spec import parse_list
 from inference.models.mock import MockModel
 from inference.service import Service
 from inference.settings import Settings

@@ -113,7 +113,7 @@ def test_lora_weights_input_names_adapters_with_lora_scale(
 def test_trained_weights_archive_of_a_diffusers_folder_becomes_the_model(
     tiny_pipeline_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from inference.adapters.trained import trained_weights
+    from inference.lora.trained import trained_weights
 
     site = tmp_path / "site"
     site.mkdir()

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from inference.adapters.spec import LoraAdapter
-from inference.adapters.support import Adapters
 from inference.errors import InvalidRequest
+from inference.lora.support import Adapters
+from inference.lora_spec import LoraAdapter
 from inference.settings import Settings
 
 log = logging.getLogger(__name__)

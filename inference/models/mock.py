@@ -65,8 +65,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.adapters.support import Adapters
 from inference.errors import InvalidRequest
+from inference.lora.support import Adapters
 from inference.models.base import PreviewCallback, ProgressCallback, SafetyChecker, per_job
 from inference.models.mock_lora import read_mock_adapter
 from inference.models.mock_weights import load_weights

@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from inference.adapters.cache import AdapterCache
-from inference.adapters.sources import AdapterSources
-from inference.adapters.spec import LoraAdapter
+from inference.lora.loaded import AdapterCache
+from inference.lora.sources import AdapterSources
+from inference.lora_spec import LoraAdapter
 from inference.settings import Settings
 
 

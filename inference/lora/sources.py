@@ -5,7 +5,7 @@ download: the reference's form, LORA_DIR confinement, a local file's existence, 
 a URL's host and addresses, a hub file's presence in the cache when offline) runs in the model's
 ``check`` hook; ``fetch`` (may download) runs on the engine's worker when the adapter is first
 used. Hub adapters go through the Hugging Face cache (HF_HOME, on Modal the weights Volume) with
-the base weights' offline rule (HF_HUB_OFFLINE); URL adapters through ``remote.download_url``.
+the base weights' offline rule (HF_HUB_OFFLINE); URL adapters through ``download.download_url``.
 Every error is an ``InvalidRequest`` on ``loras`` that names the adapter and the fix.
 """
 
@@ -18,8 +18,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference.adapters.remote import UrlRefused, check_url, default_download_dir, download_url
 from inference.errors import InvalidRequest
+from inference.lora.download import UrlRefused, check_url, default_download_dir, download_url
 from inference.settings import Settings
 from inference.weights import PICKLE_SUFFIXES
 

@@ -3,7 +3,7 @@
 Replicate hands a fine-tune or a trained LoRA to a container as ``COG_WEIGHTS``, usually a URL.
 The deployer sets it, not a client, so its host needs no allow-list; private and loopback
 addresses are still refused unless LORA_ALLOW_PRIVATE_URLS is set. The file is downloaded once
-per machine (``remote.download_url``), then served as what it is:
+per machine (``download.download_url``), then served as what it is:
 
 - a ``.safetensors`` LoRA (its tensor names hold ``lora``): the default adapter (DEFAULT_LORAS),
   kept under LORA_DIR (the download folder, when LORA_DIR is unset) and named ``local:...``;
@@ -21,9 +21,9 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from inference.adapters.remote import UrlRefused, check_url, default_download_dir, download_url
-from inference.adapters.sources import verify_safetensors
 from inference.errors import InvalidRequest, ModelLoadError
+from inference.lora.download import UrlRefused, check_url, default_download_dir, download_url
+from inference.lora.sources import verify_safetensors
 from inference.settings import Settings
 from inference.weights import check_safetensors
 
