@@ -1,12 +1,11 @@
-"""Settings of what requests may bring in: image inputs and LoRA adapters (a part of
-``inference.settings.Settings``, read from the environment like every other field)."""
+"""Settings of what requests may bring in: image inputs and LoRA adapters."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from inference import schema
@@ -100,6 +99,16 @@ class InputSettings(BaseModel):
     @classmethod
     def _adapters_text(cls, value: object) -> object:
         return parse_list(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _adapters_fit_cache(self) -> InputSettings:
+        if self.max_loras > self.lora_cache_max_count:
+            raise ValueError(
+                f"MAX_LORAS={self.max_loras} exceeds LORA_CACHE_MAX_COUNT="
+                f"{self.lora_cache_max_count}: one request's adapters must fit the cache; "
+                "lower MAX_LORAS or raise LORA_CACHE_MAX_COUNT"
+            )
+        return self
 
     @property
     def url_hosts(self) -> tuple[str, ...]:

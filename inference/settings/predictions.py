@@ -1,5 +1,5 @@
 """Settings of the predictions API (Replicate's and Cog's protocols), its webhooks, and the
-image URLs the OpenAI route serves (a part of ``inference.settings.Settings``)."""
+image URLs the OpenAI route serves."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 
-class JobSettings(BaseModel):
+class PredictionSettings(BaseModel):
     """PUBLIC_URL, PREDICTIONS_*, WEBHOOK_*, IMAGE_URL_TTL_S and IMAGE_URL_STORE_MB."""
 
     public_url: str | None = Field(
