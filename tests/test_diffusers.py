@@ -30,7 +30,7 @@ from PIL import Image
 from inference.errors import InvalidRequest, ModelLoadError, RequestTimeout
 from inference.models import build_model
 from inference.models.diffusers import DiffusersModel
-from inference.models.pipelines import (
+from inference.models.diffusers.pipelines import (
     SCHEDULERS,
     check_dtype,
     model_defaults,
@@ -264,7 +264,7 @@ def test_torch_compile_is_skipped_with_a_warning_off_cuda(
     tiny_pipeline_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     compiled = DiffusersModel(str(tiny_pipeline_dir), torch_compile=True, channels_last=True)
-    with caplog.at_level(logging.WARNING, logger="inference.models.pipelines"):
+    with caplog.at_level(logging.WARNING, logger="inference.models.diffusers.pipelines"):
         compiled.load()
     assert "apply on CUDA only; ignored on cpu" in caplog.text
     assert compiled.generate([job(steps=1)])[0][0].shape == (64, 64, 3)

@@ -91,7 +91,7 @@ def test_an_adapter_that_does_not_fit_fails_alone(service: Service) -> None:
 
 
 def test_a_pipeline_without_lora_support_refuses_adapters(service: Service) -> None:
-    from inference.models.diffusers_lora import PipelineAdapters
+    from inference.models.diffusers.diffusers_lora import PipelineAdapters
 
     adapters = PipelineAdapters(service.settings)
     adapters.attach(object(), "no-lora-model")

@@ -16,7 +16,7 @@ import pytest
 from inference.codec import decode, encode
 from inference.errors import ModelLoadError
 from inference.models.mock import MockModel, NoiseDrawer, normal_quantiles, prompt_pattern
-from inference.models.mock_weights import DEFAULT_WEIGHTS
+from inference.models.mock.mock_weights import DEFAULT_WEIGHTS
 from inference.schema import Job
 
 

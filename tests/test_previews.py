@@ -19,8 +19,8 @@ import torch
 
 from inference.codec import decode
 from inference.models.base import PreviewCallback, ProgressCallback
+from inference.models.diffusers.previews import LatentPreviewer
 from inference.models.mock import MockModel
-from inference.models.previews import LatentPreviewer
 from inference.schema import GenerateRequest, Job
 from inference.service import Service
 from inference.settings import Settings

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from inference.errors import InvalidRequest, ModelLoadError
-from inference.models.pipelines import SCHEDULERS
+from inference.models.diffusers.pipelines import SCHEDULERS
 from inference.schema import Job, Scheduler
 
 

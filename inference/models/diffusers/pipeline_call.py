@@ -29,9 +29,9 @@ import numpy as np
 
 from inference.errors import InvalidRequest
 from inference.models.base import ModelImage, PreviewCallback, ProgressCallback, per_job
-from inference.models.modes import image_kwargs
-from inference.models.pipelines import ignores_negative_prompt, to_pixels
-from inference.models.previews import LatentPreviewer
+from inference.models.diffusers.modes import image_kwargs
+from inference.models.diffusers.pipelines import ignores_negative_prompt, to_pixels
+from inference.models.diffusers.previews import LatentPreviewer
 from inference.schema import Job
 
 log = logging.getLogger(__name__)

@@ -68,8 +68,8 @@ import torch
 from inference.errors import InvalidRequest
 from inference.lora.support import Adapters
 from inference.models.base import PreviewCallback, ProgressCallback, SafetyChecker, per_job
-from inference.models.mock_lora import read_mock_adapter
-from inference.models.mock_weights import load_weights
+from inference.models.mock.mock_lora import read_mock_adapter
+from inference.models.mock.mock_weights import load_weights
 from inference.schema import Defaults, Job
 from inference.settings import Settings
 

@@ -47,16 +47,16 @@ from inference.models.base import (
     SafetyChecker,
     per_job,
 )
-from inference.models.diffusers_lora import PipelineAdapters
-from inference.models.modes import DerivedPipelines
-from inference.models.pipeline_call import (
+from inference.models.diffusers.diffusers_lora import PipelineAdapters
+from inference.models.diffusers.modes import DerivedPipelines
+from inference.models.diffusers.pipeline_call import (
     call_kwargs,
     check_arguments,
     check_strength,
     read_images,
     step_callback,
 )
-from inference.models.pipelines import (
+from inference.models.diffusers.pipelines import (
     load_pipeline,
     model_defaults,
     optimize,
@@ -65,8 +65,8 @@ from inference.models.pipelines import (
     place,
     size_multiple,
 )
-from inference.models.previews import LatentPreviewer
-from inference.models.samplers import Samplers
+from inference.models.diffusers.previews import LatentPreviewer
+from inference.models.diffusers.samplers import Samplers
 from inference.schema import Defaults, Job, Mode, Scheduler
 from inference.settings import Settings
 from inference.weights import check_safetensors, find_pipeline
