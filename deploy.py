@@ -140,7 +140,7 @@ PYTHON_SOURCES = sorted((_SOURCES | ({_OWN_MODEL[1]} if _OWN_MODEL else set())) 
 
 app = modal.App(SETTINGS.app_name)
 weights_volume = modal.Volume.from_name(SETTINGS.volume, create_if_missing=True)
-# The predictions API's shared state (inference/predictions/remote.py): records, call ids, ends.
+# The predictions API's shared state (inference/predictions/modal_store.py): records, ids, ends.
 prediction_records = modal.Dict.from_name(
     f"{SETTINGS.app_name}-predictions", create_if_missing=True
 )
@@ -223,7 +223,7 @@ class Model:
         from inference.http.app import create_app
         from inference.http.protocols import use_store
         from inference.predictions import WebhookSender
-        from inference.predictions.remote import ModalStore, RemoteJobs
+        from inference.predictions.modal_store import ModalRunner, ModalStore
         from inference.service import Service
 
         settings = Settings()  # now with the secret's AUTH_TOKEN / HF_TOKEN / WEBHOOK_SECRET
@@ -231,7 +231,7 @@ class Model:
         self.app = create_app(settings, self.service)
         records, meta = SharedDict(prediction_records), SharedDict(prediction_meta)
         webhooks = WebhookSender(settings)
-        self.jobs = RemoteJobs(self.service, records, meta, webhooks)
+        self.jobs = ModalRunner(self.service, records, meta, webhooks)
         use_store(self.app, ModalStore(settings, ModalCalls(), records, meta, webhooks))
         if settings.torch_compile:  # keep what warm-up compiled for the next container
             weights_volume.commit()
@@ -264,7 +264,7 @@ class Model:
         return self.app
 
 
-# -- Modal's primitives as inference.predictions.remote expects them (translation only) -------
+# -- Modal's primitives as inference.predictions.modal_store expects them (translation only) -------
 
 
 class SharedDict:

@@ -15,11 +15,11 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 
 from inference import __version__
-from inference.cache import ResultCache, model_identity
 from inference.engine import Engine, EngineStats
 from inference.engine.batcher import Preview, Progress
 from inference.engine.core import BatchListener, Phase, StepListener
 from inference.models import Model, build_model
+from inference.result_cache import ResultCache, model_identity
 from inference.results import GenerateResult
 from inference.schema import IMAGE_FIELDS, Defaults, GenerateRequest, Job, Limits
 from inference.settings import Settings

@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from inference.cache import ResultCache
 from inference.errors import ModelError
 from inference.http.app import create_app
 from inference.models.mock import MockModel
+from inference.result_cache import ResultCache
 from inference.results import GeneratedImage, GenerateResult, Timings
 from inference.schema import GenerateRequest
 from inference.service import Service

@@ -27,8 +27,8 @@ from fastapi.testclient import TestClient
 from inference.http.app import create_app
 from inference.http.protocols import use_store
 from inference.models.mock import MockModel
-from inference.predictions import WebhookSender, new_id, remote
-from inference.predictions.remote import ModalStore, RemoteJobs
+from inference.predictions import WebhookSender, modal_store, new_id
+from inference.predictions.modal_store import ModalRunner, ModalStore
 from inference.results import GenerateResult
 from inference.schema import GenerateRequest
 from inference.service import Service
@@ -43,7 +43,7 @@ BASE = {"max_wait_ms": 0, "webhook_allowed_hosts": "127.0.0.1", "webhook_retry_b
 @pytest.fixture(autouse=True)
 def _fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
     """Waits poll the shared state every 0.5 s on Modal; tests need not wait that long."""
-    monkeypatch.setattr(remote, "POLL_INTERVAL_S", 0.05)
+    monkeypatch.setattr(modal_store, "POLL_INTERVAL_S", 0.05)
 
 
 class FakeDict:
@@ -76,13 +76,13 @@ class FakeDict:
 
 
 class WorkerContainer:
-    """Where spawned calls run: a thread with its own loop, service and ``RemoteJobs``."""
+    """Where spawned calls run: a thread with its own loop, service and ``ModalRunner``."""
 
     def __init__(self, model: MockModel, records: FakeDict, meta: FakeDict) -> None:
         settings = Settings(**BASE)
         self.service = Service(model, settings).start()
         self.webhooks = WebhookSender(settings)
-        self.jobs = RemoteJobs(self.service, records, meta, self.webhooks)
+        self.jobs = ModalRunner(self.service, records, meta, self.webhooks)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()

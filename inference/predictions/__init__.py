@@ -2,7 +2,7 @@
 
 The machinery behind Replicate's and Cog's HTTP protocols (``inference/http/routes/``):
 ``record`` (one prediction and its transitions), ``store`` (the interface and the in-process
-store), ``remote`` (the same over Modal's primitives), ``targets`` (which webhook URLs may be
+store), ``modal_store`` (the same over Modal's primitives), ``targets`` (which webhook URLs may be
 called), ``webhooks`` (signed deliveries, retries), ``envelopes`` (each protocol's JSON)
 and ``events`` (server-sent events). It never imports ``modal``; the routes live in
 ``inference/http/``.

@@ -16,7 +16,7 @@ import base64
 from datetime import UTC, datetime
 from typing import Any
 
-from inference.predictions.record import Output, Prediction
+from inference.predictions.record import OutputFile, Prediction
 
 #: Where this server serves an output file in ``PREDICTIONS_OUTPUT=url`` mode.
 OUTPUT_PATH = "/v1/predictions/{id}/output/{name}"
@@ -29,7 +29,7 @@ def timestamp(seconds: float | None) -> str | None:
     return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
-def data_uri(output: Output) -> str:
+def data_uri(output: OutputFile) -> str:
     return f"data:{output.media_type};base64,{base64.b64encode(output.data).decode('ascii')}"
 
 

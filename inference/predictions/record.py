@@ -42,7 +42,7 @@ def new_id() -> str:
 
 
 @dataclass(frozen=True)
-class Output:
+class OutputFile:
     """One output file: its bytes and the name Cog would give it (``out-0.png``)."""
 
     name: str
@@ -68,7 +68,7 @@ class Prediction:
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     completed_at: float | None = None
-    outputs: list[Output] | None = None
+    outputs: list[OutputFile] | None = None
     error: str | None = None
     logs: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -123,7 +123,7 @@ class Prediction:
         now = now or time.time()
         events = self.start(now)
         self.outputs = [
-            Output(f"out-{i}.{image.format}", image.media_type, image.data)
+            OutputFile(f"out-{i}.{image.format}", image.media_type, image.data)
             for i, image in enumerate(result.images)
         ]
         timings = result.timings

@@ -2,7 +2,7 @@
 
 ``PredictionStore`` is all the Replicate and Cog routes know, so the same routes serve from this
 process's memory (``LocalStore``: the Space, ``python -m inference serve``) or from Modal's
-shared primitives (``inference.predictions.remote.ModalStore``), where a GET may reach another
+shared primitives (``inference.predictions.modal_store.ModalStore``), where a GET may reach another
 container than the POST that created the prediction.
 
 ``LocalStore`` runs each prediction as an asyncio task awaiting ``service.submit``; cancelling

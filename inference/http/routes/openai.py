@@ -75,7 +75,7 @@ def _as_openai(exc: Exception) -> OpenAIError:
 
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
-StoreDep = Annotated[ImageStore, Depends(get_image_store)]
+ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
 #: An edit's uploads: one image and a mask, and room to refuse a list of images by name.
 MAX_EDIT_FILES = 16
 #: Text parts: each parameter once, with room to name a repeated one.
@@ -101,7 +101,7 @@ MAX_EDIT_PARTS = 2 * len(EditParams.model_fields)
     },
 )
 async def generations(
-    request: Request, service: ServiceDep, settings: SettingsDep, store: StoreDep
+    request: Request, service: ServiceDep, settings: SettingsDep, store: ImageStoreDep
 ) -> Response:
     """OpenAI's image generation: ImagesResponse JSON, or server-sent events with stream=true."""
     params = parse_params(await request.body())
@@ -126,7 +126,7 @@ async def generations(
     },
 )
 async def edits(
-    request: Request, service: ServiceDep, settings: SettingsDep, store: StoreDep
+    request: Request, service: ServiceDep, settings: SettingsDep, store: ImageStoreDep
 ) -> Response:
     """OpenAI's image edit: the image redrawn from the prompt (image-to-image) or, where the
     mask (or, without one, the image) is fully transparent, repainted (inpainting)."""
@@ -191,7 +191,7 @@ async def _answer(
         **protocol_errors("openai", 404),
     },
 )
-async def image_file(token: str, store: StoreDep) -> Response:
+async def image_file(token: str, store: ImageStoreDep) -> Response:
     """An image behind a response_format=url link; the unguessable URL is the credential."""
     image = store.get(token)
     if image is None:

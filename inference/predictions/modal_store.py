@@ -7,7 +7,7 @@ nothing may live in one container's memory:
   its result and its failure come from Modal's ``FunctionCall`` (``ModalCalls.result``), its
   cancel is ``FunctionCall.cancel`` (``ModalCalls.cancel``);
 - the prediction record (status, logs, progress) lives in a ``modal.Dict`` (``records``): the
-  API side writes it at creation, the job side (``RemoteJobs``, in whichever container runs the
+  API side writes it at creation, the job side (``ModalRunner``, in whichever container runs the
   call) as it progresses, at most every ``FLUSH_INTERVAL_S``;
 - a second Dict (``meta``) maps each prediction to its call id and holds the one-time claim of
   its end (``put(..., skip_if_exists=True)``, Modal's only atomic write): whoever claims first, the
@@ -221,7 +221,7 @@ class ModalStore(_Shared):
         return kept
 
 
-class RemoteJobs(_Shared):
+class ModalRunner(_Shared):
     """The job side: runs a spawned prediction on this container's service and reports."""
 
     def __init__(
