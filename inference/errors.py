@@ -6,6 +6,14 @@ such as "steps must be <= 50 (MAX_STEPS), got 80" reads the same wherever it sur
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def error_body(kind: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The native error envelope, ``{"error": {"type", "message"}}``: the HTTP app and the UI
+    page both answer with it, so it lives here, below both."""
+    return {"error": {"type": kind, "message": message, **extra}}
+
 
 class InferenceError(Exception):
     """Base class; ``code`` is a stable machine-readable name for clients."""

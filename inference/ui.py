@@ -22,10 +22,9 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.routing import Mount
 
-from inference.errors import InferenceError
+from inference.errors import InferenceError, error_body
 from inference.extras import MissingExtra, installed
 from inference.fields import RequestField, request_fields
-from inference.http.errors import error_response
 from inference.results import GenerateResult
 from inference.schema import IMAGE_FIELDS
 
@@ -256,7 +255,7 @@ def _mount_notice(app: FastAPI, path: str, message: str) -> None:
     """Answer /ui and below with 501 and ``message``, so a visitor learns how to get the UI."""
 
     async def ui_unavailable(rest: str = "") -> JSONResponse:
-        return error_response(501, "ui_unavailable", message)
+        return JSONResponse(error_body("ui_unavailable", message), status_code=501)
 
     app.add_api_route(path, ui_unavailable, methods=["GET"], include_in_schema=False)
     app.add_api_route(

@@ -25,6 +25,7 @@ from inference.errors import (
     Overloaded,
     PayloadTooLarge,
     RequestTimeout,
+    error_body,
 )
 from inference.validation import invalid_request
 
@@ -42,10 +43,6 @@ STATUS_BY_ERROR: dict[type[InferenceError], int] = {
 
 class ClientDisconnected(Exception):
     """The client closed the connection before its result was ready."""
-
-
-def error_body(kind: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": {"type": kind, "message": message, **extra}}
 
 
 def error_bytes(kind: str, message: str) -> bytes:
