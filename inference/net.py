@@ -471,7 +471,7 @@ def _too_large(url: Url, size: str, policy: Policy) -> TooLarge:
 
 def _late(url: Url, policy: Policy) -> Failed:
     return Failed(
-        f"{url.host} did not finish within {policy.deadline_s:g} s ({policy.deadline_setting})"
+        f"{url.host} did not finish within {policy.deadline_s:g}s ({policy.deadline_setting})"
     )
 
 
