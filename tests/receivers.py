@@ -1,7 +1,8 @@
 """A webhook receiver on 127.0.0.1 for tests: records every delivery, and can misbehave.
 
 Each request takes the next planned behaviour (``ok`` by default): ``500`` answers 500,
-``hang`` answers nothing for ``hang_s``, ``reset`` closes the connection with a TCP reset.
+``hang`` answers nothing for ``hang_s`` or until ``release`` is set, ``reset`` closes the
+connection with a TCP reset.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Receiver:
     plan: list[str] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
     hang_s: float = 2.0
+    #: Ends every hang at once: a test can keep a receiver hanging for as long as it checks.
+    release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answered(self, behaviour: str = "ok") -> list[Delivery]:
@@ -77,7 +80,7 @@ def webhook_receiver() -> Iterator[Receiver]:
                     )
                 )
             if behaviour == "hang":
-                time.sleep(receiver.hang_s)
+                receiver.release.wait(receiver.hang_s)
                 return
             if behaviour == "reset":
                 linger = struct.pack("ii", 1, 0)

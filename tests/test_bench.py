@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,13 @@ from tests.servers import ROOT
 from tools.bench import command
 from tools.bench.data import Ceiling, LevelResult, Report, mean_batch_size, percentile
 from tools.bench.processes import ALL_SERVERS, stop_process_group
-from tools.bench.report import goal_verdicts
+from tools.bench.report import (
+    DEFAULT_NOISE_BAND,
+    ahead_verdict,
+    goal_verdicts,
+    median_run,
+    noise_band,
+)
 
 MD_COLUMNS = 11  # server .. client CPU in the throughput table
 
@@ -56,6 +63,9 @@ def test_quick_run_reports_every_server_and_level(quick_report: Path) -> None:
                 "encode_ms",
                 "total_ms",
             }
+    for cold in data["cold_starts"]:  # phases of one process: they add up to the total
+        if cold["total_s"] is not None:
+            assert cold["import_s"] > 0 and cold["rest_s"] >= 0, cold
     (ceiling,) = data["ceilings"]
     assert ceiling["images_per_s"] > 0 and ceiling["model_call_p50_ms"] > 0
     assert set(ceiling["images_per_s_by_batch"]) == {"1", "2", "4", "8"}
@@ -113,10 +123,26 @@ def test_goal_verdicts_name_the_numbers() -> None:
     assert any(v.startswith("MET: served >= 0.9 x ceiling") and "0.95 x" in v for v in verdicts)
     assert any(v.startswith("MET: ahead of naive") for v in verdicts)
     assert any(
-        v.startswith("MISSED: ahead of litserve") and "95.0 vs 96.0" in v and "noise" in v
+        v.startswith("WITHIN NOISE (no claim): ahead of litserve") and "95.0 vs 96.0" in v
         for v in verdicts
     )
     assert any(v.startswith("MET: serving overhead") and "4.00 ms" in v for v in verdicts)
+
+
+def test_ahead_is_claimed_only_beyond_the_measured_spread() -> None:
+    def level(server: str, runs: list[float]) -> LevelResult:
+        result = LevelResult(server, "w", 8, 10, 10, 0, 1.0, 0.0, 1.0, 10.0, 10.0, 1.0)
+        return median_run([replace(result, images_per_s=r) for r in runs])
+
+    peer = level("litserve", [98.0, 100.0, 99.0])
+    close, far = level("ours", [100.0, 104.0, 102.0]), level("ours", [120.0, 121.0, 119.0])
+    assert (close.images_per_s, close.images_per_s_runs) == (102.0, [100.0, 104.0, 102.0])
+    band = noise_band(close, peer)
+    assert band[0] == pytest.approx(4 / 102) and "3/3 repeats" in band[1]
+    assert ahead_verdict("x", close.images_per_s, 99.0, band).startswith("WITHIN NOISE")
+    assert ahead_verdict("x", far.images_per_s, 99.0, noise_band(far, peer)).startswith("MET")
+    assert ahead_verdict("x", 80.0, 99.0, band).startswith("MISSED")
+    assert noise_band(replace(close, images_per_s_runs=[]), peer)[0] == DEFAULT_NOISE_BAND
 
 
 def test_bench_is_a_tools_command_with_checked_flags(capsys: pytest.CaptureFixture[str]) -> None:

@@ -34,7 +34,12 @@ def service(tiny_pipeline_dir: Path) -> Iterator[Service]:
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models on a shared machine: one thread is fastest
-    svc = Service.from_settings(Settings(model=str(tiny_pipeline_dir), max_wait_ms=0)).start()
+    settings = Settings(
+        model=str(tiny_pipeline_dir),
+        max_wait_ms=0,
+        result_cache_mb=0,  # a repeated seeded request must reach the pipeline, not the cache
+    )
+    svc = Service.from_settings(settings).start()
     yield svc
     svc.stop()
     torch.set_num_threads(threads)
@@ -76,7 +81,9 @@ def test_both_modes_generate_and_follow_the_image(service: Service) -> None:
     assert sizes == {(64, 64)}
     outputs = [r.images[0].data for r in (text, light, heavy, inpainted)]
     assert len(set(outputs)) == 4  # mode and strength each change the image
+    calls = service.stats.model_calls
     again = service.generate(request(3, mask=True))
+    assert again.cache is None and service.stats.model_calls == calls + 1  # really ran again
     assert again.images[0].data == inpainted.images[0].data  # same bytes and seed: same image
 
 

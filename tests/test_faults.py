@@ -35,11 +35,22 @@ def post_all(url: str, bodies: list[dict], timeout: float = 60) -> list[httpx.Re
     return asyncio.run(run())
 
 
+def depth_in(metrics: str) -> float:
+    lines = metrics.splitlines()
+    return float(next(ln.split()[1] for ln in lines if ln.startswith("inference_queue_depth ")))
+
+
 def queue_depth(url: str) -> float:
-    text = httpx.get(f"{url}/metrics").text
-    return float(
-        next(ln.split()[1] for ln in text.splitlines() if ln.startswith("inference_queue_depth "))
-    )
+    return depth_in(httpx.get(f"{url}/metrics").text)
+
+
+async def until_queued(client: httpx.AsyncClient, depth: int) -> None:
+    """Wait until ``depth`` requests wait behind the one running (MAX_BATCH_SIZE=1): every
+    request has reached the server, however slow the machine. The deadline guards a hang."""
+    deadline = time.monotonic() + 60
+    while depth_in((await client.get("/metrics")).text) < depth:
+        assert time.monotonic() < deadline, f"{depth} requests never queued"
+        await asyncio.sleep(0.02)
 
 
 def test_a_burst_against_a_small_queue_gets_only_200_or_503_then_recovers() -> None:
@@ -62,19 +73,11 @@ def test_requests_past_the_timeout_get_504_and_leave_nothing_queued() -> None:
         responses = post_all(url, [{**LONG, "seed": i} for i in range(3)])
         assert [r.status_code for r in responses] == [504] * 3
         assert "REQUEST_TIMEOUT_S" in responses[0].json()["error"]["message"]
-        time.sleep(0.5)
+        deadline = time.monotonic() + 30  # only a guard: the abandoned batch ends at a step
+        while queue_depth(url) != 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert queue_depth(url) == 0
         assert httpx.post(f"{url}/predict", json=QUICK, timeout=30).status_code == 200
-
-
-def stop_and_collect(process: subprocess.Popen[str], within_s: float) -> tuple[float, str]:
-    """SIGTERM; (seconds until the process exited, everything it printed)."""
-    started = time.monotonic()
-    process.send_signal(signal.SIGTERM)
-    output = stopped_output(process, within_s + 30)
-    elapsed = time.monotonic() - started
-    assert elapsed < within_s, f"took {elapsed:.1f}s to exit:\n{output}"
-    return elapsed, output
 
 
 def test_sigterm_drains_in_flight_work_and_refuses_new_work_in_json() -> None:
@@ -87,10 +90,12 @@ def test_sigterm_drains_in_flight_work_and_refuses_new_work_in_json() -> None:
                     asyncio.ensure_future(client.post("/predict", json={**LONG, "seed": i}))
                     for i in range(3)
                 ]
-                await asyncio.sleep(0.4)  # all three queued or running
+                await until_queued(client, 2)  # one running, two queued
                 process.send_signal(signal.SIGTERM)
-                await asyncio.sleep(0.2)
-                ready = await client.get("/ready")
+                deadline = time.monotonic() + 30  # only a guard: SIGTERM starts the drain
+                while (ready := await client.get("/ready")).status_code == 200:
+                    assert time.monotonic() < deadline, "SIGTERM never started the drain"
+                    await asyncio.sleep(0.02)
                 refused = await client.post("/predict", json=QUICK)
                 return await asyncio.gather(*work), ready, refused
 
@@ -114,13 +119,12 @@ def test_past_the_grace_period_in_flight_work_fails_as_json_503() -> None:
                     asyncio.ensure_future(client.post("/predict", json={**LONG, "seed": i}))
                     for i in range(2)
                 ]
-                await asyncio.sleep(0.4)
+                await until_queued(client, 1)  # one running, one queued
                 process.send_signal(signal.SIGTERM)
                 return await asyncio.gather(*work)
 
-        started = time.monotonic()
+        # 503s, not 200s: the grace ended both requests instead of waiting them out
         responses = asyncio.run(scenario())
-        assert time.monotonic() - started < 4  # not the ~5 s the two requests would take
         for response in responses:
             assert response.status_code == 503
             assert response.headers["content-type"] == "application/json"
@@ -136,7 +140,10 @@ def test_an_open_ui_stream_does_not_hold_the_shutdown() -> None:
         httpx.stream("GET", f"{url}/ui/gradio_api/heartbeat/test-session", timeout=30) as s,
     ):
         assert s.status_code == 200
-        _, output = stop_and_collect(process, within_s=5)
+        process.send_signal(signal.SIGTERM)
+        # The stream never ends by itself, so a server that waited for it would never exit
+        # while it is open: the deadline guards that hang, it measures nothing
+        output = stopped_output(process, 60)
     assert "Traceback" not in output, output
 
 
@@ -159,7 +166,9 @@ def test_a_batch_job_killed_with_sigkill_resumes_with_every_image_once(tmp_path:
     assert 3 <= done_before < len(lines)
     again = subprocess.run([*command, "-q"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
-    assert f"{done_before} already done" in again.stdout or "already done" in again.stdout
+    redone = len(lines) - done_before
+    summary = f"{len(lines)} requests: {redone} generated, {done_before} already done, 0 failed"
+    assert summary in again.stdout, again.stdout
     records = [json.loads(ln) for ln in (out / "manifest.jsonl").read_text().splitlines()]
     assert [r["line"] for r in records] == list(range(1, len(lines) + 1))
     assert {r["status"] for r in records} <= {"ok", "skipped"}

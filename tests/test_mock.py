@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from inference.codec import decode, encode
 from inference.errors import ModelLoadError
@@ -64,6 +66,49 @@ PORTABILITY_CASES = [("a fox", 2, 200, 136), ("a fox", 3, 256, 256), ("", 42, 25
 def test_the_quick_start_image_is_pinned(model: MockModel) -> None:
     (image,) = run(model, job("", seed=42, weight=0.7, width=256, height=256))
     assert hashlib.sha256(image.tobytes()).hexdigest() == QUICK_START_SHA256
+
+
+def readme_text_to_image(seed: int, steps: int, height: int, width: int) -> np.ndarray:
+    """The README's text-to-image formula for an empty prompt (P("") = 0, so D = 0), written
+    here in numpy from the README's words: an independent check beside the pinned hash, which
+    the package's own code produced. Only the random integers come from torch (the README's
+    source of randomness: a CPU ``torch.Generator`` seeded with the seed, ``random_()`` on int32).
+    """
+    gamma, beta = 0.82, 0.15
+    normal = statistics.NormalDist()
+    quantiles = np.array(
+        [normal.inv_cdf((k + 0.5) / 32768) for k in range(32768)], dtype=np.float64
+    ).astype(np.float32)
+    generator = torch.Generator().manual_seed(seed)
+    count = 3 * height * width
+
+    def eps() -> np.ndarray:
+        words = torch.empty(count // 2, dtype=torch.int32).random_(generator=generator).numpy()
+        halves = words.astype("<i4").view("<u2")  # each 32-bit value: two 16-bit halves
+        return quantiles[halves & 0x7FFF].reshape(3, height, width)
+
+    x = eps()
+    for t in range(1, steps + 1):
+        sigma = 1.0 - 0.5 * (t - 1) / max(steps - 1, 1)
+        x = x * np.float32(gamma) + eps() * np.float32(beta * sigma)  # the D term is 0
+    pixels = np.clip(np.floor(x * np.float32(64.0) + np.float32(128.0)), 0, 255)
+    return pixels.astype(np.uint8).transpose(1, 2, 0)
+
+
+@pytest.mark.parametrize(
+    ("seed", "steps", "height", "width"),
+    [(42, 20, 256, 256), (7, 1, 48, 64), (123456789, 3, 136, 200)],
+)
+def test_text_to_image_follows_the_readme_formula(
+    model: MockModel, seed: int, steps: int, height: int, width: int
+) -> None:
+    expected = readme_text_to_image(seed, steps, height, width)
+    for weight in (0.0, 0.7):  # an empty prompt: the weight cannot matter
+        fields = {"steps": steps, "width": width, "height": height}
+        (image,) = run(model, job("", seed=seed, weight=weight, **fields))
+        assert np.array_equal(image, expected)
+    if (seed, steps, height, width) == (42, 20, 256, 256):  # the quick start: the pinned hash
+        assert hashlib.sha256(expected.tobytes()).hexdigest() == QUICK_START_SHA256
 
 
 def test_pixels_do_not_depend_on_the_cpus_vector_instructions(model: MockModel) -> None:

@@ -11,8 +11,9 @@ import base64
 import itertools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -159,10 +160,19 @@ def test_order_filters_and_one_delivery_per_event() -> None:
             name: create(client, receiver, [name], seed=2 + i)
             for i, name in enumerate(("start", "output", "logs", "completed"))
         }
-        time.sleep(0.1)
         for pid in [every, *filtered.values()]:
             wait_done(client, pid)
-        time.sleep(0.3)
+        # Deliveries trail completion: wait for each prediction's last one
+        last = {every: "succeeded", filtered["start"]: "processing"}
+        last |= {filtered[n]: "succeeded" for n in ("output", "completed")}
+        last[filtered["logs"]] = "processing"
+        wait_until(
+            lambda: all(
+                any(d.json["id"] == pid and d.json["status"] == status for d in receiver.answered())
+                for pid, status in last.items()
+            ),
+            "every prediction's last webhook",
+        )
         answered = [d.json for d in receiver.answered()]
     by_id = {pid: [d for d in answered if d["id"] == pid] for pid in [every, *filtered.values()]}
     statuses = [d["status"] for d in by_id[every]]
@@ -178,7 +188,16 @@ def test_order_filters_and_one_delivery_per_event() -> None:
     assert 1 <= len(by_id[filtered["logs"]]) < SMALL["steps"] + 1  # throttled, not per step
 
 
-def wait_done(client: TestClient, pid: str, timeout_s: float = 20) -> dict[str, Any]:
+def wait_until(test: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+    """Poll ``test`` until it holds; the deadline only guards against a hang."""
+    deadline = time.monotonic() + timeout_s
+    while not test():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout_s} s for {what}")
+        time.sleep(0.01)
+
+
+def wait_done(client: TestClient, pid: str, timeout_s: float = 30) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         body = client.get(f"/v1/predictions/{pid}").json()
@@ -206,7 +225,20 @@ def test_signed_with_the_secret_and_unsigned_without() -> None:
 
 
 @pytest.mark.parametrize("failure", ["500", "hang", "reset"])
-def test_completed_is_retried_with_backoff_then_delivered(failure: str) -> None:
+def test_completed_is_retried_with_backoff_then_delivered(
+    failure: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inference.predictions import webhooks
+
+    waits: list[float] = []
+
+    async def recorded_sleep(delay: float) -> None:
+        waits.append(delay)
+        await asyncio.sleep(delay)
+
+    # The sender's own asyncio, with its sleeps recorded: the backoff it chose, not a wall time
+    spy = SimpleNamespace(**{**vars(asyncio), "sleep": recorded_sleep})
+    monkeypatch.setattr(webhooks, "asyncio", spy)
     with webhook_receiver() as receiver, served(**FAST_RETRIES) as client:
         receiver.plan = [failure, failure]
         receiver.hang_s = 1.0
@@ -214,8 +246,11 @@ def test_completed_is_retried_with_backoff_then_delivered(failure: str) -> None:
         (delivered,) = receiver.wait_for(1)
         attempts = [d for d in receiver.deliveries if d.json["id"] == pid]
     assert [a.answered for a in attempts] == [failure, failure, "ok"]
+    assert waits == [0.05, 0.1]  # backoff doubles: WEBHOOK_RETRY_BACKOFF_S, then twice that
     gaps = [b.at - a.at for a, b in itertools.pairwise(attempts)]
-    assert gaps[1] > gaps[0] * 0.9 and gaps[0] >= 0.05  # backoff: 0.05 s, then 0.1 s
+    # The receiver stamps an attempt before answering it, so each gap holds the whole wait:
+    # lower bounds that a slow machine only makes easier to meet
+    assert gaps[0] >= 0.05 and gaps[1] >= 0.1
     assert delivered.json["status"] == "succeeded"
 
 
@@ -223,7 +258,9 @@ def test_retries_are_bounded_and_logged(caplog: pytest.LogCaptureFixture) -> Non
     with webhook_receiver() as receiver, served(**FAST_RETRIES) as client:
         receiver.plan = ["500"] * 10
         create(client, receiver, ["start", "completed"], seed=1)
-        time.sleep(1.0)
+        # One prediction's webhooks go out in order: once the sender gives up on "completed",
+        # "start" is long done and nothing more can come
+        wait_until(lambda: "gave up on webhook completed" in caplog.text, "the sender to give up")
         answered = [d.answered for d in receiver.deliveries]
     assert answered == ["500"] * 4  # start: one try; completed: WEBHOOK_MAX_ATTEMPTS=3
     assert "gave up on webhook completed" in caplog.text
@@ -231,14 +268,18 @@ def test_retries_are_bounded_and_logged(caplog: pytest.LogCaptureFixture) -> Non
 
 
 def test_a_hanging_receiver_never_delays_inference() -> None:
-    with webhook_receiver() as receiver, served(**{**FAST_RETRIES, "webhook_timeout_s": 5}) as c:
-        receiver.plan, receiver.hang_s = ["hang"] * 20, 2.0
-        started = time.monotonic()
+    # Every delivery hangs until released, longer than any wait below: inference that waited
+    # for a webhook could not finish before the release
+    settings = {**FAST_RETRIES, "webhook_timeout_s": 120}
+    with webhook_receiver() as receiver, served(**settings) as c:
+        receiver.plan, receiver.hang_s = ["hang"] * 20, 120
         ids = [create(c, receiver, None, seed=s) for s in range(3)]
         for pid in ids:
             assert wait_done(c, pid)["status"] == "succeeded"
-        assert time.monotonic() - started < 1.8  # before the first hang ends
+        assert not receiver.answered() and not receiver.release.is_set()
+        receiver.wait_for(1, behaviour="hang")  # the webhooks did go out, and hang
         receiver.plan = []
+        receiver.release.set()
 
 
 def test_the_queue_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
@@ -248,8 +289,9 @@ def test_the_queue_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
         receiver.plan, receiver.hang_s = ["hang"] * 20, 1.0
         for seed in range(4):
             create(client, receiver, ["completed"], seed=seed)
-        time.sleep(0.5)
+        wait_until(lambda: "deliveries queued (WEBHOOK_QUEUE_SIZE)" in caplog.text, "a refusal")
         receiver.plan = []
+        receiver.release.set()
     assert "deliveries queued (WEBHOOK_QUEUE_SIZE)" in caplog.text
 
 

@@ -3,6 +3,8 @@ resolution against a deployment's limits and the model's defaults, one format ta
 
 from __future__ import annotations
 
+import base64
+import json
 import pickle
 from typing import get_args
 
@@ -141,7 +143,10 @@ def test_result_json_has_standard_base64_and_round_trips() -> None:
         }
     )
     text = result.model_dump_json()
-    assert "+" in text or "/" in text  # standard, not URL-safe, base64
+    encoded = json.loads(text)["images"][0]["data"]
+    # bytes 0-255 encode to both "+" and "/" in standard base64 ("-" and "_" in URL-safe)
+    assert encoded == base64.b64encode(payload).decode("ascii")
+    assert "+" in encoded and "/" in encoded
     assert GenerateResult.model_validate_json(text).images[0].data == payload
 
 

@@ -31,7 +31,7 @@ from tools.bench.processes import (
     server_env,
     server_process,
 )
-from tools.bench.report import render_markdown, render_plot
+from tools.bench.report import median_run, render_markdown, render_plot
 
 #: mock64/mock256: the mock model (cost linear in images: batching gains little on a CPU);
 #: tiny-sd: a tiny random SD pipeline whose per-call overhead batching amortises, as on a GPU.
@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run (tests)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of each level (the median is reported, the spread is the noise band)",
+    )
     parser.add_argument("--requests", type=int, help="requests per level (default 256; quick 12)")
     parser.add_argument(
         "--concurrency", type=_int_list, help="levels, default 1,8,32,64 (quick: 1,4)"
@@ -214,10 +220,13 @@ def run(args: argparse.Namespace, command: str = PROG) -> int:
                             bar.update(1)  # fewer requests than clients: not that level
                             continue
                         bar.set_postfix_str(f"{name} {workload.name} c={level}")
-                        result = drive_load(
-                            url, name, workload, level, workload.requests or requests, env
-                        )
-                        report.levels.append(result)
+                        runs = [
+                            drive_load(
+                                url, name, workload, level, workload.requests or requests, env
+                            )
+                            for _ in range(1 if quick else max(1, args.repeats))
+                        ]
+                        report.levels.append(median_run(runs))
                         bar.update(1)
             bar.set_postfix_str(f"ceiling {workload.name}")
             report.ceilings.append(
@@ -232,10 +241,7 @@ def run(args: argparse.Namespace, command: str = PROG) -> int:
         if not args.no_cold_start:
             bar.set_postfix_str("cold start: mock")
             mock_payload = {"prompt": PROMPT, "width": 64, "height": 64, "steps": 2}
-            probes = 1 if quick else 3
-            report.cold_starts.append(
-                measure_cold_start("mock", "mock", mock_payload, log_dir, {}, probes)
-            )
+            report.cold_starts.append(measure_cold_start("mock", "mock", mock_payload, log_dir, {}))
             bar.update(1)
             bar.set_postfix_str("cold start: tiny diffusers")
             if tiny_folder is None:
@@ -244,9 +250,7 @@ def run(args: argparse.Namespace, command: str = PROG) -> int:
                 )
             else:
                 report.cold_starts.append(
-                    measure_cold_start(
-                        "tiny diffusers", tiny_folder, mock_payload, log_dir, {}, probes
-                    )
+                    measure_cold_start("tiny diffusers", tiny_folder, mock_payload, log_dir, {})
                 )
             bar.update(1)
     if gpu and sd15 is not None:

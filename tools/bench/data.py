@@ -54,6 +54,9 @@ class LevelResult:
     server_p50_ms: dict[str, float] = field(default_factory=dict)  # ours: queue/encode/total
     overhead_p50_ms: float | None = None  # ours: p50 of (latency - the server's inference_ms)
     client_cpu_ms_per_request: float | None = None  # the load driver's own CPU
+    #: images/s of every repeat of this level; the row is the median repeat, and the spread of
+    #: these is the noise band a verdict must clear
+    images_per_s_runs: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -164,19 +164,31 @@ def measure_ceiling(
     return Ceiling(workload.name, by_batch, best, by_batch[best], statistics.median(calls))
 
 
+IMPORTS_DONE = "bench: imports done at monotonic"
+#: ``python -m inference serve --port PORT`` after timing the imports the server does before it
+#: loads weights, torch included (the mock imports it to build; diffusers only on load).
+TIMED_LAUNCH = f"""
+import runpy, sys, time
+import torch, uvicorn, inference.http.app, inference.cli
+print("{IMPORTS_DONE}", time.monotonic(), flush=True)
+sys.argv = ["inference", "serve", "--port", sys.argv[1]]
+runpy.run_module("inference", run_name="__main__", alter_sys=True)
+"""
+
+
 def measure_cold_start(
     label: str,
     model: str,
     payload: dict[str, Any],
     log_dir: Path,
     extra_env: dict[str, str],
-    probes: int = 3,
 ) -> ColdStart:
-    """Process start -> first 200 from /predict, then split it with /metrics and import runs.
+    """Process start -> first 200 from /predict, split into phases of that one process.
 
-    The import share is the median of ``probes`` fresh interpreters doing the server's imports
-    and building (not loading) the model; what remains after imports, load and warm-up is the
-    server's start-up and the first request. Every run finds the page cache warm.
+    The server runs under a launcher that does the server's imports first and prints the
+    monotonic time they ended (CLOCK_MONOTONIC: the same clock here); load and warm-up come from
+    the same server's /metrics. So the phases are one process's and add up: what remains is
+    uvicorn's start and the first request, never negative. The page cache is warm.
     """
     import httpx
 
@@ -187,13 +199,11 @@ def measure_cold_start(
     log_path = log_dir / f"cold-{label.replace(' ', '-')}.log"
     log_dir.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
-        started = time.perf_counter()
-        process = start_server(
-            [sys.executable, "-m", "inference", "serve", "--port", str(port)], env, log
-        )
+        started = time.monotonic()
+        process = start_server([sys.executable, "-c", TIMED_LAUNCH, str(port)], env, log)
         try:
             total = None
-            while time.perf_counter() - started < 600:
+            while time.monotonic() - started < 600:
                 if process.poll() is not None:
                     return ColdStart(
                         label, None, None, None, None, None,
@@ -202,7 +212,7 @@ def measure_cold_start(
                     )  # fmt: skip
                 try:
                     if fetch("POST", url + "/predict", payload, timeout=60).status_code == 200:
-                        total = time.perf_counter() - started
+                        total = time.monotonic() - started
                         break
                 except httpx.TransportError:  # not listening yet
                     pass
@@ -214,22 +224,8 @@ def measure_cold_start(
             stop_process_group(process)
     load_s = _metric(metrics, "inference_model_load_seconds")
     warmup_s = _metric(metrics, "inference_model_warmup_seconds")
-    # Interpreter start + the imports the server does before it loads weights, torch included
-    # (the mock imports it to build; diffusers only on load), in a fresh process (page cache
-    # warm, like the server's own start after the first run).
-    probe = (
-        "import torch, uvicorn, inference.http.app, inference.cli;"
-        "from inference.models import build_model;"
-        "from inference.settings import Settings;"
-        "build_model(Settings())"
-    )
-    runs = []
-    for _ in range(probes):
-        t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True)
-        if done.returncode == 0:
-            runs.append(time.perf_counter() - t0)
-    import_s = statistics.median(runs) if runs else None
+    marks = re.findall(rf"^{IMPORTS_DONE} ([0-9.]+)$", log_path.read_text(), re.MULTILINE)
+    import_s = float(marks[-1]) - started if marks else None
     rest = total - sum(v for v in (import_s, load_s, warmup_s) if v is not None)
     return ColdStart(label, total, import_s, load_s, warmup_s, rest)
 
