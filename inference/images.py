@@ -7,7 +7,10 @@ Why it works the way it does:
   Ghostscript and guess at a dozen rarer formats; those, SVG, text and random bytes are
   refused with what the bytes look like.
 - The pixel count comes from the header and is checked against MAX_IMAGE_PIXELS before a
-  pixel is decoded: a few kilobytes of PNG can declare billions of pixels.
+  pixel is decoded: a few kilobytes of PNG can declare billions of pixels. So is the memory
+  the decode will take (``decode_bytes``: every buffer of every mode it passes through, and
+  a cost per row, so a 1 x 25,000,000 image is not cheap), against MAX_DECODE_BYTES; and at
+  most MAX_CONCURRENT_DECODES decode at once, the rest waiting for a slot.
 - Animated images (GIF, APNG, WebP) and multi-page TIFFs are refused rather than cut to their
   first frame: which frame the sender meant would be a guess.
 - What Pillow reads is converted, never refused: EXIF orientation applied; CMYK, palette,
@@ -29,13 +32,15 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from inference.errors import InferenceError, InvalidRequest, PayloadTooLarge
+from inference.errors import InferenceError, InvalidRequest, Overloaded, PayloadTooLarge
 from inference.schema import SIDE_MIN, Limits
 
 if TYPE_CHECKING:
@@ -64,6 +69,117 @@ SIGNATURES = (
 )
 
 
+#: What a decode is for (``decode_bytes`` charges each one its own steps): an image's RGB
+#: pixels, a mask's greyscale, or the alpha channel alone (``transparent_area``).
+IMAGE, MASK, ALPHA = "image", "mask", "alpha"
+#: Bytes a pixel takes in Pillow's own storage, by mode: RGB, LA and every mode not named here
+#: take 4 (Pillow pads 2- and 3-band pixels to 4 bytes).
+PILLOW_PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+#: Bytes Pillow spends on each row of an image besides its pixels (its row pointer): what
+#: makes a 1 x 25,000,000 image cost three times a 5000 x 5000 one of the same pixel count.
+PILLOW_ROW_BYTES = 8
+#: A decoder's own buffers, per pixel of width: a PNG keeps two rows to unfilter (up to 8
+#: bytes a pixel, 16-bit RGBA); other decoders a row or a strip.
+DECODER_ROW_BYTES = 16
+#: What a decode allocates whatever the image's size (codec state, libjpeg's pools, the
+#: allocator's slack); ``tests/test_decode_bounds.py`` checks peak RSS against the whole sum.
+DECODER_FIXED_BYTES = 16 * 1024**2
+#: MAX_DECODE_BYTES when unset, per pixel of MAX_IMAGE_PIXELS: Pillow's 4 bytes a pixel, 5
+#: times, the peak of decoding an RGBA image (decoded, then the ground, the image as RGBA and
+#: their composite, then the RGB copy) plus room. So every 8-bit image within
+#: MAX_IMAGE_PIXELS that is not extremely narrow decodes, and only pathological shapes or
+#: modes (1 x 25,000,000; 16-bit with alpha) are refused.
+DECODE_BYTES_PER_PIXEL = 4 * 5
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one decode may cost: pixels (MAX_IMAGE_PIXELS), bytes allocated (MAX_DECODE_BYTES),
+    and how many decode at once (MAX_CONCURRENT_DECODES), a decode past that bound waiting at
+    most ``wait_s`` (REQUEST_TIMEOUT_S) for a slot instead of allocating."""
+
+    max_pixels: int
+    max_bytes: int
+    concurrent: int = 2
+    wait_s: float = 120.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> DecodeLimits:
+        return cls(
+            settings.max_image_pixels,
+            settings.max_decode_bytes or cls.default_bytes(settings.max_image_pixels),
+            settings.max_concurrent_decodes,
+            settings.request_timeout_s,
+        )
+
+    @staticmethod
+    def default_bytes(max_pixels: int) -> int:
+        """MAX_DECODE_BYTES when unset: MAX_IMAGE_PIXELS x 4 x 5 + 16 MiB."""
+        return max_pixels * DECODE_BYTES_PER_PIXEL + DECODER_FIXED_BYTES
+
+
+def decode_bytes(image: PILImage.Image, purpose: str) -> int:
+    """The most memory decoding ``image`` (opened, not loaded) holds at once, from its header:
+    the decoded image (kept until the end), plus the largest step — the decoder's own buffer,
+    or a step of ``_pixels`` with its input and output — each array or Pillow image counted at
+    its real size (Pillow's 4 bytes for RGB, a row overhead per row, the ``tobytes`` copy
+    under ``np.array``). Whatever the pixel count, a 1 x N image pays for N rows."""
+    (width, height), mode = image.size, image.mode
+    pixels = width * height
+
+    def pillow(mode: str) -> int:
+        return pixels * PILLOW_PIXEL_BYTES.get(mode, 4) + height * PILLOW_ROW_BYTES
+
+    decoded = pillow(mode)
+    steps = [decoded, DECODER_ROW_BYTES * width]  # EXIF's turned copy; the decoder's rows
+    if image.format == "WEBP":  # libwebp decodes into its own RGBA buffer first
+        steps.append(4 * pixels)
+    elif image.format in ("JPEG", "MPO") and "progressive" in image.info:
+        steps.append(2 * len(image.getbands()) * pixels)  # libjpeg's DCT coefficients
+    current = 0  # the working image, once a step has replaced the decoded one
+    if purpose == ALPHA:  # RGBA, its bytes as an array, the comparison, the area
+        return DECODER_FIXED_BYTES + decoded + max(*steps, pillow("RGBA") + 6 * pixels)
+    if mode in WIDE_GREY:  # the pixels as an array, clipped, as uint16, the table's output, as L
+        wide = PILLOW_PIXEL_BYTES.get(mode, 4)
+        steps.append(pixels * (2 * wide + 2 + 1) + pillow("L"))
+        current, mode = pillow("L"), "L"
+    if _has_alpha(image):  # the ground, the image as RGBA, their composite
+        steps.append(current + 3 * pillow("RGBA"))
+        current, mode = pillow("RGBA"), "RGBA"
+    if purpose == MASK:
+        if mode not in ("L", "RGB"):
+            steps.append(current + pillow("RGB"))
+            current = pillow("RGB")
+        grey = 0 if mode == "L" else pillow("L")
+        steps.append(current + grey + 2 * pixels)  # np.array: tobytes, then its copy
+    else:
+        rgb = 0 if mode == "RGB" else pillow("RGB")
+        steps.append(current + rgb + 2 * 3 * pixels)
+    return DECODER_FIXED_BYTES + decoded + max(steps)
+
+
+_gates: dict[int, threading.BoundedSemaphore] = {}
+_gates_lock = threading.Lock()
+
+
+@contextmanager
+def _decode_slot(field: str, limits: DecodeLimits) -> Iterator[None]:
+    """One of the process's ``limits.concurrent`` decode slots (shared by every caller with
+    that bound), waited for at most ``limits.wait_s``: a burst of uploads queues here instead
+    of allocating MAX_DECODE_BYTES each at once."""
+    with _gates_lock:
+        gate = _gates.setdefault(limits.concurrent, threading.BoundedSemaphore(limits.concurrent))
+    if not gate.acquire(timeout=limits.wait_s):
+        raise Overloaded(
+            f"{field} waited {limits.wait_s:g}s for one of {limits.concurrent} image decodes "
+            f"(MAX_CONCURRENT_DECODES) to finish; retry shortly"
+        )
+    try:
+        yield
+    finally:
+        gate.release()
+
+
 def load(value: bytes | str, field: str, settings: Settings, *, mask: bool = False) -> np.ndarray:
     """The pixels of an image field (its bytes, or an allowed URL fetched here), checked
     against this server's limits: HxWx3 uint8, or HxW uint8 greyscale for a mask."""
@@ -72,7 +188,7 @@ def load(value: bytes | str, field: str, settings: Settings, *, mask: bool = Fal
 
         value = fetch_image(value, field, settings)
     check_bytes(value, field, settings)
-    return decode(value, field, settings.max_image_pixels, mask=mask)
+    return decode(value, field, DecodeLimits.of(settings), mask=mask)
 
 
 def check_bytes(data: bytes, field: str, settings: Settings) -> None:
@@ -85,38 +201,64 @@ def check_bytes(data: bytes, field: str, settings: Settings) -> None:
         )
 
 
-def decode(data: bytes, field: str, max_pixels: int, *, mask: bool = False) -> np.ndarray:
-    """Decode untrusted image bytes; every refusal is an ``InvalidRequest`` naming ``field``."""
-    from PIL import ImageOps
-
-    with _opened(data, field, max_pixels) as image:
-        return _pixels(ImageOps.exif_transpose(image), mask)
+def decode(data: bytes, field: str, limits: DecodeLimits, *, mask: bool = False) -> np.ndarray:
+    """Decode untrusted image bytes; every refusal is an ``InvalidRequest`` naming ``field``
+    (``PayloadTooLarge`` for a limit), whatever Pillow raises on the way."""
+    with _opened(data, field, limits, MASK if mask else IMAGE) as image:
+        return _pixels(image, mask)
 
 
 def transparent_area(data: bytes, field: str, settings: Settings) -> np.ndarray | None:
     """255 where the image is fully transparent, 0 elsewhere (HxW uint8, EXIF orientation
     applied); None when it has no alpha channel. OpenAI's images API marks the area to edit
     this way, in the mask or, without one, in the image itself. Bounded as ``load`` is."""
-    from PIL import ImageOps
-
     check_bytes(data, field, settings)
-    with _opened(data, field, settings.max_image_pixels) as image:
-        if not _has_alpha(image):  # known from the header: an opaque image is not decoded
+    with _opened(data, field, DecodeLimits.of(settings), ALPHA) as image:
+        if image is None:  # known from the header: an opaque image is not decoded
             return None
-        alpha = np.asarray(ImageOps.exif_transpose(image).convert("RGBA"))[..., 3]
-        return np.where(alpha == 0, 255, 0).astype(np.uint8)
+        alpha = np.asarray(image.convert("RGBA"))[..., 3]
+        return np.where(alpha == 0, np.uint8(255), np.uint8(0))
 
 
 @contextmanager
-def _opened(data: bytes, field: str, max_pixels: int) -> Iterator[PILImage.Image]:
-    """The image in ``data``, its format, pixel count and frame count checked from the header;
-    the caller decodes it (lazily, through Pillow) in the ``with`` block, and what fails there
-    (truncated data, a damaged EXIF block) is refused as damage, not raised as a bug."""
+def _opened(
+    data: bytes, field: str, limits: DecodeLimits, purpose: str
+) -> Iterator[PILImage.Image | None]:
+    """The image in ``data``, upright, its format, pixel count, frame count and decode cost
+    checked from the header, inside one of MAX_CONCURRENT_DECODES slots; the caller decodes
+    it (lazily, through Pillow) in the ``with`` block. None, for ``ALPHA``, when the image has
+    no alpha channel (nothing is decoded). Whatever Pillow raises past identifying the format
+    (a truncated frame table read for the frame count, truncated pixels, a damaged EXIF
+    block) is the file's damage, refused as such, never raised as a bug."""
+    from PIL import ImageOps
+
+    image = _identified(data, field)
+    with image:
+        try:
+            _check_header(image, field, limits, purpose)
+            if purpose == ALPHA and not _has_alpha(image):
+                yield None
+                return
+            with _decode_slot(field, limits):
+                ImageOps.exif_transpose(image, in_place=True)  # no copy when already upright
+                yield image
+        except InferenceError:
+            raise
+        except Exception as exc:  # Pillow's damage has no common base class
+            raise InvalidRequest(
+                field,
+                f"{field} is a {image.format} that cannot be decoded ({exc}): it is truncated "
+                f"or damaged; send the whole file again, or re-save it",
+            ) from None
+
+
+def _identified(data: bytes, field: str) -> PILImage.Image:
+    """``data`` opened by the plugin of one of ``FORMATS`` (its header read, nothing decoded)."""
     from PIL import Image
 
     Image.init()  # registers every plugin once: ``formats`` may name one not loaded yet
     try:
-        image = Image.open(io.BytesIO(data), formats=FORMATS)
+        return Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError as exc:  # over twice Pillow's limit, seen in the header
         raise PayloadTooLarge(
             field, f"{field} declares too many pixels ({exc}); downscale it"
@@ -125,30 +267,32 @@ def _opened(data: bytes, field: str, max_pixels: int) -> Iterator[PILImage.Image
         raise InvalidRequest(
             field, f"{field} is not an image this server reads: {looks_like(data)}; send {READABLE}"
         ) from None
-    with image:
-        width, height = image.size
-        if width * height > max_pixels:
-            raise PayloadTooLarge(
-                field,
-                f"{field} is {width}x{height} = {width * height} pixels, more than this server "
-                f"decodes (MAX_IMAGE_PIXELS={max_pixels}); downscale it",
-            )
-        frames = getattr(image, "n_frames", 1)
-        if frames > 1 and image.format != "MPO":
-            kind = "a multi-page TIFF" if image.format == "TIFF" else f"an animated {image.format}"
-            raise InvalidRequest(
-                field, f"{field} is {kind} of {frames} frames; send a single frame as PNG or JPEG"
-            )
-        try:
-            yield image
-        except InferenceError:
-            raise
-        except Exception as exc:  # damage surfaces only while decoding, in pixels or EXIF
-            raise InvalidRequest(
-                field,
-                f"{field} is a {image.format} that cannot be decoded ({exc}): it is truncated "
-                f"or damaged; send the whole file again, or re-save it",
-            ) from None
+
+
+def _check_header(image: PILImage.Image, field: str, limits: DecodeLimits, purpose: str) -> None:
+    """Refuse, from the header alone, what would cost too much to decode or be a guess."""
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise PayloadTooLarge(
+            field,
+            f"{field} is {width}x{height} = {width * height} pixels, more than this server "
+            f"decodes (MAX_IMAGE_PIXELS={limits.max_pixels}); downscale it",
+        )
+    frames = getattr(image, "n_frames", 1)  # GIF and TIFF walk their frames: may raise
+    if frames > 1 and image.format != "MPO":
+        kind = "a multi-page TIFF" if image.format == "TIFF" else f"an animated {image.format}"
+        raise InvalidRequest(
+            field, f"{field} is {kind} of {frames} frames; send a single frame as PNG or JPEG"
+        )
+    cost = decode_bytes(image, purpose)
+    if cost > limits.max_bytes:
+        raise PayloadTooLarge(
+            field,
+            f"{field} is a {width}x{height} {image.format} in mode {image.mode}, which takes "
+            f"{cost} bytes to decode, more than this server spends on one image "
+            f"(MAX_DECODE_BYTES={limits.max_bytes}); downscale it, or re-save it as 8-bit "
+            f"RGB closer to square",
+        )
 
 
 def _has_alpha(image: PILImage.Image) -> bool:
@@ -156,19 +300,31 @@ def _has_alpha(image: PILImage.Image) -> bool:
 
 
 def _pixels(image: PILImage.Image, mask: bool) -> np.ndarray:
-    """RGB (or, for a mask, greyscale) uint8 pixels of any mode Pillow opened."""
+    """RGB (or, for a mask, greyscale) uint8 pixels of any mode Pillow opened. Each step
+    drops its input as soon as it can: ``decode_bytes`` charges exactly these steps."""
     from PIL import Image
 
     if image.mode in WIDE_GREY:
-        wide = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
-        image = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+        image = Image.fromarray(_eight_bit(np.asarray(image)), mode="L")
     if _has_alpha(image):
         ground = (0, 0, 0, 255) if mask else (255, 255, 255, 255)
         image = Image.alpha_composite(Image.new("RGBA", image.size, ground), image.convert("RGBA"))
     if mask:
-        grey = image if image.mode == "L" else image.convert("RGB").convert("L")
-        return np.array(grey, dtype=np.uint8)
+        if image.mode not in ("L", "RGB"):  # CMYK, palette, ... read as RGB first
+            image = image.convert("RGB")
+        return np.array(image if image.mode == "L" else image.convert("L"), dtype=np.uint8)
     return np.array(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
+
+
+def _eight_bit(wide: np.ndarray) -> np.ndarray:
+    """16-bit (or 32-bit "I") greyscale scaled to 0..255, rounding to nearest, by a table:
+    one byte a pixel, where arithmetic on the pixels would take eight."""
+    if wide.dtype != np.uint16:  # mode "I": int32 that may leave 0..65535
+        wide = np.clip(wide, 0, 65535).astype(np.uint16)
+    return _WIDE_TO_8[wide]
+
+
+_WIDE_TO_8 = ((np.arange(65536, dtype=np.int64) * 255 + 32767) // 65535).astype(np.uint8)
 
 
 def looks_like(data: bytes) -> str:

@@ -13,11 +13,18 @@ import pytest
 from PIL import Image
 
 from inference.errors import InvalidRequest, PayloadTooLarge
-from inference.images import binarize, decode, fit, natural_size
+from inference.images import (
+    DecodeLimits,
+    binarize,
+    decode,
+    fit,
+    natural_size,
+)
 from inference.schema import GenerateRequest, Limits
 from inference.validation import parse
 
 MAX_PIXELS = 25_000_000
+LIMITS = DecodeLimits(MAX_PIXELS, DecodeLimits.default_bytes(MAX_PIXELS))
 
 
 def encoded(image: Image.Image, fmt: str = "PNG", **options: Any) -> bytes:
@@ -43,7 +50,7 @@ def png_header(width: int, height: int) -> bytes:
 
 def refused(data: bytes, **kw: Any) -> InvalidRequest:
     with pytest.raises(InvalidRequest) as info:
-        decode(data, "image", kw.pop("max_pixels", MAX_PIXELS), **kw)
+        decode(data, "image", LIMITS, **kw)
     assert info.value.field == "image"
     return info.value
 
@@ -53,7 +60,7 @@ def refused(data: bytes, **kw: Any) -> InvalidRequest:
 
 def test_rgb_png_is_read_pixel_for_pixel() -> None:
     pixels = noise()
-    out = decode(encoded(Image.fromarray(pixels)), "image", MAX_PIXELS)
+    out = decode(encoded(Image.fromarray(pixels)), "image", LIMITS)
     assert out.dtype == np.uint8 and out.flags.writeable
     assert np.array_equal(out, pixels)
 
@@ -63,10 +70,10 @@ def test_lossless_formats_agree_and_jpeg_is_close() -> None:
     for fmt in ("BMP", "TIFF", "WEBP"):
         options = {"lossless": True} if fmt == "WEBP" else {}
         assert np.array_equal(
-            decode(encoded(Image.fromarray(pixels), fmt, **options), "i", MAX_PIXELS), pixels
+            decode(encoded(Image.fromarray(pixels), fmt, **options), "i", LIMITS), pixels
         ), fmt
     flat = np.full((32, 32, 3), (200, 40, 90), dtype=np.uint8)
-    jpeg = decode(encoded(Image.fromarray(flat), "JPEG", quality=95), "image", MAX_PIXELS)
+    jpeg = decode(encoded(Image.fromarray(flat), "JPEG", quality=95), "image", LIMITS)
     assert np.abs(jpeg.astype(int) - flat).max() <= 3
 
 
@@ -77,9 +84,7 @@ def test_exif_orientation_is_applied() -> None:
     stored[:, 20:] = (0, 0, 255)
     exif = Image.Exif()
     exif[0x0112] = 6
-    out = decode(
-        encoded(Image.fromarray(stored), "JPEG", quality=95, exif=exif), "image", MAX_PIXELS
-    )
+    out = decode(encoded(Image.fromarray(stored), "JPEG", quality=95, exif=exif), "image", LIMITS)
     assert out.shape == (40, 20, 3)  # upright: taller than wide
     assert out[5, 10, 0] > 200 and out[5, 10, 2] < 60  # the left half is now on top
     assert out[35, 10, 2] > 200 and out[35, 10, 0] < 60
@@ -88,7 +93,7 @@ def test_exif_orientation_is_applied() -> None:
 def test_cmyk_is_converted_to_rgb() -> None:
     cmyk = Image.new("CMYK", (16, 16), (0, 255, 255, 0))  # no cyan, full magenta and yellow: red
     for fmt in ("JPEG", "TIFF"):
-        out = decode(encoded(cmyk, fmt), "image", MAX_PIXELS)
+        out = decode(encoded(cmyk, fmt), "image", LIMITS)
         assert np.abs(out[8, 8].astype(int) - (255, 0, 0)).max() <= 3, fmt
 
 
@@ -98,21 +103,21 @@ def test_16_bit_greyscale_is_scaled_not_clipped() -> None:
     wide = Image.fromarray(levels)
     assert wide.mode == "I;16"
     for fmt in ("PNG", "TIFF"):
-        out = decode(encoded(wide, fmt), "image", MAX_PIXELS)
+        out = decode(encoded(wide, fmt), "image", LIMITS)
         expected = np.arange(256, dtype=np.uint8).reshape(16, 16)
         assert np.array_equal(out, np.stack([expected] * 3, axis=-1)), fmt
 
 
 def test_greyscale_palette_and_bilevel_become_rgb() -> None:
     grey = np.arange(64 * 64, dtype=np.uint32).reshape(64, 64).astype(np.uint8)
-    out = decode(encoded(Image.fromarray(grey)), "image", MAX_PIXELS)
+    out = decode(encoded(Image.fromarray(grey)), "image", LIMITS)
     assert np.array_equal(out, np.stack([grey] * 3, axis=-1))
     palette = Image.fromarray(noise()).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     assert np.array_equal(
-        decode(encoded(palette), "image", MAX_PIXELS), np.asarray(palette.convert("RGB"))
+        decode(encoded(palette), "image", LIMITS), np.asarray(palette.convert("RGB"))
     )
     bilevel = Image.fromarray(grey).convert("1")
-    assert set(np.unique(decode(encoded(bilevel), "image", MAX_PIXELS))) <= {0, 255}
+    assert set(np.unique(decode(encoded(bilevel), "image", LIMITS))) <= {0, 255}
 
 
 def test_transparency_is_white_for_an_image_and_keep_for_a_mask() -> None:
@@ -120,16 +125,16 @@ def test_transparency_is_white_for_an_image_and_keep_for_a_mask() -> None:
     rgba[:, :4] = (255, 0, 0, 0)  # transparent (its colour must not show)
     rgba[:, 4:] = (255, 255, 255, 255)  # opaque white: painted
     data = encoded(Image.fromarray(rgba))
-    image = decode(data, "image", MAX_PIXELS)
+    image = decode(data, "image", LIMITS)
     assert (image[:, :4] == 255).all() and (image[:, 4:] == 255).all()
-    mask = decode(data, "mask", MAX_PIXELS, mask=True)
+    mask = decode(data, "mask", LIMITS, mask=True)
     assert mask.shape == (8, 8)
     assert (mask[:, :4] == 0).all() and (mask[:, 4:] == 255).all()
     greyscale_alpha = Image.fromarray(rgba).convert("LA")
-    assert (decode(encoded(greyscale_alpha), "mask", MAX_PIXELS, mask=True)[:, :4] == 0).all()
+    assert (decode(encoded(greyscale_alpha), "mask", LIMITS, mask=True)[:, :4] == 0).all()
     indexed = Image.fromarray(rgba[..., :3]).convert("P")
     indexed.info["transparency"] = indexed.getpixel((0, 0))
-    assert (decode(encoded(indexed), "mask", MAX_PIXELS, mask=True)[:, :4] == 0).all()
+    assert (decode(encoded(indexed), "mask", LIMITS, mask=True)[:, :4] == 0).all()
 
 
 def test_a_colour_mask_is_read_as_its_luminance() -> None:
@@ -137,7 +142,7 @@ def test_a_colour_mask_is_read_as_its_luminance() -> None:
     colours[0] = (255, 255, 255)
     colours[1] = (0, 255, 0)  # luma 150: repaints once binarized
     colours[2] = (0, 0, 255)  # luma 29: keeps
-    mask = decode(encoded(Image.fromarray(colours)), "mask", MAX_PIXELS, mask=True)
+    mask = decode(encoded(Image.fromarray(colours)), "mask", LIMITS, mask=True)
     assert list(binarize(mask)[:, 0]) == [255, 255, 0, 0]
 
 
@@ -179,7 +184,7 @@ def test_a_damaged_exif_block_is_refused_as_damage_not_a_crash() -> None:
     jpeg = encoded(Image.new("RGB", (8, 8), (10, 20, 30)), "JPEG", exif=b"Exif\x00\x00" + tiff)
     for mask in (False, True):
         with pytest.raises(InvalidRequest, match="image is a JPEG that cannot be decoded"):
-            decode(jpeg, "image", 10**6, mask=mask)
+            decode(jpeg, "image", LIMITS, mask=mask)
 
 
 def test_animated_images_and_multi_page_tiffs_are_refused() -> None:
@@ -193,18 +198,18 @@ def test_animated_images_and_multi_page_tiffs_are_refused() -> None:
         data = encoded(frames[0], fmt, save_all=True, append_images=frames[1:])
         error = refused(data)
         assert f"image is {kind} of 3 frames; send a single frame" in error.message, fmt
-    single = decode(encoded(frames[0], "GIF"), "image", MAX_PIXELS)  # one frame: fine
+    single = decode(encoded(frames[0], "GIF"), "image", LIMITS)  # one frame: fine
     assert (single == (255, 0, 0)).all()
     # A phone's multi-picture JPEG (MPO: the photo and a preview) is its first picture.
     mpo = encoded(frames[0], "MPO", save_all=True, append_images=frames[1:2], quality=95)
     assert Image.open(io.BytesIO(mpo)).format == "MPO"
-    assert np.abs(decode(mpo, "image", MAX_PIXELS).astype(int) - (255, 0, 0)).max() <= 3
+    assert np.abs(decode(mpo, "image", LIMITS).astype(int) - (255, 0, 0)).max() <= 3
 
 
 def test_pixel_count_is_checked_from_the_header_before_decoding() -> None:
     """The header alone (no pixel data follows) is refused by size, not as truncated."""
     with pytest.raises(PayloadTooLarge) as info:
-        decode(png_header(5000, 5000), "mask", 1_000_000, mask=True)
+        decode(png_header(5000, 5000), "mask", DecodeLimits(1_000_000, 10**9), mask=True)
     assert info.value.field == "mask" and info.value.code == "payload_too_large"
     assert info.value.message == (
         "mask is 5000x5000 = 25000000 pixels, more than this server decodes "
@@ -215,7 +220,7 @@ def test_pixel_count_is_checked_from_the_header_before_decoding() -> None:
 def test_a_decompression_bomb_is_refused_before_pillow_allocates_it() -> None:
     bomb = png_header(100_000, 100_000)  # 10^10 pixels declared in 57 bytes
     with pytest.raises(PayloadTooLarge) as info:
-        decode(bomb, "image", MAX_PIXELS)
+        decode(bomb, "image", LIMITS)
     assert "image declares too many pixels" in info.value.message
 
 

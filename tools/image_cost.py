@@ -51,7 +51,7 @@ def measure(size: int, repeat: int) -> list[dict[str, Any]]:
     import torch
     from PIL import Image
 
-    from inference.images import decode, fit
+    from inference.images import DecodeLimits, decode, fit
     from inference.models.mock import MockModel
     from inference.service import Service
     from inference.settings import Settings
@@ -60,19 +60,20 @@ def measure(size: int, repeat: int) -> list[dict[str, Any]]:
     photo = synthetic_photo(size)
     validator = Service(MockModel(), Settings()).validator
     half = size // 2
+    limits = DecodeLimits(size * size, DecodeLimits.default_bytes(size * size))
     rows = []
     for fmt, options in (("PNG", {}), ("JPEG", {"quality": 90})):
         buffer = io.BytesIO()
         Image.fromarray(photo).save(buffer, format=fmt, **options)
         data = buffer.getvalue()
         text = base64.b64encode(data).decode("ascii")
-        pixels = decode(data, "image", size * size)
+        pixels = decode(data, "image", limits)
         rows.append(
             {
                 "upload": f"{size}x{size} {fmt}",
                 "bytes": len(data),
                 "base64 decode": median_ms(lambda t=text: base64.b64decode(t), repeat),
-                "decode": median_ms(lambda d=data: decode(d, "image", size * size), repeat),
+                "decode": median_ms(lambda d=data: decode(d, "image", limits), repeat),
                 f"resize to {half}": median_ms(lambda p=pixels: fit(p, half, half), repeat),
                 "whole validation, own size": median_ms(
                     lambda d=data: validator.job({"image": d, "seed": 0}), repeat

@@ -74,6 +74,21 @@ class InputSettings(BaseModel):
         description="Most pixels an image may have, read from its header before it is decoded "
         "(a few-KB file can hold billions of pixels); at most Pillow's own bomb limit.",
     )
+    max_decode_bytes: int | None = Field(
+        None,
+        ge=64 * 1024**2,
+        description="Most memory one image decode may take, computed from its header (width, "
+        "height, bytes per pixel of each mode it passes through) before decoding; more: 413. "
+        "Default: MAX_IMAGE_PIXELS x 4 x 5 + 16 MiB (517 MB), room for an RGBA image of "
+        "MAX_IMAGE_PIXELS.",
+    )
+    max_concurrent_decodes: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Images decoded at once in this process; more wait for a slot (at most "
+        "REQUEST_TIMEOUT_S, then 503). Decode memory peaks at this x MAX_DECODE_BYTES.",
+    )
     image_url_hosts: str = Field(
         "",
         description="Comma-separated hosts that image fields may be fetched from as http(s) "
