@@ -240,7 +240,6 @@ def _check_requirements(root: Path, build: dict[str, Any], where: Path) -> list[
         message = _lock_disagreement(requirement, lock, specs)
         if message:
             problems.append(Problem(where, requirement.line, message))
-            continue
         for declared in specs.get(requirement.name, []):
             if requirement.pinned not in declared.specifier:
                 problems.append(

@@ -21,8 +21,6 @@ from tools.checks.cog_files import COMMENT, Pin, parse_pin, project_pins
 LOCK = "requirements.lock"
 #: Installed with each runtime's own torch build, never from the lock.
 UNLOCKED = re.compile(r"^(torch|triton|nvidia-.+|cuda-.+)$")
-#: The Makefile's torch pin, which ``make lock`` resolves torch's own dependencies against.
-MAKEFILE_TORCH = re.compile(r"^TORCH\s*\?=\s*torch==(\S+)\s*$", re.MULTILINE)
 RELOCK = "run `make lock` to re-resolve it"
 
 
@@ -49,15 +47,6 @@ def read_lock(root: Path) -> Lock | None:
             pin = parse_pin(text, number)
             pins.setdefault(pin.name or text, []).append(pin)
     return Lock(path, pins)
-
-
-def makefile_torch(root: Path) -> str | None:
-    """The version of the Makefile's ``TORCH ?= torch==X``: the torch the lock was resolved for."""
-    makefile = root / "Makefile"
-    if not makefile.is_file():
-        return None
-    found = MAKEFILE_TORCH.search(makefile.read_text(encoding="utf-8"))
-    return found.group(1) if found else None
 
 
 def check(root: Path) -> list[Problem]:
