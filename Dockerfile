@@ -42,10 +42,12 @@ ENV UV_PYTHON_INSTALL_DIR=/opt/python \
 RUN uv venv --python 3.11 /opt/venv \
     && uv pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 
-# Dependencies from the project's own list (pyproject.toml), before the code, so a code change
-# does not reinstall them. torch is already satisfied by the CUDA build above.
-COPY pyproject.toml /opt/project/pyproject.toml
+# Dependencies from the project's own list (pyproject.toml) at the versions requirements.lock
+# pins (`make lock`), before the code, so a code change does not reinstall them. torch is
+# already satisfied by the CUDA build above; the lock leaves torch out.
+COPY pyproject.toml requirements.lock /opt/project/
 RUN uv pip install -r /opt/project/pyproject.toml --extra diffusers --extra ui \
+        -c /opt/project/requirements.lock \
     && useradd --create-home --uid 1000 user \
     && install -d -o user -g user /home/user/app /home/user/.cache
 

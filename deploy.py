@@ -149,13 +149,24 @@ prediction_meta = modal.Dict.from_name(
 )
 secrets = [modal.Secret.from_name(SETTINGS.secret)] if SETTINGS.secret else []
 
+# Every package at the version requirements.lock pins (`make lock`); pip reads the lock while the
+# image builds, so it is copied in first. The lock leaves torch out (each runtime needs its own
+# build): the image takes the Makefile's and the Dockerfile's torch, as CUDA 12.6 wheels.
+LOCK = PYPROJECT.with_name("requirements.lock")
+LOCK_IN_IMAGE = "/opt/requirements.lock"
+TORCH = "torch==2.13.0"
 image = (
     modal.Image.debian_slim(python_version="3.11")
-    # The project's own dependency list and pins; torch comes from the CUDA 12.6 wheel index.
+    .add_local_file(LOCK, LOCK_IN_IMAGE, copy=True)
+    .pip_install(
+        TORCH,
+        extra_index_url=SETTINGS.torch_index_url or None,
+        extra_options=f"-c {LOCK_IN_IMAGE}",
+    )
     .pip_install_from_pyproject(
         str(PYPROJECT),
         optional_dependencies=SETTINGS.extras.split(","),
-        extra_index_url=SETTINGS.torch_index_url or None,
+        extra_options=f"-c {LOCK_IN_IMAGE}",
     )
     .env({"HF_HOME": f"{WEIGHTS_DIR}/huggingface", "DEVICE": "cuda", "DTYPE": GPU_DTYPE})
     .env(COMPILE_CACHE_ENV)

@@ -13,9 +13,10 @@ from tests.files import copy_files, edit
 from tests.servers import ROOT
 from tools import check as check_command
 from tools.checks import Problem
+from tools.checks import lock as lock_check
 from tools.checks import space as space_check
 
-SPACE_FILES = ("README.md", "Dockerfile", "pyproject.toml")
+SPACE_FILES = ("README.md", "Dockerfile", "pyproject.toml", "requirements.lock")
 
 
 def test_check_passes_on_the_repository() -> None:
@@ -27,7 +28,7 @@ def test_check_passes_on_the_repository() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.startswith("ok: space, cog, modal")
+    assert result.stdout.startswith("ok: space, cog, modal, lock")
 
 
 def test_check_runs_every_runtime_check() -> None:
@@ -35,6 +36,7 @@ def test_check_runs_every_runtime_check() -> None:
         "tools.checks.space",
         "tools.checks.cog",
         "tools.checks.modal",
+        "tools.checks.lock",
     )
 
 
@@ -157,6 +159,12 @@ def hadolint_finding(root: Path) -> str:
     return f"Dockerfile:{line}: hadolint DL3007 (warning): Using latest"
 
 
+def install_without_the_lock(root: Path) -> str:
+    line = edit(root / "Dockerfile", "-c /opt/project/requirements.lock", "")
+    run = line - 1  # the RUN that starts the continued line
+    return f"Dockerfile:{run}: 'pip install -r /opt/project/pyproject.toml --extra diffusers"
+
+
 def unknown_hardware(root: Path) -> str:
     line = line_of(root / "README.md", "suggested_hardware:")
     readme = root / "README.md"
@@ -185,6 +193,7 @@ MUTATIONS = [
     invalid_yaml,
     front_matter_not_a_mapping,
     hadolint_finding,
+    install_without_the_lock,
 ]
 
 
@@ -274,3 +283,68 @@ def test_secret_names_are_whole_words_not_substrings() -> None:
         assert looks_secret(name), name
     for name in ("TOKENIZERS_PARALLELISM", "HF_TOKEN_PATH", "SECRETARY", "MODEL"):
         assert not looks_secret(name), name
+
+
+# -- requirements.lock ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def lock_copy(tmp_path: Path) -> Path:
+    return copy_files(("pyproject.toml", "requirements.lock"), tmp_path)
+
+
+def test_the_lock_copy_starts_clean(lock_copy: Path) -> None:
+    assert lock_check.check(lock_copy) == []
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (
+            "pyproject.toml",
+            '"numpy>=1.26,<3"',
+            '"numpy>=1.26,<3",\n    "left-pad>=1"',
+            "left-pad is a dependency in pyproject.toml that requirements.lock does not pin",
+        ),
+        (
+            "pyproject.toml",
+            '"pillow>=11,<13"',
+            '"pillow>=11,<12"',
+            "pillow==12.3.0 is outside pyproject.toml's 'pillow>=11,<12'; run `make lock`",
+        ),
+        (
+            "requirements.lock",
+            "accelerate==1.16.0",
+            "torch==2.13.0\naccelerate==1.16.0",
+            "torch must stay out of the lock",
+        ),
+        (
+            "requirements.lock",
+            "accelerate==1.16.0",
+            "nvidia-cublas==13.1.1.3\naccelerate==1.16.0",
+            "nvidia-cublas must stay out of the lock",
+        ),
+        ("requirements.lock", "accelerate==1.16.0", "accelerate>=1", "'accelerate>=1' is not"),
+    ],
+)
+def test_the_lock_check_names_each_drift(
+    lock_copy: Path, file: str, old: str, new: str, expected: str
+) -> None:
+    edit(lock_copy / file, old, new)
+    messages = [str(p) for p in lock_check.check(lock_copy)]
+    assert any(expected in m for m in messages), messages
+
+
+def test_a_missing_lock_is_a_problem(lock_copy: Path) -> None:
+    (lock_copy / "requirements.lock").unlink()
+    (problem,) = lock_check.check(lock_copy)
+    assert "requirements.lock is missing" in problem.message and "make lock" in problem.message
+
+
+def test_the_lock_leaves_torch_to_each_runtime() -> None:
+    """CI installs the Makefile's torch (a CPU build) first; the images their CUDA builds."""
+    lock = lock_check.read_lock(ROOT)
+    assert lock is not None
+    assert not [name for name in lock.pins if lock_check.UNLOCKED.match(name)]
+    # torch's own dependencies are pinned (`make lock` resolves them for the Makefile's torch).
+    assert {"sympy", "networkx", "filelock", "fsspec", "jinja2"} <= set(lock.pins)

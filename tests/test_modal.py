@@ -173,8 +173,14 @@ def test_the_image_takes_torch_from_an_index_that_publishes_it(deploy: Any) -> N
     first, last = TORCH_BY_CUDA[".".join(wheel.groups())]  # KeyError: no known torch there
     project = (ROOT / "pyproject.toml").read_text()
     low, high = re.search(r'"torch>=([\d.]+),<([\d.]+)"', project).groups()  # type: ignore[union-attr]
-    # The newest torch pyproject.toml allows must have a wheel on that index.
-    assert Version(first) < Version(high) and Version(low) <= Version(last), (first, last)
+    # The image's torch (the lock leaves torch out) has a wheel there and is in the range.
+    version = Version(deploy.TORCH.removeprefix("torch=="))
+    assert Version(first) <= version <= Version(last), (first, last, version)
+    assert Version(low) <= version < Version(high)
+    # The Makefile's and the Dockerfile's torch: the one requirements.lock was resolved for.
+    assert f"TORCH ?= {deploy.TORCH}\n" in (ROOT / "Makefile").read_text()
+    assert f"ARG TORCH_VERSION={version}\n" in (ROOT / "Dockerfile").read_text()
+    assert deploy.LOCK == ROOT / "requirements.lock" and deploy.LOCK.is_file()
 
 
 def test_settings_data_agree_with_what_deploy_declares(tmp_path: Path) -> None:
@@ -405,6 +411,21 @@ def _copy(tmp_path: Path, replace: tuple[str, str] | None = None) -> Path:
         (
             ("app = modal.App(SETTINGS.app_name)", 'app = modal.App.lookup("a")\nmodal.Cls.lookup'),
             "modal.Cls.lookup is removed",
+        ),
+        (
+            ('        extra_options=f"-c {LOCK_IN_IMAGE}",\n    )\n    .env', "    )\n    .env"),
+            'pip_install_from_pyproject installs without the lock: pass extra_options="-c /opt/',
+        ),
+        (
+            ("    .add_local_file(LOCK, LOCK_IN_IMAGE, copy=True)\n", ""),
+            "the image must copy requirements.lock in for pip to read",
+        ),
+        (
+            (
+                "add_local_file(LOCK, LOCK_IN_IMAGE, copy=True)",
+                "add_local_file(LOCK, LOCK_IN_IMAGE)",
+            ),
+            "the image must copy requirements.lock in",  # mounted at start: too late for pip
         ),
     ],
 )

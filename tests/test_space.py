@@ -199,7 +199,7 @@ def test_dockerfile_meets_the_space_contract() -> None:
     )
 
 
-def test_dockerfile_installs_pinned_cuda12_torch_and_the_projects_extras() -> None:
+def test_dockerfile_installs_pinned_cuda12_torch_and_the_projects_extras_from_the_lock() -> None:
     text = DOCKERFILE.read_text()
     base = next(command.value[0] for command in final_stage() if keyword(command) == "FROM")
     assert re.match(r"nvidia/cuda:12\.\d+\.\d+-", base), base
@@ -223,6 +223,9 @@ def test_dockerfile_installs_pinned_cuda12_torch_and_the_projects_extras() -> No
     high = tuple(int(p) for p in pins.group(2).split("."))
     assert low <= version < high, "the image's torch must satisfy pyproject.toml's range"
     assert "uv pip install -r /opt/project/pyproject.toml --extra diffusers --extra ui" in text
+    # ... at the versions CI tested (tools.checks.space requires the -c; this, the COPY).
+    assert "COPY pyproject.toml requirements.lock /opt/project/" in text
+    assert "-c /opt/project/requirements.lock" in text
     assert "--mount=type=secret,id=HF_TOKEN" in text
 
 

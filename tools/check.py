@@ -2,7 +2,8 @@
 
 Each platform validates its files only after an upload and a build (minutes per mistake), so
 the rules they enforce are checked here, offline, in one pass: the Space (README front matter
-and Dockerfile), Cog (cog.yaml and predict.py) and Modal (deploy.py). Every problem is printed
+and Dockerfile), Cog (cog.yaml and predict.py), Modal (deploy.py) and the lock
+(requirements.lock) they install from. Every problem is printed
 as ``file:line: message`` and any problem makes the exit status 1, so CI can gate on it.
 """
 
@@ -21,6 +22,7 @@ CHECK_MODULES: tuple[str, ...] = (
     "tools.checks.space",
     "tools.checks.cog",
     "tools.checks.modal",
+    "tools.checks.lock",
 )
 
 

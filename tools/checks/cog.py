@@ -16,20 +16,17 @@ from __future__ import annotations
 import ast
 import io
 import tokenize
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from jsonschema import Draft7Validator
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from tools.checks import Problem, torch_compat
-from tools.checks.cog_files import cog_requirements, load_cog_yaml
+from tools.checks.cog_files import Pin, cog_requirements, load_cog_yaml, project_pins
+from tools.checks.lock import LOCK, RELOCK, UNLOCKED, Lock, read_lock
 
 # The keys and types of cog.yaml, for ``jsonschema``: the part of Cog's own JSON schema
 # (replicate/cog, pkg/config/data/config_schema_v1.0.json, Draft 7, and the ``configFile``
@@ -157,40 +154,49 @@ def _version(text: str) -> Version:
     return Version(Version(text).public)
 
 
-@dataclass(frozen=True)
-class _Declared:
-    """One requirement of pyproject.toml, kept with its text for messages."""
-
-    text: str
-    specifier: SpecifierSet
-
-
-def _project_pins(
-    root: Path,
-) -> tuple[dict[str, list[_Declared]], set[str], dict[str, set[str]]]:
-    """pyproject.toml: name -> declared requirements, the core names, and extra -> names."""
-    data = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
-    project = data.get("project", {})
-    specs: dict[str, list[_Declared]] = {}
-    groups = {"": project.get("dependencies", []), **project.get("optional-dependencies", {})}
-    members: dict[str, set[str]] = {}
-    for group, lines in groups.items():
-        for line in lines:
-            try:
-                requirement = Requirement(line)
-            except InvalidRequirement:
-                continue  # pip refuses the whole file; not this check's to repeat
-            name = canonicalize_name(requirement.name)
-            specs.setdefault(name, []).append(_Declared(line, requirement.specifier))
-            members.setdefault(group, set()).add(name)
-    return specs, members.get("", set()), members
-
-
 #: The pyproject extras the Cog image must carry besides the core: real models. The Cog SDK is
 #: not among them: ``cog build`` drops cog/coglet from the requirements and installs the SDK
 #: that ``build.sdk_version`` names (the latest, without it).
 COG_IMAGE_EXTRAS = ("diffusers",)
 SDK_PACKAGES = ("cog", "coglet")
+
+
+def _lock_disagreement(requirement: Pin, lock: Lock | None, specs: dict[str, Any]) -> str:
+    """Why an exact pin of the Cog image is not requirements.lock's, or "" when it is.
+
+    Cog's build copies the requirements file alone, so it cannot take the lock as constraints:
+    ``make lock`` writes the image's whole closure here at the lock's versions instead. torch is
+    the exception: the image's own CUDA 11.8 build, which the lock leaves out.
+    """
+    name = requirement.name
+    if name == "torch":
+        return ""
+    if UNLOCKED.match(name):
+        return (
+            f"{name} comes with torch's CUDA build (torch pins it exactly); remove it here, "
+            f"as `make lock` does"
+        )
+    if lock is None:
+        if name in specs:
+            return ""
+        return (
+            f"{name} is not in pyproject.toml; declare it there first (the one dependency "
+            f"list), then pin it here"
+        )
+    locked = lock.version(name)
+    if not locked and name not in specs:
+        return (
+            f"{name} is in neither pyproject.toml nor {LOCK}; declare it in pyproject.toml "
+            f"(the one dependency list), then run `make lock`"
+        )
+    if not locked:
+        return f"{LOCK} does not pin {name}; {RELOCK}"
+    if requirement.pinned not in locked:
+        return (
+            f"{name}=={requirement.pinned} but {LOCK} pins {name}=={' or '.join(sorted(locked))}: "
+            f"run `make lock`, which writes both files"
+        )
+    return ""
 
 
 def _check_requirements(root: Path, build: dict[str, Any], where: Path) -> list[Problem]:
@@ -207,7 +213,8 @@ def _check_requirements(root: Path, build: dict[str, Any], where: Path) -> list[
     requirements = [r for r in requirements if r.requirement is not None]
     if not (root / "pyproject.toml").is_file():
         return problems
-    specs, core, groups = _project_pins(root)
+    specs, core, groups = project_pins(root)
+    lock = read_lock(root)
     listed = {r.name for r in requirements}
     for requirement in requirements:
         if requirement.name in SDK_PACKAGES:
@@ -217,16 +224,6 @@ def _check_requirements(root: Path, build: dict[str, Any], where: Path) -> list[
                     requirement.line,
                     f"cog build replaces {requirement.name} in the requirements with the latest "
                     f"SDK; remove it here and pin the SDK with build.sdk_version in cog.yaml",
-                )
-            )
-            continue
-        if requirement.name not in specs:
-            problems.append(
-                Problem(
-                    where,
-                    requirement.line,
-                    f"{requirement.name} is not in pyproject.toml; declare it there first "
-                    f"(the one dependency list), then pin it here",
                 )
             )
             continue
@@ -240,7 +237,10 @@ def _check_requirements(root: Path, build: dict[str, Any], where: Path) -> list[
                 )
             )
             continue
-        for declared in specs[requirement.name]:
+        message = _lock_disagreement(requirement, lock, specs)
+        if message:
+            problems.append(Problem(where, requirement.line, message))
+        for declared in specs.get(requirement.name, []):
             if requirement.pinned not in declared.specifier:
                 problems.append(
                     Problem(
@@ -421,7 +421,7 @@ def _check_sdk_version(
     """The image's Cog SDK must be the one the tests run against: pyproject's cog pin."""
     if not (root / "pyproject.toml").is_file():
         return []
-    declared = _project_pins(root)[0].get("cog", [])
+    declared = project_pins(root)[0].get("cog", [])
     exact = [s.version for d in declared for s in d.specifier if s.operator == "=="]
     pinned = exact[0] if exact else None
     if pinned is None:

@@ -1,18 +1,20 @@
-"""Reading Cog's files: cog.yaml and the Python packages its image installs.
+"""Reading Cog's files: cog.yaml, the Python packages its image installs, pyproject.toml's ranges.
 
-Shared by the Cog contract check (``cog``) and the torch API check (``torch_compat``, which needs
-the image's torch pin), so that neither has to import the other.
+Shared by the Cog contract check (``cog``), the torch API check (``torch_compat``, which needs
+the image's torch pin) and the lock check (``lock``), so that none has to import another.
 """
 
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from tools.checks import Problem
@@ -101,3 +103,32 @@ def cog_requirements(root: Path) -> list[Pin] | None:
         if text and not text.startswith("-"):  # pip options (-r, --index-url) are not packages
             pins.append(parse_pin(text, line_no))
     return pins
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One requirement of pyproject.toml, kept with its text for messages."""
+
+    text: str
+    specifier: SpecifierSet
+
+
+def project_pins(
+    root: Path,
+) -> tuple[dict[str, list[Declared]], set[str], dict[str, set[str]]]:
+    """pyproject.toml: name -> declared requirements, the core names, and extra -> names."""
+    data = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    project = data.get("project", {})
+    specs: dict[str, list[Declared]] = {}
+    groups = {"": project.get("dependencies", []), **project.get("optional-dependencies", {})}
+    members: dict[str, set[str]] = {}
+    for group, lines in groups.items():
+        for line in lines:
+            try:
+                requirement = Requirement(line)
+            except InvalidRequirement:
+                continue  # pip refuses the whole file; not this check's to repeat
+            name = canonicalize_name(requirement.name)
+            specs.setdefault(name, []).append(Declared(line, requirement.specifier))
+            members.setdefault(group, set()).add(name)
+    return specs, members.get("", set()), members

@@ -4,9 +4,9 @@ Modal accepts a hard-coded ``gpu="A10G"`` happily; the harm is that ``MODAL_GPU`
 stops working and the README's settings table lies. So this check reads deploy.py as an AST
 (never importing modal) and asks: does every resource keyword of ``@app.cls`` /
 ``@app.function`` / ``@modal.concurrent`` / ``@modal.asgi_app`` read ``SETTINGS.<field>``, is the
-default GPU one Modal offers, is the image built from pyproject.toml with the ``inference``
-package added, is nothing deprecated or removed in modal 1.x used, and does the
-runtime-agnostic package stay free of ``import modal``?
+default GPU one Modal offers, is the image built from pyproject.toml at requirements.lock's
+versions with the ``inference`` package added, is nothing deprecated or removed in modal 1.x
+used, and does the runtime-agnostic package stay free of ``import modal``?
 
 The ranges of the settings (timeouts, container counts, min <= max) and the extras named are not
 checked here: ``DeploySettings`` validates them, defaults included, when deploy.py is imported,
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.checks import Problem
+from tools.checks.lock import LOCK
 
 SETTINGS_CLASS = "DeploySettings"
 SETTINGS_NAME = "SETTINGS"
@@ -282,6 +283,7 @@ def _check_declarations(tree: ast.Module, fields: dict[str, Any]) -> list[tuple[
         )
     if "pip_install_from_pyproject" not in seen:
         problems.append((1, "the image must install from pyproject.toml (no hand-copied list)"))
+    problems += _check_lock_used(tree, calls)
     if not any(
         _call_name(call).endswith("add_local_python_source")
         and any(isinstance(a, ast.Constant) and a.value == "inference" for a in call.args)
@@ -290,6 +292,65 @@ def _check_declarations(tree: ast.Module, fields: dict[str, Any]) -> list[tuple[
         problems.append((1, 'the image must add_local_python_source("inference")'))
     if "concurrent" not in seen:
         problems.append((1, "no @modal.concurrent: the engine's batcher would see one input"))
+    return problems
+
+
+#: The image's package installs, each of which must take the lock's pins.
+INSTALL_METHODS = ("pip_install", "pip_install_from_pyproject", "pip_install_from_requirements")
+
+
+def _text(node: ast.expr | None, names: dict[str, ast.expr]) -> str:
+    """A string expression as text, module-level names and f-string parts filled in."""
+    if isinstance(node, ast.Name) and node.id in names:
+        return _text(names[node.id], names)
+    if isinstance(node, ast.Constant):
+        return str(node.value)
+    if isinstance(node, ast.JoinedStr):
+        return "".join(
+            _text(part.value if isinstance(part, ast.FormattedValue) else part, names)
+            for part in node.values
+        )
+    return ast.unparse(node) if node is not None else ""
+
+
+def _check_lock_used(tree: ast.Module, calls: list[ast.Call]) -> list[tuple[int, str]]:
+    """The image copies requirements.lock in and every pip install passes it as ``-c``.
+
+    Without it the image gets whatever resolves on build day, not the versions CI tested.
+    """
+    names = {
+        target.id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    copied = [
+        _text(call.args[1], names)
+        for call in calls
+        if _call_name(call).endswith("add_local_file")
+        and len(call.args) == 2
+        and LOCK in _text(call.args[0], names)
+        and any(k.arg == "copy" and getattr(k.value, "value", None) is True for k in call.keywords)
+    ]
+    if not copied:
+        message = (
+            f"the image must copy {LOCK} in for pip to read: "
+            f'.add_local_file(LOCK, "/opt/{LOCK}", copy=True) before the installs'
+        )
+        return [(1, message)]
+    problems = []
+    for call in calls:
+        if _call_name(call).rsplit(".", 1)[-1] not in INSTALL_METHODS:
+            continue
+        options = next((k.value for k in call.keywords if k.arg == "extra_options"), None)
+        words = _text(options, names).split()
+        if not any(f"-c {dest}" in " ".join(words) for dest in copied):
+            message = (
+                f"{_call_name(call)} installs without the lock: pass "
+                f'extra_options="-c {copied[0]}" so the image gets the versions CI tested'
+            )
+            problems.append((call.lineno, message))
     return problems
 
 

@@ -28,6 +28,7 @@ from huggingface_hub import SpaceCard, SpaceHardware
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
 from tools.checks import Problem
+from tools.checks.lock import LOCK
 
 #: The Hub rejects any other colorFrom/colorTo.
 ALLOWED_COLORS = ("red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray")
@@ -261,6 +262,57 @@ def hadolint(path: Path) -> list[Problem]:
     ]
 
 
+#: Words that end one command of a RUN's shell script.
+SHELL_SEPARATORS = {"&&", "||", ";", "|"}
+
+
+def _pip_installs(command: dockerfile.Command) -> list[list[str]]:
+    """Each ``pip install ...`` / ``uv pip install ...`` in a RUN, as its argument words."""
+    words = shlex.split(" ".join(command.value), comments=False)
+    installs = []
+    for start in (j for j in range(len(words) - 1) if words[j : j + 2] == ["pip", "install"]):
+        args = []
+        for word in words[start + 2 :]:
+            if word in SHELL_SEPARATORS:
+                break
+            args.append(word)
+        installs.append(args)
+    return installs
+
+
+def check_lock_used(
+    path: Path, stage: list[dockerfile.Command], env: dict[str, str]
+) -> list[Problem]:
+    """An install that resolves the project's dependencies must take requirements.lock's pins.
+
+    Without ``-c requirements.lock`` the image gets whatever resolves on build day, not what CI
+    tested. Installs of named pins only (torch's CUDA build) or ``--no-deps`` resolve nothing.
+    """
+    problems = []
+    for command in (c for c in stage if keyword(c) == "RUN"):
+        for args in _pip_installs(command):
+            resolves = "--no-deps" not in args and any(
+                a in ("-r", "--requirement", "-e", "--editable") or a.startswith(("/", "."))
+                for a in args
+            )
+            constraints = [
+                _expand(value, env)
+                for flag, value in itertools.pairwise(args)
+                if flag in ("-c", "--constraint", "--constraints")
+            ]
+            if resolves and not any(Path(c).name == LOCK for c in constraints):
+                problems.append(
+                    Problem(
+                        path,
+                        command.start_line,
+                        f"'pip install {' '.join(args)}' resolves the project's dependencies "
+                        f"without the lock: COPY {LOCK} and add -c <its path> so the image gets "
+                        f"the versions CI tested",
+                    )
+                )
+    return problems
+
+
 def check_dockerfile(root: Path, app_port: int | None) -> list[Problem]:
     """Problems in the Dockerfile against the Space contract and the front matter's app_port."""
     path = root / "Dockerfile"
@@ -362,6 +414,7 @@ def check_dockerfile(root: Path, app_port: int | None) -> list[Problem]:
                         )
                     )
 
+    problems += check_lock_used(path, stage, env)
     ports = {port for _, port in exposed}
     if app_port is not None and str(app_port) not in ports:
         line = exposed[0][0] if exposed else last_line
