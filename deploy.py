@@ -232,7 +232,7 @@ class Model:
         """After restore: move the weights to the GPU, warm up, start the batching worker; the
         predictions API keeps its state in Modal's Dicts and calls, not in this container."""
         from inference.http.app import create_app
-        from inference.http.protocols import use_store
+        from inference.http.protocols.predictions import use_store
         from inference.predictions import WebhookSender
         from inference.predictions.modal_store import ModalRunner, ModalStore
         from inference.service import Service

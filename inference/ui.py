@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UI_PATH = "/ui"
+#: Where the mounted UI takes uploads (Gradio's route): its bodies may carry images, so the
+#: app gives this path the larger body limit.
+UPLOAD_PATH = f"{UI_PATH}/gradio_api/upload"
 INSTALL_HINT = f"{MissingExtra('the web UI', 'ui').message}, then restart the server"
 #: Generated images stay in Gradio's cache this long (seconds) before it deletes them.
 CACHE_MAX_AGE_S = 3600

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from inference import codec
-from inference.http.routes.predict import result_json
+from inference.http.protocols.native.routes import result_json
 from inference.results import GeneratedImage, GenerateResult, Timings
 from tools.bench.images import photo_like
 

@@ -101,7 +101,7 @@ def test_list_cursor_round_trips_and_matches_its_documented_pattern() -> None:
             if p["name"] == "cursor"
         ]
         pattern = cursor["schema"]["pattern"]
-        from inference.http.routes import replicate
+        from inference.http.protocols.replicate import routes as replicate
 
         page = client.get("/v1/predictions").json()
         made = replicate._cursor(replicate.Prediction(id="abc", protocol="replicate", input={}))

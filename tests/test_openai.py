@@ -21,8 +21,8 @@ openai = pytest.importorskip("openai")
 
 from inference.codec import decode  # noqa: E402
 from inference.http.app import create_app  # noqa: E402
-from inference.http.image_store import ImageStore  # noqa: E402
-from inference.http.openai_shapes import partial_steps  # noqa: E402
+from inference.http.protocols.openai.image_store import ImageStore  # noqa: E402
+from inference.http.protocols.openai.shapes import partial_steps  # noqa: E402
 from inference.models.base import ModelImage  # noqa: E402
 from inference.models.mock import MockModel  # noqa: E402
 from inference.schema import GenerateRequest  # noqa: E402

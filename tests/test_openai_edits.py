@@ -22,7 +22,7 @@ openai = pytest.importorskip("openai")
 
 from inference.codec import decode  # noqa: E402
 from inference.errors import PayloadTooLarge  # noqa: E402
-from inference.http.openai_params import openai_mask  # noqa: E402
+from inference.http.protocols.openai.params import openai_mask  # noqa: E402
 from inference.settings import Settings  # noqa: E402
 from tests.servers import inference_server  # noqa: E402
 from tests.test_img2img import half_mask, photo, png  # noqa: E402

@@ -25,7 +25,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from inference.http.app import create_app
-from inference.http.protocols import use_store
+from inference.http.protocols.predictions import use_store
 from inference.models.mock import MockModel
 from inference.predictions import WebhookSender, modal_store, new_id
 from inference.predictions.modal_store import ModalRunner, ModalStore

@@ -317,7 +317,7 @@ def test_store_used_directly_lists_newest_first_with_a_cursor(service: Service) 
 
 
 def test_list_pages_through_the_http_cursor(monkeypatch: pytest.MonkeyPatch) -> None:
-    from inference.http.routes import replicate
+    from inference.http.protocols.replicate import routes as replicate
 
     monkeypatch.setattr(replicate, "PAGE_SIZE", 2)
     with served(MockModel()) as (client, _):

@@ -2,8 +2,10 @@
 
 ``create_app(settings, service)`` builds an app around a service; without one it builds the
 service from settings and loads it in the background, so /health and / answer while the model
-loads (a Space's health probe and a Modal cold start both need that).
-``uvicorn inference.http.app:app`` serves the default app.
+loads (a Space's health probe and a Modal cold start both need that). The app serves its own
+routes (``info``: /, /health, /ready, /metrics) and a list of protocols
+(``inference.http.protocols``), taking from each its routers, image-carrying paths, error body,
+document edits and lifespan. ``uvicorn inference.http.app:app`` serves the default app.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import cache
 from typing import Any
 
@@ -21,43 +23,68 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from inference import __version__
+from inference.http import info
 from inference.http.errors import install_error_handlers
 from inference.http.metrics import Metrics
 from inference.http.middleware import BodySizeLimit, MetricsMiddleware
 from inference.http.openapi import install_openapi
+from inference.http.protocols import Protocol, cog, native, openai, replicate
 from inference.http.ratelimit import RateLimit
-from inference.http.routes import info, openai, predict, predictions
 from inference.logs import configure_logging
 from inference.service import Service
 from inference.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-#: Every router of the API; a new protocol is one module in routes/ and one entry here.
-ROUTERS = (info.router, predict.router, predictions.router, openai.router)
-#: Routes whose bodies may carry images (base64, multipart, data: URIs in a prediction's input,
-#: uploads to the UI mounted at ``inference.ui.UI_PATH``): POST (and Cog's PUT) to them get the
-#: larger body limit, room for two images of MAX_IMAGE_BYTES.
-IMAGE_PATHS = re.compile(
-    r"^/(predict|predict/batch|ui/gradio_api/upload|v1/images/edits"
-    r"|v1/predictions|v1/(models|deployments)/[^/]+/[^/]+/predictions|predictions(/[^/]+)?)$"
+#: The protocols this server speaks; a new one is a package in ``inference/http/protocols/``
+#: and one entry here (or in the ``protocols`` a runtime passes to ``create_app``).
+DEFAULT_PROTOCOLS: tuple[Protocol, ...] = (
+    native.PROTOCOL,
+    replicate.PROTOCOL,
+    cog.PROTOCOL,
+    openai.PROTOCOL,
 )
 
+_PARAMETER = re.compile(r"\{[^}]*\}")
 
-def create_app(settings: Settings | None = None, service: Service | None = None) -> FastAPI:
-    """Build the HTTP app. An injected service is started if needed but never stopped here."""
+
+def image_paths(templates: Iterable[str]) -> re.Pattern[str]:
+    """One pattern for the path templates (``/predictions/{id}``) whose POST and PUT bodies may
+    carry images; they get the larger body limit, room for two images of MAX_IMAGE_BYTES. A
+    ``{parameter}`` stands for one path segment, as it does in a route."""
+    return re.compile(
+        "|".join(
+            "^" + "[^/]+".join(re.escape(part) for part in _PARAMETER.split(template)) + "$"
+            for template in templates
+        )
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    service: Service | None = None,
+    protocols: Sequence[Protocol] = DEFAULT_PROTOCOLS,
+) -> FastAPI:
+    """Build the HTTP app serving ``protocols``. An injected service is started if needed but
+    never stopped here."""
     settings = settings or (service.settings if service else get_settings())
+    # Protocols that share a resource (Replicate's and Cog's prediction store) share its
+    # lifespan, which runs once.
+    lifespans = list(dict.fromkeys(p.lifespan for p in protocols if p.lifespan is not None))
     owns_service = service is None
     service = service or Service.from_settings(settings)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(served: FastAPI) -> AsyncIterator[None]:
         loading = None
         if service.phase == "created":
             # Load in a thread so the server answers /health and / while the weights load.
             loading = asyncio.create_task(asyncio.to_thread(service.start))
             loading.add_done_callback(lambda t: t.cancelled() or t.exception())
-        yield
+        async with AsyncExitStack() as stack:
+            for protocol_lifespan in lifespans:
+                await stack.enter_async_context(protocol_lifespan(served))
+            yield
         if owns_service:
             service.stop()
         if loading is not None and not loading.done():
@@ -79,12 +106,14 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     app.state.stream_closers = []
     app.state.rate_limit = RateLimit(settings) if settings.rate_limit_per_minute else None
     install_error_handlers(app)
-    for router in ROUTERS:
-        app.include_router(router)
-    install_openapi(app, service.limits, settings)
+    app.include_router(info.router)
+    for protocol in protocols:
+        for router in protocol.routers:
+            app.include_router(router)
+    install_openapi(app, service.limits, settings, protocols)
 
     # The browser UI at /ui calls this same service (gradio is imported only inside mount_ui).
-    from inference.ui import mount_ui
+    from inference.ui import UPLOAD_PATH, mount_ui
 
     mount_ui(app, service, settings)
 
@@ -94,7 +123,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
         image_max_bytes=settings.max_image_body_bytes,
-        image_paths=IMAGE_PATHS,
+        image_paths=image_paths([*(t for p in protocols for t in p.image_paths), UPLOAD_PATH]),
     )
     if settings.cors_allow_origins:
         app.add_middleware(

@@ -1,17 +1,23 @@
 """Dependencies shared by the routers, as ``Annotated`` aliases: the service, the settings and
-the bearer-token check (the app factory puts the first two on ``app.state``)."""
+the bearer-token check (the app factory puts the first two on ``app.state``); and the wait that
+every protocol's generating route uses, which gives up when its client has gone."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from typing import Annotated
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from inference.http.errors import ClientDisconnected
 from inference.service import Service
 from inference.settings import Settings
+
+T = TypeVar("T")
 
 
 def get_service(request: Request) -> Service:
@@ -53,3 +59,26 @@ def rate_limit(request: Request) -> None:
 
 #: ``dependencies=`` of every route that needs the token; they are rate limited too.
 PROTECTED = [Depends(require_token), Depends(rate_limit)]
+
+
+async def until_disconnect(request: Request, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` unless the client disconnects first, in which case cancel it.
+
+    Cancelling the service call abandons the request, so the batcher drops it (or stops its
+    batch between steps) instead of computing images nobody will read.
+    """
+    task = asyncio.ensure_future(awaitable)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    raise ClientDisconnected

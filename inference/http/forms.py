@@ -4,7 +4,7 @@ JSON is what API clients send (images as base64 or ``data:`` URIs); multipart is
 (``-F image=@photo.png -F prompt=...``) and HTML forms send, without the base64 overhead. Both
 become the same ``GenerateRequest`` through the one schema, so a field means the same in
 either and an error reads the same. ``read_form``, the bounded multipart reader, also reads
-OpenAI's image edits (``openai_params``).
+OpenAI's image edits (``protocols/openai/params``).
 """
 
 from __future__ import annotations

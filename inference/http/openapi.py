@@ -2,24 +2,25 @@
 answer with, and this deployment's limits (MAX_WIDTH, MAX_STEPS, ...) as the schema's bounds, so
 a client generated from /openapi.json is right about what this server accepts.
 
-The protocol routes (Replicate, Cog, OpenAI) answer errors in their own shapes; ``protocol_errors``
-documents those, and ``install_openapi`` writes what their hand-read bodies, headers and query
-strings accept (the same request schema as POST /predict, with this server's limits)."""
+The protocols (``inference.http.protocols``) answer errors in their own shapes and document
+them with their ``ErrorShape``; ``install_openapi`` adds each one's error body and runs its
+edits (what its hand-read bodies, headers and query strings accept), with the helpers here."""
 
 from __future__ import annotations
 
-import copy
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel
 
 from inference import codec
 from inference.http.forms import request_schemas
-from inference.http.openai_schema import edit_params_schema, generation_params_schema
-from inference.predictions.record import CURSOR, ID_PATTERN
 from inference.schema import Limits
 from inference.settings import Settings
+
+if TYPE_CHECKING:
+    from inference.http.protocols import Protocol
 
 
 class FieldError(BaseModel):
@@ -82,72 +83,13 @@ def error_refs(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-class InvalidField(BaseModel):
-    type: str
-    field: str
-    description: str
-
-
-class Problem(BaseModel):
-    """Replicate's errors (RFC 7807 problem details, ``application/problem+json``)."""
-
-    title: str
-    detail: str
-    status: int
-    invalid_fields: list[InvalidField] | None = None
-
-
-class CogFieldError(BaseModel):
-    loc: list[str | int]
-    msg: str
-    type: str
-
-
-class CogError(BaseModel):
-    """Cog's errors: ``{"detail": "..."}``, or a list of field errors on 422."""
-
-    detail: str | list[CogFieldError]
-
-
-class OpenAIErrorBody(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class OpenAIErrorEnvelope(BaseModel):
-    """OpenAI's errors: ``{"error": {"message", "type", "param", "code"}}``."""
-
-    error: OpenAIErrorBody
-
-
-#: Each protocol's error body: (media type, schema component).
-PROTOCOL_ERRORS: dict[str, tuple[str, type[BaseModel]]] = {
-    "native": ("application/json", ErrorEnvelope),
-    "replicate": ("application/problem+json", Problem),
-    "cog": ("application/json", CogError),
-    "openai": ("application/json", OpenAIErrorEnvelope),
-}
+#: The app's envelope, as (media type, schema component): the 413 every path answers with.
+ENVELOPE = ("application/json", ErrorEnvelope.__name__)
 PROTOCOL_DESCRIPTIONS = {
     400: "A parameter is invalid; `param` names it.",
     404: "No such prediction (or output, or image URL).",
     **ERROR_DESCRIPTIONS,
 }
-
-
-def protocol_errors(protocol: str, *statuses: int) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for a protocol route's errors, in that protocol's shape. The body-size
-    limit (413) is the app's middleware, answered in the app's envelope on every path."""
-    responses: dict[int | str, dict[str, Any]] = {}
-    for status in statuses:
-        media, model = PROTOCOL_ERRORS["native" if status == 413 else protocol]
-        schema = {"$ref": f"#/components/schemas/{model.__name__}"}
-        responses[status] = {
-            "description": PROTOCOL_DESCRIPTIONS[status],
-            "content": {media: {"schema": schema}},
-        }
-    return responses
 
 
 def event_stream(*events: str, ids: bool) -> dict[str, Any]:
@@ -164,7 +106,7 @@ def event_stream(*events: str, ids: bool) -> dict[str, Any]:
     return {200: {"content": {"text/event-stream": {"schema": event}}}}
 
 
-def _components(*models: type[BaseModel]) -> dict[str, Any]:
+def components(*models: type[BaseModel]) -> dict[str, Any]:
     """The JSON schemas of ``models`` and of the models they nest, as components."""
     found: dict[str, Any] = {}
     for model in models:
@@ -174,88 +116,24 @@ def _components(*models: type[BaseModel]) -> dict[str, Any]:
     return found
 
 
-#: An ``http(s)://`` URL, as the webhook check wants one (whether its host may be called is
-#: this server's policy, checked when the prediction is created).
-WEBHOOK_URL = {"type": "string", "format": "uri", "pattern": "^https?://[^\\s/?#]+"}
-_WAIT_WORD = "[Ww][Aa][Ii][Tt]"
-_NOT_WAIT = f"\\s*(?!\\s|{_WAIT_WORD})[^,;]*(?:;[^,]*)?"
-_WAIT = f"\\s*{_WAIT_WORD}(?: *= *0*(?:[1-9]|[1-5][0-9]|60))?\\s*(?:;[^,]*)?"
-#: Replicate's Prefer header as ``replicate.wait_seconds`` reads it: preferences it does not
-#: know are ignored (RFC 7240), the first ``wait`` must be ``wait`` or ``wait=N`` (1-60).
-REPLICATE_PREFER = f"^(?:{_NOT_WAIT},)*(?:{_WAIT}(?:,.*)?|{_NOT_WAIT})$"
-
-
-def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     return [
         (path, method, operation)
-        for path, operations in document["paths"].items()
-        for method, operation in operations.items()
+        for path, by_method in document["paths"].items()
+        for method, operation in by_method.items()
     ]
 
 
-def _set_parameter(operation: dict[str, Any], name: str, schema: dict[str, Any]) -> None:
+def set_parameter(operation: dict[str, Any], name: str, schema: dict[str, Any]) -> None:
     for parameter in operation.get("parameters", []):
         if parameter["name"] == name:
             parameter["schema"] = {**schema, "title": parameter["schema"].get("title", name)}
 
 
-def _document_protocols(document: dict[str, Any], limits: Limits) -> None:
-    """The predictions and OpenAI routes read their bodies and headers by hand or loosely
-    typed (``dict[str, Any]`` inputs): write what they accept."""
-    schemas = document["components"]["schemas"]
-    schemas.update(_components(Problem, CogError, OpenAIErrorEnvelope))
-    prediction_input = copy.deepcopy(schemas["GenerateRequest"])
-    prediction_input.update(
-        title="PredictionInput",
-        additionalProperties=True,
-        description="The model's inputs: GenerateRequest's fields (other keys are ignored).",
-    )
-    schemas["PredictionInput"] = prediction_input
-    id_pattern = ID_PATTERN.pattern
-    for name in ("CreatePrediction", "PredictionRequest"):
-        properties = schemas[name]["properties"]
-        properties["input"] = {"$ref": "#/components/schemas/PredictionInput"}
-        for key in ("webhook", "webhook_completed"):
-            if key in properties:
-                properties[key] = {
-                    "anyOf": [WEBHOOK_URL, {"type": "null"}],
-                    "description": properties[key].get("description", ""),
-                }
-        if "id" in properties:
-            properties["id"]["anyOf"] = [
-                {"type": "string", "pattern": id_pattern},
-                {"type": "null"},
-            ]
-    # PUT names the id in its path; a body's own id may only repeat it, which no schema says.
-    put = copy.deepcopy(schemas["PredictionRequest"])
-    del put["properties"]["id"]
-    put.update(title="PredictionPut", additionalProperties=True)
-    schemas["PredictionPut"] = put
-    openai_body = generation_params_schema(schemas["GenerateRequest"], limits)
-    schemas["GenerationParams"] = openai_body
-    schemas["EditParams"] = edit_params_schema(openai_body, schemas["GenerateRequest"])
-    for path, method, operation in _operations(document):
-        tags = operation.get("tags", [])
-        if "replicate" in tags and method == "post":
-            _set_parameter(operation, "prefer", {"type": "string", "pattern": REPLICATE_PREFER})
-        if path == "/predictions/{prediction_id}" and method == "put":
-            _set_parameter(operation, "prediction_id", {"type": "string", "pattern": id_pattern})
-            content = operation["requestBody"]["content"]["application/json"]
-            content["schema"] = {"$ref": "#/components/schemas/PredictionPut"}
-        if path == "/v1/predictions" and method == "get":
-            _set_parameter(operation, "cursor", {"type": "string", "pattern": CURSOR.pattern})
-        if path == "/v1/images/generations":
-            content = operation["requestBody"]["content"]["application/json"]
-            content["schema"] = {"$ref": "#/components/schemas/GenerationParams"}
-        if path == "/v1/images/edits":
-            content = operation["requestBody"]["content"]["multipart/form-data"]
-            content["schema"] = {"$ref": "#/components/schemas/EditParams"}
-
-
 def _drop_framework_422(document: dict[str, Any]) -> None:
     """FastAPI documents a 422 of its own on every route with parameters; each route of this
     app declares the 422 it really answers (in its protocol's shape) or has none."""
-    for _, _, operation in _operations(document):
+    for _, _, operation in operations(document):
         responses = operation.get("responses", {})
         schema = responses.get("422", {}).get("content", {}).get("application/json", {})
         if schema.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
@@ -272,9 +150,12 @@ def _bound(schema: dict[str, Any], maximum: int) -> None:
             branch["maximum"] = maximum
 
 
-def install_openapi(app: FastAPI, limits: Limits, settings: Settings) -> None:
-    """Build the document once, with ``limits`` written into the request schema, and the
-    bearer-token requirement only where this server has one (AUTH_TOKEN set)."""
+def install_openapi(
+    app: FastAPI, limits: Limits, settings: Settings, protocols: Sequence[Protocol]
+) -> None:
+    """Build the document once, with ``limits`` written into the request schema, each
+    protocol's error body and edits, and the bearer-token requirement only where this server
+    has one (AUTH_TOKEN set)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -296,9 +177,10 @@ def install_openapi(app: FastAPI, limits: Limits, settings: Settings) -> None:
                 for branch in loras.get("anyOf", [loras]):
                     if branch.get("type") == "array":
                         branch["maxItems"] = settings.max_loras
-            batch = document["components"]["schemas"]["BatchRequest"]["properties"]["requests"]
-            batch["maxItems"] = settings.max_batch_requests
-            _document_protocols(document, limits)
+            schemas.update(components(*(p.errors.model for p in protocols if p.errors)))
+            for protocol in protocols:
+                if protocol.openapi is not None:
+                    protocol.openapi(document, limits, settings)
             _drop_framework_422(document)
             if settings.auth_token is None:
                 for operations in document["paths"].values():

@@ -1,6 +1,6 @@
 """Predictions: asynchronous jobs with an id, progress, webhooks and cancel.
 
-The machinery behind Replicate's and Cog's HTTP protocols (``inference/http/routes/``):
+The machinery behind Replicate's and Cog's HTTP protocols (``inference/http/protocols/``):
 ``record`` (one prediction and its transitions), ``store`` (the interface and the in-process
 store), ``modal_store`` (the same over Modal's primitives), ``targets`` (which webhook URLs may be
 called), ``webhooks`` (signed deliveries, retries), ``envelopes`` (each protocol's JSON)

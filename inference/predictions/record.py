@@ -27,7 +27,7 @@ EVENTS: tuple[Event, ...] = ("start", "output", "logs", "completed")
 Protocol = Literal["replicate", "cog"]
 #: Ids a client may choose (Cog's PUT /predictions/{id}); ours are longer and random.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-#: A page's cursor in a list of predictions: ``<created_at>_<id>`` (routes/replicate.py);
+#: A page's cursor in a list of predictions: ``<created_at>_<id>`` (Replicate's list route);
 #: every string that matches is one the list can start after.
 CURSOR = re.compile(rf"^[0-9]{{1,20}}(?:\.[0-9]{{1,20}})?_{ID_PATTERN.pattern[1:]}")
 #: Logs beyond this keep their tail: a 150-step progress log is ~10 kB.

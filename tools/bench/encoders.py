@@ -189,7 +189,7 @@ def json_bodies(png: bytes, rounds: int) -> None:
     """/predict's JSON body for one image: FastAPI's path against ``result_json``'s."""
     from starlette.responses import JSONResponse
 
-    from inference.http.routes.predict import result_json
+    from inference.http.protocols.native.routes import result_json
     from inference.results import GeneratedImage, GenerateResult, Timings
 
     image = GeneratedImage(data=png, seed=1, width=1, height=1, format="png", media_type="x")

@@ -1,35 +1,32 @@
-"""What the two predictions protocols (``routes/replicate.py``, ``routes/cog.py``) share.
+"""What the two predictions protocols (``protocols/replicate``, ``protocols/cog``) share.
 
 The store's lifecycle (created at start-up unless a runtime installed its own with
 ``use_store``, closed at shutdown so unfinished predictions fail with a clear error and their
-webhooks go out), the input translation, and a route class that answers errors in each
-protocol's own shape instead of this app's ``{"error": ...}`` envelope.
+webhooks go out; both protocols declare this one lifespan, which the app runs once), the input
+translation, and what both create bodies say in the OpenAPI document.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import copy
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
 
 from inference.errors import InvalidRequest, NotReady
 from inference.http.errors import unparsable_body
 from inference.predictions import EVENTS, Prediction, PredictionStore
-from inference.predictions.record import Event, Protocol
+from inference.predictions.record import ID_PATTERN, Event, Protocol
 from inference.predictions.store import LocalStore
 from inference.predictions.targets import check_target
 from inference.schema import GenerateRequest, Job
 from inference.service import Service
 from inference.settings import Settings
-
-ErrorRenderer = Callable[[Exception], Response | None]
 
 
 class PredictionBody(BaseModel):
@@ -73,28 +70,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.close()
         if installed is None:
             app.state.prediction_store = None
-
-
-def protocol_route(render_error: ErrorRenderer) -> type[APIRoute]:
-    """A route class whose errors (body validation, auth, domain errors) ``render_error``
-    shapes; what it declines goes on to the app's handlers."""
-
-    class ProtocolRoute(APIRoute):
-        def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
-            handler = super().get_route_handler()
-
-            async def handle(request: Request) -> Response:
-                try:
-                    return await handler(request)
-                except Exception as exc:
-                    response = render_error(exc)
-                    if response is None:
-                        raise
-                    return response
-
-            return handle
-
-    return ProtocolRoute
 
 
 def invalid_body(exc: RequestValidationError) -> InvalidRequest:
@@ -172,3 +147,35 @@ def new_prediction(
     if unknown:
         prediction.log(f"ignored inputs this model does not have: {', '.join(unknown)}")
     return prediction
+
+
+#: An ``http(s)://`` URL, as the webhook check wants one (whether its host may be called is
+#: this server's policy, checked when the prediction is created).
+WEBHOOK_URL = {"type": "string", "format": "uri", "pattern": "^https?://[^\\s/?#]+"}
+
+
+def document_body(schemas: dict[str, Any], name: str) -> None:
+    """Write what the create body ``name`` accepts, which its loose types do not say: the
+    model's inputs as ``PredictionInput`` (GenerateRequest's fields with this server's limits),
+    webhooks as URLs, a chosen id by its pattern."""
+    if "PredictionInput" not in schemas:
+        prediction_input = copy.deepcopy(schemas["GenerateRequest"])
+        prediction_input.update(
+            title="PredictionInput",
+            additionalProperties=True,
+            description="The model's inputs: GenerateRequest's fields (other keys are ignored).",
+        )
+        schemas["PredictionInput"] = prediction_input
+    properties = schemas[name]["properties"]
+    properties["input"] = {"$ref": "#/components/schemas/PredictionInput"}
+    for key in ("webhook", "webhook_completed"):
+        if key in properties:
+            properties[key] = {
+                "anyOf": [WEBHOOK_URL, {"type": "null"}],
+                "description": properties[key].get("description", ""),
+            }
+    if "id" in properties:
+        properties["id"]["anyOf"] = [
+            {"type": "string", "pattern": ID_PATTERN.pattern},
+            {"type": "null"},
+        ]

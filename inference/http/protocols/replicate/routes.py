@@ -13,7 +13,6 @@ import hashlib
 import re
 import time
 from decimal import Decimal
-from http import HTTPStatus
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -22,20 +21,18 @@ from pydantic import Field, StrictBool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inference import __version__
-from inference.errors import InferenceError, InvalidRequest
+from inference.errors import InvalidRequest
 from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
-from inference.http.errors import STATUS_BY_ERROR, retry_headers
-from inference.http.openapi import IMAGE_FILE, event_stream, protocol_errors
-from inference.http.protocols import (
+from inference.http.openapi import IMAGE_FILE, event_stream
+from inference.http.protocols.predictions import (
     PredictionBody,
     StoreDep,
-    as_invalid_request,
     base_url,
     check_webhook,
     new_prediction,
-    protocol_route,
     to_job,
 )
+from inference.http.protocols.replicate.errors import ERRORS
 from inference.predictions import Prediction, new_id
 from inference.predictions.envelopes import replicate_object, timestamp
 from inference.predictions.events import stream
@@ -46,46 +43,24 @@ from inference.service import Service
 PAGE_SIZE = 100
 #: The Cog release whose envelopes these routes follow (tests run coglet 0.23.1 beside them).
 COG_VERSION = "0.23.1"
-_WAIT = re.compile(r"^wait(?:=(\d+))?$")
-
-
-def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
-    body = {"title": title, "detail": detail, "status": status, **extra}
-    return JSONResponse(body, status_code=status, media_type="application/problem+json")
-
-
-def render_error(exc: Exception) -> Response | None:
-    """Replicate's shape for every error these routes raise."""
-    exc = as_invalid_request(exc)
-    if isinstance(exc, InvalidRequest):
-        fields = [
-            {"type": "invalid", "field": e["field"], "description": e["message"]}
-            for e in exc.errors
-        ]
-        return problem(422, "Input validation failed", exc.message, invalid_fields=fields)
-    if isinstance(exc, InferenceError):
-        status = STATUS_BY_ERROR.get(type(exc), 500)
-        response = problem(status, HTTPStatus(status).phrase, exc.message)
-        response.headers.update(retry_headers(exc))
-        return response
-    if isinstance(exc, StarletteHTTPException):
-        title = HTTPStatus(exc.status_code).phrase
-        response = problem(exc.status_code, title, str(exc.detail))
-        response.headers.update(exc.headers or {})
-        return response
-    return None
+_WAIT_WORD = "[Ww][Aa][Ii][Tt]"
+_NOT_WAIT = f"\\s*(?!\\s|{_WAIT_WORD})[^,;]*(?:;[^,]*)?"
+_WAIT = f"\\s*{_WAIT_WORD}(?: *= *0*(?:[1-9]|[1-5][0-9]|60))?\\s*(?:;[^,]*)?"
+#: Replicate's Prefer header: preferences this server does not know are ignored (RFC 7240);
+#: the first ``wait`` must be ``wait`` or ``wait=N`` (1-60). The document carries this pattern.
+PREFER = re.compile(f"^(?:{_NOT_WAIT},)*(?:{_WAIT}(?:,.*)?|{_NOT_WAIT})$", re.DOTALL)
 
 
 router = APIRouter(
     prefix="/v1",
     tags=["replicate"],
     dependencies=PROTECTED,
-    route_class=protocol_route(render_error),
-    responses=protocol_errors("replicate", 401, 413, 429),
+    route_class=ERRORS.route_class,
+    responses=ERRORS.responses(401, 413, 429),
 )
 #: What creating a prediction can answer besides 201 (the input, a full queue, no model).
-CREATE_ERRORS = protocol_errors("replicate", 422, 503)
-NOT_FOUND = protocol_errors("replicate", 404)
+CREATE_ERRORS = ERRORS.responses(422, 503)
+NOT_FOUND = ERRORS.responses(404)
 
 
 class CreatePrediction(PredictionBody):
@@ -97,18 +72,19 @@ class CreatePrediction(PredictionBody):
 
 
 def wait_seconds(prefer: str | None, limit_s: float) -> float | None:
-    """``Prefer: wait`` (up to ``limit_s``) or ``wait=N`` (1 to 60), else None."""
-    for preference in (prefer or "").split(","):
+    """``Prefer: wait`` (up to ``limit_s``) or ``wait=N`` (1 to 60), else None. ``PREFER``
+    decides what is valid, so the document states exactly what this accepts."""
+    if prefer is None:
+        return None
+    if not PREFER.match(prefer):
+        raise InvalidRequest(
+            "Prefer",
+            f"Prefer must be 'wait' or 'wait=N' with N from 1 to 60 seconds, got {prefer!r}",
+        )
+    for preference in prefer.split(","):
         token = preference.split(";")[0].strip().lower()
-        if not token.startswith("wait"):
-            continue  # RFC 7240: preferences a server does not know are ignored
-        match = _WAIT.match(token.replace(" ", ""))
-        if not match or (match.group(1) and not 1 <= int(match.group(1)) <= 60):
-            raise InvalidRequest(
-                "Prefer",
-                f"Prefer must be 'wait' or 'wait=N' with N from 1 to 60 seconds, got {prefer!r}",
-            )
-        return min(limit_s, float(match.group(1) or limit_s))
+        if token.startswith("wait"):
+            return min(limit_s, float(token.partition("=")[2] or limit_s))
     return None
 
 
@@ -245,7 +221,7 @@ def _before(cursor: str | None) -> tuple[float, str] | None:
     return float(created), prediction_id
 
 
-@router.get("/predictions", responses=protocol_errors("replicate", 422))
+@router.get("/predictions", responses=ERRORS.responses(422))
 async def list_predictions(
     request: Request,
     settings: SettingsDep,

@@ -4,9 +4,9 @@ for ``response_format=url``.
 
 ``OpenAI(base_url="http://host:port/v1", api_key=AUTH_TOKEN)`` works against it: the client's
 ``Authorization: Bearer`` is checked like every protected route's. The route translates the
-parameters (``openai_params``) and calls the service; validation, batching, the result cache
-and the model are the service's. Every error on these paths, auth included, is answered in
-OpenAI's shape by ``OpenAIRoute``.
+parameters (``params``) and calls the service; validation, batching, the result cache and the
+model are the service's. Every error on these paths, auth included, is answered in OpenAI's
+shape (``shapes.ERRORS``).
 """
 
 from __future__ import annotations
@@ -14,24 +14,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from inference.errors import InferenceError
-from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
-from inference.http.errors import ClientDisconnected
+from inference.http.deps import PROTECTED, ServiceDep, SettingsDep, until_disconnect
 from inference.http.forms import read_form
-from inference.http.image_store import ImageStore, get_image_store
-from inference.http.openai_params import EditParams, GenerationParams, parse_edit, parse_params
-from inference.http.openai_shapes import OpenAIError, content_policy, from_domain
-from inference.http.openai_stream import EventKind, b64, cache_header, stream_images
-from inference.http.openapi import IMAGE_FILE, event_stream, protocol_errors
-from inference.http.routes.predict import until_disconnect
+from inference.http.openapi import IMAGE_FILE, event_stream
+from inference.http.protocols.openai.image_store import ImageStore, get_image_store
+from inference.http.protocols.openai.params import (
+    EditParams,
+    GenerationParams,
+    parse_edit,
+    parse_params,
+)
+from inference.http.protocols.openai.shapes import ERRORS, OpenAIError, content_policy
+from inference.http.protocols.openai.stream import EventKind, b64, cache_header, stream_images
 from inference.schema import Job
 from inference.service import Service
 from inference.settings import Settings
@@ -39,42 +38,7 @@ from inference.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class OpenAIRoute(APIRoute):
-    """Answers every error of its routes (auth and dependencies included) in OpenAI's shape."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except ClientDisconnected:
-                raise
-            except Exception as exc:
-                error = _as_openai(exc)
-                return JSONResponse(error.body(), error.status, headers=error.headers)
-
-        return handle
-
-
-def _as_openai(exc: Exception) -> OpenAIError:
-    if isinstance(exc, OpenAIError):
-        return exc
-    if isinstance(exc, InferenceError):
-        return from_domain(exc)
-    if isinstance(exc, StarletteHTTPException):
-        code = "invalid_api_key" if exc.status_code == 401 else None
-        return OpenAIError(exc.status_code, str(exc.detail), code=code, headers=exc.headers)
-    log.error("unhandled error on an OpenAI route", exc_info=exc)
-    return OpenAIError(
-        500,
-        "internal server error; see the server log",
-        kind="server_error",
-        headers={"x-should-retry": "false"},  # a bug answers the same again
-    )
-
-
-router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=ERRORS.route_class)
 ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
 #: An edit's uploads: one image and a mask, and room to refuse a list of images by name.
 MAX_EDIT_FILES = 16
@@ -89,7 +53,7 @@ MAX_EDIT_PARTS = 2 * len(EditParams.model_fields)
     openapi_extra={
         "requestBody": {
             "required": True,
-            # http.openapi writes its schema: the parameters with this server's limits.
+            # schema.document writes it: the parameters with this server's limits.
             "content": {"application/json": {"schema": {}}},
         }
     },
@@ -97,7 +61,7 @@ MAX_EDIT_PARTS = 2 * len(EditParams.model_fields)
         **event_stream(
             "image_generation.partial_image", "image_generation.completed", "error", ids=False
         ),
-        **protocol_errors("openai", 400, 401, 413, 429, 500, 503, 504),
+        **ERRORS.responses(400, 401, 413, 429, 500, 503, 504),
     },
 )
 async def generations(
@@ -116,13 +80,13 @@ async def generations(
     openapi_extra={
         "requestBody": {
             "required": True,
-            # http.openapi writes its schema: the parameters with this server's limits.
+            # schema.document writes it: the parameters with this server's limits.
             "content": {"multipart/form-data": {"schema": {}}},
         }
     },
     responses={
         **event_stream("image_edit.partial_image", "image_edit.completed", "error", ids=False),
-        **protocol_errors("openai", 400, 401, 413, 429, 500, 503, 504),
+        **ERRORS.responses(400, 401, 413, 429, 500, 503, 504),
     },
 )
 async def edits(
@@ -188,7 +152,7 @@ async def _answer(
     response_class=Response,
     responses={
         200: IMAGE_FILE,
-        **protocol_errors("openai", 404),
+        **ERRORS.responses(404),
     },
 )
 async def image_file(token: str, store: ImageStoreDep) -> Response:

@@ -1,13 +1,18 @@
 """OpenAI's images API, its shapes: the error body, our errors in its terms, and the streamed
-events. The parameters and their translation are ``openai_params``; the routes
-(``routes/openai.py``) use both; nothing here validates what the service validates.
+events. The parameters and their translation are ``params``; the routes (``routes``) use both;
+nothing here validates what the service validates.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
+
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inference.errors import (
     InferenceError,
@@ -17,6 +22,10 @@ from inference.errors import (
     Overloaded,
     RequestTimeout,
 )
+from inference.http.errors import ClientDisconnected
+from inference.http.protocols import ErrorShape
+
+log = logging.getLogger(__name__)
 
 #: Our field -> OpenAI's parameter, for errors (others keep their name).
 PARAM_BY_FIELD = {"num_outputs": "n", "width": "size", "height": "size", "body": None}
@@ -88,6 +97,48 @@ def from_domain(exc: InferenceError) -> OpenAIError:
         return OpenAIError(504, exc.message, code="timeout", kind="server_error", headers=final)
     code = "model_error" if isinstance(exc, ModelError) else exc.code
     return OpenAIError(500, exc.message, code=code, kind="server_error", headers=final)
+
+
+class OpenAIErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorEnvelope(BaseModel):
+    """OpenAI's errors: ``{"error": {"message", "type", "param", "code"}}``."""
+
+    error: OpenAIErrorBody
+
+
+def _as_openai(exc: Exception) -> OpenAIError:
+    if isinstance(exc, OpenAIError):
+        return exc
+    if isinstance(exc, InferenceError):
+        return from_domain(exc)
+    if isinstance(exc, StarletteHTTPException):
+        code = "invalid_api_key" if exc.status_code == 401 else None
+        return OpenAIError(exc.status_code, str(exc.detail), code=code, headers=exc.headers)
+    log.error("unhandled error on an OpenAI route", exc_info=exc)
+    return OpenAIError(
+        500,
+        "internal server error; see the server log",
+        kind="server_error",
+        headers={"x-should-retry": "false"},  # a bug answers the same again
+    )
+
+
+def render_error(exc: Exception) -> Response | None:
+    """Every error of these routes (auth and dependencies included) in OpenAI's shape; a
+    client that went away is left to the app, which only counts it."""
+    if isinstance(exc, ClientDisconnected):
+        return None
+    error = _as_openai(exc)
+    return JSONResponse(error.body(), error.status, headers=error.headers)
+
+
+ERRORS = ErrorShape(render_error, "application/json", OpenAIErrorEnvelope)
 
 
 def content_policy(total: int) -> OpenAIError:

@@ -31,7 +31,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from inference.http.forms import INTEGER, typed
-from inference.http.openai_shapes import OpenAIError
+from inference.http.protocols.openai.shapes import OpenAIError
 from inference.settings import Settings
 from inference.validation import describe_errors
 

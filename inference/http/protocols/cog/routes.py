@@ -20,18 +20,15 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from inference.errors import InferenceError, InvalidRequest
+from inference.errors import InvalidRequest
 from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
-from inference.http.errors import STATUS_BY_ERROR, retry_headers
-from inference.http.openapi import protocol_errors
-from inference.http.protocols import (
+from inference.http.protocols.cog.errors import ERRORS
+from inference.http.protocols.predictions import (
     PredictionBody,
     StoreDep,
-    as_invalid_request,
     base_url,
     check_webhook,
     new_prediction,
-    protocol_route,
     to_job,
 )
 from inference.predictions import Prediction, new_id
@@ -44,30 +41,11 @@ from inference.predictions.store import PredictionStore
 SYNC_WAIT_S = 3600.0
 
 
-def render_error(exc: Exception) -> Response | None:
-    """Cog's shapes: 422 ``{"detail": [{"loc", "msg", "type"}]}``, otherwise ``{"detail"}``."""
-    exc = as_invalid_request(exc)
-    if isinstance(exc, InvalidRequest):
-        detail = [
-            {"loc": ["body", *e["field"].split(".")], "msg": e["message"], "type": "value_error"}
-            for e in exc.errors
-        ]
-        return JSONResponse({"detail": detail}, status_code=422)
-    if isinstance(exc, InferenceError):
-        status = STATUS_BY_ERROR.get(type(exc), 500)
-        return JSONResponse({"detail": exc.message}, status, headers=retry_headers(exc))
-    if isinstance(exc, StarletteHTTPException):
-        return JSONResponse(
-            {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
-        )
-    return None
-
-
-router = APIRouter(tags=["cog"], route_class=protocol_route(render_error))
+router = APIRouter(tags=["cog"], route_class=ERRORS.route_class)
 predictions = APIRouter(
     dependencies=PROTECTED,
-    route_class=protocol_route(render_error),
-    responses=protocol_errors("cog", 401, 413, 429),
+    route_class=ERRORS.route_class,
+    responses=ERRORS.responses(401, 413, 429),
 )
 #: Creating a prediction: 200 when it is done, 202 at once with ``Prefer: respond-async``.
 CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -75,9 +53,9 @@ CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "Accepted (Prefer: respond-async): `{id, status}`; it runs on.",
         "content": {"application/json": {"schema": {"type": "object"}}},
     },
-    **protocol_errors("cog", 422, 503),
+    **ERRORS.responses(422, 503),
 }
-NOT_FOUND = protocol_errors("cog", 404)
+NOT_FOUND = ERRORS.responses(404)
 
 
 class PredictionRequest(PredictionBody):

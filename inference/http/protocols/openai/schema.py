@@ -1,5 +1,5 @@
 """The OpenAPI schemas of OpenAI's image parameters, which its routes read by hand
-(``openai_params``): the generation body and the edit form, with our extensions typed and
+(``params``): the generation body and the edit form, with our extensions typed and
 bounded as ``GenerateRequest`` is on this server (its limits already in ``request``)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Any
 
 from inference.http.forms import as_form
 from inference.schema import Limits
+from inference.settings import Settings
 
 
 def _size_pattern(limits: Limits, multiple: int, minimum: int) -> str:
@@ -100,3 +101,17 @@ def edit_params_schema(generation: dict[str, Any], request: dict[str, Any]) -> d
             field["type"] = "string"
     body["required"] = ["image", "prompt"]
     return as_form(body, "EditParams", ("image", "mask"))
+
+
+def document(document: dict[str, Any], limits: Limits, settings: Settings) -> None:
+    """The routes read their bodies by hand (errors in OpenAI's shape): write what they accept."""
+    schemas = document["components"]["schemas"]
+    generation = generation_params_schema(schemas["GenerateRequest"], limits)
+    schemas["GenerationParams"] = generation
+    schemas["EditParams"] = edit_params_schema(generation, schemas["GenerateRequest"])
+    for path, media, name in (
+        ("/v1/images/generations", "application/json", "GenerationParams"),
+        ("/v1/images/edits", "multipart/form-data", "EditParams"),
+    ):
+        content = document["paths"][path]["post"]["requestBody"]["content"][media]
+        content["schema"] = {"$ref": f"#/components/schemas/{name}"}

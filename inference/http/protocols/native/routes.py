@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -13,40 +12,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inference import codec
 from inference.errors import InferenceError, InvalidRequest
-from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
-from inference.http.errors import ClientDisconnected
+from inference.http.deps import PROTECTED, ServiceDep, SettingsDep, until_disconnect
 from inference.http.forms import openapi_body, read_request
 from inference.http.openapi import IMAGE_FILE, error_responses
 from inference.results import BatchItem, BatchItemError, BatchRequest, BatchResponse, GenerateResult
 from inference.schema import GenerateRequest
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 router = APIRouter(tags=["inference"], dependencies=PROTECTED)
-
-
-async def until_disconnect(request: Request, awaitable: Awaitable[T]) -> T:
-    """Await ``awaitable`` unless the client disconnects first, in which case cancel it.
-
-    Cancelling the service call abandons the request, so the batcher drops it (or stops its
-    batch between steps) instead of computing images nobody will read.
-    """
-    task = asyncio.ensure_future(awaitable)
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    raise ClientDisconnected
 
 
 def preferred_image_format(accept: str) -> str | None:

@@ -1,5 +1,5 @@
 """OpenAI's streamed images: server-sent events of partial images while the model runs, then
-the images, for both routes of ``routes/openai.py`` (``image_generation.*``, ``image_edit.*``).
+the images, for both routes of ``routes`` (``image_generation.*``, ``image_edit.*``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from fastapi.responses import StreamingResponse
 
 from inference import codec
 from inference.errors import InferenceError
-from inference.http.openai_params import GenerationParams
-from inference.http.openai_shapes import (
+from inference.http.protocols.openai.params import GenerationParams
+from inference.http.protocols.openai.shapes import (
     NO_USAGE,
     OpenAIError,
     content_policy,

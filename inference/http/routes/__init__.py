@@ -1,1 +1,0 @@
-"""One router per concern; ``inference.http.app.ROUTERS`` lists them."""
