@@ -110,7 +110,7 @@ def test_public_and_allowed_targets_pass() -> None:
     asyncio.run(check_target("https://hooks.example.com/x", Settings(), resolver=dns))
     allowed = Settings(webhook_allowed_hosts="receiver.internal")
     asyncio.run(check_target("http://receiver.internal/x", allowed, resolver=dns))
-    with pytest.raises(InvalidRequest, match="10.0.0.9, a private address"):
+    with pytest.raises(InvalidRequest, match=r"10\.0\.0\.9, a private address"):
         asyncio.run(check_target("http://receiver.internal/x", Settings(), resolver=dns))
 
 
