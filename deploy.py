@@ -26,7 +26,7 @@ import modal
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from inference.settings import Settings, describe_settings_errors
+from inference.settings import Settings, describe_settings_errors, env_names
 
 # -- settings: plain data, overridable at deploy time ----------------------------------------
 
@@ -221,7 +221,7 @@ GPU_DTYPE = "float16" if _KINDS & FLOAT16_GPUS else "bfloat16"
 # DEVICE stays "cuda".
 _LOCAL_ONLY = ("auth_token", "webhook_secret", "host", "port", "device")
 _FORWARDED = {f"MODAL_{name.upper()}" for name in DeploySettings.model_fields} | {
-    name.upper() for name in Settings.model_fields if name not in _LOCAL_ONLY
+    name for name in env_names() if name.lower() not in _LOCAL_ONLY
 }
 CONTAINER_ENV = {name: os.environ[name] for name in sorted(_FORWARDED) if name in os.environ}
 
