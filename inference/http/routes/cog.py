@@ -34,6 +34,7 @@ from inference.http.protocols import (
     protocol_route,
     to_job,
 )
+from inference.http.shared_body import shared_json
 from inference.predictions import Prediction, new_id
 from inference.predictions.envelopes import cog_accepted, cog_envelope
 from inference.predictions.record import ID_PATTERN
@@ -100,7 +101,7 @@ async def _answer(store: PredictionStore, prediction: Prediction, prefer: str | 
         return JSONResponse(cog_accepted(prediction), status_code=202)
     while not prediction.done:
         prediction = await store.wait(prediction.id, SYNC_WAIT_S) or prediction
-    return JSONResponse(cog_envelope(prediction))
+    return shared_json(lambda uri: cog_envelope(prediction, uri=uri))
 
 
 async def _create(
@@ -178,7 +179,7 @@ async def get_prediction(prediction_id: str, store: StoreDep) -> Response:
     prediction = await store.get(prediction_id)
     if prediction is None:
         raise StarletteHTTPException(404, f"prediction {prediction_id!r} not found")
-    return JSONResponse(cog_envelope(prediction))
+    return shared_json(lambda uri: cog_envelope(prediction, uri=uri))
 
 
 @predictions.post("/predictions/{prediction_id}/cancel", responses=NOT_FOUND)
@@ -187,7 +188,7 @@ async def cancel_prediction(prediction_id: str, store: StoreDep) -> Response:
     prediction = await store.cancel(prediction_id)
     if prediction is None:
         raise StarletteHTTPException(404, f"prediction {prediction_id!r} not found")
-    return JSONResponse(cog_envelope(prediction))
+    return shared_json(lambda uri: cog_envelope(prediction, uri=uri))
 
 
 @router.get("/health-check")
