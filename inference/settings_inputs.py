@@ -89,6 +89,15 @@ class InputSettings(BaseModel):
         "addresses (checked after DNS resolution); off by default.",
     )
 
+    max_blocking_workers: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Threads that validate requests carrying images (decoding, resizing, "
+        "fetching image URLs) off the event loop; more waiting requests queue for them. A "
+        "pool of its own: slow image hosts never delay encoding results or the model.",
+    )
+
     @field_validator("lora_allowed_hosts", mode="before")
     @classmethod
     def _hosts(cls, value: object) -> object:

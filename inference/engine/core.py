@@ -56,7 +56,7 @@ class Engine:
             model,
             self.stats,
             stopped=lambda: self.phase == "stopped",
-            not_ready=self._not_ready,
+            not_ready=self.not_ready,
             timed_out=self.batcher.timeout_error,
         )
 
@@ -164,7 +164,7 @@ class Engine:
             self.phase = "stopped"
         for ticket in self.batcher.close():
             if ticket.future.set_running_or_notify_cancel():
-                ticket.future.set_exception(self._not_ready())
+                ticket.future.set_exception(self.not_ready())
         worker = self._worker
         if serving and worker is not None and worker is not threading.current_thread():
             worker.join(timeout=30)
@@ -181,11 +181,11 @@ class Engine:
 
     def _enqueue(self, job: Job, progress: Progress | None, preview: Preview | None) -> Ticket:
         if self.phase != "ready":
-            raise self._not_ready()
+            raise self.not_ready()
         try:
             ticket = self.batcher.put(job, self.model.batch_key(job), progress, preview)
         except Closed:
-            raise self._not_ready() from None
+            raise self.not_ready() from None
         with self._lock:
             self._in_flight += 1
         ticket.future.add_done_callback(self._finished)
@@ -197,7 +197,9 @@ class Engine:
             if not self._in_flight:
                 self._idle.notify_all()
 
-    def _not_ready(self) -> NotReady:
+    def not_ready(self) -> NotReady:
+        """Why a request is refused now: the one wording of "loading", "failed to load" and
+        "shutting down", which every front door renders in its own shape."""
         if self.phase == "failed":
             return NotReady(f"the model failed to load: {self.load_error}", permanent=True)
         if self.phase in ("draining", "stopped"):

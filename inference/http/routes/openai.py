@@ -11,7 +11,6 @@ OpenAI's shape by ``OpenAIRoute``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -105,7 +104,7 @@ async def generations(
 ) -> Response:
     """OpenAI's image generation: ImagesResponse JSON, or server-sent events with stream=true."""
     params = parse_params(await request.body())
-    job = service.job(params.native())
+    job = await service.job_async(params.native())
     return await _answer(request, service, settings, store, params, job, "image_generation")
 
 
@@ -139,8 +138,8 @@ async def edits(
         )
     parts = await read_form(request, MAX_EDIT_FILES, MAX_EDIT_PARTS, settings)
     params = parse_edit(parts)
-    # Decoding the image and mask is CPU work: off the event loop, as /predict does it.
-    job = await asyncio.to_thread(lambda: service.job(params.native_edit(settings)))
+    # OpenAI's mask becomes ours by reading pixels: blocking work, in the service's pool.
+    job = await service.job_async(await service.run_blocking(params.native_edit, settings))
     return await _answer(request, service, settings, store, params, job, "image_edit")
 
 
