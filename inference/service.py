@@ -15,7 +15,7 @@ from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from inference import __version__
+from inference import __version__, blocking
 from inference.cache import ResultCache, model_identity
 from inference.engine import Engine, EngineStats
 from inference.engine.batcher import Preview, Progress
@@ -145,17 +145,13 @@ class Service:
         progress: Progress | None = None,
         preview: Preview | None = None,
     ) -> GenerateResult:
-        """Blocking: validate, queue, wait for the batch, encode. Safe from any thread.
+        """Blocking ``submit``, for callers without an event loop; safe from any thread.
 
         ``progress(step, total)`` follows this request's batch (on the engine's thread);
         ``preview(step, total, render)`` too, where the model offers previews
         (``engine.previews``). A result served from the cache runs neither.
         """
-        job = request if isinstance(request, Job) else self.job(request)
-        key = self._cache_key(job)
-        if key is None or self.cache is None:
-            return self.engine.run(job, progress, preview)
-        return self.cache.run(key, lambda: self.engine.run(job, progress, preview))
+        return blocking.run(self.submit(request, progress, preview))
 
     async def submit(
         self,
