@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from inference.results import GenerateResult
+from inference.errors import ContentFlagged
+from inference.results import GenerateResult, unflagged
 from inference.schema import Job
 
 Status = Literal["starting", "processing", "succeeded", "failed", "canceled"]
@@ -125,10 +126,17 @@ class Prediction:
         if self.done and self.status != "succeeded":
             return []
         now = now or time.time()
+        try:
+            kept = unflagged(result)  # Replicate's and Cog's models leave flagged images out
+        except ContentFlagged as exc:
+            return [*self.start(now), *self.fail(exc.message, now)]
         events = self.start(now)
+        if self.status != "succeeded":
+            for i in sorted(set(range(len(result.images))) - {i for i, _ in kept}):
+                self.log(f"NSFW content detected in image {i}")
         self.outputs = [
             Output(f"out-{i}.{image.format}", image.media_type, image.data)
-            for i, image in enumerate(result.images)
+            for i, (_, image) in enumerate(kept)
         ]
         timings = result.timings
         self.metrics = {

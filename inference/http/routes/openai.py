@@ -27,10 +27,11 @@ from inference.http.errors import ClientDisconnected
 from inference.http.forms import read_form
 from inference.http.image_store import ImageStore, get_image_store
 from inference.http.openai_params import EditParams, GenerationParams, parse_edit, parse_params
-from inference.http.openai_shapes import OpenAIError, content_policy, from_domain
+from inference.http.openai_shapes import OpenAIError, from_domain
 from inference.http.openai_stream import EventKind, b64, cache_header, stream_images
 from inference.http.openapi import IMAGE_FILE, event_stream, protocol_errors
 from inference.http.routes.predict import until_disconnect
+from inference.results import unflagged
 from inference.schema import Job
 from inference.service import Service
 from inference.settings import Settings
@@ -158,12 +159,9 @@ async def _answer(
     if params.stream:
         return await stream_images(service, job, params, created, kind)
     result = await until_disconnect(request, service.submit(job))
-    kept = [image for image in result.images if not image.nsfw]
-    if not kept:
-        raise content_policy(len(result.images))
     base = settings.public_url or str(request.base_url).rstrip("/")
     data = []
-    for image in kept:
+    for _, image in unflagged(result):
         item: dict[str, Any] = {"seed": image.seed}
         if params.response_format == "url":
             item["url"] = f"{base}/v1/images/files/{store.put(image.data, image.media_type)}"
