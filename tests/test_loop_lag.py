@@ -15,6 +15,7 @@ on the loop reaches (the slow host's 5 s).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.server
 import io
@@ -31,6 +32,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from inference.settings import Settings
+from tests.conftest import make_service
 from tests.servers import ROOT, free_port, output, server_process
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="one monotonic clock")
@@ -211,3 +214,39 @@ def test_replicate_and_cog_data_uris_cost_the_loop_only_their_json(
         stalls = under_load(url, process, echoing)["stalls"]
         assert max((cpu for _, cpu in stalls), default=0.0) <= MAX_ECHO_CPU_MS, stalls
         assert max((late for late, _ in stalls), default=0.0) <= MAX_STALL_MS, stalls
+
+
+def test_validation_with_images_runs_in_the_bounded_pool_and_nowhere_else() -> None:
+    """``Service.job_async``: requests with images in ``MAX_BLOCKING_WORKERS`` threads of the
+    service's own pool, at most that many at once; requests without images on the loop."""
+    service = make_service(max_blocking_workers=2)
+    threads: list[str] = []
+    running, most = 0, 0
+    lock = threading.Lock()
+    validate = service.validator.job
+
+    def watched(request: Any) -> Any:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+            threads.append(threading.current_thread().name)
+        time.sleep(0.2)
+        with lock:
+            running -= 1
+        return validate(request)
+
+    service.validator.job = watched  # type: ignore[method-assign]
+    image = {**SMALL, "image": png(np.full((64, 64, 3), 90, dtype=np.uint8))}
+
+    async def validate_all() -> None:
+        await asyncio.gather(*(service.job_async(image) for _ in range(5)))
+        await service.job_async(SMALL)
+
+    try:
+        asyncio.run(validate_all())
+    finally:
+        service.stop()
+    assert Settings().max_blocking_workers == 8
+    assert all(name.startswith("request-io") for name in threads[:5]), threads
+    assert threads[5] == "MainThread" and most == 2
