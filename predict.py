@@ -28,6 +28,7 @@ from inference.errors import InferenceError
 from inference.logs import configure_logging
 from inference.lora.trained import is_url, trained_weights
 from inference.lora_spec import parse_one
+from inference.results import unflagged
 from inference.service import Service
 from inference.settings import Settings
 
@@ -167,22 +168,17 @@ class Predictor(BasePredictor):
         }
         try:
             result = await self.service.submit(request)
+            self.record_metric("seed", result.seed)
+            self.record_metric("batch_size", result.batch_size)
+            self.record_metric("model", result.model)
+            print(f"seed={result.seed} batch_size={result.batch_size} model={result.model}")
+            kept = unflagged(result)  # flagged images left out, as Replicate's own models do
         except InferenceError as exc:  # Cog shows the message; our traceback would add noise
             raise (ValueError if isinstance(exc, ValueError) else RuntimeError)(
                 exc.message
             ) from None
-        self.record_metric("seed", result.seed)
-        self.record_metric("batch_size", result.batch_size)
-        self.record_metric("model", result.model)
-        print(f"seed={result.seed} batch_size={result.batch_size} model={result.model}")
-        # Images the model's safety checker flagged are left out, as Replicate's own SD models do.
-        kept = [image.data for image in result.images if not image.nsfw]
-        if not kept:
-            raise RuntimeError(
-                f"the safety checker flagged all {len(result.images)} images; "
-                "try another prompt or seed"
-            )
-        return await asyncio.to_thread(self._write, kept, result.images[0].format)
+        images = [image.data for _, image in kept]
+        return await asyncio.to_thread(self._write, images, result.images[0].format)
 
     def _loras(self, weights: str | None, scale: float) -> list[dict[str, object]] | None:
         """Replicate's ``lora_weights``/``lora_scale`` as the request's ``loras``: no weights

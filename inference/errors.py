@@ -92,6 +92,17 @@ class ModelError(InferenceError):
     code = "model_error"
 
 
+class ContentFlagged(InferenceError):
+    """The safety checker flagged every image of a result, and the protocol leaves flagged
+    images out (``results.unflagged``): nothing is left to return."""
+
+    code = "content_flagged"
+
+    def __init__(self, message: str, total: int) -> None:
+        super().__init__(message)
+        self.total = total
+
+
 class ModelLoadError(InferenceError):
     """The model could not be loaded: bad path, missing weights, unsafe format."""
 

@@ -1,8 +1,8 @@
 """The result cache: a request that gives its seed is a pure function of its job, so its result
 can be served again without the model.
 
-It sits in the service (``Service.generate``/``submit``), so every front door benefits: HTTP,
-the OpenAI route, the UI, Cog, Modal, batch jobs and the CLI.
+It sits in the service (``Service.submit``, which ``generate`` runs too), so every front door
+benefits: HTTP, the OpenAI route, the UI, Cog, Modal, batch jobs and the CLI.
 
 - **Key**: the model's identity (class, name, weights revision, safety checker) and the fully
   resolved ``Job`` (every field, the output format and each image's seed included). A job whose
@@ -81,26 +81,6 @@ class ResultCache:
                 self._land(key, result, None)
                 return _copy(result, "miss")
             shared = await _wait(claim)
-            if shared is not None:
-                self._count_hit()
-                return _copy(shared, "hit", started)
-
-    def run(self, key: Hashable, compute: Callable[[], GenerateResult]) -> GenerateResult:
-        """Blocking ``submit``."""
-        started = time.monotonic()
-        while True:
-            claim = self._claim(key)
-            if isinstance(claim, GenerateResult):
-                return _copy(claim, "hit", started)
-            if claim is None:
-                try:
-                    result = compute()
-                except BaseException as exc:
-                    self._land(key, None, exc)
-                    raise
-                self._land(key, result, None)
-                return _copy(result, "miss")
-            shared = claim.result()  # the computing caller's own deadline bounds this wait
             if shared is not None:
                 self._count_hit()
                 return _copy(shared, "hit", started)

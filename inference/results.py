@@ -10,7 +10,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
+from inference.errors import ContentFlagged
 from inference.schema import OutputFormat
+
+#: What Replicate's own Stable Diffusion models (cog-sdxl) fail with when the safety checker
+#: flagged every output; their clients may match on it.
+ALL_FLAGGED = "NSFW content detected. Try running it again, or try a different prompt."
 
 
 def _b64decode(value: Any) -> Any:
@@ -63,6 +68,18 @@ class GenerateResult(BaseModel):
         "at the same time); miss: computed and cached; null: not cacheable (no seed given, or "
         "RESULT_CACHE_MB=0).",
     )
+
+
+def unflagged(result: GenerateResult) -> list[tuple[int, GeneratedImage]]:
+    """The result policy of the protocols whose clients expect no blacked-out image (Cog,
+    Replicate, OpenAI): the images the safety checker passed, each with its index in the
+    result. Raises ``ContentFlagged`` when it flagged every one. The native API, the UI, batch
+    jobs and the CLI keep every image and say which were flagged (``nsfw``) instead; the table
+    "Result policy" in docs/architecture.md has every protocol's rendering."""
+    kept = [(i, image) for i, image in enumerate(result.images) if not image.nsfw]
+    if not kept:
+        raise ContentFlagged(ALL_FLAGGED, len(result.images))
+    return kept
 
 
 class BatchItemError(BaseModel):

@@ -11,10 +11,11 @@ requests that give a seed are reused through ``cache.ResultCache``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable, Mapping
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
-from inference import __version__
+from inference import __version__, blocking
 from inference.engine import Engine, EngineStats
 from inference.engine.batcher import Preview, Progress
 from inference.engine.core import BatchListener, Phase, StepListener
@@ -26,6 +27,7 @@ from inference.settings import Settings
 from inference.validation import Validator
 
 Request = GenerateRequest | Mapping[str, Any]
+T = TypeVar("T")
 
 
 class Service:
@@ -37,6 +39,9 @@ class Service:
         self.validator = Validator(model, self.settings)
         cache_bytes = int(self.settings.result_cache_mb * 2**20)
         self.cache = ResultCache(cache_bytes) if cache_bytes > 0 else None
+        self._blocking = ThreadPoolExecutor(
+            self.settings.max_blocking_workers, thread_name_prefix="request-io"
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Service:
@@ -72,6 +77,12 @@ class Service:
     def ready(self) -> bool:
         return self.engine.ready
 
+    def require_ready(self) -> None:
+        """Raise the engine's ``NotReady`` unless it serves: for front doors that must refuse
+        before anything is queued (a prediction is created only once the model is loaded)."""
+        if not self.ready:
+            raise self.engine.not_ready()
+
     @property
     def load_error(self) -> str | None:
         return self.engine.load_error
@@ -101,8 +112,33 @@ class Service:
     # -- requests ----------------------------------------------------------------------------
 
     def job(self, request: Request) -> Job:
-        """The request validated into a job (raises ``InvalidRequest`` naming the field)."""
+        """The request validated into a job (raises ``InvalidRequest`` naming the field).
+
+        Blocking: an image is decoded and resized, an image URL fetched. Async code awaits
+        ``job_async`` instead."""
         return self.validator.job(request)
+
+    async def job_async(self, request: Request | Job) -> Job:
+        """``job`` for async front doors, the one place that keeps validation off the loop.
+
+        A request carrying images or adapters is validated in the blocking pool
+        (MAX_BLOCKING_WORKERS): decoding a 7 MB upload, waiting on a slow image host or
+        downloading an adapter would otherwise stall every request on the server. The pool is
+        the service's own: the default executor encodes results and the engine's thread runs
+        the model, and neither may wait behind a slow host. Any other request validates in
+        microseconds, on the loop. Cancelling the awaiting task abandons the request; a
+        validation already running finishes unread.
+        """
+        if isinstance(request, Job):
+            return request
+        if not validates_slowly(request, self.settings):
+            return self.job(request)
+        return await self.run_blocking(self.job, request)
+
+    async def run_blocking(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)`` in the blocking pool: for a protocol's own translation that reads
+        pixels before the request exists (OpenAI's mask), under the same bound as validation."""
+        return await asyncio.get_running_loop().run_in_executor(self._blocking, work, *args)
 
     def generate(
         self,
@@ -110,17 +146,13 @@ class Service:
         progress: Progress | None = None,
         preview: Preview | None = None,
     ) -> GenerateResult:
-        """Blocking: validate, queue, wait for the batch, encode. Safe from any thread.
+        """Blocking ``submit``, for callers without an event loop; safe from any thread.
 
         ``progress(step, total)`` follows this request's batch (on the engine's thread);
         ``preview(step, total, render)`` too, where the model offers previews
         (``engine.previews``). A result served from the cache runs neither.
         """
-        job = request if isinstance(request, Job) else self.job(request)
-        key = self._cache_key(job)
-        if key is None or self.cache is None:
-            return self.engine.run(job, progress, preview)
-        return self.cache.run(key, lambda: self.engine.run(job, progress, preview))
+        return blocking.run(self.submit(request, progress, preview))
 
     async def submit(
         self,
@@ -128,18 +160,9 @@ class Service:
         progress: Progress | None = None,
         preview: Preview | None = None,
     ) -> GenerateResult:
-        """Async ``generate``; cancelling the awaiting task abandons the request.
-
-        A request with an image or adapters is validated in a worker thread: decoding and
-        resizing an upload, fetching an image URL or downloading an adapter would otherwise
-        stall every other request on the loop.
-        """
-        if isinstance(request, Job):
-            job = request
-        elif validates_slowly(request, self.settings):
-            job = await asyncio.to_thread(self.job, request)
-        else:
-            job = self.job(request)
+        """Async ``generate``, validating through ``job_async``; cancelling the awaiting task
+        abandons the request."""
+        job = await self.job_async(request)
         key = self._cache_key(job)
         if key is None or self.cache is None:
             return await self.engine.submit(job, progress, preview)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.models.base import ProgressCallback
+from inference.models.base import ModelImage, ProgressCallback
 from inference.models.mock import MockModel
 from inference.schema import Job
 from inference.settings import Settings
@@ -90,3 +90,13 @@ class SleepyModel(SlowStepsModel):
     def __init__(self, weights_path: Path | None = None, settings: Settings | None = None) -> None:
         super().__init__(step_s=0.05)
         self.weights_path = weights_path
+
+
+class FlaggingModel(MockModel):
+    """Reports each image whose seed is odd as flagged by a safety checker."""
+
+    def generate(self, jobs, progress=None):  # type: ignore[no-untyped-def]
+        outputs = super().generate(jobs, progress)
+        seeds = [seed for job in jobs for seed in job.seeds]
+        flags = iter([seed % 2 == 1 for seed in seeds])
+        return [[ModelImage(pixels, next(flags)) for pixels in images] for images in outputs]

@@ -87,14 +87,21 @@ def test_the_cache_holds_at_most_its_bytes_least_recently_used_first() -> None:
         return GenerateResult(images=[image], seed=0, model="m", batch_size=1, timings=timings)
 
     cache = ResultCache(max_bytes=250)
+
+    def run(key: str, size: int) -> GenerateResult:
+        async def compute() -> GenerateResult:
+            return result(size)
+
+        return asyncio.run(cache.submit(key, compute))
+
     for key in "abc":
-        cache.run(key, lambda: result(100))
+        run(key, 100)
     assert len(cache) == 2 and cache.bytes == 200  # "a" went to make room for "c"
-    assert cache.run("b", lambda: result(100)).cache == "hit"  # "b" is now the most recent
-    cache.run("d", lambda: result(100))
-    assert cache.run("b", lambda: result(100)).cache == "hit"
-    assert cache.run("c", lambda: result(100)).cache == "miss"  # "c" was the oldest
-    cache.run("huge", lambda: result(1000))
+    assert run("b", 100).cache == "hit"  # "b" is now the most recent
+    run("d", 100)
+    assert run("b", 100).cache == "hit"
+    assert run("c", 100).cache == "miss"  # "c" was the oldest
+    run("huge", 1000)
     assert "huge" not in cache._entries and cache.bytes <= 250
 
 

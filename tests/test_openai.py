@@ -23,11 +23,11 @@ from inference.codec import decode  # noqa: E402
 from inference.http.app import create_app  # noqa: E402
 from inference.http.protocols.openai.image_store import ImageStore  # noqa: E402
 from inference.http.protocols.openai.shapes import partial_steps  # noqa: E402
-from inference.models.base import ModelImage  # noqa: E402
 from inference.models.mock import MockModel  # noqa: E402
 from inference.schema import GenerateRequest  # noqa: E402
 from inference.service import Service  # noqa: E402
 from inference.settings import Settings  # noqa: E402
+from tests.fakes import FlaggingModel  # noqa: E402
 from tests.servers import serving_in_thread  # noqa: E402
 
 TOKEN = "s3cret"
@@ -262,16 +262,6 @@ def test_a_model_that_failed_to_load_is_a_503_before_any_stream() -> None:
             assert raised.value.status_code == 503
             assert raised.value.code == "model_not_ready" and raised.value.type == "server_error"
             assert raised.value.response.headers["x-should-retry"] == "false"  # it never loads
-
-
-class FlaggingModel(MockModel):
-    """Reports each image whose seed is odd as flagged by a safety checker."""
-
-    def generate(self, jobs, progress=None):  # type: ignore[no-untyped-def]
-        outputs = super().generate(jobs, progress)
-        seeds = [seed for job in jobs for seed in job.seeds]
-        flags = iter([seed % 2 == 1 for seed in seeds])
-        return [[ModelImage(pixels, next(flags)) for pixels in images] for images in outputs]
 
 
 def test_flagged_images_are_left_out_and_none_left_is_a_content_policy_error() -> None:

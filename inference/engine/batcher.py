@@ -150,10 +150,16 @@ class Batcher:
             if live:
                 return live
 
-    def done(self, batch: list[Ticket], seconds: float | None) -> None:
-        """Record a finished batch: its duration (None if it failed) and whether it had company."""
+    def done(self, batch: list[Ticket], seconds: float | None, started: float) -> None:
+        """Record a finished batch that started at ``started`` (monotonic): its duration (None
+        if it failed) and whether it had company.
+
+        Company is a request that arrived while the batch ran, not one sent after its result:
+        a lone caller's next request can reach the queue before this is called."""
+        ended = started + seconds if seconds is not None else time.monotonic()
         with self._cond:
-            self._company_likely = len(batch) > 1 or bool(self._pending)
+            arrived = any(ticket.enqueued <= ended for ticket in self._pending)
+            self._company_likely = len(batch) > 1 or arrived
             if seconds is not None:
                 self._mean_batch_s = (
                     seconds if not self._mean_batch_s else 0.8 * self._mean_batch_s + 0.2 * seconds

@@ -56,7 +56,7 @@ class Engine:
             model,
             self.stats,
             stopped=lambda: self.phase == "stopped",
-            not_ready=self._not_ready,
+            not_ready=self.not_ready,
             timed_out=self.batcher.timeout_error,
         )
 
@@ -164,7 +164,7 @@ class Engine:
             self.phase = "stopped"
         for ticket in self.batcher.close():
             if ticket.future.set_running_or_notify_cancel():
-                ticket.future.set_exception(self._not_ready())
+                ticket.future.set_exception(self.not_ready())
         worker = self._worker
         if serving and worker is not None and worker is not threading.current_thread():
             worker.join(timeout=30)
@@ -181,11 +181,11 @@ class Engine:
 
     def _enqueue(self, job: Job, progress: Progress | None, preview: Preview | None) -> Ticket:
         if self.phase != "ready":
-            raise self._not_ready()
+            raise self.not_ready()
         try:
             ticket = self.batcher.put(job, self.model.batch_key(job), progress, preview)
         except Closed:
-            raise self._not_ready() from None
+            raise self.not_ready() from None
         with self._lock:
             self._in_flight += 1
         ticket.future.add_done_callback(self._finished)
@@ -197,17 +197,19 @@ class Engine:
             if not self._in_flight:
                 self._idle.notify_all()
 
-    def _not_ready(self) -> NotReady:
+    def not_ready(self) -> NotReady:
+        """Why a request is refused now: the one wording of "loading", "failed to load" and
+        "shutting down", which every front door renders in its own shape."""
         if self.phase == "failed":
             return NotReady(f"the model failed to load: {self.load_error}", permanent=True)
         if self.phase in ("draining", "stopped"):
             return NotReady("the server is shutting down; retry on another replica or later")
         return NotReady("the model is still loading; retry when GET /ready answers 200")
 
-    def run(
+    def queue(
         self, job: Job, progress: Progress | None = None, preview: Preview | None = None
-    ) -> GenerateResult:
-        """Blocking: queue, wait for the batch, encode. Safe from any thread.
+    ) -> Pending:
+        """Queue ``job``: the one way in, for callers of both worlds (``run``, ``submit``).
 
         ``progress(step, total)`` is called on the worker thread after each step of the batch
         that holds this job; it must be quick, and an exception in it is logged, never raised.
@@ -216,45 +218,29 @@ class Engine:
         """
         started = time.monotonic()
         ticket = self._enqueue(job, progress, preview)
-        try:
-            output = ticket.future.result(timeout=max(0.0, ticket.deadline - time.monotonic()))
-        except concurrent.futures.TimeoutError:
-            self.batcher.abandon(ticket)
-            raise self.batcher.timeout_error() from None
-        except BaseException:
-            self.batcher.abandon(ticket)
-            raise
-        return encode_result(job, output, self.model.name, started)
+        return Pending(
+            ticket,
+            self.batcher,
+            lambda output: encode_result(job, output, self.model.name, started),
+        )
+
+    def run(
+        self, job: Job, progress: Progress | None = None, preview: Preview | None = None
+    ) -> GenerateResult:
+        """Blocking ``queue(...).result()``; safe from any thread."""
+        return self.queue(job, progress, preview).result()
 
     async def submit(
         self, job: Job, progress: Progress | None = None, preview: Preview | None = None
     ) -> GenerateResult:
-        """Async: like ``run`` without blocking the event loop.
-
-        Cancelling the awaiting task (a client that disconnected, a cancelled prediction)
-        abandons the request: it leaves the queue at once, or its batch stops between two steps
-        once every request in it is abandoned; the others in its batch are not disturbed.
-        """
-        started = time.monotonic()
-        ticket = self._enqueue(job, progress, preview)
-        try:
-            output = await asyncio.wait_for(
-                asyncio.wrap_future(ticket.future),
-                timeout=max(0.0, ticket.deadline - time.monotonic()),
-            )
-        except TimeoutError:
-            self.batcher.abandon(ticket)
-            raise self.batcher.timeout_error() from None
-        except BaseException:
-            self.batcher.abandon(ticket)
-            raise
-        return await asyncio.to_thread(encode_result, job, output, self.model.name, started)
+        """``await queue(...).wait()``: cancelling the awaiting task abandons the request."""
+        return await self.queue(job, progress, preview).wait()
 
     # -- the worker --------------------------------------------------------------------------
 
     def _serve(self) -> None:
         while (batch := self.batcher.take()) is not None:
-            seconds = None
+            seconds, started = None, time.monotonic()
             try:
                 seconds = self.calls.run(batch)
             except Exception:  # a bug outside the model call must not end the worker
@@ -264,4 +250,49 @@ class Engine:
                     if not ticket.future.done():
                         ticket.future.set_exception(error)
             finally:
-                self.batcher.done(batch, seconds)
+                self.batcher.done(batch, seconds, started)
+
+
+class Pending:
+    """A queued job, awaited (``wait``) or blocked on (``result``) over one ticket's future.
+
+    Both give up at the request's deadline (REQUEST_TIMEOUT_S) and abandon the request when
+    their caller does: it leaves the queue at once, or its batch stops between two steps once
+    every request in it is abandoned; the others in its batch are not disturbed. Encoding runs
+    off the event loop for an awaiting caller, on the caller's thread for a blocking one.
+    """
+
+    def __init__(
+        self, ticket: Ticket, batcher: Batcher, encode: Callable[[Output], GenerateResult]
+    ) -> None:
+        self.ticket = ticket
+        self.batcher = batcher
+        self.encode = encode
+
+    def _left_s(self) -> float:
+        return max(0.0, self.ticket.deadline - time.monotonic())
+
+    def result(self) -> GenerateResult:
+        try:
+            output = self.ticket.future.result(timeout=self._left_s())
+        except concurrent.futures.TimeoutError:
+            raise self._timed_out() from None
+        except BaseException:
+            self.batcher.abandon(self.ticket)
+            raise
+        return self.encode(output)
+
+    async def wait(self) -> GenerateResult:
+        future = asyncio.wrap_future(self.ticket.future)
+        try:
+            output = await asyncio.wait_for(future, timeout=self._left_s())
+        except TimeoutError:
+            raise self._timed_out() from None
+        except BaseException:
+            self.batcher.abandon(self.ticket)
+            raise
+        return await asyncio.to_thread(self.encode, output)
+
+    def _timed_out(self) -> Exception:
+        self.batcher.abandon(self.ticket)
+        return self.batcher.timeout_error()

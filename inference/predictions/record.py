@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from inference.results import GenerateResult
+from inference.errors import ContentFlagged
+from inference.results import GenerateResult, unflagged
 from inference.schema import Job
 
 Status = Literal["starting", "processing", "succeeded", "failed", "canceled"]
@@ -74,6 +75,10 @@ class Prediction:
     metrics: dict[str, Any] = field(default_factory=dict)
     #: Bytes the store counts for this prediction before its images exist.
     reserved_bytes: int = 0
+    #: The input's size as JSON, measured once (-1: not yet): the store sums every
+    #: prediction's size on each creation, and re-serialising a 9 MB image input each time
+    #: held the event loop for 80 ms per stored prediction.
+    input_bytes: int = -1
     #: Bumped by the store on every change, so a reader can wait for the next one.
     revision: int = 0
 
@@ -85,10 +90,10 @@ class Prediction:
     def size_bytes(self) -> int:
         """What this prediction holds: input, logs and images (or the images' reservation)."""
         images = sum(len(o.data) for o in self.outputs or ())
+        if self.input_bytes < 0:
+            self.input_bytes = json_size(self.input)
         return (
-            len(json.dumps(self.input, default=str))
-            + len(self.logs)
-            + max(images, 0 if self.done else self.reserved_bytes)
+            self.input_bytes + len(self.logs) + max(images, 0 if self.done else self.reserved_bytes)
         )
 
     def copy(self) -> Prediction:
@@ -121,10 +126,17 @@ class Prediction:
         if self.done and self.status != "succeeded":
             return []
         now = now or time.time()
+        try:
+            kept = unflagged(result)  # Replicate's and Cog's models leave flagged images out
+        except ContentFlagged as exc:
+            return [*self.start(now), *self.fail(exc.message, now)]
         events = self.start(now)
+        if self.status != "succeeded":
+            for i in sorted(set(range(len(result.images))) - {i for i, _ in kept}):
+                self.log(f"NSFW content detected in image {i}")
         self.outputs = [
             OutputFile(f"out-{i}.{image.format}", image.media_type, image.data)
-            for i, image in enumerate(result.images)
+            for i, (_, image) in enumerate(kept)
         ]
         timings = result.timings
         self.metrics = {
@@ -217,3 +229,16 @@ def progress_line(step: int, total: int, elapsed_s: float) -> str:
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes:02d}:{secs:02d}"
+
+
+def json_size(value: Any) -> int:
+    """About the bytes ``value`` takes as JSON, without writing it: a string counts its
+    characters (escapes are not counted). Serialising a 9 MB image string is one C call that
+    holds the GIL for ~80 ms, in whatever thread it runs, and a budget needs no exact figure."""
+    if isinstance(value, str):
+        return len(value) + 2
+    if isinstance(value, dict):
+        return 2 + sum(json_size(str(k)) + 1 + json_size(v) + 1 for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return 2 + sum(json_size(v) + 1 for v in value)
+    return len(json.dumps(value, default=str))

@@ -124,6 +124,15 @@ class InputSettings(BaseModel):
         description="Fetch image URLs that resolve to private, loopback or link-local "
         "addresses (checked after DNS resolution); off by default. Was IMAGE_URL_ALLOW_PRIVATE.",
     )
+    max_blocking_workers: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Threads that validate requests carrying images or adapters (decoding, "
+        "resizing, fetching image URLs, downloading adapters) off the event loop; more waiting "
+        "requests queue for them. A pool of its own: slow hosts never delay encoding results "
+        "or the model.",
+    )
 
     @field_validator("default_loras", mode="before")
     @classmethod

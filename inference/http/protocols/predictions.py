@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from inference.errors import InvalidRequest, NotReady
+from inference.errors import InvalidRequest
 from inference.http.errors import unparsable_body
 from inference.predictions import EVENTS, Prediction, PredictionStore
 from inference.predictions.record import ID_PATTERN, Event, Protocol
@@ -95,22 +95,14 @@ def base_url(request: Request, settings: Settings) -> str:
     return (settings.public_url or str(request.base_url)).rstrip("/")
 
 
-def require_ready(service: Service) -> None:
-    """Predictions are accepted once the model is loaded (defaults may come from it)."""
-    if service.ready:
-        return
-    if service.load_error is not None:
-        raise NotReady(f"the model failed to load: {service.load_error}", permanent=True)
-    raise NotReady("the model is still loading; retry when GET /ready answers 200")
-
-
-def to_job(service: Service, given: dict[str, Any]) -> tuple[Job, list[str]]:
+async def to_job(service: Service, given: dict[str, Any]) -> tuple[Job, list[str]]:
     """The input as a job, and the unknown keys dropped from it (Cog and Replicate drop them
-    too); an ``InvalidRequest`` names the field as ``input.<name>``."""
-    require_ready(service)
+    too); an ``InvalidRequest`` names the field as ``input.<name>``. Predictions are accepted
+    once the model is loaded (defaults may come from it)."""
+    service.require_ready()
     known = {k: v for k, v in given.items() if k in GenerateRequest.model_fields}
     try:
-        job = service.job(known)
+        job = await service.job_async(known)
     except InvalidRequest as exc:
         errors = [{**e, "field": f"input.{e['field']}"} for e in exc.errors]
         raise InvalidRequest(errors[0]["field"], exc.message, errors) from None

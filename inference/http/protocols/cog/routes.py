@@ -94,7 +94,7 @@ async def _create(
     # The request is checked first: an id already known answers its prediction only for a
     # request that could have created it.
     await check_webhook(body.webhook, settings)
-    job, unknown = to_job(service, body.input)
+    job, unknown = await to_job(service, body.input)
     if (existing := await store.get(prediction_id)) is not None:
         return await _answer(store, existing, prefer)
     prediction = new_prediction(

@@ -11,7 +11,6 @@ shape (``shapes.ERRORS``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Annotated, Any
@@ -29,8 +28,9 @@ from inference.http.protocols.openai.params import (
     parse_edit,
     parse_params,
 )
-from inference.http.protocols.openai.shapes import ERRORS, OpenAIError, content_policy
+from inference.http.protocols.openai.shapes import ERRORS, OpenAIError
 from inference.http.protocols.openai.stream import EventKind, b64, cache_header, stream_images
+from inference.results import unflagged
 from inference.schema import Job
 from inference.service import Service
 from inference.settings import Settings
@@ -69,7 +69,7 @@ async def generations(
 ) -> Response:
     """OpenAI's image generation: ImagesResponse JSON, or server-sent events with stream=true."""
     params = parse_params(await request.body())
-    job = service.job(params.native())
+    job = await service.job_async(params.native())
     return await _answer(request, service, settings, store, params, job, "image_generation")
 
 
@@ -103,8 +103,8 @@ async def edits(
         )
     parts = await read_form(request, MAX_EDIT_FILES, MAX_EDIT_PARTS, settings)
     params = parse_edit(parts)
-    # Decoding the image and mask is CPU work: off the event loop, as /predict does it.
-    job = await asyncio.to_thread(lambda: service.job(params.native_edit(settings)))
+    # OpenAI's mask becomes ours by reading pixels: blocking work, in the service's pool.
+    job = await service.job_async(await service.run_blocking(params.native_edit, settings))
     return await _answer(request, service, settings, store, params, job, "image_edit")
 
 
@@ -123,12 +123,9 @@ async def _answer(
     if params.stream:
         return await stream_images(service, job, params, created, kind)
     result = await until_disconnect(request, service.submit(job))
-    kept = [image for image in result.images if not image.nsfw]
-    if not kept:
-        raise content_policy(len(result.images))
     base = settings.public_url or str(request.base_url).rstrip("/")
     data = []
-    for image in kept:
+    for _, image in unflagged(result):
         item: dict[str, Any] = {"seed": image.seed}
         if params.response_format == "url":
             item["url"] = f"{base}/v1/images/files/{store.put(image.data, image.media_type)}"

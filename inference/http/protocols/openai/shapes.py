@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inference.errors import (
+    ContentFlagged,
     InferenceError,
     InvalidRequest,
     ModelError,
@@ -73,6 +74,8 @@ def from_domain(exc: InferenceError) -> OpenAIError:
     for a full queue or a model still loading (after ``Retry-After``), not for a model that
     failed to load, failed on this request or ran out of time, which would fail again.
     """
+    if isinstance(exc, ContentFlagged):
+        return content_policy(exc.total)
     if isinstance(exc, InvalidRequest):
         param = PARAM_BY_FIELD.get(exc.field, exc.field)
         message = re.sub(r"\bnum_outputs\b", "n", exc.message)
@@ -142,7 +145,8 @@ ERRORS = ErrorShape(render_error, "application/json", OpenAIErrorEnvelope)
 
 
 def content_policy(total: int) -> OpenAIError:
-    """What OpenAI answers for refused content: here, the safety checker flagged every image."""
+    """What OpenAI answers for refused content (``ContentFlagged``): here, the safety checker
+    flagged every image."""
     return OpenAIError(
         400,
         f"the model's safety checker flagged all {total} images, so none is left to return; "

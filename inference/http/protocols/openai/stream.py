@@ -18,12 +18,11 @@ from inference.http.protocols.openai.params import GenerationParams
 from inference.http.protocols.openai.shapes import (
     NO_USAGE,
     OpenAIError,
-    content_policy,
     event,
     from_domain,
     partial_steps,
 )
-from inference.results import GenerateResult
+from inference.results import GenerateResult, unflagged
 from inference.schema import Job
 from inference.service import Service
 
@@ -95,9 +94,7 @@ def _completed(
     result: GenerateResult, common: dict[str, Any], identifier: str | None, kind: EventKind
 ) -> bytes:
     """Every completed event at once (so a content-policy error comes before any of them)."""
-    kept = [(i, image) for i, image in enumerate(result.images) if not image.nsfw]
-    if not kept:
-        raise content_policy(len(result.images))
+    kept = unflagged(result)
     extra = {"usage": NO_USAGE, **({"safety_identifier": identifier} if identifier else {})}
     return b"".join(
         event(

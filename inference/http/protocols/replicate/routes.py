@@ -110,7 +110,7 @@ async def _create(
         webhook, events = body.webhook_completed, ["completed"]
     await check_webhook(body.webhook, settings)
     await check_webhook(body.webhook_completed, settings, "webhook_completed")
-    job, unknown = to_job(service, body.input)
+    job, unknown = await to_job(service, body.input)
     prediction = new_prediction(
         "replicate",
         body.input,
