@@ -45,13 +45,15 @@ def safetensors_bytes(values: int = 4) -> bytes:
 
 class Site:
     """A local HTTP server: ``files`` by path, and per-path behaviours ("drip": one chunk of
-    ``drip_bytes`` every ``drip_s``; "truncate": fewer bytes than announced); counts hits."""
+    ``drip_bytes`` every ``drip_s``; "hold": half the file, then the rest once ``release`` is
+    set; "truncate": fewer bytes than announced); counts hits."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.behaviour: dict[str, str] = {}
         self.hits: list[str] = []
         self.dripping = threading.Event()
+        self.release = threading.Event()
         self.drip_s, self.drip_bytes = 0.2, 64
         site = self
 
@@ -75,6 +77,13 @@ class Site:
                             self.wfile.write(data[start : start + site.drip_bytes])
                             self.wfile.flush()
                             time.sleep(site.drip_s)
+                        site.dripping.clear()
+                    elif how == "hold":
+                        self.wfile.write(data[: len(data) // 2])
+                        self.wfile.flush()
+                        site.dripping.set()
+                        site.release.wait(60)
+                        self.wfile.write(data[len(data) // 2 :])
                         site.dripping.clear()
                     elif how == "truncate":
                         self.wfile.write(data[: len(data) // 2])
@@ -257,8 +266,7 @@ def test_a_slow_adapter_host_never_holds_up_unrelated_requests(site: Site, tmp_p
 
     adapter = mock_adapter(tmp_path / "slow.safetensors", gamma=0.05).read_bytes()
     site.files["/slow.safetensors"] = adapter
-    site.behaviour["/slow.safetensors"] = "drip"
-    site.drip_s, site.drip_bytes = 0.25, max(1, len(adapter) // 24)  # about 6 s in all
+    site.behaviour["/slow.safetensors"] = "hold"  # half the file, then nothing until released
     env = {
         "LORA_ALLOWED_HOSTS": "127.0.0.1",
         "LORA_ALLOW_PRIVATE_URLS": "1",
@@ -272,17 +280,20 @@ def test_a_slow_adapter_host_never_holds_up_unrelated_requests(site: Site, tmp_p
         def slow() -> None:
             lora = {"ref": f"http://127.0.0.1:{site.port}/slow.safetensors"}
             body = {**small, "seed": 1, "loras": [lora]}
-            answers["slow"] = httpx.post(f"{url}/predict", json=body, timeout=60)
+            answers["slow"] = httpx.post(f"{url}/predict", json=body, timeout=120)
 
         thread = threading.Thread(target=slow)
         thread.start()
-        assert site.dripping.wait(30), "the adapter download never started"
-        quick = httpx.post(f"{url}/predict", json={**small, "seed": 2}, timeout=60)
-        health = httpx.get(f"{url}/health-check", timeout=30)
-        still_dripping = site.dripping.is_set()
-        thread.join(60)
+        try:
+            assert site.dripping.wait(30), "the adapter download never started"
+            # The download is stuck until released: these answer only if nothing waits on it.
+            quick = httpx.post(f"{url}/predict", json={**small, "seed": 2}, timeout=60)
+            health = httpx.get(f"{url}/health-check", timeout=30)
+            assert "slow" not in answers, "the adapter request finished before its download"
+        finally:
+            site.release.set()
+            thread.join(90)
     assert quick.status_code == 200 and health.json()["status"] == "READY"
-    assert still_dripping, "the unrelated request only answered after the download"
     assert answers["slow"].status_code == 200, answers["slow"].text
 
 

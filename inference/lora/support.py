@@ -30,11 +30,16 @@ class Adapters:
         )
 
     def check(self, loras: Sequence[LoraAdapter]) -> None:
-        """Refuse, naming the adapter, what is wrong before any download; cached ones pass."""
+        """Refuse, naming the adapter, what is wrong; loaded ones pass, others are fetched now.
+
+        This runs while the request is validated (off the event loop, in the service's blocking
+        pool), so a slow adapter host holds up only its own request: the engine's one worker,
+        which every request shares, later finds the file on disk (``load``).
+        """
         loaded = {entry["ref"] for entry in self.cache.loaded()}
         for adapter in loras:
             if adapter.ref not in loaded:
-                self.sources.check(adapter.ref)
+                self.sources.fetch(adapter.ref)
 
     def load(
         self, loras: Sequence[LoraAdapter], read: Callable[[str, Path], Any]
