@@ -14,13 +14,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from inference.errors import InvalidRequest, NotReady
-from inference.http.errors import unparsable_body
+from inference.errors import InferenceError, InvalidRequest, NotReady
+from inference.http.bodies import BoundedBodyRoute
+from inference.http.errors import CLIENT_GONE, INTERNAL_ERROR, log_unexpected, unparsable_body
 from inference.predictions import EVENTS, Prediction, PredictionStore
 from inference.predictions.record import Event, Protocol
 from inference.predictions.store import LocalStore
@@ -40,7 +40,9 @@ class PredictionBody(BaseModel):
     input: dict[str, Any] = Field(default_factory=dict, description="The model's inputs.")
     webhook: str | None = Field(None, description="A URL to POST the prediction to.")
     webhook_events_filter: list[Event] | None = Field(
-        None, description="Which events call the webhook (default: all)."
+        None,
+        max_length=len(EVENTS),
+        description="Which events call the webhook (default: all).",
     )
 
 
@@ -75,11 +77,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.prediction_store = None
 
 
-def protocol_route(render_error: ErrorRenderer) -> type[APIRoute]:
+def protocol_route(render_error: ErrorRenderer) -> type[BoundedBodyRoute]:
     """A route class whose errors (body validation, auth, domain errors) ``render_error``
     shapes; what it declines goes on to the app's handlers."""
 
-    class ProtocolRoute(APIRoute):
+    class ProtocolRoute(BoundedBodyRoute):
         def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
             handler = super().get_route_handler()
 
@@ -88,9 +90,12 @@ def protocol_route(render_error: ErrorRenderer) -> type[APIRoute]:
                     return await handler(request)
                 except Exception as exc:
                     response = render_error(exc)
-                    if response is None:
-                        raise
-                    return response
+                    if response is not None:
+                        return response
+                    if isinstance(exc, CLIENT_GONE):
+                        raise  # the app's handler counts it; nobody reads an answer
+                    log_unexpected(request, exc)  # a 500 still in the protocol's shape
+                    return render_error(InferenceError(INTERNAL_ERROR)) or Response(status_code=500)
 
             return handle
 

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inference import codec
 from inference.errors import InferenceError, InvalidRequest
+from inference.http.bodies import BoundedBodyRoute
 from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
 from inference.http.errors import ClientDisconnected
 from inference.http.forms import openapi_body, read_request
@@ -23,7 +24,7 @@ from inference.schema import GenerateRequest
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-router = APIRouter(tags=["inference"], dependencies=PROTECTED)
+router = APIRouter(tags=["inference"], dependencies=PROTECTED, route_class=BoundedBodyRoute)
 
 
 async def until_disconnect(request: Request, awaitable: Awaitable[T]) -> T:
