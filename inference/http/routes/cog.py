@@ -99,7 +99,10 @@ async def _answer(store: PredictionStore, prediction: Prediction, prefer: str | 
     if _respond_async(prefer):
         return JSONResponse(cog_accepted(prediction), status_code=202)
     while not prediction.done:
-        prediction = await store.wait(prediction.id, SYNC_WAIT_S) or prediction
+        waited = await store.wait(prediction.id, SYNC_WAIT_S)
+        if waited is None:  # gone from the store (another container's): never spin on it
+            raise InferenceError(f"prediction {prediction.id!r} is no longer kept; create it again")
+        prediction = waited
     return JSONResponse(cog_envelope(prediction))
 
 

@@ -46,7 +46,8 @@ from inference.service import Service
 PAGE_SIZE = 100
 #: The Cog release whose envelopes these routes follow (tests run coglet 0.23.1 beside them).
 COG_VERSION = "0.23.1"
-_WAIT = re.compile(r"^wait(?:=(\d+))?$")
+#: A few digits at most: Python refuses to read an int of thousands (a 500, not a 422).
+_WAIT = re.compile(r"^wait(?:=([0-9]{1,6}))?\Z")
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
@@ -106,7 +107,8 @@ def wait_seconds(prefer: str | None, limit_s: float) -> float | None:
         if not match or (match.group(1) and not 1 <= int(match.group(1)) <= 60):
             raise InvalidRequest(
                 "Prefer",
-                f"Prefer must be 'wait' or 'wait=N' with N from 1 to 60 seconds, got {prefer!r}",
+                f"Prefer must be 'wait' or 'wait=N' with N from 1 to 60 seconds, "
+                f"got {prefer[:100]!r}",
             )
         return min(limit_s, float(match.group(1) or limit_s))
     return None
