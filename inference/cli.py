@@ -53,6 +53,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        trusted_proxies=args.trusted_proxies,
     )
     serve(settings)
     return 0
@@ -159,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (default 127.0.0.1; 0.0.0.0 in containers)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--trusted-proxies",
+        metavar="ADDRESSES",
+        help="comma-separated addresses or CIDR networks whose X-Forwarded-For names the client "
+        "(TRUSTED_PROXIES; default none: the peer address is the client)",
+    )
     serve.set_defaults(run=_serve)
 
     predict = commands.add_parser("predict", help="generate images in-process and write them")

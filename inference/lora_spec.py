@@ -44,8 +44,10 @@ class LoraAdapter(BaseModel):
         description="Hub id ('owner/name[/file.safetensors][@revision]'), 'local:NAME' under "
         "the server's LORA_DIR, or an https URL from an allowed host.",
     )
+    # Strict, as every JSON number is: "1" and true are refused (an int is still a float).
     scale: float = Field(
         1.0,
+        strict=True,
         ge=LORA_SCALE_MIN,
         le=LORA_SCALE_MAX,
         description="Strength of the adapter: 0 turns it off, 1 applies it as trained.",

@@ -95,10 +95,35 @@ def _shown(value: Any, limit: int = 60) -> str:
         return repr(value)
 
 
+#: The most problems one error answer lists, and the characters of each field and message:
+#: the answer stays a few KB however many problems a body has ("and N more" says the rest).
+MAX_LISTED_ERRORS = 20
+MAX_FIELD_CHARS = 100
+MAX_MESSAGE_CHARS = 300
+
+
+def _clipped(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def invalid_request(errors: Sequence[Any]) -> InvalidRequest:
-    """One ``InvalidRequest`` for pydantic's ``errors``: every problem, named, in one message."""
-    described = describe_errors(errors)
+    """One ``InvalidRequest`` for pydantic's ``errors``: the first ``MAX_LISTED_ERRORS``
+    problems, named, in one message, and how many more there are.
+
+    Every error answer of every protocol is built here, so this is the one bound on its size.
+    """
+    described = [
+        {
+            "field": _clipped(e["field"], MAX_FIELD_CHARS),
+            "message": _clipped(e["message"], MAX_MESSAGE_CHARS),
+        }
+        for e in describe_errors(errors[:MAX_LISTED_ERRORS])
+    ]
     message = "; ".join(e["message"] for e in described)
+    if (more := len(errors) - len(described)) > 0:
+        rest = f"and {more} more problems; fix these first"
+        described.append({"field": "body", "message": rest})
+        message = f"{message}; {rest}"
     return InvalidRequest(described[0]["field"], message, described)
 
 

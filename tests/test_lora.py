@@ -187,6 +187,10 @@ def client(lora_dir: Path) -> Iterator[TestClient]:
         ([{"ref": f"local:{i}"} for i in range(4)], "at most 3 adapters per request"),
         ([{"ref": f"local:{i}"} for i in range(5)], "at most 4 items"),
         ([{"ref": "local:warm.safetensors"}] * 2, "listed twice"),
+        ([{"ref": "ówner/náme"}], "is not a hub id"),
+        ([{"ref": "owner/name\n"}], "is not a hub id"),
+        ([{"ref": "local:warm.safetensors", "scale": "1"}], "loras.0.scale"),
+        ([{"ref": "local:warm.safetensors", "scale": True}], "loras.0.scale"),
     ],
 )
 def test_bad_adapters_get_422_naming_the_adapter(
@@ -349,3 +353,30 @@ def test_openapi_bounds_loras_by_max_loras(lora_dir: Path) -> None:
         b for b in schema["GenerateRequest"]["properties"]["loras"]["anyOf"] if "items" in b
     ]
     assert array["maxItems"] == 2
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        [("loras", "local:warm.safetensors:0.5")],
+        [("loras", "local:warm.safetensors:0.5,local:cool.safetensors:0")],
+        [("loras", "local:warm.safetensors:0.5"), ("loras", "local:cool.safetensors:0")],
+        [("loras", '{"ref": "local:warm.safetensors", "scale": 0.5}')],
+        [("loras", '[{"ref": "local:warm.safetensors", "scale": 0.5}]')],
+    ],
+)
+def test_a_form_sends_loras_as_text_or_json_parts(
+    client: TestClient, parts: list[tuple[str, str]]
+) -> None:
+    """Each documented form spelling draws what the JSON body draws (``cool`` at 0 is off)."""
+    fields = [("seed", "1"), ("width", "64"), ("height", "64"), ("steps", "4"), *parts]
+    form = client.post("/predict", files=[(n, (None, v)) for n, v in fields])
+    assert form.status_code == 200, form.text
+    loras = [{"ref": "local:warm.safetensors", "scale": 0.5}]
+    body = client.post("/predict", json={"seed": 1, **SMALL, "loras": loras})
+    assert form.json()["images"][0]["data"] == body.json()["images"][0]["data"]
+
+
+def test_a_form_part_of_bad_json_names_the_field(client: TestClient) -> None:
+    form = client.post("/predict", files=[("loras", (None, "[{oops"))])
+    assert form.status_code == 422 and "loras: a part is not valid JSON" in form.text

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from inference.errors import (
@@ -43,6 +44,13 @@ STATUS_BY_ERROR: dict[type[InferenceError], int] = {
 
 class ClientDisconnected(Exception):
     """The client closed the connection before its result was ready."""
+
+
+#: A client that went away, before its body was read (Starlette's) or its result was ready
+#: (ours): nobody is left to answer, so it is no error of the server's, only a metric (499).
+CLIENT_GONE = (ClientDisconnected, ClientDisconnect)
+#: What every protocol says for an error it did not expect (the server log has the details).
+INTERNAL_ERROR = "internal server error; see the server log"
 
 
 def error_bytes(kind: str, message: str) -> bytes:
@@ -119,11 +127,18 @@ def install_error_handlers(app: FastAPI) -> None:
             response.headers["Allow"] = ", ".join(allowed_methods(request))
         return response
 
-    @app.exception_handler(ClientDisconnected)
-    async def _disconnected(_: Request, exc: ClientDisconnected) -> Response:
+    async def _disconnected(request: Request, exc: Exception) -> Response:
+        log.info("client went away during %s %s", request.method, request.url.path)
         return Response(status_code=499)  # nobody reads it; it labels the metric
+
+    for gone in CLIENT_GONE:
+        app.add_exception_handler(gone, _disconnected)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(500, "internal_error", "internal server error; see the server log")
+        log_unexpected(request, exc)
+        return error_response(500, "internal_error", INTERNAL_ERROR)
+
+
+def log_unexpected(request: Request, exc: Exception) -> None:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import re
 from typing import Any, get_args
 
@@ -19,6 +20,8 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from inference.errors import InvalidRequest
+from inference.fields import request_fields
+from inference.http.errors import CLIENT_GONE
 from inference.images import READABLE
 from inference.schema import IMAGE_FIELDS, GenerateRequest
 from inference.settings import Settings
@@ -62,15 +65,43 @@ async def read_request(request: Request) -> GenerateRequest:
     )
 
 
+#: List fields (``loras``) by name: their parts may repeat, each adding items (``form_items``).
+_LIST_FIELDS = {f.name: f for f in request_fields() if f.type is list}
+#: How a form spells a list field's items, said in the form schema and in errors.
+LIST_FORM = (
+    "In a form, repeat the field; each part is {form} (comma-separated for several) or the "
+    "items as JSON (an object, or an array of them)."
+)
+
+
 async def _form_fields(request: Request) -> dict[str, Any]:
-    """The form's fields by name, number fields as numbers; a repeated field is refused."""
+    """The form's fields by name, number fields as numbers; a repeated field is refused, but
+    for a list field, whose parts each add items."""
     settings = request.app.state.settings
     fields: dict[str, Any] = {}
     for name, value in await read_form(request, len(IMAGE_FIELDS), MAX_FORM_PARTS, settings):
+        if name in _LIST_FIELDS and isinstance(value, str):
+            fields.setdefault(name, []).extend(form_items(name, value))
+            continue
         if name in fields:
             raise InvalidRequest(name, f"{name} is given more than once; send it once")
         fields[name] = typed(name, value) if isinstance(value, str) else value
     return fields
+
+
+def form_items(name: str, text: str) -> list[Any]:
+    """One part of a list field as its items: JSON (an object or an array) when it starts as
+    one, else the items' text form (``REF[:SCALE],...``) that the CLI and DEFAULT_LORAS take."""
+    field = _LIST_FIELDS[name]
+    if not text.lstrip().startswith(("{", "[")):
+        return field.from_text(text)
+    try:
+        items = json.loads(text)
+    except ValueError as exc:
+        raise InvalidRequest(
+            name, f"{name}: a part is not valid JSON ({exc}); send {field.item_form} instead"
+        ) from None
+    return items if isinstance(items, list) else [items]
 
 
 async def read_form(
@@ -84,6 +115,8 @@ async def read_form(
         form = await request.form(
             max_files=max_files, max_fields=max_fields, max_part_size=settings.max_body_bytes
         )
+    except CLIENT_GONE:
+        raise  # not a bad body: nobody is left to tell
     except Exception as exc:  # starlette's MultiPartException and HTTPException carry the why
         detail = getattr(exc, "detail", None) or getattr(exc, "message", None) or str(exc)
         raise InvalidRequest("body", f"the multipart body cannot be read: {detail}") from None
@@ -145,6 +178,12 @@ def as_form(schema: dict[str, Any], title: str, files: tuple[str, ...]) -> dict[
                 field.update(field.pop("anyOf")[0])
         if field.get("default", 0) is None:
             del field["default"]
+    for name, spec in _LIST_FIELDS.items():
+        if name in form["properties"]:
+            described = form["properties"][name].get("description", "")
+            form["properties"][name]["description"] = (
+                f"{described} {LIST_FORM.format(form=spec.item_form)}".strip()
+            )
     for name in files:
         form["properties"][name] = {
             "type": "string",

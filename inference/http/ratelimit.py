@@ -1,9 +1,13 @@
-"""Per-client rate limiting: a token bucket per bearer token, else per client address.
+"""Per-client rate limiting: a token bucket per verified identity.
 
-Spaces and Modal put a proxy in front of the app, so the peer address is the proxy's; the
-client's address is then read from X-Forwarded-For, but only when the peer is one of
-TRUSTED_PROXIES (anyone else could write that header). Buckets are bounded in number (least
-recently seen evicted), so a flood of addresses cannot grow memory.
+A client must not be able to pick its own bucket. So a bearer token names the bucket only when
+it is the valid token (AUTH_TOKEN is set and it matches): with auth off, a fresh random token per
+request would otherwise be a fresh bucket per request. Every other request is keyed by its
+address. Spaces and Modal put a proxy in front of the app, so the peer address is the proxy's;
+the client's address is then read from X-Forwarded-For, but only when the peer is one of
+TRUSTED_PROXIES (anyone else could write that header; ``http.server`` turns uvicorn's own
+reading of it off unless TRUSTED_PROXIES is set). Buckets are bounded in number (least recently
+seen evicted), so a flood of addresses cannot grow memory.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -71,11 +76,14 @@ def client_address(request: Request, trusted: list[Network]) -> str:
     return str(_address(hops[0])) if hops else peer
 
 
-def client_key(request: Request, trusted: list[Network]) -> str:
-    """Who is asking: the bearer token (hashed, never kept in memory as is), else the address."""
+def client_key(request: Request, trusted: list[Network], token: str | None) -> str:
+    """Who is asking: the valid ``token`` when the request carries it (hashed, never kept in
+    memory as is), else the address; any other token is the sender's to choose, so it is
+    ignored."""
     auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer ") and auth[7:].strip():
-        return "token:" + hashlib.sha256(auth[7:].strip().encode()).hexdigest()[:32]
+    given = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+    if token and given and secrets.compare_digest(given.encode(), token.encode()):
+        return "token:" + hashlib.sha256(given.encode()).hexdigest()[:32]
     return "address:" + client_address(request, trusted)
 
 
@@ -86,9 +94,10 @@ class RateLimit:
         self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
         self.trusted = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
         self.per_minute = settings.rate_limit_per_minute
+        self.token = settings.auth_token.get_secret_value() if settings.auth_token else None
 
     def check(self, request: Request) -> None:
-        wait = self.limiter.take(client_key(request, self.trusted))
+        wait = self.limiter.take(client_key(request, self.trusted, self.token))
         if wait:
             request.app.state.metrics.rate_limited.inc()
             raise StarletteHTTPException(

@@ -78,5 +78,9 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level,
         limit_concurrency=settings.max_connections,
         timeout_graceful_shutdown=STREAMS_GRACE_S,
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: any local process or
+        # co-located proxy could then choose its client address. Only TRUSTED_PROXIES may.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or None,
     )
     DrainingServer(config, app, service, settings.shutdown_grace_s).run()

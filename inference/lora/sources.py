@@ -35,7 +35,12 @@ from inference.weights import PICKLE_SUFFIXES
 
 #: What diffusers' ``save_lora_weights`` writes; the file a hub repo or folder is read from.
 DEFAULT_FILE = "pytorch_lora_weights.safetensors"
-_HUB = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?P<file>(/[\w.-]+)*)(@(?P<rev>[\w./-]+))?$")
+#: ASCII only, as the Hub's ids are (``\w`` would let other scripts' letters through to the Hub
+#: client, which refuses them with an error of its own).
+_HUB = re.compile(
+    r"^(?P<repo>[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)(?P<file>(/[A-Za-z0-9_.-]+)*)"
+    r"(@(?P<rev>[A-Za-z0-9_./-]+))?\Z"
+)
 _HEADER_MAX_BYTES = 100 * 1024**2
 
 

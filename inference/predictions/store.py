@@ -9,9 +9,10 @@ container than the POST that created the prediction.
 the task is the cancel (the engine drops a queued request, or stops its batch between steps once
 every request in it has gone). It holds at most ``PREDICTIONS_MAX_COUNT`` predictions and
 ``PREDICTIONS_MAX_BYTES`` bytes (a running one reserves its images' raw size), forgets finished
-ones ``PREDICTIONS_TTL_S`` after they ended, and answers 503 (``Overloaded``) when full. At most
-half the engine's queue is filled with predictions, so /predict callers keep room; the rest wait
-here, ``starting``, without using up their REQUEST_TIMEOUT_S.
+ones ``PREDICTIONS_TTL_S`` after they ended (never while a request waits on one: a wait that
+found its prediction gone would have nothing to return), and answers 503 (``Overloaded``) when
+full. At most half the engine's queue is filled with predictions, so /predict callers keep
+room; the rest wait here, ``starting``, without using up their REQUEST_TIMEOUT_S.
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ class _Entry:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     shutting_down: bool = False
+    #: Requests waiting on it now: a pinned prediction is not evicted under them.
+    waiters: int = 0
 
 
 class LocalStore:
@@ -153,18 +156,23 @@ class LocalStore:
         self, prediction_id: str, timeout_s: float, after_revision: int | None = None
     ) -> Prediction | None:
         deadline = time.monotonic() + timeout_s
-        while (entry := self._entries.get(prediction_id)) is not None:
-            p = entry.prediction
-            if p.done or (after_revision is not None and p.revision > after_revision):
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                await asyncio.wait_for(entry.changed.wait(), remaining)
-            except TimeoutError:
-                break
-        return entry.prediction.copy() if entry else None
+        if (entry := self._entries.get(prediction_id)) is None:
+            return None
+        entry.waiters += 1  # the entry cannot be evicted before this wait has read it
+        try:
+            while not (p := entry.prediction).done and (
+                after_revision is None or p.revision <= after_revision
+            ):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(entry.changed.wait(), remaining)
+                except TimeoutError:
+                    break
+            return entry.prediction.copy()
+        finally:
+            entry.waiters -= 1
 
     def usage(self) -> tuple[int, int]:
         """(predictions, bytes) held now, as the admission check counts them: what /metrics
@@ -228,7 +236,9 @@ class LocalStore:
         expired = [
             pid
             for pid, e in self._entries.items()
-            if e.prediction.done and (e.prediction.completed_at or now) + ttl <= now
+            if e.prediction.done
+            and not e.waiters
+            and (e.prediction.completed_at or now) + ttl <= now
         ]
         for pid in expired:
             del self._entries[pid]

@@ -21,6 +21,9 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from inference.errors import InferenceError
+from inference.http.bodies import BoundedBodyRoute
+from inference.http.errors import CLIENT_GONE, INTERNAL_ERROR, log_unexpected
 from inference.http.openapi import ENVELOPE, PROTOCOL_DESCRIPTIONS
 from inference.schema import Limits
 from inference.settings import Settings
@@ -47,11 +50,12 @@ class ErrorShape:
 
     @cached_property
     def route_class(self) -> type[APIRoute]:
-        """A route class whose errors ``render`` shapes; what it declines goes on to the app's
-        handlers (the app's ``{"error": ...}`` envelope)."""
+        """A route class whose errors ``render`` shapes, unexpected ones too (a 500 in the
+        protocol's own shape, logged); a client that left is the app's to count. JSON bodies
+        are bounded before they are parsed (``BoundedBodyRoute``)."""
         render = self.render
 
-        class ProtocolRoute(APIRoute):
+        class ProtocolRoute(BoundedBodyRoute):
             def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
                 handler = super().get_route_handler()
 
@@ -60,9 +64,13 @@ class ErrorShape:
                         return await handler(request)
                     except Exception as exc:
                         response = render(exc)
-                        if response is None:
-                            raise
-                        return response
+                        if response is not None:
+                            return response
+                        if isinstance(exc, CLIENT_GONE):
+                            raise  # the app's handler counts it; nobody reads an answer
+                        log_unexpected(request, exc)
+                        internal = render(InferenceError(INTERNAL_ERROR))
+                        return internal or Response(status_code=500)
 
                 return handle
 

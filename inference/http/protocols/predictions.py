@@ -37,7 +37,9 @@ class PredictionBody(BaseModel):
     input: dict[str, Any] = Field(default_factory=dict, description="The model's inputs.")
     webhook: str | None = Field(None, description="A URL to POST the prediction to.")
     webhook_events_filter: list[Event] | None = Field(
-        None, description="Which events call the webhook (default: all)."
+        None,
+        max_length=len(EVENTS),
+        description="Which events call the webhook (default: all).",
     )
 
 

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from inference.errors import InvalidRequest
+from inference.errors import InferenceError, InvalidRequest
 from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
 from inference.http.protocols.cog.errors import ERRORS
 from inference.http.protocols.predictions import (
@@ -78,7 +78,10 @@ async def _answer(store: PredictionStore, prediction: Prediction, prefer: str | 
     if _respond_async(prefer):
         return JSONResponse(cog_accepted(prediction), status_code=202)
     while not prediction.done:
-        prediction = await store.wait(prediction.id, SYNC_WAIT_S) or prediction
+        waited = await store.wait(prediction.id, SYNC_WAIT_S)
+        if waited is None:  # gone from the store (another container's): never spin on it
+            raise InferenceError(f"prediction {prediction.id!r} is no longer kept; create it again")
+        prediction = waited
     return shared_json(lambda uri: cog_envelope(prediction, uri=uri))
 
 

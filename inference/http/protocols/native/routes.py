@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inference import codec
 from inference.errors import InferenceError, InvalidRequest
+from inference.http.bodies import BoundedBodyRoute
 from inference.http.deps import PROTECTED, ServiceDep, SettingsDep, until_disconnect
 from inference.http.forms import openapi_body, read_request
 from inference.http.openapi import IMAGE_FILE, error_responses
@@ -20,7 +21,7 @@ from inference.schema import GenerateRequest
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["inference"], dependencies=PROTECTED)
+router = APIRouter(tags=["inference"], dependencies=PROTECTED, route_class=BoundedBodyRoute)
 
 
 def preferred_image_format(accept: str) -> str | None:

@@ -80,7 +80,7 @@ def wait_seconds(prefer: str | None, limit_s: float) -> float | None:
     if not PREFER.match(prefer):
         raise InvalidRequest(
             "Prefer",
-            f"Prefer must be 'wait' or 'wait=N' with N from 1 to 60 seconds, got {prefer!r}",
+            f"Prefer must be 'wait' or 'wait=N' with N from 1 to 60 seconds, got {prefer[:100]!r}",
         )
     for preference in prefer.split(","):
         token = preference.split(";")[0].strip().lower()
