@@ -270,12 +270,18 @@ def mount_ui(app: FastAPI, service: Service, settings: Settings, path: str = UI_
     """Mount the UI at ``path``; without gradio, mount a page saying how to enable it.
 
     With AUTH_TOKEN set, the UI asks for a login (any user name, the token as password), so
-    it is no back door around the API's bearer token. Returns whether the UI was mounted.
+    it is no back door around the API's bearer token. Returns whether the UI was mounted;
+    ``app.state.ui_unavailable`` says why not (the start-up log repeats it), else is None, and
+    ``app.state.ui_url`` is the link ``GET /`` gives (where the notice answers when it is off).
     """
+    app.state.ui_url = path + "/"
+    app.state.ui_unavailable = None
     if not settings.ui:
-        _mount_notice(app, path, "the web UI is turned off on this server (UI=false); set UI=true")
+        app.state.ui_unavailable = "the web UI is turned off on this server (UI=false); set UI=true"
+        _mount_notice(app, path, app.state.ui_unavailable)
         return False
     if not gradio_available():
+        app.state.ui_unavailable = INSTALL_HINT
         log.info("the web UI is off: %s", INSTALL_HINT)
         _mount_notice(app, path, INSTALL_HINT)
         return False
