@@ -165,10 +165,10 @@ def _widget(field: RequestField, service: Service) -> Any:
         lines = 2 if field.name == "prompt" else 1
         return gr.Textbox(lines=lines, max_length=field.max_length, **common)
     if field.name == "seed":  # paired with the "Randomize seed" box, ticked at first
+        # Hidden, not just disabled, while randomized: Gradio shows an empty Number as 0.
         return gr.Number(
             value=None,
-            placeholder="random",
-            interactive=False,
+            visible=False,
             precision=0,
             minimum=field.minimum,
             maximum=maximum,
@@ -232,14 +232,14 @@ def painted_mask(editor: dict[str, Any] | None, image_path: str | None) -> bytes
 
 
 def _seed_box(randomize: bool, seed: int | None, seed_used: int | None) -> Any:
-    """The seed box follows "Randomize seed": empty and locked while it is ticked (a number
+    """The seed box follows "Randomize seed": hidden and emptied while it is ticked (a number
     there would be ignored); unticked, it offers the last seed used, so a picture you liked
     can be made again."""
     import gradio as gr
 
     if randomize:
-        return gr.Number(value=None, interactive=False)
-    return gr.Number(value=seed if seed is not None else seed_used or FIRST_SEED, interactive=True)
+        return gr.Number(value=None, visible=False)
+    return gr.Number(value=seed if seed is not None else seed_used or FIRST_SEED, visible=True)
 
 
 def build_ui(service: Service) -> gr.Blocks:
@@ -359,7 +359,9 @@ def build_ui(service: Service) -> gr.Blocks:
             _seed_box, [randomize, seed, seed_used], seed, api_visibility="private", queue=False
         )
         image = inputs["image"]
-        image.change(lambda path: path, image, painter, api_visibility="private", queue=False)
+        # Queued (Gradio's default): with queue=False, a mounted app's editor is handed a file
+        # URL without the mount path (/ui) and cannot load the picture.
+        image.change(lambda path: path, image, painter, api_visibility="private")
         painter.change(use_painted_mask, [painter, image], inputs["mask"], api_visibility="private")
     return demo
 
