@@ -177,6 +177,30 @@ def test_a_call_written_before_the_image_inputs_still_works(client: Client, url:
     assert names == list(UI_INPUTS)
 
 
+def test_a_call_that_names_its_inputs_needs_only_those(
+    client: Client, url: str, tmp_path: Path
+) -> None:
+    """The README's image-to-image call: inputs by name, the rest left to the form's defaults
+    (a positional call that skipped one put the photo in the LoRA box)."""
+    import numpy as np
+    from gradio_client import handle_file
+
+    from tests.test_img2img import png
+
+    (tmp_path / "photo.png").write_bytes(png(np.full((64, 64, 3), 90, dtype=np.uint8)))
+    shape = {"seed": 8, "steps": 4, "width": 64, "height": 64, "strength": 0.6}
+    gallery, seed_used, _ = client.predict(
+        **shape,
+        prompt="a red fox",
+        randomize_seed=False,
+        image=handle_file(str(tmp_path / "photo.png")),
+        api_name="/generate",
+    )
+    assert seed_used == 8
+    photo = base64.b64encode((tmp_path / "photo.png").read_bytes()).decode()
+    assert gallery_bytes(gallery) == api_images(url, prompt="a red fox", **shape, image=photo)
+
+
 def test_randomize_seed_draws_a_seed_and_reports_it(client: Client, url: str) -> None:
     gallery, seed_used, timings = client.predict(
         *ui_request(seed=42, randomize_seed=True, steps=4, width=64, height=64, num_outputs=2),
