@@ -149,3 +149,10 @@ def test_without_the_ui_extra_the_log_says_how_to_get_it(tmp_path: Path) -> None
         # GET / still links the UI: there a visitor reads the same instruction.
         ui = httpx.get(url + httpx.get(url + "/").json()["ui"], timeout=30)
         assert ui.status_code == 501 and "diffusion-serve[ui]" in ui.text
+
+
+def test_an_address_this_machine_lacks_names_the_flags_to_check() -> None:
+    from inference.http.server import CannotListen, bind
+
+    with pytest.raises(CannotListen, match=r"cannot listen on 192\.0\.2\.1:\d+: .*--host"):
+        bind("192.0.2.1", free_port())  # TEST-NET-1: never a local address

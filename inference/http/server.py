@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: How long uvicorn waits for connections after the service has drained: only streams are left.
 STREAMS_GRACE_S = 1
+#: Connections the kernel queues before the server accepts them (uvicorn's default).
+BACKLOG = 2048
 #: How often the start-up announcement looks whether the model has finished loading.
 ANNOUNCE_POLL_S = 0.1
 
@@ -49,6 +51,9 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # Listening at once holds the port: two sockets with SO_REUSEADDR may both bind one
+        # that nobody listens on yet, and the second would fail later, inside uvicorn.
+        sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
