@@ -93,11 +93,16 @@ bench: install-bench  ## throughput, latency, cold start vs the ceiling, a naive
 bench-accel: install-bench  ## a stand-in fast accelerator served by ours, LitServe, naive (~8 min)
 	$(BIN)/python -m tools.bench.accel $(BENCH_ARGS)
 
-lint:
+# ruff alone, at the dev extra's pin: lint and format need nothing else (no torch), and a venv
+# from `make serve` lacks it.
+$(BIN)/ruff: | $(BIN)/python
+	$(PIP) install $(shell grep -o '"ruff[^"]*"' pyproject.toml)
+
+lint: $(BIN)/ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format:
+format: $(BIN)/ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 

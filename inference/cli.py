@@ -22,6 +22,19 @@ from inference.fields import request_fields
 from inference.logs import configure_logging
 from inference.settings import Settings, describe_settings_errors
 
+#: What ``--help`` shows: written for the person typing the command, not for this file's reader.
+DESCRIPTION = """\
+Serve text-to-image models over HTTP (with a web UI), or generate images from the command line.
+Server settings can also come from environment variables (--port or PORT, --model or MODEL);
+a flag wins over its variable."""
+EPILOG = """\
+examples:
+  python -m inference serve                      API, docs and UI on http://127.0.0.1:8000
+  python -m inference serve --port 8080 --model stabilityai/sd-turbo
+  python -m inference predict --prompt "a red fox in the snow" -o fox.png
+  python -m inference batch prompts.txt --output-dir out/
+
+python -m inference COMMAND --help shows a command's own flags."""
 #: Modules that add a subcommand through ``register(subparsers)``; each sets ``run`` on its
 #: parser and imports its heavy dependencies inside ``run`` so ``--help`` stays fast.
 SUBCOMMAND_MODULES: tuple[str, ...] = ("inference.jobs.command", "inference.weights")
@@ -152,10 +165,17 @@ def _add_request_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m inference", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="python -m inference",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="serve the HTTP API (default port 8000)")
+    serve = commands.add_parser(
+        "serve", help="serve the HTTP API, its docs and the web UI (default port 8000)"
+    )
     add_model_flags(serve)
     serve.add_argument("--host", help="bind address (default 127.0.0.1; 0.0.0.0 in containers)")
     serve.add_argument("--port", type=int, help="port (default 8000)")

@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import hashlib
 import inspect
+import io
 import logging
 import secrets
 from pathlib import Path
@@ -87,7 +88,34 @@ def _cache_png(cache_dir: str, data: bytes, name: str) -> str:
 
 
 #: Labels where the field name alone says too little; every other label is the field's name.
-LABELS = {"prompt_weight": "Prompt weight (guidance)", "num_outputs": "Number of images"}
+LABELS = {
+    "prompt_weight": "Prompt weight (guidance)",
+    "num_outputs": "Number of images",
+    "loras": "LoRA adapters",
+    "image": "Your picture",
+    "mask": "Mask: the area to redraw",
+}
+#: What a person does with each input, in plain words. The schema's descriptions are written
+#: for API clients ("omit for the model's default", "base64 in JSON"); a field not listed here
+#: (a new one) shows its schema description.
+HINTS = {
+    "prompt": "Describe the picture you want.",
+    "negative_prompt": "What the picture should not contain.",
+    "seed": "The same seed and settings make the same picture again.",
+    "prompt_weight": "How closely the picture follows the prompt: higher is stricter.",
+    "steps": "More steps add detail and take longer.",
+    "width": "Picture width in pixels.",
+    "height": "Picture height in pixels.",
+    "num_outputs": "How many pictures to make at once.",
+    "scheduler": "The sampling method; the model's default suits most pictures.",
+    "loras": "Styles to apply, comma-separated, each with an optional strength, e.g. "
+    "owner/name:0.8, local:style. Leave empty for the server's default.",
+    "image": "Upload a picture to start from it",
+    "mask": "White is redrawn, black is kept: paint it above, or upload one",
+    "strength": "How much to change your picture: 0 keeps it, 1 ignores it.",
+}
+#: The seed a person starts from when they untick "Randomize seed" before any run.
+FIRST_SEED = 42
 #: The gallery shows PNG, so the form always asks for it.
 FIXED = {"output_format": "png"}
 #: Dropdown value standing for "omit this field" (the model's own choice).
@@ -110,7 +138,7 @@ def _widget(field: RequestField, service: Service) -> Any:
     value = defaults.get(field.name, field.default)
     common = {
         "label": LABELS.get(field.name, field.name.replace("_", " ").capitalize()),
-        "info": field.description,
+        "info": HINTS.get(field.name, field.description),
         "elem_id": field.name.replace("_", "-"),
     }
     if field.type is bytes:
@@ -136,8 +164,16 @@ def _widget(field: RequestField, service: Service) -> Any:
     if field.type is str:
         lines = 2 if field.name == "prompt" else 1
         return gr.Textbox(lines=lines, max_length=field.max_length, **common)
-    if field.name == "seed":  # paired with the "Randomize seed" box
-        return gr.Number(value=42, precision=0, minimum=field.minimum, maximum=maximum, **common)
+    if field.name == "seed":  # paired with the "Randomize seed" box, ticked at first
+        # Hidden, not just disabled, while randomized: Gradio shows an empty Number as 0.
+        return gr.Number(
+            value=None,
+            visible=False,
+            precision=0,
+            minimum=field.minimum,
+            maximum=maximum,
+            **common,
+        )
     if field.minimum is not None and maximum is not None:
         step = {"width": service.model.size_multiple, "height": service.model.size_multiple}.get(
             field.name, 1 if field.type is int else 0.1
@@ -170,8 +206,48 @@ def _request(names: list[str], values: tuple[Any, ...]) -> dict[str, Any]:
     return request | FIXED
 
 
+def painted_mask(editor: dict[str, Any] | None, image_path: str | None) -> bytes | None:
+    """The strokes painted in the mask editor as a mask PNG the size of ``image_path``: white
+    where any stroke is, black elsewhere. None when nothing is painted (an uploaded mask stays).
+    """
+    import numpy as np
+    from PIL import Image
+
+    layers = [layer for layer in (editor or {}).get("layers") or [] if layer is not None]
+    if image_path is None or not layers:
+        return None
+    painted = np.zeros(np.asarray(layers[0]).shape[:2], dtype=bool)
+    for layer in layers:
+        pixels = np.asarray(layer)
+        if pixels.ndim == 3 and pixels.shape[2] == 4:
+            painted |= pixels[..., 3] > 0
+    if not painted.any():
+        return None
+    with Image.open(image_path) as image:
+        size = image.size
+    mask = Image.fromarray(painted.astype(np.uint8) * 255, "L").resize(size, Image.NEAREST)
+    out = io.BytesIO()
+    mask.save(out, "PNG")
+    return out.getvalue()
+
+
+def _seed_box(randomize: bool, seed: int | None, seed_used: int | None) -> Any:
+    """The seed box follows "Randomize seed": hidden and emptied while it is ticked (a number
+    there would be ignored); unticked, it offers the last seed used, so a picture you liked
+    can be made again."""
+    import gradio as gr
+
+    if randomize:
+        return gr.Number(value=None, visible=False)
+    return gr.Number(value=seed if seed is not None else seed_used or FIRST_SEED, visible=True)
+
+
 def build_ui(service: Service) -> gr.Blocks:
-    """The Blocks page: one input per request field, bounded by the service's own limits."""
+    """The Blocks page: one input per request field, bounded by the service's own limits.
+
+    Generate sits under the prompt, so it shows without scrolling on a laptop screen; the
+    image inputs sit in a folded section, where a mask can be painted on the uploaded picture.
+    """
     import gradio as gr
 
     names: list[str] = []
@@ -196,6 +272,12 @@ def build_ui(service: Service) -> gr.Blocks:
         ]
         return paths, result.seed, _describe(result)
 
+    def use_painted_mask(editor: dict[str, Any] | None, image_path: str | None) -> Any:
+        data = painted_mask(editor, image_path)
+        if data is None:
+            return gr.Image()  # nothing painted: leave the mask as it is
+        return _cache_png(gallery.GRADIO_CACHE, data, "painted-mask.png")
+
     with gr.Blocks(
         title="diffusion-serve",
         analytics_enabled=False,
@@ -203,9 +285,9 @@ def build_ui(service: Service) -> gr.Blocks:
     ) as demo:
         gr.Markdown(
             f"## diffusion-serve · `{service.model.name}`\n"
-            "Text-to-image (or image-to-image and inpainting, below) through the same service "
-            "as the JSON API ([`POST /predict`](../docs)): requests from here and from the API "
-            "share one batcher, one queue and the same limits."
+            "Describe a picture and press **Generate**. To start from a picture of your own, "
+            "or to redraw part of it, open *Start from a picture* below. Programs can ask this "
+            "same server for pictures: see the [API docs](../docs)."
         )
         inputs: dict[str, Any] = {}
         with gr.Row():
@@ -214,13 +296,26 @@ def build_ui(service: Service) -> gr.Blocks:
                     if field.name in FIXED or field.name in IMAGE_CONTROLS:
                         continue
                     inputs[field.name] = _widget(field, service)
+                    if field.name == "prompt":
+                        button = gr.Button("Generate", variant="primary", elem_id="generate")
                     if field.name == "seed":
                         inputs["randomize_seed"] = gr.Checkbox(label="Randomize seed", value=True)
-                with gr.Accordion("Image-to-image and inpainting", open=False):
+                with gr.Accordion("Start from a picture (image-to-image, inpainting)", open=False):
                     for field in request_fields():
-                        if field.name in IMAGE_CONTROLS:
-                            inputs[field.name] = _widget(field, service)
-                button = gr.Button("Generate", variant="primary", elem_id="generate")
+                        if field.name not in IMAGE_CONTROLS:
+                            continue
+                        if field.name == "mask":
+                            painter = gr.ImageEditor(
+                                label="Paint over what to redraw",
+                                type="numpy",
+                                sources=[],
+                                transforms=[],
+                                layers=False,
+                                brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed"),
+                                height=320,
+                                elem_id="mask-painter",
+                            )
+                        inputs[field.name] = _widget(field, service)
             with gr.Column(scale=3):
                 gallery = gr.Gallery(
                     label="Images (PNG)",
@@ -231,7 +326,10 @@ def build_ui(service: Service) -> gr.Blocks:
                     preview=False,
                     elem_id="gallery",
                 )
-                seed_used = gr.Number(value=None, label="Seed used", precision=0, interactive=False)
+                # Hidden until a run has used a seed: an empty box (or 0) would mean nothing.
+                seed_used = gr.Number(
+                    label="Seed used", precision=0, interactive=False, visible=False
+                )
                 timings = gr.Markdown(elem_id="timings")
         names.extend(inputs)
         # Named parameters, each optional: gradio_client then fills what a caller leaves out
@@ -247,10 +345,24 @@ def build_ui(service: Service) -> gr.Blocks:
         outputs = [gallery, seed_used, timings]
         # No Gradio-side concurrency cap: the engine's bounded queue is the one back-pressure.
         controls = list(inputs.values())
-        button.click(generate, controls, outputs, api_name="generate", concurrency_limit=None)
-        inputs["prompt"].submit(
-            generate, controls, outputs, api_visibility="private", concurrency_limit=None
+        runs = [
+            button.click(generate, controls, outputs, api_name="generate", concurrency_limit=None),
+            inputs["prompt"].submit(
+                generate, controls, outputs, api_visibility="private", concurrency_limit=None
+            ),
+        ]
+        # Page behaviour only, not part of the API.
+        for run in runs:
+            run.success(lambda: gr.Number(visible=True), None, seed_used, api_visibility="private")
+        seed, randomize = inputs["seed"], inputs["randomize_seed"]
+        randomize.change(
+            _seed_box, [randomize, seed, seed_used], seed, api_visibility="private", queue=False
         )
+        image = inputs["image"]
+        # Queued (Gradio's default): with queue=False, a mounted app's editor is handed a file
+        # URL without the mount path (/ui) and cannot load the picture.
+        image.change(lambda path: path, image, painter, api_visibility="private")
+        painter.change(use_painted_mask, [painter, image], inputs["mask"], api_visibility="private")
     return demo
 
 
@@ -270,12 +382,18 @@ def mount_ui(app: FastAPI, service: Service, settings: Settings, path: str = UI_
     """Mount the UI at ``path``; without gradio, mount a page saying how to enable it.
 
     With AUTH_TOKEN set, the UI asks for a login (any user name, the token as password), so
-    it is no back door around the API's bearer token. Returns whether the UI was mounted.
+    it is no back door around the API's bearer token. Returns whether the UI was mounted;
+    ``app.state.ui_unavailable`` says why not (the start-up log repeats it), else is None, and
+    ``app.state.ui_url`` is the link ``GET /`` gives (where the notice answers when it is off).
     """
+    app.state.ui_url = path + "/"
+    app.state.ui_unavailable = None
     if not settings.ui:
-        _mount_notice(app, path, "the web UI is turned off on this server (UI=false); set UI=true")
+        app.state.ui_unavailable = "the web UI is turned off on this server (UI=false); set UI=true"
+        _mount_notice(app, path, app.state.ui_unavailable)
         return False
     if not gradio_available():
+        app.state.ui_unavailable = INSTALL_HINT
         log.info("the web UI is off: %s", INSTALL_HINT)
         _mount_notice(app, path, INSTALL_HINT)
         return False

@@ -7,12 +7,14 @@ can see that UI and API requests land in the same batcher and the same counters.
 from __future__ import annotations
 
 import base64
+import io
 import re
 import shutil
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +177,30 @@ def test_a_call_written_before_the_image_inputs_still_works(client: Client, url:
     assert names == list(UI_INPUTS)
 
 
+def test_a_call_that_names_its_inputs_needs_only_those(
+    client: Client, url: str, tmp_path: Path
+) -> None:
+    """The README's image-to-image call: inputs by name, the rest left to the form's defaults
+    (a positional call that skipped one put the photo in the LoRA box)."""
+    import numpy as np
+    from gradio_client import handle_file
+
+    from tests.test_img2img import png
+
+    (tmp_path / "photo.png").write_bytes(png(np.full((64, 64, 3), 90, dtype=np.uint8)))
+    shape = {"seed": 8, "steps": 4, "width": 64, "height": 64, "strength": 0.6}
+    gallery, seed_used, _ = client.predict(
+        **shape,
+        prompt="a red fox",
+        randomize_seed=False,
+        image=handle_file(str(tmp_path / "photo.png")),
+        api_name="/generate",
+    )
+    assert seed_used == 8
+    photo = base64.b64encode((tmp_path / "photo.png").read_bytes()).decode()
+    assert gallery_bytes(gallery) == api_images(url, prompt="a red fox", **shape, image=photo)
+
+
 def test_randomize_seed_draws_a_seed_and_reports_it(client: Client, url: str) -> None:
     gallery, seed_used, timings = client.predict(
         *ui_request(seed=42, randomize_seed=True, steps=4, width=64, height=64, num_outputs=2),
@@ -258,6 +284,20 @@ def test_the_form_has_an_input_for_every_request_field(client: Client) -> None:
     assert expected - {"output-format"} <= ids  # the gallery always shows PNG
 
 
+def test_the_form_speaks_plain_words(client: Client) -> None:
+    """Hints say what a person does, not how an API client encodes it; the adapters box has
+    a plain label and an example; a mask can be painted besides uploaded."""
+    config = httpx.get(client.src.rstrip("/") + "/config").json()
+    props = {c["props"].get("elem_id"): c["props"] for c in config["components"]}
+    for elem_id, prop in props.items():
+        text = f"{prop.get('info') or ''} {prop.get('placeholder') or ''}"
+        for jargon in ("base64", "JSON", "multipart", "data: URI", "[] for none", "omit"):
+            assert jargon not in text, f"{elem_id}: {text!r}"
+    assert props["image"]["placeholder"] == "Upload a picture to start from it"
+    assert props["loras"]["label"] == "LoRA adapters" and "e.g." in props["loras"]["info"]
+    assert "mask-painter" in props
+
+
 def test_ui_answers_with_how_to_enable_it_without_gradio(
     monkeypatch: pytest.MonkeyPatch, service: Service
 ) -> None:
@@ -292,14 +332,15 @@ def test_ui_asks_for_the_token_when_auth_is_on(service: Service) -> None:
         assert seed_used == 9
 
 
-def test_a_real_browser_generates_an_image(url: str) -> None:
-    """Headless Chromium opens /ui/, types a prompt, clicks Generate and sees the image."""
+@contextmanager
+def browser_page(width: int, height: int) -> Iterator[Any]:
+    """A page in a real headless Chromium (the system's), in a fresh profile, at this size."""
     sync_api = pytest.importorskip("playwright.sync_api")
     assert CHROMIUM.exists(), (
         f"{CHROMIUM} is missing: run `bash scripts/install-system-deps.sh` (make test does)"
     )
     ARTIFACTS.mkdir(exist_ok=True)
-    profile = ARTIFACTS / "chromium-profile"
+    profile = ARTIFACTS / f"chromium-profile-{width}x{height}"
     shutil.rmtree(profile, ignore_errors=True)
     with sync_api.sync_playwright() as playwright:
         # A fresh profile per run (Playwright passes it as --user-data-dir).
@@ -308,30 +349,113 @@ def test_a_real_browser_generates_an_image(url: str) -> None:
             executable_path=str(CHROMIUM),
             args=CHROMIUM_FLAGS,
             headless=True,
-            viewport={"width": 1280, "height": 900},
+            viewport={"width": width, "height": height},
         )
         try:
-            page = browser.new_page()
-            # Not "networkidle": offline, the theme's web-font request only ends by timing out.
-            page.goto(url + "/ui/", wait_until="domcontentloaded", timeout=60_000)
-            page.locator("#prompt textarea").fill("a red fox in the snow, watercolor")
-            page.get_by_label("Randomize seed").uncheck()
-            seed_box = page.get_by_label("Seed", exact=True)
-            seed_box.fill("42")
-            page.locator("#generate").click()
-            image = page.locator("#gallery img").first
-            image.wait_for(state="visible", timeout=60_000)
-            page.wait_for_function(
-                "() => document.querySelector('#timings')?.innerText.includes('total')",
-                timeout=60_000,
-            )
-            page.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)
-            src = image.get_attribute("src")
-            timings = page.locator("#timings").inner_text()
+            yield browser.new_page()
         finally:
             browser.close()
     shutil.rmtree(profile, ignore_errors=True)
+
+
+def open_ui(page: Any, url: str) -> None:
+    """Open /ui/ and wait until the form has rendered (a screenshot before that is blank)."""
+    # Not "networkidle": offline, the theme's web-font request only ends by timing out.
+    page.goto(url + "/ui/", wait_until="domcontentloaded", timeout=60_000)
+    page.locator("#generate").wait_for(state="visible", timeout=60_000)
+
+
+def wait_for_run(page: Any) -> Any:
+    """The first image in the gallery, once a run has finished and reported its timings."""
+    image = page.locator("#gallery img").first
+    image.wait_for(state="visible", timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#timings')?.innerText.includes('total')",
+        timeout=60_000,
+    )
+    return image
+
+
+def test_a_real_browser_generates_an_image(url: str) -> None:
+    """Headless Chromium opens /ui/, types a prompt, clicks Generate and sees the image."""
+    with browser_page(1280, 900) as page:
+        open_ui(page, url)
+        page.locator("#prompt textarea").fill("a red fox in the snow, watercolor")
+        page.get_by_label("Randomize seed").uncheck()
+        seed_box = page.get_by_label("Seed", exact=True)
+        seed_box.fill("42")
+        page.locator("#generate").click()
+        image = wait_for_run(page)
+        page.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)
+        src = image.get_attribute("src")
+        timings = page.locator("#timings").inner_text()
     assert src
     shown = httpx.get(src if src.startswith("http") else url + src, timeout=30).content
     assert "Seed 42" in timings
     assert [shown] == api_images(url, prompt="a red fox in the snow, watercolor", seed=42)
+
+
+def test_a_laptop_screen_shows_generate_and_an_honest_seed(url: str) -> None:
+    """At 1280x800, Generate shows without scrolling; the seed box is hidden while Randomize
+    seed is ticked, and unticking it offers a seed; "Seed used" appears only after a run, with
+    the seed that run used."""
+    with browser_page(1280, 800) as page:
+        open_ui(page, url)
+        box = page.locator("#generate").bounding_box()
+        assert box and box["y"] + box["height"] <= 800, box
+        seed_box = page.get_by_label("Seed", exact=True)
+        assert not seed_box.is_visible()
+        assert not page.get_by_label("Seed used").is_visible()
+        page.screenshot(path=str(ARTIFACTS / "ui-first-view.png"))
+
+        page.locator("#prompt textarea").fill("a lighthouse at dusk, oil painting")
+        page.get_by_label("Randomize seed").uncheck()
+        seed_box.wait_for(state="visible", timeout=30_000)
+        assert seed_box.input_value() == "42"
+        page.locator("#generate").click()
+        wait_for_run(page)
+        seed_used = page.get_by_label("Seed used")
+        seed_used.wait_for(state="visible", timeout=30_000)
+        assert seed_used.input_value() == "42"
+        page.screenshot(path=str(ARTIFACTS / "ui-after-run.png"))
+
+        page.get_by_label("Randomize seed").check()
+        seed_box.wait_for(state="hidden", timeout=30_000)
+
+
+def test_a_mask_painted_on_the_picture_becomes_the_mask(url: str, tmp_path: Path) -> None:
+    """Upload a picture, paint a stroke over it: the mask input gets a black-and-white mask of
+    the picture's size, white where the stroke went."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.test_img2img import png
+
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(png(np.full((96, 160, 3), (40, 120, 200), dtype=np.uint8)))
+    with browser_page(1280, 900) as page:
+        open_ui(page, url)
+        page.get_by_role("button", name="Start from a picture").click()
+        page.locator("#image input[type=file]").set_input_files(str(photo))
+        canvas = page.locator("#mask-painter canvas").first
+        canvas.wait_for(state="visible", timeout=60_000)
+        canvas.scroll_into_view_if_needed()  # the mouse paints only inside the viewport
+        page.wait_for_timeout(500)  # the editor draws the picture as its background
+        area = canvas.bounding_box()
+        assert area
+        y = area["y"] + area["height"] / 2
+        page.mouse.move(area["x"] + area["width"] * 0.3, y)
+        page.mouse.down()
+        for i in range(1, 11):
+            page.mouse.move(area["x"] + area["width"] * (0.3 + 0.04 * i), y, steps=2)
+        page.mouse.up()
+        mask_img = page.locator("#mask img").first
+        mask_img.wait_for(state="visible", timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "ui-mask-painted.png"), full_page=True)
+        src = mask_img.get_attribute("src")
+    assert src
+    data = httpx.get(src if src.startswith("http") else url + src, timeout=30).content
+    mask = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    assert mask.shape == (96, 160)
+    assert set(np.unique(mask)) == {0, 255}
+    assert mask[48, 80] == 255 and mask[5, 5] == 0  # the stroke crossed the middle only

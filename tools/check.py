@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from inference.extras import MissingExtra
 from tools.checks import Problem
 
 #: One module per runtime, each exposing ``check(root: Path) -> list[Problem]``.
@@ -33,6 +34,8 @@ def run_checks(root: Path) -> list[Problem]:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
+            if exc.name and not exc.name.startswith("tools."):  # a parser from the extra
+                raise MissingExtra("python -m tools.check", "tools") from None
             if exc.name != name:
                 raise
             # Loud, never a silent skip: a check that cannot run is a failed check.
@@ -69,12 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """0: no problem; 1: problems, one ``file:line: message`` per line; 2: bad arguments."""
+    """0: no problem; 1: problems, one ``file:line: message`` per line; 2: bad arguments or
+    the tools extra missing."""
     root: Path = build_parser().parse_args(argv).root
     if not root.is_dir():
         sys.stderr.write(f"error: {root} is not a directory; pass the repository root\n")
         return 2
-    problems = run_checks(root)
+    try:
+        problems = run_checks(root)
+    except MissingExtra as exc:
+        sys.stderr.write(f"error: {exc.message}\n")
+        return 2
     for problem in problems:
         sys.stdout.write(_relative(problem, root) + "\n")
     if problems:

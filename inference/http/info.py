@@ -41,9 +41,10 @@ def public_load_error(service: Service, settings: Settings) -> str | None:
 
 
 @router.get("/")
-async def root(service: ServiceDep) -> dict[str, Any]:
-    """Service info: model, version, defaults and limits."""
-    return service.info()
+async def root(service: ServiceDep, request: Request) -> dict[str, Any]:
+    """Service info: model, version, defaults, limits, and links to the docs and the web UI."""
+    # The UI is linked even when it is off: there it answers how to turn it on.
+    return service.info() | {"ui": request.app.state.ui_url}
 
 
 @router.head("/", response_class=Response, responses={200: {"description": "Serving"}})

@@ -6,11 +6,16 @@ requests already queued or running get ``SHUTDOWN_GRACE_S`` to finish, and whate
 fails as a JSON 503. Only then does uvicorn close its sockets; connections still open after that
 (a browser tab's Gradio heartbeat stream) are cut after one second instead of holding the
 process for uvicorn's whole graceful window. A second signal exits at once.
+
+The port is bound before the model starts loading, so a port already in use is one line that
+suggests ``--port`` rather than a load, a "ready" line and then uvicorn's ``Errno 98``; once the
+model is ready, the log says where to go: the API, its docs and the UI, at the bound address.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import threading
@@ -19,6 +24,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from inference.errors import InferenceError
 from inference.http.app import create_app
 from inference.service import Service
 from inference.settings import Settings
@@ -27,6 +33,49 @@ log = logging.getLogger(__name__)
 
 #: How long uvicorn waits for connections after the service has drained: only streams are left.
 STREAMS_GRACE_S = 1
+#: Connections the kernel queues before the server accepts them (uvicorn's default).
+BACKLOG = 2048
+#: How often the start-up announcement looks whether the model has finished loading.
+ANNOUNCE_POLL_S = 0.1
+
+
+class CannotListen(InferenceError):
+    """The server cannot bind its host and port (taken, or an address this machine lacks)."""
+
+    code = "cannot_listen"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or ``CannotListen`` saying what to change."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        # Listening at once holds the port: two sockets with SO_REUSEADDR may both bind one
+        # that nobody listens on yet, and the second would fail later, inside uvicorn.
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CannotListen(
+                f"port {port} on {host} is already in use (is another server running?); "
+                f"stop it, or pick a free port: --port {port + 1} (or PORT={port + 1})"
+            ) from None
+        raise CannotListen(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host and --port"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def base_url(sock: socket.socket) -> str:
+    """The URL a browser on this machine opens for ``sock`` (a wildcard bind is localhost)."""
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 class DrainingServer(uvicorn.Server):
@@ -41,10 +90,27 @@ class DrainingServer(uvicorn.Server):
         self.grace_s = grace_s
         self._draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._announcing: asyncio.Task[None] | None = None
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if sockets:
+            url = base_url(sockets[0])
+            log.info("listening on %s; loading the model %r", url, self.service.model.name)
+            self._announcing = asyncio.create_task(self._announce(url))
+
+    async def _announce(self, url: str) -> None:
+        """Once the model is ready, log the URLs a person opens next (nothing if it failed)."""
+        while self.service.phase in ("created", "loading"):
+            await asyncio.sleep(ANNOUNCE_POLL_S)
+        if not self.service.ready:
+            return
+        ui = self.app.state.ui_unavailable or f"web UI {url}/ui/"
+        log.info("serving: API %s/ · docs %s/docs · %s", url, url, ui)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining:  # a second signal: stop now
@@ -70,6 +136,7 @@ class DrainingServer(uvicorn.Server):
 def serve(settings: Settings) -> None:
     """Serve the default app on ``settings.host:settings.port`` until a signal drains it."""
     service = Service.from_settings(settings)
+    sock = bind(settings.host, settings.port)
     app = create_app(settings, service)
     config = uvicorn.Config(
         app,
@@ -83,4 +150,4 @@ def serve(settings: Settings) -> None:
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=settings.trusted_proxies or None,
     )
-    DrainingServer(config, app, service, settings.shutdown_grace_s).run()
+    DrainingServer(config, app, service, settings.shutdown_grace_s).run(sockets=[sock])

@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``python -m inference batch INPUT --output-dir DIR``."""
     parser = subparsers.add_parser(
         "batch",
-        help="run a file of requests in-process; resumable (see deploy.py::batch for Modal)",
+        help="run a file of requests in-process; a re-run resumes where it stopped",
         description="One request per line: JSON objects (.jsonl) or plain prompts (.txt). "
         "Writes images and manifest.jsonl to --output-dir; a re-run skips finished requests.",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from inference.errors import ModelLoadError
+from inference.extras import require
 from inference.models.base import Model
 from inference.settings import Settings
 
@@ -22,6 +23,10 @@ def build_model(settings: Settings) -> Model:
     custom = find_class(settings.model)
     if custom is not None:
         return build_custom_model(custom, settings)
+    # Checked here, before the server starts, so a serve-only install answers in one line
+    # instead of failing inside the load thread with a traceback.
+    for module in ("diffusers", "transformers"):
+        require(module, "diffusers", f"model {settings.model!r}")
     try:
         from inference.models.diffusers import DiffusersModel
     except ImportError as exc:
