@@ -19,6 +19,12 @@ class ModelSettings(BaseModel):
         "your own class as 'package.module:ClassName' (or the name of an entry point in the "
         "'diffusion_serve.models' group).",
     )
+    models_file: Path | None = Field(
+        None,
+        description="A registry of several models and versions with traffic weights (TOML, "
+        "e.g. examples/models.toml); when set, MODEL, MODEL_REVISION and WEIGHTS_PATH are not "
+        "served and each version names its own.",
+    )
     model_revision: str | None = Field(
         None, description="Hub revision (commit hash or tag) to pin a hub model to."
     )
