@@ -10,14 +10,17 @@ FROM ghcr.io/astral-sh/uv:0.8.14 AS uv
 
 # CUDA 12 base: it sets the NVIDIA container hooks and holds cudart; the torch wheel below
 # carries its own cuBLAS/cuDNN, so the larger `runtime` variant would only duplicate them.
-# Its CUDA (12.6) matches the wheel's, so it asks the host driver for no more than torch does.
+# Its CUDA (12.6) matches the cu126 wheel's, so it asks the host driver for no more than torch
+# does (a cu130 wheel brings its own CUDA 13 runtime and asks for driver 580 itself).
 FROM nvidia/cuda:12.6.3-base-ubuntu22.04
 
-# torch pinned to a CUDA 12 build: PyPI's default torch wheel is now a CUDA 13 build, which
-# needs a newer host driver (>= 580) than Space GPUs are known to have. CUDA 12.6 is the only
-# CUDA 12 line torch 2.12-2.14 publish (cu128 ended with 2.11).
+# torch's CUDA build (TORCH_CUDA): torch 2.12-2.14 publish cu126 and cu130 (cu128 ended with
+# 2.11). cu126 runs on every Space GPU before Blackwell (T4, L4, L40S, A10G, A100) on any recent
+# driver; it has no Blackwell kernels, so rtx-pro-6000 hardware needs cu130 (Turing to
+# Blackwell; it needs a host driver >= 580): set a Space variable TORCH_CUDA=cu130.
 ARG TORCH_VERSION=2.13.0
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126
+ARG TORCH_CUDA=cu126
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_CUDA}
 # Hugging Face passes Space variables as build args: with MODEL set to a hub id, its weights
 # are downloaded into the image, so a restart does not download them again.
 ARG MODEL=mock

@@ -6,6 +6,7 @@ app), then the command-line entrypoints.
     modal serve deploy.py                                    # dev: hot-reloading URL
     modal deploy deploy.py                                   # production
     modal run deploy.py::batch --input prompts.jsonl --output-dir out/
+    modal run --detach deploy.py::batch --input prompts.jsonl --job nightly   # laptop may leave
     modal run deploy.py::download --model stabilityai/sd-turbo
 
 Every resource below (GPU, timeouts, scale-down, containers, volume) comes from
@@ -25,9 +26,17 @@ import modal
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from inference.settings import Settings, describe_settings_errors
+from inference.settings import Settings, describe_settings_errors, env_names
 
 # -- settings: plain data, overridable at deploy time ----------------------------------------
+
+_GPU = r"[A-Za-z0-9!+-]+(:[1-8])?"
+#: Modal's Blackwell GPUs (compute capability 10.0 / 12.0): they need a CUDA 12.8+ torch build.
+BLACKWELL_GPUS = {"B200", "B200+", "RTX-PRO-6000"}
+MIN_BLACKWELL_CUDA = (12, 8)
+TORCH_INDEX = "https://download.pytorch.org/whl"
+DEFAULT_CUDA = "cu126"
+BLACKWELL_CUDA = "cu130"
 
 
 class DeploySettings(BaseSettings):
@@ -36,7 +45,8 @@ class DeploySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODAL_", case_sensitive=False, extra="ignore")
 
     app_name: str = Field("diffusion-serve", pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    gpu: str = Field("L40S", pattern=r"^[A-Za-z0-9!+-]+(:[1-8])?$")
+    #: One GPU type, or fallbacks in order of preference ("H100, A100-80GB").
+    gpu: str = Field("L40S", pattern=rf"^{_GPU}(\s*,\s*{_GPU})*$")
     timeout_s: int = Field(600, ge=10, le=86_400)
     startup_timeout_s: int = Field(1200, ge=10, le=86_400)
     scaledown_window_s: int = Field(300, ge=2, le=3600)
@@ -52,15 +62,69 @@ class DeploySettings(BaseSettings):
     gpu_snapshot: bool = False
     proxy_auth: bool = False
     secret: str | None = None
+    #: The app requires AUTH_TOKEN: the secret must hold it, or the deploy fails.
+    auth: bool = False
+    #: More keys the secret must hold (HF_TOKEN for a gated model, WEBHOOK_SECRET, ...).
+    secret_keys: str = Field("", pattern=r"^([A-Z_][A-Z0-9_]*(,[A-Z_][A-Z0-9_]*)*)?$")
+    #: The web endpoint's URL label (``https://<workspace>--<label>.modal.run``) and domains.
+    web_label: str | None = Field(None, pattern=r"^[a-z0-9](-?[a-z0-9]){0,62}$")
+    custom_domains: str = Field("", pattern=r"^([a-z0-9.-]+(,[a-z0-9.-]+)*)?$")
+    #: Tries after the first for each batch request that fails (a request is idempotent given
+    #: its seed, which every batch request has); the web endpoint is never retried.
+    batch_retries: int = Field(2, ge=0, le=10)
+    #: Detached batch jobs (``--job``): their inputs and outputs live on this volume.
+    batch_volume: str = Field("diffusion-serve-batch", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    batch_timeout_s: int = Field(86_400, ge=60, le=86_400)
     extras: str = Field("diffusers", pattern=r"^[a-z0-9_-]+(,[a-z0-9_-]+)*$")
     #: Local packages shipped next to inference/ (MODEL's own package is added by itself).
     python_sources: str = Field("", pattern=r"^([A-Za-z_]\w*(,[A-Za-z_]\w*)*)?$")
-    torch_index_url: str = "https://download.pytorch.org/whl/cu126"
+    #: Unset: chosen from the GPUs (``torch_index``); empty: PyPI's default (CUDA 13) build.
+    torch_index_url: str | None = None
+
+    @property
+    def gpus(self) -> list[str]:
+        """The GPU types in order of preference, upper case as Modal reports them."""
+        return [gpu.strip().upper() for gpu in self.gpu.split(",")]
+
+    @property
+    def gpu_request(self) -> str | list[str]:
+        """What ``gpu=`` takes: one type, or the fallback list."""
+        return self.gpus[0] if len(self.gpus) == 1 else self.gpus
+
+    @property
+    def torch_index(self) -> str:
+        """The torch wheel index: CUDA 13.0 builds when any GPU is a Blackwell, else 12.6.
+
+        torch 2.12+ publishes CUDA 12.6 and 13.0 builds (no 12.8). 12.6 has no Blackwell
+        kernels; 13.0 runs on every GPU Modal offers (Turing to Blackwell) but needs a host
+        driver >= 580, so it is taken only where it is needed and 12.6 stays everywhere else.
+        One image serves the whole fallback list, so one Blackwell in it decides.
+        """
+        if self.torch_index_url is not None:
+            return self.torch_index_url
+        cuda = BLACKWELL_CUDA if set(self.gpus) & BLACKWELL_GPUS else DEFAULT_CUDA
+        return f"{TORCH_INDEX}/{cuda}"
+
+    @property
+    def required_secret_keys(self) -> list[str]:
+        """Keys Modal checks the secret for at deploy time (``Secret.from_name``)."""
+        keys = ["AUTH_TOKEN"] if self.auth else []
+        return keys + [key for key in self.secret_keys.split(",") if key and key not in keys]
+
+    @property
+    def custom_domain_list(self) -> list[str] | None:
+        return [domain for domain in self.custom_domains.split(",") if domain] or None
 
     @property
     def experimental_options(self) -> dict[str, Any]:
         """Modal's experimental switches that these settings turn on."""
         return {"enable_gpu_snapshot": True} if self.gpu_snapshot else {}
+
+    @property
+    def batch_retry_policy(self) -> modal.Retries:
+        return modal.Retries(
+            max_retries=self.batch_retries, initial_delay=1.0, backoff_coefficient=2.0
+        )
 
     @model_validator(mode="after")
     def _consistent(self) -> DeploySettings:
@@ -70,7 +134,36 @@ class DeploySettings(BaseSettings):
                     f"MODAL_{low.upper()}={getattr(self, low)} exceeds MODAL_{high.upper()}="
                     f"{getattr(self, high)}; lower one or raise the other"
                 )
+        if self.gpu_snapshot and not self.memory_snapshot:
+            raise ValueError(
+                "MODAL_GPU_SNAPSHOT=1 needs MODAL_MEMORY_SNAPSHOT=1 (a GPU snapshot is a memory "
+                "snapshot that also holds GPU memory); set both, or neither"
+            )
+        if (self.auth or self.secret_keys) and not self.secret:
+            raise ValueError(
+                f"MODAL_AUTH/MODAL_SECRET_KEYS ask for {self.required_secret_keys} in a secret, "
+                "but MODAL_SECRET names none; create one (modal secret create NAME "
+                "AUTH_TOKEN=...) and set MODAL_SECRET=NAME"
+            )
+        blackwell = sorted(set(self.gpus) & BLACKWELL_GPUS)
+        cuda = index_cuda(self.torch_index)
+        if blackwell and cuda is not None and cuda < MIN_BLACKWELL_CUDA:
+            raise ValueError(
+                f"MODAL_GPU={self.gpu}: {', '.join(blackwell)} is a Blackwell GPU, which a CUDA "
+                f"{cuda[0]}.{cuda[1]} torch build ({self.torch_index}) has no kernels for: the "
+                f"image would build and fail on every CUDA call; unset MODAL_TORCH_INDEX_URL "
+                f"({TORCH_INDEX}/{BLACKWELL_CUDA} is chosen) or drop {', '.join(blackwell)}"
+            )
         return self
+
+
+def index_cuda(url: str) -> tuple[int, int] | None:
+    """The CUDA version of a torch wheel index (``.../whl/cu126`` -> (12, 6)); PyPI's default
+    torch (an empty URL) is a CUDA 13 build; None for an index whose name does not say."""
+    if not url:
+        return (13, 0)
+    found = re.search(r"/cu(\d+)(\d)/?$", url)
+    return (int(found[1]), int(found[2])) if found else None
 
 
 def load_settings() -> DeploySettings:
@@ -115,9 +208,11 @@ COMPILE_CACHE_ENV = {
 }
 #: GPUs without native bfloat16 (compute capability < 8). DTYPE=auto would pick float16 there
 #: and bfloat16 elsewhere; the container is told the same choice up front, because the weights
-#: load before the memory snapshot, when no GPU is visible to ask (a DTYPE you set wins).
+#: load before the memory snapshot, when no GPU is visible to ask (a DTYPE you set wins). One
+#: such GPU in the fallback list makes it float16, which every GPU runs.
 FLOAT16_GPUS = {"T4", "V100", "P100"}
-GPU_DTYPE = "float16" if SETTINGS.gpu.split(":")[0].upper() in FLOAT16_GPUS else "bfloat16"
+_KINDS = {gpu.split(":")[0] for gpu in SETTINGS.gpus}
+GPU_DTYPE = "float16" if _KINDS & FLOAT16_GPUS else "bfloat16"
 
 # The container re-imports this file, so deploy-time settings travel with it as env vars:
 # MODAL_* keeps the definitions above identical in the container, and the engine settings
@@ -126,7 +221,7 @@ GPU_DTYPE = "float16" if SETTINGS.gpu.split(":")[0].upper() in FLOAT16_GPUS else
 # DEVICE stays "cuda".
 _LOCAL_ONLY = ("auth_token", "webhook_secret", "host", "port", "device")
 _FORWARDED = {f"MODAL_{name.upper()}" for name in DeploySettings.model_fields} | {
-    name.upper() for name in Settings.model_fields if name not in _LOCAL_ONLY
+    name for name in env_names() if name.lower() not in _LOCAL_ONLY
 }
 CONTAINER_ENV = {name: os.environ[name] for name in sorted(_FORWARDED) if name in os.environ}
 
@@ -147,11 +242,21 @@ prediction_records = modal.Dict.from_name(
 prediction_meta = modal.Dict.from_name(
     f"{SETTINGS.app_name}-prediction-meta", create_if_missing=True
 )
-secrets = [modal.Secret.from_name(SETTINGS.secret)] if SETTINGS.secret else []
+# With required_keys Modal refuses the deploy when the secret lacks one (AUTH_TOKEN with
+# MODAL_AUTH=1), instead of the app starting open or failing on every request.
+secrets = (
+    [modal.Secret.from_name(SETTINGS.secret, required_keys=SETTINGS.required_secret_keys)]
+    if SETTINGS.secret
+    else []
+)
+#: Detached batch jobs: each job's input and outputs (images, manifest) under /batch/<job>/.
+BATCH_DIR = "/batch"
+batch_volume = modal.Volume.from_name(SETTINGS.batch_volume, create_if_missing=True)
 
 # Every package at the version requirements.lock pins (`make lock`); pip reads the lock while the
 # image builds, so it is copied in first. The lock leaves torch out (each runtime needs its own
-# build): the image takes the Makefile's and the Dockerfile's torch, as CUDA 12.6 wheels.
+# build): the image takes the Makefile's and the Dockerfile's torch, as the CUDA build the GPUs
+# need (DeploySettings.torch_index: 12.6, or 13.0 for Blackwell).
 LOCK = PYPROJECT.with_name("requirements.lock")
 LOCK_IN_IMAGE = "/opt/requirements.lock"
 TORCH = "torch==2.13.0"
@@ -160,7 +265,7 @@ image = (
     .add_local_file(LOCK, LOCK_IN_IMAGE, copy=True)
     .pip_install(
         TORCH,
-        extra_index_url=SETTINGS.torch_index_url or None,
+        extra_index_url=SETTINGS.torch_index or None,
         extra_options=f"-c {LOCK_IN_IMAGE}",
     )
     .pip_install_from_pyproject(
@@ -178,7 +283,7 @@ image = (
 
 @app.cls(
     image=image,
-    gpu=SETTINGS.gpu,
+    gpu=SETTINGS.gpu_request,
     volumes={WEIGHTS_DIR: weights_volume},
     secrets=secrets,
     env=CONTAINER_ENV,
@@ -269,7 +374,11 @@ class Model:
 
     # -- the web front end: the local server's app, on this container's engine ---------------
 
-    @modal.asgi_app(requires_proxy_auth=SETTINGS.proxy_auth)
+    @modal.asgi_app(
+        requires_proxy_auth=SETTINGS.proxy_auth,
+        label=SETTINGS.web_label,
+        custom_domains=SETTINGS.custom_domain_list,
+    )
     def web(self) -> Any:
         """The same FastAPI app as ``python -m inference serve``: routes, errors, auth, metrics."""
         return self.app
@@ -350,17 +459,59 @@ def download(model: str = "", revision: str = "") -> None:
     print(f"{model} is in volume {SETTINGS.volume!r} at {path}")
 
 
-@app.local_entrypoint()
-def batch(input: str, output_dir: str = "out", quiet: bool = False) -> None:
-    """``modal run deploy.py::batch --input prompts.jsonl --output-dir out/`` on Modal GPUs."""
+def batch_model() -> Any:
+    """The class for batch requests, retried where a failure may be passing (a preempted or
+    crashed container): a request with its seed gives the same image on a retry. It scales
+    apart from the web endpoint's containers, which are never retried."""
+    return Model.with_options(retries=SETTINGS.batch_retry_policy)()
+
+
+def map_on_modal(requests: list[dict[str, Any]]) -> Any:
+    """``run_batch``'s map: in input order, so every failure is attributed to its line (an
+    exception returned out of order carries no trace of its input); images are written as
+    they come."""
+    return enumerate(batch_model().generate.map(requests, return_exceptions=True))
+
+
+@app.function(
+    image=image,
+    volumes={BATCH_DIR: batch_volume},
+    env=CONTAINER_ENV,
+    timeout=SETTINGS.batch_timeout_s,
+)
+def batch_job(job: str, name: str) -> dict[str, int]:
+    """A detached batch job: ``/batch/<job>/<name>`` in, images and manifest.jsonl to
+    ``/batch/<job>/out``, on the batch volume; a re-run of the same job resumes it."""
     from inference.jobs import run_batch
 
-    def map_on_modal(requests: list[dict[str, Any]]) -> Any:
-        # In input order, so every failure is attributed to its line (an exception returned
-        # out of order carries no trace of its input); images are written as they come.
-        outputs = Model().generate.map(requests, return_exceptions=True)
-        return enumerate(outputs)
+    folder = Path(BATCH_DIR) / job
+    summary = run_batch(folder / name, folder / "out", map_on_modal, progress=False)
+    batch_volume.commit()
+    return {"generated": summary.done, "skipped": summary.skipped, "failed": summary.failed}
 
+
+@app.local_entrypoint()
+def batch(input: str, output_dir: str = "out", quiet: bool = False, job: str = "") -> None:
+    """``modal run deploy.py::batch --input prompts.jsonl --output-dir out/`` on Modal GPUs.
+
+    With ``--job NAME`` (run as ``modal run --detach ...``) the job file goes to the batch
+    volume and the job runs there, so the laptop may disconnect; fetch the results with
+    ``modal volume get``.
+    """
+    from inference.jobs import run_batch
+
+    if job:
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", job) or job.startswith("."):
+            raise SystemExit(f"--job {job!r}: use letters, digits, '.', '_' or '-' (a folder name)")
+        source = Path(input)
+        with batch_volume.batch_upload(force=True) as upload:
+            upload.put_file(source, f"/{job}/{source.name}")
+        call = batch_job.spawn(job, source.name)
+        print(
+            f"job {job!r} runs on Modal as {call.object_id}; follow it in the dashboard, then:\n"
+            f"  modal volume get {SETTINGS.batch_volume} {job}/out {output_dir}"
+        )
+        return
     summary = run_batch(Path(input), Path(output_dir), map_on_modal, progress=not quiet)
     print(summary.describe())
     if summary.failed:

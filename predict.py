@@ -123,10 +123,12 @@ class Predictor(BasePredictor):
         ),
         image: Optional[Path] = Input(  # noqa: UP045
             default=None,
+            accept="image/*",
             description="Init image (image-to-image, inpainting); empty: text-to-image.",
         ),
         mask: Optional[Path] = Input(  # noqa: UP045
             default=None,
+            accept="image/*",
             description="Inpainting mask, the image's size: white repaints, black keeps.",
         ),
         prompt_strength: Optional[float] = Input(  # noqa: UP045

@@ -44,14 +44,12 @@ from typing import Any
 
 import certifi
 import httpx
-import idna
-from pydantic_core import core_schema
+
+from inference.hosts import NUMERIC, HostList, ascii_host, show
 
 CHUNK_BYTES = 1 << 16
 MAX_URL_CHARS = 8192
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
-_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
-_NUMERIC = re.compile(r"0x[0-9a-f]*|[0-9]+")  # a last label like this reads as an IPv4 number
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
 _SHARED = ipaddress.IPv4Network("100.64.0.0/10")
@@ -84,110 +82,6 @@ class Failed(OutboundError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-
-
-def _show(value: object) -> str:
-    """``value`` for a message: quoted, and short, so a huge input makes no huge error."""
-    text = repr(value)
-    return text if len(text) <= 120 else f"{text[:100]}...' ({len(str(value))} characters)"
-
-
-def _ascii_host(host: str) -> str:
-    """``host`` lower-cased, without one trailing dot, in ASCII (IDNA) and checked; ValueError
-    naming the problem otherwise."""
-    host = host.strip().lower().removesuffix(".")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if ":" in host or (host and _NUMERIC.fullmatch(host.rsplit(".", 1)[-1])):
-        try:
-            ip = ipaddress.ip_address(host)
-            if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
-                raise ValueError("zone")
-            return str(ip)
-        except ValueError:
-            raise ValueError(
-                f"{_show(host)} is neither a host name nor an IP address in standard form "
-                "(write IPv4 as four decimal numbers, IPv6 in brackets without a zone)"
-            ) from None
-    if not host.isascii():
-        try:
-            host = idna.encode(host, uts46=True).decode("ascii")
-        except (idna.IDNAError, UnicodeError) as exc:
-            raise ValueError(f"{_show(host)} is not a valid international name ({exc})") from None
-    if not host or len(host) > 253:
-        raise ValueError(f"host name {_show(host)} must have 1 to 253 characters")
-    for label in host.split("."):
-        if not _LABEL.fullmatch(label):
-            raise ValueError(
-                f"host name {_show(host)} has an empty, over-long (>63) or invalid label "
-                f"{_show(label)}; labels hold letters, digits, '-' and '_'"
-            )
-    return host
-
-
-class HostList:
-    """A setting's list of hosts: ``"a.com, *.b.com"`` (a comma string or a list of names).
-
-    An entry is an exact name (case and one trailing dot ignored), ``*.name`` (any subdomain of
-    name, not name itself) or ``*`` (any host). Pydantic fields may be typed ``HostList``.
-    """
-
-    __slots__ = ("patterns",)
-
-    def __init__(self, hosts: str | Iterable[str] = ()) -> None:
-        entries = hosts.split(",") if isinstance(hosts, str) else list(hosts)
-        if not all(isinstance(entry, str) for entry in entries):
-            raise ValueError(f"hosts must be names (strings), got {_show(entries)}")
-        self.patterns: tuple[str, ...] = tuple(
-            dict.fromkeys(_pattern(entry) for entry in entries if entry.strip())
-        )
-
-    def matches(self, host: str) -> bool:
-        """Whether ``host`` (as ``parse`` gives it) is on the list."""
-        return any(
-            p == "*" or p == host or (p.startswith("*.") and host.endswith(p[1:]))
-            for p in self.patterns
-        )
-
-    def __bool__(self) -> bool:
-        return bool(self.patterns)
-
-    def __str__(self) -> str:
-        return ", ".join(self.patterns)
-
-    def __repr__(self) -> str:
-        return f"HostList({str(self)!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, HostList) and other.patterns == self.patterns
-
-    def __hash__(self) -> int:
-        return hash(self.patterns)
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
-        text_or_list = core_schema.union_schema(
-            [core_schema.str_schema(), core_schema.list_schema(core_schema.str_schema())]
-        )
-        return core_schema.json_or_python_schema(
-            json_schema=core_schema.no_info_after_validator_function(cls, text_or_list),
-            python_schema=core_schema.union_schema(
-                [
-                    core_schema.is_instance_schema(cls),
-                    core_schema.no_info_after_validator_function(cls, text_or_list),
-                ]
-            ),
-            serialization=core_schema.plain_serializer_function_ser_schema(str),
-        )
-
-
-def _pattern(entry: str) -> str:
-    entry = entry.strip().lower()
-    if entry == "*":
-        return entry
-    if entry.startswith("*."):
-        return "*." + _ascii_host(entry[2:])
-    return _ascii_host(entry)
 
 
 @dataclass(frozen=True)
@@ -225,29 +119,29 @@ class Url:
 def parse(url: object) -> Url:
     """``url`` checked as an http(s) URL this guard may fetch, or ``Refused`` naming it."""
     if not isinstance(url, str):
-        raise Refused(f"a URL must be text, got {_show(url)}")
+        raise Refused(f"a URL must be text, got {show(url)}")
     if len(url) > MAX_URL_CHARS:
-        raise Refused(f"{_show(url)} is longer than {MAX_URL_CHARS} characters")
+        raise Refused(f"{show(url)} is longer than {MAX_URL_CHARS} characters")
     if bad := _CONTROL.search(url):
         raise Refused(
-            f"{_show(url)} holds a space or control character at position {bad.start()}; "
+            f"{show(url)} holds a space or control character at position {bad.start()}; "
             "percent-encode it"
         )
     try:
         parsed = httpx.URL(url)
         port = parsed.port
     except (httpx.InvalidURL, ValueError, TypeError) as exc:
-        raise Refused(f"{_show(url)} is not a valid URL ({exc})") from None
+        raise Refused(f"{show(url)} is not a valid URL ({exc})") from None
     if parsed.scheme not in ("http", "https"):
-        raise Refused(f"{_show(url)} is not an http:// or https:// URL")
+        raise Refused(f"{show(url)} is not an http:// or https:// URL")
     if parsed.userinfo:
-        raise Refused(f"{_show(url)} holds credentials (user@); they are never sent, remove them")
+        raise Refused(f"{show(url)} holds credentials (user@); they are never sent, remove them")
     if port is not None and not 0 < port < 65536:
-        raise Refused(f"{_show(url)} has port {port}, outside 1-65535")
+        raise Refused(f"{show(url)} has port {port}, outside 1-65535")
     try:
-        host = _ascii_host(parsed.raw_host.decode("ascii"))
+        host = ascii_host(parsed.raw_host.decode("ascii"))
     except (ValueError, UnicodeError) as exc:
-        raise Refused(f"{_show(url)}: {exc}") from None
+        raise Refused(f"{show(url)}: {exc}") from None
     default = 443 if parsed.scheme == "https" else 80
     return Url(url, parsed.scheme, host, port or default, parsed.raw_path.decode("ascii"))
 
@@ -304,7 +198,7 @@ def allow(url: str, policy: Policy) -> Url:
         raise Refused(f"this server fetches no URLs here ({policy.hosts_setting} is empty)")
     if not policy.hosts.matches(parsed.host):
         raise Refused(
-            f"host {parsed.host!r} of {_show(url)} is not allowed "
+            f"host {parsed.host!r} of {show(url)} is not allowed "
             f"({policy.hosts_setting}: {policy.hosts})"
         )
     return parsed
@@ -328,7 +222,7 @@ def vet(url: Url, addresses: Iterable[str], policy: Policy) -> Checked:
 
 
 def _literal(url: Url) -> list[str] | None:
-    return [url.host] if ":" in url.host or _NUMERIC.fullmatch(url.host.rsplit(".")[-1]) else None
+    return [url.host] if ":" in url.host or NUMERIC.fullmatch(url.host.rsplit(".")[-1]) else None
 
 
 def check(url: str, policy: Policy, resolver: Resolver | None = None) -> Checked:
@@ -438,7 +332,7 @@ def _get(
     except ssl.SSLCertVerificationError as exc:
         raise Failed(f"{checked.url.host}'s TLS certificate was refused ({exc})") from None
     except (OSError, http.client.HTTPException) as exc:
-        raise Failed(f"fetching {_show(url)} failed ({type(exc).__name__}: {exc})") from None
+        raise Failed(f"fetching {show(url)} failed ({type(exc).__name__}: {exc})") from None
     finally:
         connection.close()
 
@@ -446,18 +340,18 @@ def _get(
 def _expect_ok(url: Url, status: int, reason: str, location: str | None) -> None:
     if 300 <= status < 400:
         raise Refused(
-            f"{url.host} answered {status} {reason}, a redirect to {_show(location)}; redirects "
+            f"{url.host} answered {status} {reason}, a redirect to {show(location)}; redirects "
             "are not followed: give the final URL"
         )
     if status != 200:
-        raise Failed(f"{url.host} answered {status} {reason} for {_show(url.text)}", status)
+        raise Failed(f"{url.host} answered {status} {reason} for {show(url.text)}", status)
 
 
 def _declared_length(url: Url, header: str | None, policy: Policy) -> int | None:
     if header is None:
         return None
     if not header.isdigit():
-        raise Failed(f"{url.host} sent an invalid Content-Length {_show(header)}")
+        raise Failed(f"{url.host} sent an invalid Content-Length {show(header)}")
     if int(header) > policy.max_bytes:
         raise _too_large(url, f"{header} bytes (Content-Length)", policy)
     return int(header)
@@ -465,7 +359,7 @@ def _declared_length(url: Url, header: str | None, policy: Policy) -> int | None
 
 def _too_large(url: Url, size: str, policy: Policy) -> TooLarge:
     return TooLarge(
-        f"{_show(url.text)} is {size}, over the {policy.max_bytes}-byte cap ({policy.size_setting})"
+        f"{show(url.text)} is {size}, over the {policy.max_bytes}-byte cap ({policy.size_setting})"
     )
 
 

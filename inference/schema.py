@@ -56,7 +56,7 @@ Scheduler = Literal[
 
 def image_input(value: Any, info: ValidationInfo) -> bytes | str:
     """An image field's value as the file's bytes, or an http(s) URL left for the server to
-    fetch (only where IMAGE_URL_HOSTS allows it: that needs settings, so validation does it).
+    fetch (only where INPUT_URL_HOSTS allows it: that needs settings, so validation does it).
 
     JSON carries base64 or a ``data:`` URI; Python callers (Modal, Cog, multipart uploads, the
     UI) hand over the bytes themselves. Decoding the image is left to ``inference.images``.

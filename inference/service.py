@@ -130,12 +130,13 @@ class Service:
     ) -> GenerateResult:
         """Async ``generate``; cancelling the awaiting task abandons the request.
 
-        A request with an image is validated in a worker thread: decoding and resizing an
-        upload (or fetching a URL) would otherwise stall every other request on the loop.
+        A request with an image or adapters is validated in a worker thread: decoding and
+        resizing an upload, fetching an image URL or downloading an adapter would otherwise
+        stall every other request on the loop.
         """
         if isinstance(request, Job):
             job = request
-        elif carries_images(request):
+        elif validates_slowly(request, self.settings):
             job = await asyncio.to_thread(self.job, request)
         else:
             job = self.job(request)
@@ -179,7 +180,7 @@ class Service:
                 "max_image_bytes": s.max_image_bytes,
                 "max_image_pixels": s.max_image_pixels,
                 "max_image_body_bytes": s.max_image_body_bytes,
-                "image_url_hosts": list(s.url_hosts),
+                "image_url_hosts": list(s.input_url_hosts.patterns),
             },
             "auth": s.auth_token is not None,
             "docs": "/docs",
@@ -190,6 +191,15 @@ class Service:
         """The LoRA adapters the model holds loaded now (least recently used first)."""
         adapters = getattr(self.model, "adapters", None)
         return adapters.info() if adapters is not None else []
+
+
+def validates_slowly(request: Request, settings: Settings) -> bool:
+    """Whether validating ``request`` may take long: images to decode (or fetch), or adapters,
+    which validation downloads when they are not here yet (``lora.support.Adapters.check``)."""
+    if carries_images(request):
+        return True
+    loras = request.loras if isinstance(request, GenerateRequest) else request.get("loras")
+    return bool(loras if loras is not None else settings.default_loras)
 
 
 def carries_images(request: Request) -> bool:

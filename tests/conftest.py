@@ -11,7 +11,7 @@ import pytest
 
 from inference.models.mock import MockModel
 from inference.service import Service
-from inference.settings import Settings, get_settings
+from inference.settings import Settings, env_names, get_settings
 from tests.servers import inference_server
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -34,8 +34,8 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test reads settings afresh, unaffected by the developer's own env vars."""
-    for name in Settings.model_fields:
-        monkeypatch.delenv(name.upper(), raising=False)
+    for name in env_names():
+        monkeypatch.delenv(name, raising=False)
     # Gradio costs seconds per app; only the UI and Space tests turn it on (explicitly).
     monkeypatch.setenv("UI", "false")
     get_settings.cache_clear()

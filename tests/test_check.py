@@ -174,6 +174,19 @@ def unknown_hardware(root: Path) -> str:
     return f"README.md:{line}: suggested_hardware must be one of cpu-basic"
 
 
+def blackwell_without_its_cuda(root: Path) -> str:
+    edit(root / "README.md", "suggested_hardware: l4x1", "suggested_hardware: rtx-pro-6000")
+    line = line_of(root / "Dockerfile", "ARG TORCH_CUDA=cu126")
+    return f"Dockerfile:{line}: suggested_hardware rtx-pro-6000 is a Blackwell GPU"
+
+
+def malformed_preload(root: Path) -> str:
+    line = edit(
+        root / "README.md", "pinned: false", "pinned: false\npreload_from_hub:\n  - sd turbo"
+    )
+    return f"README.md:{line + 1}: preload_from_hub entry 'sd turbo' is not 'owner/repo"
+
+
 MUTATIONS = [
     port_mismatch,
     app_port_mismatch,
@@ -194,6 +207,8 @@ MUTATIONS = [
     front_matter_not_a_mapping,
     hadolint_finding,
     install_without_the_lock,
+    blackwell_without_its_cuda,
+    malformed_preload,
 ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import json
 import os
 import subprocess
@@ -154,6 +155,16 @@ def schema_differences(
 
 def test_predict_inputs_equal_the_request_schema_field_by_field() -> None:
     assert schema_differences(_inspect(ROOT), GenerateRequest) == []
+
+
+def test_file_inputs_offer_an_image_picker_and_nothing_else_does() -> None:
+    """``accept="image/*"`` (cog 0.23) makes Replicate's form offer image files; Cog's
+    inspector does not carry it, so it is read from the declarations themselves."""
+    import predict
+
+    parameters = inspect.signature(predict.Predictor.predict).parameters
+    accepts = {name: p.default.accept for name, p in parameters.items() if name != "self"}
+    assert {name: a for name, a in accepts.items() if a} == {"image": "image/*", "mask": "image/*"}
 
 
 def test_a_change_on_either_side_is_caught(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,11 @@ def deploy() -> Any:
 
 
 def run_deploy(
-    code: str, env: dict[str, str] | None = None, tmp: Path | None = None, root: Path = ROOT
+    code: str,
+    env: dict[str, str] | None = None,
+    tmp: Path | None = None,
+    root: Path = ROOT,
+    prelude: str = "",
 ) -> Any:
     """Run ``code`` after ``import deploy`` (from ``root``) in a fresh, offline interpreter."""
     clean = {
@@ -81,7 +86,7 @@ def run_deploy(
     clean["MODAL_CONFIG_PATH"] = str((tmp or ROOT) / "no-modal.toml")
     if root != ROOT:  # a changed copy of deploy.py, over this checkout's package
         clean["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), clean.get("PYTHONPATH")]))
-    script = BLOCK_NETWORK + "import json, deploy\n" + textwrap.dedent(code)
+    script = BLOCK_NETWORK + prelude + "import json, deploy\n" + textwrap.dedent(code)
     proc = subprocess.run(
         [sys.executable, "-c", script],
         cwd=root,
@@ -168,8 +173,8 @@ def test_the_class_asks_for_a_gpu_mounts_the_volume_and_has_generate(deploy: Any
 
 def test_the_image_takes_torch_from_an_index_that_publishes_it(deploy: Any) -> None:
     """pip falls back to PyPI's CUDA 13 torch, silently, when the extra index has none."""
-    wheel = re.search(r"/whl/cu(\d+)(\d)$", deploy.SETTINGS.torch_index_url)
-    assert wheel, deploy.SETTINGS.torch_index_url
+    wheel = re.search(r"/whl/cu(\d+)(\d)$", deploy.SETTINGS.torch_index)
+    assert wheel, deploy.SETTINGS.torch_index
     first, last = TORCH_BY_CUDA[".".join(wheel.groups())]  # KeyError: no known torch there
     project = (ROOT / "pyproject.toml").read_text()
     low, high = re.search(r'"torch>=([\d.]+),<([\d.]+)"', project).groups()  # type: ignore[union-attr]
@@ -221,6 +226,89 @@ def test_settings_data_agree_with_what_deploy_declares(tmp_path: Path) -> None:
     assert set(env) <= set(declared["forwarded"])
 
 
+@pytest.mark.parametrize(
+    ("gpu", "gpus", "cuda", "dtype"),
+    [
+        ("H100, A100-80GB", [["H100", 1], ["A100-80GB", 1]], "cu126", "bfloat16"),
+        ("b200,h100", [["B200", 1], ["H100", 1]], "cu130", "bfloat16"),  # one image for both
+        ("RTX-PRO-6000", [["RTX-PRO-6000", 1]], "cu130", "bfloat16"),
+        ("L4, T4", [["L4", 1], ["T4", 1]], "cu126", "float16"),  # what every GPU listed runs
+    ],
+)
+def test_a_gpu_fallback_list_gets_one_torch_build_that_runs_on_each(
+    gpu: str, gpus: list[Any], cuda: str, dtype: str, tmp_path: Path
+) -> None:
+    proc = run_deploy(
+        """
+        print(json.dumps({"gpus": deploy.Model().generate.info().gpus,
+                          "index": deploy.SETTINGS.torch_index, "dtype": deploy.GPU_DTYPE}))
+        """,
+        env={"MODAL_GPU": gpu},
+        tmp=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    declared = json.loads(proc.stdout)
+    assert declared["gpus"] == gpus
+    assert declared["index"] == f"https://download.pytorch.org/whl/{cuda}"
+    assert declared["dtype"] == dtype
+    wheel = re.search(r"cu(\d+)(\d)$", cuda)
+    first, last = TORCH_BY_CUDA[".".join(wheel.groups())]  # type: ignore[union-attr]
+    assert Version(first) <= Version("2.13.0") <= Version(last)  # the image's torch is there
+
+
+def test_the_secret_must_hold_auth_token_when_auth_is_on(tmp_path: Path) -> None:
+    """``required_keys`` makes Modal refuse the deploy; checked where deploy.py passes it."""
+    code = """
+        print(json.dumps(deploy.SETTINGS.required_secret_keys))
+        print(json.dumps(seen))
+    """
+    prelude = textwrap.dedent(
+        """
+        import modal
+        seen = []
+        _from_name = modal.Secret.from_name
+        def _recording(*args, **kwargs):
+            seen.append([list(args), kwargs])
+            return _from_name(*args, **kwargs)
+        modal.Secret.from_name = _recording
+        """
+    )
+    env = {"MODAL_SECRET": "serve", "MODAL_AUTH": "1", "MODAL_SECRET_KEYS": "HF_TOKEN"}
+    proc = run_deploy(code, env=env, tmp=tmp_path, prelude=prelude)
+    assert proc.returncode == 0, proc.stderr
+    keys, calls = (json.loads(line) for line in proc.stdout.splitlines())
+    assert keys == ["AUTH_TOKEN", "HF_TOKEN"]
+    assert calls == [[["serve"], {"required_keys": ["AUTH_TOKEN", "HF_TOKEN"]}]]
+
+
+def test_batch_requests_are_retried_and_nothing_else_is(deploy: Any) -> None:
+    """A batch request carries its seed, so a retry gives the same image; the web endpoint
+    and spawned predictions (webhooks, records) are not idempotent and run once."""
+    assert deploy.SETTINGS.batch_retries == 2
+    assert deploy.batch_model().generate.info().max_retries == 2
+    assert deploy.Model().generate.info().max_retries is None
+    assert deploy.Model().web.info().max_retries is None
+    job = deploy.batch_job.info()
+    assert {p: v.name for p, v in job.volumes.items()} == {"/batch": "diffusion-serve-batch"}
+    assert job.timeout == deploy.SETTINGS.batch_timeout_s and job.gpus == []
+
+
+def test_the_web_endpoint_takes_its_label_and_domains_from_the_settings(tmp_path: Path) -> None:
+    env = {"MODAL_WEB_LABEL": "fox-images", "MODAL_CUSTOM_DOMAINS": "img.example.com"}
+    proc = run_deploy(
+        "s = deploy.SETTINGS; print(json.dumps([s.web_label, s.custom_domain_list]))",
+        env=env,
+        tmp=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == ["fox-images", ["img.example.com"]]
+    assert deploy_source().count("label=SETTINGS.web_label") == 1  # and the check keeps it so
+
+
+def deploy_source() -> str:
+    return (ROOT / "deploy.py").read_text(encoding="utf-8")
+
+
 def test_memory_snapshots_can_be_turned_off(tmp_path: Path) -> None:
     """Modal refuses snap=True hooks on a class without snapshots, at import time."""
     proc = run_deploy(
@@ -260,6 +348,24 @@ def test_engine_settings_travel_to_the_container_but_secrets_do_not(tmp_path: Pa
         ({"MODAL_EXTRAS": "diffusers,gui"}, "MODAL_EXTRAS names unknown extras ['gui']"),
         ({"MAX_BATCH_SIZE": "0"}, "MAX_BATCH_SIZE=0"),
         ({"MAX_QUEUE_SIZE": "8"}, "MODAL_MAX_INPUTS=32 exceeds MAX_QUEUE_SIZE=8"),
+        (
+            {
+                "MODAL_GPU": "B200",
+                "MODAL_TORCH_INDEX_URL": "https://download.pytorch.org/whl/cu126",
+            },
+            "B200 is a Blackwell GPU, which a CUDA 12.6 torch build",
+        ),
+        (
+            {"MODAL_GPU": "H100, RTX-PRO-6000", "MODAL_TORCH_INDEX_URL": "https://x/whl/cu124"},
+            "RTX-PRO-6000 is a Blackwell GPU",
+        ),
+        (
+            {"MODAL_GPU_SNAPSHOT": "1", "MODAL_MEMORY_SNAPSHOT": "0"},
+            "MODAL_GPU_SNAPSHOT=1 needs MODAL_MEMORY_SNAPSHOT=1",
+        ),
+        ({"MODAL_AUTH": "1"}, "MODAL_SECRET names none"),
+        ({"MODAL_GPU": "H100,,A100"}, "MODAL_GPU=H100,,A100"),
+        ({"MODAL_WEB_LABEL": "My_Label"}, "MODAL_WEB_LABEL=My_Label"),
     ],
 )
 def test_bad_deploy_settings_fail_naming_the_variable(
@@ -396,7 +502,16 @@ def _copy(tmp_path: Path, replace: tuple[str, str] | None = None) -> Path:
 @pytest.mark.parametrize(
     ("replace", "expected"),
     [
-        (("gpu=SETTINGS.gpu", 'gpu="A10G"'), "gpu='A10G' bypasses the settings"),
+        (("gpu=SETTINGS.gpu_request", 'gpu="A10G"'), "gpu='A10G' bypasses the settings"),
+        (("label=SETTINGS.web_label", 'label="x"'), "label='x' bypasses the settings"),
+        (
+            ("required_keys=SETTINGS.required_secret_keys", "required_keys=[]"),
+            "without required_keys=SETTINGS.required_secret_keys",
+        ),
+        (
+            ("    gpu=SETTINGS.gpu_request,\n", "    gpu=SETTINGS.gpu_request,\n    retries=3,\n"),
+            "retries= on the GPU class retries its web endpoint",
+        ),
         (("    timeout=SETTINGS.timeout_s,\n", ""), "@app.cls declares no timeout="),
         (("scaledown_window=SETTINGS", "container_idle_timeout=SETTINGS"), "removed in modal"),
         (("requires_proxy_auth=SETTINGS.proxy_auth", "requires_proxy_auth=True"), "proxy_auth"),
@@ -500,6 +615,11 @@ def test_batch_entrypoint_maps_over_the_class_with_exceptions_returned(
     class LocalModel:
         generate = LocalGenerate()
 
+        @classmethod
+        def with_options(cls, **options: Any) -> type[LocalModel]:
+            seen["retries"] = options["retries"].max_retries
+            return cls
+
     monkeypatch.setattr(deploy, "Model", LocalModel)
     source = tmp_path / "r.jsonl"
     source.write_text(json.dumps(SMALL) + "\n" + json.dumps({**SMALL, "width": 2048}) + "\n")
@@ -509,9 +629,82 @@ def test_batch_entrypoint_maps_over_the_class_with_exceptions_returned(
     finally:
         service.stop()
     assert exited.value.code == 1  # one line failed
-    assert seen == {"return_exceptions": True}
+    assert seen == {"return_exceptions": True, "retries": deploy.SETTINGS.batch_retries}
     lines = (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()
     assert [json.loads(line)["status"] for line in lines] == ["ok", "failed"]
+
+
+def test_a_detached_job_goes_to_the_batch_volume_and_runs_there(
+    deploy: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``--job``: the file is uploaded and the job spawned (the laptop may leave); the job
+    function then runs the same batch code on the volume, resumable, and commits it."""
+    events: list[Any] = []
+
+    class Upload:
+        def __enter__(self) -> Upload:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            events.append("uploaded")
+
+        def put_file(self, source: Any, remote: str) -> None:
+            events.append((Path(source).read_text(), remote))
+
+    class Volume:
+        def batch_upload(self, force: bool = False) -> Upload:
+            assert force  # a re-run replaces the job file
+            return Upload()
+
+        def commit(self) -> None:
+            events.append("commit")
+
+    class Spawner:
+        def spawn(self, *args: Any) -> Any:
+            events.append(("spawn", *args))
+            return types.SimpleNamespace(object_id="fc-123")
+
+    job_function = deploy.batch_job
+    monkeypatch.setattr(deploy, "batch_volume", Volume())
+    monkeypatch.setattr(deploy, "batch_job", Spawner())
+    source = tmp_path / "r.jsonl"
+    source.write_text(json.dumps(SMALL) + "\n")
+    deploy.batch(input=str(source), job="nightly")
+    assert events == [
+        (source.read_text(), "/nightly/r.jsonl"),
+        "uploaded",
+        ("spawn", "nightly", "r.jsonl"),
+    ]
+    with pytest.raises(SystemExit, match=re.escape("--job '../x'")):
+        deploy.batch(input=str(source), job="../x")
+
+    # On Modal: /batch/nightly/r.jsonl in, /batch/nightly/out out.
+    events.clear()
+    (tmp_path / "nightly").mkdir()
+    shutil.copy(source, tmp_path / "nightly" / "r.jsonl")
+    service = make_service()
+
+    class LocalModel:
+        class generate:
+            @staticmethod
+            def map(requests: list[dict[str, Any]], **options: Any) -> Iterator[Any]:
+                return (service.generate(r).model_dump() for r in requests)
+
+        @classmethod
+        def with_options(cls, **options: Any) -> type[LocalModel]:
+            return cls
+
+    monkeypatch.setattr(deploy, "BATCH_DIR", str(tmp_path))
+    monkeypatch.setattr(deploy, "Model", LocalModel)
+    try:
+        first = job_function.local("nightly", "r.jsonl")
+        again = job_function.local("nightly", "r.jsonl")
+    finally:
+        service.stop()
+    assert first == {"generated": 1, "skipped": 0, "failed": 0}
+    assert again == {"generated": 0, "skipped": 1, "failed": 0}  # resumed, not redone
+    assert events == ["commit", "commit"]
+    assert (tmp_path / "nightly" / "out" / "manifest.jsonl").is_file()
 
 
 def test_download_fetches_into_the_volume_and_commits(

@@ -1,7 +1,7 @@
 """Predictions across Modal containers, up to Modal's boundary.
 
 Modal has no local emulator (tests/test_modal.py), so Modal's primitives are faked with their
-contracts: a ``modal.Dict`` that pickles what it stores and has an atomic
+contracts: a ``modal.Dict`` that takes only plain JSON data and has an atomic
 ``put(skip_if_exists=True)``, and spawned calls that run on a "worker container" (its own
 thread, event loop and service) and hand back results or raised errors as pickles, as
 ``FunctionCall.get`` does. Two apps, each with its own service and ``ModalStore`` over the same
@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import json
 import pickle
+import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -29,6 +32,7 @@ from inference.http.protocols.predictions import use_store
 from inference.models.mock import MockModel
 from inference.predictions import WebhookSender, modal_store, new_id
 from inference.predictions.modal_store import ModalRunner, ModalStore
+from inference.predictions.record import Prediction
 from inference.results import GenerateResult
 from inference.schema import GenerateRequest
 from inference.service import Service
@@ -47,32 +51,41 @@ def _fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class FakeDict:
-    """``modal.Dict``'s contract: values are pickled; put(skip_if_exists=True) is atomic."""
+    """``modal.Dict``'s contract: put(skip_if_exists=True) is atomic, and a value is stored as
+    serialized bytes. The store keeps plain data in it, so this one takes only what survives a
+    JSON round trip unchanged (no class instances, no tuples) and stores it as JSON."""
 
     def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
+        self.data: dict[str, str] = {}
         self.lock = threading.Lock()
+
+    @staticmethod
+    def serialize(value: Any) -> str:
+        text = json.dumps(value)  # TypeError for a class instance, bytes, a set
+        assert json.loads(text) == value, f"not plain JSON data: {value!r}"  # e.g. a tuple
+        return text
 
     async def get(self, key: str) -> Any:
         raw = self.data.get(key)
-        return None if raw is None else pickle.loads(raw)
+        return None if raw is None else json.loads(raw)
 
     async def put(self, key: str, value: Any, skip_if_exists: bool = False) -> bool:
+        text = self.serialize(value)
         with self.lock:
             if skip_if_exists and key in self.data:
                 return False
-            self.data[key] = pickle.dumps(value)
+            self.data[key] = text
             return True
 
     async def pop(self, key: str) -> Any:
         raw = self.data.pop(key, None)
-        return None if raw is None else pickle.loads(raw)
+        return None if raw is None else json.loads(raw)
 
     async def len(self) -> int:
         return len(self.data)
 
     async def values(self) -> list[Any]:
-        return [pickle.loads(raw) for raw in list(self.data.values())]
+        return [json.loads(raw) for raw in list(self.data.values())]
 
 
 class WorkerContainer:
@@ -344,3 +357,76 @@ def test_a_call_modal_refuses_fails_its_record() -> None:
         assert answer.status_code == 500
         (record,) = modal.a.get("/v1/predictions").json()["results"]
         assert record["status"] == "failed" and "ConnectionError" in record["error"]
+
+
+# -- the stored records: plain, versioned data ------------------------------------------------
+
+RECORD_V1 = Path(__file__).with_name("data") / "prediction_record_v1.json"
+
+
+def test_a_stored_v1_record_reads_back_and_is_what_this_code_writes() -> None:
+    """The sample is a record as schema 1 writes it; a redeploy must keep reading it."""
+    stored = json.loads(RECORD_V1.read_text(encoding="utf-8"))
+    prediction = Prediction.from_dict(stored)
+    assert (prediction.id, prediction.protocol, prediction.status) == (
+        "k3x9q2m7v8t1w4r6y0p5s2n8zb",
+        "replicate",
+        "processing",
+    )
+    assert prediction.events == frozenset({"start", "completed"})
+    assert prediction.input["seed"] == 42 and prediction.revision == 3
+    assert prediction.outputs is None  # images stay in the call's result
+    written = prediction.to_dict()
+    assert written == json.loads(json.dumps(written))  # JSON types only
+    assert {k: written[k] for k in stored} == stored  # no field of schema 1 dropped or changed
+
+
+def test_a_record_without_the_optional_fields_loads_with_their_defaults() -> None:
+    """A field added to ``Prediction`` later (with a default) is absent from older records."""
+    stored = json.loads(RECORD_V1.read_text(encoding="utf-8"))
+    minimal = {key: stored[key] for key in ("v", "id", "protocol", "input")}
+    prediction = Prediction.from_dict(minimal)
+    assert (prediction.status, prediction.revision, prediction.logs) == ("starting", 0, "")
+    assert prediction.events == frozenset({"start", "output", "logs", "completed"})
+    # Keys a newer schema 1 writer added are ignored, not fatal.
+    assert Prediction.from_dict({**minimal, "added_later": 1}).id == stored["id"]
+
+
+@pytest.mark.parametrize(
+    ("stored", "named"),
+    [
+        ({"v": 2, "id": "a", "protocol": "cog", "input": {}}, "prediction record version 2"),
+        ({"id": "a", "protocol": "cog", "input": {}}, "prediction record version None"),
+        ({"v": 1, "id": "a"}, "lacks protocol, input"),
+    ],
+)
+def test_a_record_this_code_cannot_read_is_refused_by_name(stored: Any, named: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(named)):
+        Prediction.from_dict(stored)
+
+
+def test_a_pickled_record_from_the_previous_deployment_still_loads() -> None:
+    """During a redeploy the Dicts still hold the previous code's pickled ``Prediction`` and
+    its end as a tuple; the store reads both and writes plain data from then on."""
+    legacy = Prediction(id="old1", protocol="cog", input={"seed": 1}, status="processing")
+    ended = ("canceled", 1796000009.0, None)
+
+    class LegacyDict:  # what modal.Dict hands back after unpickling the old values
+        def __init__(self, data: dict[str, Any]) -> None:
+            self.data = data
+
+        async def get(self, key: str) -> Any:
+            return self.data.get(key)
+
+    store = ModalStore(
+        Settings(**BASE),
+        calls=None,  # type: ignore[arg-type]
+        records=LegacyDict({"old1": legacy}),  # type: ignore[arg-type]
+        meta=LegacyDict({"done/old1": ended}),  # type: ignore[arg-type]
+    )
+    try:
+        loaded = asyncio.run(store.load("old1"))
+    finally:
+        store.webhooks.close(5)
+    assert loaded is not None
+    assert (loaded.status, loaded.completed_at) == ("canceled", 1796000009.0)

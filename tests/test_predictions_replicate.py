@@ -171,7 +171,7 @@ def test_errors_come_as_replicate_errors(url: str, client: Any) -> None:
     assert "width must be a multiple of 8, got 1001" in info.value.detail
     with pytest.raises(ReplicateError) as info:
         client.run("a/b", input={}, webhook="ftp://example.com/hook")
-    assert info.value.status == 422 and "webhook must be an http" in info.value.detail
+    assert info.value.status == 422 and "is not an http:// or https:// URL" in info.value.detail
     bad_token = replicate.Client(api_token="wrong", base_url=url)
     with pytest.raises(ReplicateError) as info:
         bad_token.predictions.list()

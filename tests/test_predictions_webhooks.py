@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from inference import net
 from inference.errors import InvalidRequest
+from inference.hosts import HostList
 from inference.http.app import create_app
 from inference.models.mock import MockModel
-from inference.predictions import targets
-from inference.predictions.targets import check_target
+from inference.predictions.webhooks import check_target
 from inference.service import Service
 from inference.settings import Settings
 from tests.fakes import SlowStepsModel
@@ -61,8 +62,8 @@ def create(client: TestClient, receiver: Receiver, events: list[str] | None = No
 # -- targets ------------------------------------------------------------------------------
 
 
-def fake_dns(table: dict[str, list[str]]) -> Any:
-    async def resolve(host: str, port: int) -> list[str]:
+def fake_dns(table: dict[str, list[str]]) -> net.Resolver:
+    def resolve(host: str, port: int) -> list[str]:
         if host not in table:
             raise OSError(f"unknown host {host}")
         return table[host]
@@ -73,34 +74,45 @@ def fake_dns(table: dict[str, list[str]]) -> Any:
 @pytest.mark.parametrize(
     ("url", "named"),
     [
-        ("ftp://example.com/hook", "must be an http:// or https:// URL"),
-        ("not a url", "must be an http:// or https:// URL"),
+        ("ftp://example.com/hook", "is not an http:// or https:// URL"),
+        ("not a url", "holds a space or control character"),
+        ("http://[::1/hook", "is not a valid URL"),
+        ("http://example.com:99999/hook", "has port 99999, outside 1-65535"),
         ("http://127.0.0.1:9/hook", "127.0.0.1 is a loopback address"),
         ("http://[::1]/hook", "::1 is a loopback address"),
-        ("http://[::ffff:10.0.0.1]/hook", "a private address"),
+        ("http://[::ffff:10.0.0.1]/hook", "IPv4-mapped (10.0.0.1: private) address"),
+        ("http://[2002:7f00:1::]/hook", "6to4 (127.0.0.1: loopback) address"),
+        ("http://[64:ff9b::7f00:1]/hook", "NAT64 (127.0.0.1: loopback) address"),
         ("http://10.1.2.3/hook", "a private address"),
         ("http://192.168.1.1/hook", "a private address"),
         ("http://169.254.169.254/latest/meta-data", "a link-local address"),
         ("http://0.0.0.0/hook", "an unspecified address"),
-        ("http://100.64.0.1/hook", "a non-global address"),
+        ("http://100.64.0.1/hook", "a shared (100.64.0.0/10) address"),
         ("https://internal.test/hook", "resolves to 10.0.0.7, a private address"),
         ("https://split.test/hook", "resolves to 192.168.0.2, a private address"),
-        ("https://nowhere.test/hook", "does not resolve"),
+        ("https://nowhere.test/hook", "cannot resolve host 'nowhere.test'"),
     ],
 )
 def test_refused_targets_name_the_field_and_why(url: str, named: str) -> None:
     dns = fake_dns({"internal.test": ["10.0.0.7"], "split.test": ["8.8.8.8", "192.168.0.2"]})
     with pytest.raises(InvalidRequest) as info:
-        asyncio.run(check_target(url, frozenset(), dns))
+        asyncio.run(check_target(url, Settings(), resolver=dns))
     assert info.value.field == "webhook" and named in info.value.message
+    assert "WEBHOOK_ALLOWED_HOSTS" in info.value.message or "address" not in named
 
 
 def test_public_and_allowed_targets_pass() -> None:
-    dns = fake_dns({"hooks.example.com": ["93.184.216.34", "2606:2800:220:1::1"]})
-    got = asyncio.run(check_target("https://hooks.example.com/x", frozenset(), dns))
-    assert got == ["93.184.216.34", "2606:2800:220:1::1"]
-    allowed = frozenset({"receiver.internal"})
-    assert asyncio.run(check_target("http://receiver.internal/x", allowed, dns)) == []
+    dns = fake_dns(
+        {
+            "hooks.example.com": ["93.184.216.34", "2606:2800:220:1::1"],
+            "receiver.internal": ["10.0.0.9"],
+        }
+    )
+    asyncio.run(check_target("https://hooks.example.com/x", Settings(), resolver=dns))
+    allowed = Settings(webhook_allowed_hosts="receiver.internal")
+    asyncio.run(check_target("http://receiver.internal/x", allowed, resolver=dns))
+    with pytest.raises(InvalidRequest, match=r"10\.0\.0\.9, a private address"):
+        asyncio.run(check_target("http://receiver.internal/x", Settings(), resolver=dns))
 
 
 def test_localhost_is_refused_after_dns_resolution() -> None:
@@ -117,10 +129,10 @@ def test_a_name_that_re_resolves_to_a_private_address_is_not_called(
 ) -> None:
     answers = iter([["93.184.216.34"], ["127.0.0.1"], ["127.0.0.1"], ["127.0.0.1"]])
 
-    async def rebinding(host: str, port: int) -> list[str]:
+    def rebinding(host: str, port: int) -> list[str]:
         return next(answers)
 
-    monkeypatch.setattr(targets, "resolve", rebinding)
+    monkeypatch.setattr(net, "system_resolver", rebinding)
     with webhook_receiver() as receiver, served(**FAST_RETRIES) as client:
         port = receiver.url.split(":")[2].split("/")[0]
         body = {"input": SMALL, "webhook": f"http://rebind.test:{port}/hook"}
@@ -136,10 +148,8 @@ def test_a_name_that_re_resolves_to_a_private_address_is_not_called(
 
 def test_a_delivery_goes_to_the_address_that_was_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     """The connection is pinned to the vetted address, with the name in the Host header."""
-    monkeypatch.setattr(targets, "resolve", fake_dns({"hooks.test": ["127.0.0.1"]}))
-    real = targets._non_global
-    monkeypatch.setattr(targets, "_non_global", lambda a: None if a == "127.0.0.1" else real(a))
-    with webhook_receiver() as receiver, served() as client:
+    monkeypatch.setattr(net, "system_resolver", fake_dns({"hooks.test": ["127.0.0.1"]}))
+    with webhook_receiver() as receiver, served(webhook_allowed_hosts="hooks.test") as client:
         port = receiver.url.split(":")[2].split("/")[0]
         body = {"input": SMALL, "webhook": f"http://hooks.test:{port}/hook"}
         client.post("/v1/predictions", json={**body, "webhook_events_filter": ["completed"]})
@@ -309,4 +319,4 @@ def test_webhook_settings_are_checked_at_start(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("WEBHOOK_SECRET", "")
     assert Settings().webhook_secret is None  # empty: unsigned
     monkeypatch.setenv("WEBHOOK_ALLOWED_HOSTS", " Receiver.Internal ,[::1],")
-    assert Settings().webhook_hosts == {"receiver.internal", "::1"}
+    assert Settings().webhook_allowed_hosts == HostList(["receiver.internal", "::1"])

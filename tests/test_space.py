@@ -210,8 +210,12 @@ def test_dockerfile_installs_pinned_cuda12_torch_and_the_projects_extras_from_th
         for word in command.value
     }
     assert re.fullmatch(r"\d+\.\d+\.\d+", args["TORCH_VERSION"])
-    wheel_cuda = re.search(r"/whl/cu(12)(\d)$", args["TORCH_INDEX_URL"])
-    assert wheel_cuda, args["TORCH_INDEX_URL"]
+    index = args["TORCH_INDEX_URL"].replace("${TORCH_CUDA}", args["TORCH_CUDA"])
+    wheel_cuda = re.search(r"/whl/cu(12)(\d)$", index)  # the default: CUDA 12, any driver
+    assert wheel_cuda, index
+    for variant in ("12.6", "13.0"):  # TORCH_CUDA=cu126 and =cu130 (Blackwell) both exist
+        first, last = TORCH_BY_CUDA[variant]
+        assert Version(first) <= Version(args["TORCH_VERSION"]) <= Version(last), variant
     cuda = ".".join(wheel_cuda.groups())
     first, last = TORCH_BY_CUDA[cuda]  # a KeyError here: no torch of ours ships for that CUDA
     assert Version(first) <= Version(args["TORCH_VERSION"]) <= Version(last), cuda

@@ -101,7 +101,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.service = service
-    app.state.metrics = metrics = Metrics(service)
+    app.state.metrics = metrics = Metrics(service, app.state)
     #: Called on the event loop when shutdown begins, to end long-lived streams (Gradio's).
     app.state.stream_closers = []
     app.state.rate_limit = RateLimit(settings) if settings.rate_limit_per_minute else None

@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.datastructures import State
 
+from inference.predictions.store import LocalStore
 from inference.service import Service
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -92,8 +94,52 @@ class CacheCollector(Collector):
         )
 
 
+class StoreCollector(Collector):
+    """Each in-memory store's size, read from the store's own accounting at scrape time.
+
+    One family labelled by store, so a dashboard can add them up and hold the sum against the
+    README's memory ceiling: ``predictions`` (the in-process prediction store; absent when a
+    runtime installed another, e.g. Modal's), ``image_links`` (OpenAI ``url`` images),
+    ``result_cache`` and ``lora_cache`` (loaded adapters' file bytes). Uploaded files are not
+    kept: a multipart upload lives as long as its request.
+    """
+
+    def __init__(self, service: Service, state: State) -> None:
+        self.service = service
+        self.state = state
+
+    def usage(self) -> dict[str, tuple[int, int]]:
+        """(items, bytes) by store name."""
+        found: dict[str, tuple[int, int]] = {}
+        predictions = getattr(self.state, "prediction_store", None)
+        if isinstance(predictions, LocalStore):
+            found["predictions"] = predictions.usage()
+        images = getattr(self.state, "image_store", None)
+        found["image_links"] = (len(images), images.bytes) if images is not None else (0, 0)
+        cache = self.service.cache
+        found["result_cache"] = (len(cache), cache.bytes) if cache is not None else (0, 0)
+        adapters = getattr(self.service.model, "adapters", None)
+        loaded = adapters.info() if adapters is not None else []
+        found["lora_cache"] = (len(loaded), sum(entry["bytes"] for entry in loaded))
+        return found
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        items = GaugeMetricFamily(
+            "inference_store_items", "Items held by each in-memory store.", labels=["store"]
+        )
+        held = GaugeMetricFamily(
+            "inference_store_bytes", "Bytes held by each in-memory store.", labels=["store"]
+        )
+        for name, (count, nbytes) in self.usage().items():
+            items.add_metric([name], count)
+            held.add_metric([name], nbytes)
+        yield items
+        yield held
+
+
 class Metrics:
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, state: State) -> None:
+        """``state``: the app's, where the prediction and image-link stores are put."""
         self.registry = r = CollectorRegistry()
         self.requests = Counter(
             "http_requests",
@@ -129,6 +175,7 @@ class Metrics:
         r.register(EngineCollector(service))
         r.register(CacheCollector(service))
         r.register(AdapterCollector(service))
+        r.register(StoreCollector(service, state))
         gauges = {
             "inference_queue_depth": ("Requests waiting for a batch.", lambda: service.queue_depth),
             "inference_model_ready": (

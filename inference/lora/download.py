@@ -1,64 +1,80 @@
-"""Downloading a file from a URL without letting a URL reach what it should not.
+"""Downloading a file from a URL through the one outbound guard, once per machine.
 
-Used for adapter URLs named in requests and for Cog's trained weights (``COG_WEIGHTS``). A URL
-is fetched only from an allowed host, only when every address its name resolves to is public
-(unless private addresses are allowed), never through a redirect (a redirect could point
-anywhere), never beyond a size cap, and once per machine: the file is kept under a folder named
-after the URL's hash, written under a temporary name and renamed when complete, so a crash never
-leaves a partial file that looks whole.
+Used for adapter URLs named in requests and for Cog's trained weights (``COG_WEIGHTS``). The
+transfer is ``inference.net``'s: an allowed host, public addresses only (unless private ones
+are allowed), the connection to the address that was checked, no redirects, a size cap checked
+against Content-Length and the bytes counted, one total deadline. The file is kept under a
+folder named after the URL's hash and appears under its final name only once it is complete
+and ``verify`` accepted it, so a truncated or corrupt download is never served as a whole file:
+the next request downloads it again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import os
-import socket
-import tempfile
-import urllib.error
-import urllib.request
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from inference import net
+from inference.hosts import HostList
+from inference.settings import Settings
+
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1 << 20
-TIMEOUT_S = 60
+_PRIVATE_FIX = "a deployer can allow them with LORA_ALLOW_PRIVATE_URLS=1"
 
 
 class UrlRefused(Exception):
     """The URL may not be fetched, or fetching it failed; the message says why and the fix."""
 
 
-def check_url(url: str, allowed_hosts: list[str], allow_private: bool) -> str:
-    """Raise ``UrlRefused`` unless ``url`` is http(s) from an allowed, public host; its host."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UrlRefused(f"{url!r} is not an http(s) URL")
-    host = parts.hostname.lower()
-    if not allowed_hosts:
+def lora_policy(settings: Settings) -> net.Policy:
+    """Adapter URLs in requests: LORA_ALLOWED_HOSTS, LORA_MAX_FILE_BYTES, LORA_URL_DEADLINE_S."""
+    return net.Policy(
+        hosts=settings.lora_allowed_hosts,
+        private_hosts=HostList("*") if settings.lora_allow_private_urls else HostList(),
+        deadline_s=settings.lora_url_deadline_s,
+        max_bytes=settings.lora_max_file_bytes,
+        hosts_setting="LORA_ALLOWED_HOSTS",
+        private_fix=_PRIVATE_FIX,
+        deadline_setting="LORA_URL_DEADLINE_S",
+        size_setting="LORA_MAX_FILE_BYTES",
+    )
+
+
+def weights_policy(settings: Settings) -> net.Policy:
+    """Cog's trained weights: the deployer names the URL, so any host, but still public only."""
+    return net.Policy(
+        hosts=HostList("*"),
+        private_hosts=HostList("*") if settings.lora_allow_private_urls else HostList(),
+        deadline_s=settings.weights_url_deadline_s,
+        max_bytes=settings.weights_url_max_bytes,
+        hosts_setting="any host",
+        private_fix=_PRIVATE_FIX,
+        deadline_setting="WEIGHTS_URL_DEADLINE_S",
+        size_setting="WEIGHTS_URL_MAX_BYTES",
+    )
+
+
+def check_url(url: str, policy: net.Policy) -> None:
+    """Raise ``UrlRefused`` unless ``url`` is a well-formed http(s) URL on an allowed host.
+
+    No DNS lookup: the addresses are checked when the file is downloaded, by the lookup whose
+    answer the connection then uses.
+    """
+    if not policy.hosts:
         raise UrlRefused(
             "URLs are off on this server; use a hub id or 'local:NAME', or ask the deployer to "
-            "set LORA_ALLOWED_HOSTS"
+            f"set {policy.hosts_setting}"
         )
-    if "*" not in allowed_hosts and host not in allowed_hosts:
-        raise UrlRefused(
-            f"host {host!r} is not allowed (LORA_ALLOWED_HOSTS: {', '.join(allowed_hosts)})"
-        )
-    if not allow_private:
-        try:
-            infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
-        except OSError as exc:
-            raise UrlRefused(f"cannot resolve host {host!r}: {exc}") from None
-        for info in infos:
-            address = ipaddress.ip_address(info[4][0])
-            if not address.is_global:
-                raise UrlRefused(
-                    f"host {host!r} resolves to the non-public address {address}; such "
-                    "addresses are refused unless LORA_ALLOW_PRIVATE_URLS=1"
-                )
-    return host
+    try:
+        net.allow(url, policy)
+    except net.OutboundError as exc:
+        raise UrlRefused(exc.message) from None
 
 
 def default_download_dir() -> Path:
@@ -68,46 +84,45 @@ def default_download_dir() -> Path:
     return Path(constants.HF_HOME) / "lora-downloads"
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        return None  # urllib then raises HTTPError with the 3xx status
+_locks: dict[Path, threading.Lock] = {}
+_locks_guard = threading.Lock()
 
 
-def download_url(url: str, folder: Path, max_bytes: int, suffixes: tuple[str, ...]) -> Path:
+def _lock(target: Path) -> threading.Lock:
+    """One lock per file, so concurrent requests for a new URL download it once."""
+    with _locks_guard:
+        return _locks.setdefault(target, threading.Lock())
+
+
+def download_url(
+    url: str,
+    folder: Path,
+    policy: net.Policy,
+    suffixes: tuple[str, ...],
+    verify: Callable[[Path], object] = lambda path: None,
+    resolver: net.Resolver | None = None,
+) -> Path:
     """The file at ``url`` in ``folder`` (downloaded unless already there); ``UrlRefused`` if
-    its name lacks one of ``suffixes``, it is larger than ``max_bytes``, or the fetch fails.
+    its name lacks one of ``suffixes`` or the transfer fails or is refused.
 
-    Call ``check_url`` first: this function trusts the URL.
+    ``verify(path)`` sees a complete download before it takes the final name; whatever it
+    raises propagates and nothing is kept. ``resolver`` replaces the system's DNS (tests).
     """
     name = Path(urlsplit(url).path).name
     if not name.endswith(suffixes):
         raise UrlRefused(f"{url!r} must name a file ending in {' or '.join(suffixes)}")
     target = folder / hashlib.sha256(url.encode()).hexdigest()[:24] / name
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    opener = urllib.request.build_opener(_NoRedirects)
-    try:
-        with opener.open(url, timeout=TIMEOUT_S) as response:
-            length = int(response.headers.get("Content-Length") or 0)
-            if length > max_bytes:
-                raise UrlRefused(f"{url!r} is {length} bytes, over the {max_bytes}-byte cap")
-            fd, partial = tempfile.mkstemp(dir=target.parent, suffix=".partial")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    total = 0
-                    while chunk := response.read(CHUNK_BYTES):
-                        total += len(chunk)
-                        if total > max_bytes:
-                            raise UrlRefused(f"{url!r} is over the {max_bytes}-byte cap")
-                        out.write(chunk)
-                os.replace(partial, target)
-            finally:
-                Path(partial).unlink(missing_ok=True)
-    except urllib.error.HTTPError as exc:
-        why = "redirects, which are not followed" if 300 <= exc.code < 400 else "answered"
-        raise UrlRefused(f"{url!r} {why} (HTTP {exc.code}); give the file's final URL") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise UrlRefused(f"cannot download {url!r}: {exc}") from None
-    log.info("downloaded %s to %s (%d bytes)", url, target, target.stat().st_size)
+    with _lock(target):
+        if target.is_file():
+            return target
+        unverified = target.with_name(f".{name}.unverified")
+        try:
+            size = net.download(url, unverified, policy, resolver=resolver)
+            verify(unverified)
+            os.replace(unverified, target)
+        except net.OutboundError as exc:
+            raise UrlRefused(exc.message) from None
+        finally:
+            unverified.unlink(missing_ok=True)
+    log.info("downloaded %s to %s (%d bytes)", url, target, size)
     return target

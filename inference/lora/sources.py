@@ -1,11 +1,14 @@
 """From an adapter reference to a verified local safetensors file, under the deployment's rules.
 
-Two steps, so that what can be known at submission is refused there: ``check`` (cheap, no
-download: the reference's form, LORA_DIR confinement, a local file's existence, size and header,
-a URL's host and addresses, a hub file's presence in the cache when offline) runs in the model's
-``check`` hook; ``fetch`` (may download) runs on the engine's worker when the adapter is first
-used. Hub adapters go through the Hugging Face cache (HF_HOME, on Modal the weights Volume) with
-the base weights' offline rule (HF_HUB_OFFLINE); URL adapters through ``download.download_url``.
+Two steps: ``check`` (cheap, no network: the reference's form, LORA_DIR confinement, a local
+file's existence, size and header, a URL's form and host, a hub file's presence in the cache
+when offline) and ``fetch`` (``check``, then the download if the file is not here yet, then the
+file's verification). The model's ``check`` hook fetches (``support.Adapters.check``), so a
+download happens while the request is validated, in the service's worker threads, before the
+job is queued: never on the engine's one worker, where a slow host would hold up every other
+request. Hub adapters go through the Hugging Face cache (HF_HOME, on Modal the weights Volume)
+with the base weights' offline rule (HF_HUB_OFFLINE); URL adapters through the outbound guard
+(``download.download_url``: LORA_ALLOWED_HOSTS, LORA_URL_DEADLINE_S, LORA_MAX_FILE_BYTES).
 Every error is an ``InvalidRequest`` on ``loras`` that names the adapter and the fix.
 """
 
@@ -18,8 +21,15 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from inference import net
 from inference.errors import InvalidRequest
-from inference.lora.download import UrlRefused, check_url, default_download_dir, download_url
+from inference.lora.download import (
+    UrlRefused,
+    check_url,
+    default_download_dir,
+    download_url,
+    lora_policy,
+)
 from inference.settings import Settings
 from inference.weights import PICKLE_SUFFIXES
 
@@ -61,7 +71,12 @@ class Source:
 
 
 def verify_safetensors(path: Path, ref: str, max_bytes: int) -> int:
-    """Raise unless ``path`` is a safetensors file within ``max_bytes``; return its size."""
+    """Raise unless ``path`` is a whole safetensors file within ``max_bytes``; return its size.
+
+    Read by the format's documentation (an 8-byte little-endian header length, a JSON header,
+    then the tensors' bytes), without the safetensors library (no torch needed): the tensors'
+    ``data_offsets`` must end exactly where the file does, so a truncated file is refused.
+    """
     if path.suffix in PICKLE_SUFFIXES:
         raise refused(
             ref,
@@ -85,7 +100,10 @@ def verify_safetensors(path: Path, ref: str, max_bytes: int) -> int:
             header = json.loads(f.read(length))
         if not isinstance(header, dict):
             raise ValueError("header is not an object")
-    except (struct.error, ValueError, OSError):
+        ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+        if max(ends, default=0) != size - 8 - length:
+            raise ValueError("the tensors do not end where the file does")
+    except (struct.error, ValueError, OSError, TypeError, KeyError, IndexError):
         raise refused(
             ref,
             "is not a safetensors file (a pickle, truncated or corrupt); "
@@ -97,10 +115,10 @@ def verify_safetensors(path: Path, ref: str, max_bytes: int) -> int:
 class AdapterSources:
     """Resolves adapter references for one deployment (its LORA_* settings)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, resolver: net.Resolver | None = None) -> None:
         self.lora_dir = settings.lora_dir.resolve() if settings.lora_dir else None
-        self.allowed_hosts = settings.lora_allowed_hosts
-        self.allow_private = settings.lora_allow_private_urls
+        self.policy = lora_policy(settings)
+        self.resolver = resolver  # tests play a DNS server with it
         self.max_bytes = settings.lora_max_file_bytes
         self.offline = settings.hf_hub_offline
         self.download_dir = settings.lora_download_dir
@@ -140,7 +158,7 @@ class AdapterSources:
             verify_safetensors(source.path, ref, self.max_bytes)
         elif source.url is not None:
             try:
-                check_url(source.url, self.allowed_hosts, self.allow_private)
+                check_url(source.url, self.policy)
             except UrlRefused as exc:
                 raise refused(ref, str(exc)) from None
         elif source.filename.endswith(PICKLE_SUFFIXES):
@@ -155,7 +173,8 @@ class AdapterSources:
             )
 
     def fetch(self, ref: str) -> Path:
-        """A verified local safetensors file for ``ref`` (downloaded once per machine)."""
+        """A verified local safetensors file for ``ref`` (downloaded once per machine; a
+        failed or refused download keeps nothing, so the next request tries again)."""
         self.check(ref)
         source = self.parse(ref)
         if source.path is not None:
@@ -163,7 +182,14 @@ class AdapterSources:
         if source.url is not None:
             folder = self.download_dir or default_download_dir()
             try:
-                path = download_url(source.url, folder, self.max_bytes, (".safetensors",))
+                path = download_url(
+                    source.url,
+                    folder,
+                    self.policy,
+                    (".safetensors",),
+                    verify=lambda unverified: verify_safetensors(unverified, ref, self.max_bytes),
+                    resolver=self.resolver,
+                )
             except UrlRefused as exc:
                 raise refused(ref, str(exc)) from None
         else:

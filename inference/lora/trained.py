@@ -2,8 +2,10 @@
 
 Replicate hands a fine-tune or a trained LoRA to a container as ``COG_WEIGHTS``, usually a URL.
 The deployer sets it, not a client, so its host needs no allow-list; private and loopback
-addresses are still refused unless LORA_ALLOW_PRIVATE_URLS is set. The file is downloaded once
-per machine (``download.download_url``), then served as what it is:
+addresses are still refused unless LORA_ALLOW_PRIVATE_URLS is set, and the download has a
+total deadline (WEIGHTS_URL_DEADLINE_S) and cap (WEIGHTS_URL_MAX_BYTES). The file is downloaded
+once per machine through the outbound guard (``download.download_url``; a ``.safetensors`` one
+is verified before it is kept), then served as what it is:
 
 - a ``.safetensors`` LoRA (its tensor names hold ``lora``): the default adapter (DEFAULT_LORAS),
   kept under LORA_DIR (the download folder, when LORA_DIR is unset) and named ``local:...``;
@@ -20,9 +22,17 @@ import shutil
 import tarfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from inference import net
 from inference.errors import InvalidRequest, ModelLoadError
-from inference.lora.download import UrlRefused, check_url, default_download_dir, download_url
+from inference.lora.download import (
+    UrlRefused,
+    check_url,
+    default_download_dir,
+    download_url,
+    weights_policy,
+)
 from inference.lora.sources import verify_safetensors
 from inference.settings import Settings
 from inference.weights import check_safetensors
@@ -35,14 +45,23 @@ def is_url(weights: str) -> bool:
     return bool(URL.match(weights))
 
 
-def trained_weights(url: str, settings: Settings) -> dict[str, Any]:
-    """The settings that serve the weights at ``url`` (downloaded once), or ``ModelLoadError``."""
+def trained_weights(
+    url: str, settings: Settings, resolver: net.Resolver | None = None
+) -> dict[str, Any]:
+    """The settings that serve the weights at ``url`` (downloaded once), or ``ModelLoadError``.
+
+    ``resolver`` replaces the system's DNS (tests).
+    """
     folder = settings.lora_dir or settings.lora_download_dir or default_download_dir()
+    policy = weights_policy(settings)
+
+    def verify(unverified: Path) -> None:
+        if Path(urlsplit(url).path).name.endswith(".safetensors"):
+            verify_safetensors(unverified, url, settings.weights_url_max_bytes)
+
     try:
-        check_url(url, ["*"], settings.lora_allow_private_urls)
-        path = download_url(url, folder, settings.weights_url_max_bytes, SUFFIXES)
-        if path.name.endswith(".safetensors"):
-            verify_safetensors(path, url, settings.weights_url_max_bytes)
+        check_url(url, policy)
+        path = download_url(url, folder, policy, SUFFIXES, verify, resolver)
     except UrlRefused as exc:
         raise ModelLoadError(f"Cog weights: {exc}") from None
     except InvalidRequest as exc:

@@ -2,16 +2,15 @@
 
 The machinery behind Replicate's and Cog's HTTP protocols (``inference/http/protocols/``):
 ``record`` (one prediction and its transitions), ``store`` (the interface and the in-process
-store), ``modal_store`` (the same over Modal's primitives), ``targets`` (which webhook URLs may be
-called), ``webhooks`` (signed deliveries, retries), ``envelopes`` (each protocol's JSON)
+store), ``modal_store`` (the same over Modal's primitives), ``webhooks`` (which URLs may be
+called, signed deliveries, retries), ``envelopes`` (each protocol's JSON)
 and ``events`` (server-sent events). It never imports ``modal``; the routes live in
 ``inference/http/``.
 """
 
 from inference.predictions.record import EVENTS, TERMINAL, Prediction, new_id
 from inference.predictions.store import LocalStore, PredictionStore
-from inference.predictions.targets import check_target
-from inference.predictions.webhooks import WebhookSender
+from inference.predictions.webhooks import WebhookSender, check_target
 
 __all__ = [
     "EVENTS",

@@ -13,11 +13,15 @@ completed_at, urls. Cog (coglet 0.23, measured against its own server): ``id``, 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from inference.predictions.bodies import uri_prefix
 from inference.predictions.record import OutputFile, Prediction
 
+#: Writes one output's data: URI.
+URI = Callable[[OutputFile], str]
 #: Where this server serves an output file in ``PREDICTIONS_OUTPUT=url`` mode.
 OUTPUT_PATH = "/v1/predictions/{id}/output/{name}"
 
@@ -30,11 +34,14 @@ def timestamp(seconds: float | None) -> str | None:
 
 
 def data_uri(output: OutputFile) -> str:
-    return f"data:{output.media_type};base64,{base64.b64encode(output.data).decode('ascii')}"
+    """The whole URI in one string: for a webhook's body, which is signed as a whole (a route
+    streams it instead: ``bodies``)."""
+    return uri_prefix(output) + base64.b64encode(output.data).decode("ascii")
 
 
-def output_value(prediction: Prediction) -> list[str] | None:
-    """The outputs as a list (predict.py's ``list[Path]``): data: URIs, or URLs served here."""
+def output_value(prediction: Prediction, uri: URI = data_uri) -> list[str] | None:
+    """The outputs as a list (predict.py's ``list[Path]``): data: URIs, or URLs served here;
+    ``uri`` writes a data: URI (``bodies.json_body`` passes one that writes a marker)."""
     if prediction.outputs is None:
         return None
     if prediction.output_urls:
@@ -42,7 +49,7 @@ def output_value(prediction: Prediction) -> list[str] | None:
             prediction.base_url + OUTPUT_PATH.format(id=prediction.id, name=o.name)
             for o in prediction.outputs
         ]
-    return [data_uri(o) for o in prediction.outputs]
+    return [uri(o) for o in prediction.outputs]
 
 
 def _metrics(prediction: Prediction) -> dict[str, Any]:
@@ -58,7 +65,9 @@ def replicate_urls(prediction: Prediction) -> dict[str, str]:
     return {"get": base, "cancel": f"{base}/cancel", "stream": f"{base}/stream"}
 
 
-def replicate_object(prediction: Prediction, *, summary: bool = False) -> dict[str, Any]:
+def replicate_object(
+    prediction: Prediction, *, summary: bool = False, uri: URI = data_uri
+) -> dict[str, Any]:
     """Replicate's prediction object; ``summary`` (for lists) leaves out output and logs."""
     return {
         "id": prediction.id,
@@ -66,7 +75,7 @@ def replicate_object(prediction: Prediction, *, summary: bool = False) -> dict[s
         "version": prediction.version,
         "input": prediction.input,
         "logs": None if summary else prediction.logs,
-        "output": None if summary else output_value(prediction),
+        "output": None if summary else output_value(prediction, uri),
         "data_removed": False,
         "error": prediction.error,
         "status": prediction.status,
@@ -79,7 +88,7 @@ def replicate_object(prediction: Prediction, *, summary: bool = False) -> dict[s
     }
 
 
-def cog_envelope(prediction: Prediction) -> dict[str, Any]:
+def cog_envelope(prediction: Prediction, *, uri: URI = data_uri) -> dict[str, Any]:
     """Cog's prediction response, with the keys coglet itself sends."""
     body: dict[str, Any] = {
         "id": prediction.id,
@@ -88,7 +97,7 @@ def cog_envelope(prediction: Prediction) -> dict[str, Any]:
         "metrics": {k: v for k, v in _metrics(prediction).items() if k != "total_time"},
     }
     if prediction.outputs is not None:
-        body["output"] = output_value(prediction)
+        body["output"] = output_value(prediction, uri)
     if prediction.error is not None:
         body["error"] = prediction.error
     return body

@@ -13,9 +13,16 @@ nothing may live in one container's memory:
   its end (``put(..., skip_if_exists=True)``, Modal's only atomic write): whoever claims first, the
   job finishing or a cancel, decides the final status and sends the ``completed`` webhook.
 
-Images never go into the Dicts: a GET takes them from the call's result. The store's bound is the
-number of records (``PREDICTIONS_MAX_COUNT``; the images are held by Modal, not by a container),
-and finished records are evicted after ``PREDICTIONS_TTL_S`` when the store lists or fills up.
+Images never go into the Dicts: a GET takes them from the call's result. What goes in is plain,
+versioned data (``Prediction.to_dict``, ``{"v": 1, ...}``), never a pickled class: Modal unpickles
+a Dict's values with the reading container's code, so a redeploy that changed ``Prediction``
+would break the records of predictions in flight. A pickled ``Prediction`` left by a deployment
+from before this schema still loads. (Modal drops a Dict entry untouched for 7 days whatever
+it holds; ``PREDICTIONS_TTL_S`` evicts finished records long before that by default.)
+
+The store's bound is the number of records (``PREDICTIONS_MAX_COUNT``; the images are held by
+Modal, not by a container), and finished records are evicted after ``PREDICTIONS_TTL_S`` when
+the store lists or fills up.
 """
 
 from __future__ import annotations
@@ -75,6 +82,11 @@ def _call_key(prediction_id: str) -> str:
     return f"call/{prediction_id}"
 
 
+def _record(stored: dict[str, Any] | Prediction) -> Prediction:
+    """A stored record as a ``Prediction``: plain data, or a pickled one from before it."""
+    return stored if isinstance(stored, Prediction) else Prediction.from_dict(stored)
+
+
 def _error_message(exc: BaseException) -> str:
     if isinstance(exc, InferenceError):
         return exc.message
@@ -92,7 +104,12 @@ class _Shared:
     ) -> bool:
         """Apply the final ``change`` if nobody ended this prediction before; persist, notify."""
         events = change(prediction)
-        end = (prediction.status, prediction.completed_at, prediction.error)
+        end = {
+            "v": Prediction.RECORD_VERSION,
+            "status": prediction.status,
+            "completed_at": prediction.completed_at,
+            "error": prediction.error,
+        }
         if not await self.meta.put(_claim_key(prediction.id), end, skip_if_exists=True):
             return False
         await save(prediction)
@@ -102,18 +119,23 @@ class _Shared:
     async def save(self, prediction: Prediction) -> None:
         """Write the record (without its images, which stay in the call's result)."""
         prediction.revision += 1
-        stored = prediction.copy()
-        stored.outputs = None
-        await self.records.put(prediction.id, stored)
+        await self.records.put(prediction.id, prediction.to_dict())
 
     async def load(self, prediction_id: str) -> Prediction | None:
-        prediction: Prediction | None = await self.records.get(prediction_id)
-        if prediction is None:
+        stored = await self.records.get(prediction_id)
+        if stored is None:
             return None
+        prediction = _record(stored)
         end = await self.meta.get(_claim_key(prediction_id))
         if end is not None and not prediction.done:  # a progress write landed after the end
+            if isinstance(end, dict):
+                end = (end["status"], end["completed_at"], end["error"])
             prediction.status, prediction.completed_at, prediction.error = end
         return prediction
+
+    async def records_now(self) -> list[Prediction]:
+        """Every record in the store, as ``Prediction`` objects."""
+        return [_record(stored) for stored in await self.records.values()]
 
 
 class ModalStore(_Shared):
@@ -138,7 +160,7 @@ class ModalStore(_Shared):
             await self._evict(time.time())
             if (count := await self.records.len()) >= self.settings.predictions_max_count:
                 retry = retry_after_s(
-                    await self.records.values(), self.settings.predictions_ttl_s, time.time()
+                    await self.records_now(), self.settings.predictions_ttl_s, time.time()
                 )
                 raise Overloaded(
                     f"the prediction store is full: {count} predictions "
@@ -207,7 +229,7 @@ class ModalStore(_Shared):
     async def _evict(self, now: float) -> list[Prediction]:
         """The records still kept, after dropping those finished more than the TTL ago."""
         kept = []
-        for prediction in await self.records.values():
+        for prediction in await self.records_now():
             ended = prediction.completed_at or now
             if prediction.done and ended + self.settings.predictions_ttl_s <= now:
                 for dictionary, key in (

@@ -152,6 +152,49 @@ class Prediction:
         self.status, self.completed_at = "canceled", now or time.time()
         return ["completed"]
 
+    # -- as plain data: what a shared store (Modal's Dicts) keeps --------------------------------
+
+    #: The schema version of ``to_dict``; bump it when a field changes meaning (not a field).
+    RECORD_VERSION = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON types with its schema version, without the images.
+
+        A pickled class would be read back with whatever code the reading container runs, so a
+        redeploy that changes this class could break predictions in flight; plain data does not.
+        """
+        from dataclasses import fields  # here, to keep this section self-contained
+
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "outputs"}
+        return {
+            "v": self.RECORD_VERSION,
+            **data,
+            "input": dict(self.input),
+            "events": sorted(self.events),
+            "metrics": dict(self.metrics),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Prediction:
+        """A record written by ``to_dict`` of this or an earlier schema version (a field added
+        later takes its default); the images are not in it."""
+        from dataclasses import fields
+
+        version = data.get("v")
+        if version != cls.RECORD_VERSION:
+            raise ValueError(
+                f"prediction record version {version!r} is not one this code reads "
+                f"({cls.RECORD_VERSION}); deploy the version that wrote it or a newer one"
+            )
+        missing = [name for name in ("id", "protocol", "input") if name not in data]
+        if missing:
+            raise ValueError(f"prediction record lacks {', '.join(missing)}: {sorted(data)}")
+        known = {f.name for f in fields(cls)} - {"outputs"}
+        values = {name: value for name, value in data.items() if name in known}
+        if "events" in values:
+            values["events"] = frozenset(values["events"])
+        return cls(**values)
+
 
 def reserve_bytes(job: Job) -> int:
     """An upper bound on a job's encoded images: raw RGB plus headroom for PNG's framing."""

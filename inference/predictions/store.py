@@ -166,6 +166,13 @@ class LocalStore:
                 break
         return entry.prediction.copy() if entry else None
 
+    def usage(self) -> tuple[int, int]:
+        """(predictions, bytes) held now, as the admission check counts them: what /metrics
+        shows, so an operator can tell a full store from a leak. Expired predictions still
+        count until the next request drops them: they still hold their memory."""
+        predictions = [e.prediction for e in self._entries.values()]
+        return len(predictions), sum(p.size_bytes for p in predictions)
+
     async def close(self) -> None:
         running = [e for e in self._entries.values() if e.task and not e.task.done()]
         for entry in running:

@@ -1,14 +1,19 @@
 """Webhook deliveries: target checks, Replicate's signatures, bounded retries, off the hot path.
 
-- **Targets** are checked (``targets.check_target``) before every attempt, and the attempt
-  connects to the address that was checked, with the name in ``Host`` and TLS's SNI.
+- **Targets** go through the one outbound guard (``inference.net``): any host, but its
+  addresses must be public unless WEBHOOK_ALLOWED_HOSTS names it (``check_target`` at creation,
+  and again by ``net.post`` before every attempt, which connects to the address it checked,
+  with the name in ``Host`` and TLS's SNI). One attempt ends within WEBHOOK_TIMEOUT_S in all.
 - **Signatures**, as Replicate signs (Standard Webhooks): ``webhook-id``, ``webhook-timestamp``
   and ``webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`` keyed with the
   base64 key after ``whsec_`` in ``WEBHOOK_SECRET``; ``replicate.webhooks.validate`` accepts them.
 - **Delivery** never blocks inference: ``send`` only queues (bounded; beyond the bound a
   delivery is dropped and logged). A thread with its own event loop posts them, in order per
-  prediction, a newer ``logs`` snapshot replacing a queued one. As Cog does, ``completed`` is
-  retried with exponential backoff on errors, timeouts, 429 and 5xx; other events get one try.
+  prediction, a newer ``logs`` snapshot replacing a queued one. At most ``PER_HOST`` attempts
+  run at once per receiver (scheme, host and port), and receivers never wait on each other, so
+  a slow one delays only its own deliveries. As Cog does, ``completed`` is retried with
+  exponential backoff on errors, timeouts, 429 and 5xx; other events get one try. A refused
+  target (a non-global address, a redirect) is not retried: it would be refused again.
   ``logs`` events go out at most every ``LOGS_INTERVAL_S``, as Replicate throttles them.
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -23,24 +29,54 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
-import httpx
-
-from inference import __version__
+from inference import __version__, net
 from inference.errors import InvalidRequest
+from inference.hosts import HostList
 from inference.predictions.envelopes import webhook_body
 from inference.predictions.record import Event, Prediction, new_id
-from inference.predictions.targets import Resolver, check_target
 from inference.settings import Settings
 
 log = logging.getLogger(__name__)
 
 LOGS_INTERVAL_S = 0.5
-MAX_CONCURRENT = 16
+#: Attempts in flight at once to one receiver; others never wait for its slots.
+PER_HOST = 2
 #: Most significant first: one transition sends one delivery, named after its main event.
 PRIORITY: tuple[Event, ...] = ("completed", "output", "start", "logs")
+
+
+def webhook_policy(settings: Settings) -> net.Policy:
+    """Any host may receive webhooks; non-global addresses only for WEBHOOK_ALLOWED_HOSTS."""
+    return net.Policy(
+        hosts=HostList("*"),
+        private_hosts=settings.webhook_allowed_hosts,
+        deadline_s=settings.webhook_timeout_s,
+        private_fix="a deployer can allow a host name with WEBHOOK_ALLOWED_HOSTS",
+        deadline_setting="WEBHOOK_TIMEOUT_S",
+    )
+
+
+async def check_target(
+    url: str, settings: Settings, field: str = "webhook", resolver: net.Resolver | None = None
+) -> None:
+    """``InvalidRequest`` naming ``field`` unless ``url`` is an http(s) URL whose host resolves
+    to addresses this server may call (the lookup runs off the event loop)."""
+    try:
+        await net.check_async(url, webhook_policy(settings), resolver)
+    except net.OutboundError as exc:
+        raise InvalidRequest(field, f"{field}: {exc.message}") from None
+
+
+def _receiver(url: str) -> str:
+    """Whom a delivery goes to, for the per-receiver limit: scheme, host and port."""
+    try:
+        parsed = net.parse(url)
+    except net.Refused:
+        return url  # refused again when posted; its own key keeps it from others' slots
+    return f"{parsed.scheme}://{parsed.netloc}"
 
 
 def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
@@ -62,9 +98,10 @@ class Delivery:
 class WebhookSender:
     """Queues and posts webhooks on its own thread; see the module docstring."""
 
-    def __init__(self, settings: Settings, resolver: Resolver | None = None) -> None:
+    def __init__(self, settings: Settings, resolver: net.Resolver | None = None) -> None:
         self.settings = settings
-        self.resolver = resolver
+        self.policy = webhook_policy(settings)
+        self.resolver = resolver  # tests play a DNS server with it
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -73,8 +110,7 @@ class WebhookSender:
         self._outstanding = 0  # queued or being delivered
         self._chains: set[asyncio.Task[None]] = set()
         self._last_logs: dict[str, float] = {}
-        self._client: httpx.AsyncClient | None = None
-        self._slots: asyncio.Semaphore | None = None
+        self._slots: dict[str, tuple[asyncio.Semaphore, int]] = {}  # receiver -> (slots, users)
 
     # -- any thread ----------------------------------------------------------------------
 
@@ -119,7 +155,7 @@ class WebhookSender:
         finally:
             with self._lock:
                 self._closed, self._loop, self._thread = False, None, None
-                self._client = self._slots = None
+                self._slots = {}
                 self._last_logs.clear()
                 self._outstanding = 0
 
@@ -170,18 +206,28 @@ class WebhookSender:
             while queue:
                 delivery = queue.popleft()
                 try:
-                    async with self._slot():
-                        await self._deliver(delivery)
+                    await self._deliver(delivery)
                 finally:
                     self._outstanding -= 1
         finally:
             self._outstanding -= len(queue)
             self._queues.pop(prediction_id, None)
 
-    def _slot(self) -> asyncio.Semaphore:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(MAX_CONCURRENT)
-        return self._slots
+    @contextlib.asynccontextmanager
+    async def _slot(self, url: str) -> AsyncIterator[None]:
+        """One of the receiver's ``PER_HOST`` slots, for one attempt (not its backoff)."""
+        key = _receiver(url)
+        slots, users = self._slots.get(key) or (asyncio.Semaphore(PER_HOST), 0)
+        self._slots[key] = (slots, users + 1)
+        try:
+            async with slots:
+                yield
+        finally:
+            slots, users = self._slots[key]
+            if users == 1:
+                del self._slots[key]  # forget receivers nobody waits for
+            else:
+                self._slots[key] = (slots, users - 1)
 
     async def _deliver(self, delivery: Delivery) -> None:
         s = self.settings
@@ -192,14 +238,13 @@ class WebhookSender:
                 f"(attempt {attempt}/{attempts})"
             )
             try:
-                status = await self._post(delivery)
-            except InvalidRequest as exc:
+                async with self._slot(delivery.url):
+                    status = await self._post(delivery)
+            except net.Refused as exc:
                 log.warning("%s refused: %s", what, exc.message)
                 return
-            except (httpx.HTTPError, OSError) as exc:
-                log.warning(
-                    "%s failed: %s", what, type(exc).__name__ + (f": {exc}" if str(exc) else "")
-                )
+            except net.OutboundError as exc:
+                log.warning("%s failed: %s", what, exc.message)
             else:
                 if status < 300:
                     log.debug("%s delivered", what)
@@ -218,48 +263,22 @@ class WebhookSender:
             )
 
     async def _post(self, delivery: Delivery) -> int:
-        """One signed POST to the address the target check vetted; returns the status."""
-        url = httpx.URL(delivery.url)
-        addresses = await check_target(delivery.url, self.settings.webhook_hosts, self.resolver)
+        """One signed POST through the guard (checked again now: a name may have moved)."""
+        timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
             "user-agent": f"diffusion-serve/{__version__}",
             "webhook-id": delivery.message_id,
+            "webhook-timestamp": str(timestamp),
         }
-        timestamp = int(time.time())
-        headers["webhook-timestamp"] = str(timestamp)
         if self.settings.webhook_secret is not None:
             secret = self.settings.webhook_secret.get_secret_value()
             headers["webhook-signature"] = sign(
                 secret, delivery.message_id, timestamp, delivery.body
             )
-        extensions: dict[str, Any] = {}
-        targets = [url]
-        if addresses:  # pin the connection to a vetted address; TLS still checks the name
-            headers["host"] = url.netloc.decode("ascii")
-            if url.scheme == "https":
-                extensions["sni_hostname"] = url.host
-            targets = [url.copy_with(host=address) for address in addresses]
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=self.settings.webhook_timeout_s, follow_redirects=False
-            )
-        for target in targets[:-1]:  # an address this host cannot reach: try the next one
-            try:
-                return await self._send(target, delivery.body, headers, extensions)
-            except httpx.ConnectError:
-                continue
-        return await self._send(targets[-1], delivery.body, headers, extensions)
-
-    async def _send(
-        self, url: httpx.URL, body: bytes, headers: dict[str, str], extensions: dict[str, Any]
-    ) -> int:
-        assert self._client is not None
-        response = await self._client.post(
-            url, content=body, headers=headers, extensions=extensions
+        return await net.post(
+            delivery.url, delivery.body, headers, self.policy, resolver=self.resolver
         )
-        await response.aclose()
-        return response.status_code
 
     async def _drain(self, timeout_s: float) -> None:
         chains = set(self._chains)
@@ -269,5 +288,3 @@ class WebhookSender:
                 chain.cancel()
             if late:
                 log.warning("shutdown: %d predictions' webhooks were not delivered", len(late))
-        if self._client is not None:
-            await self._client.aclose()

@@ -8,9 +8,12 @@ Each group of fields is its own module (model, engine, limits, server, inputs, p
 
 from __future__ import annotations
 
+import logging
+import os
 from functools import lru_cache
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inference import schema
@@ -20,6 +23,18 @@ from inference.settings.limits import LimitSettings
 from inference.settings.model import ModelSettings
 from inference.settings.predictions import PredictionSettings
 from inference.settings.server import ServerSettings
+
+log = logging.getLogger(__name__)
+
+#: Old names still read, each with a warning at start (issue 21: image inputs fetched from URLs
+#: and OpenAI's served image links both said IMAGE_URL_*). Old name -> field.
+RENAMED = {
+    "image_url_hosts": "input_url_hosts",
+    "image_url_allow_private": "input_url_allow_private",
+    "image_url_timeout_s": "input_url_deadline_s",
+    "image_url_ttl_s": "image_link_ttl_s",
+    "image_url_store_mb": "image_link_store_mb",
+}
 
 
 class Settings(
@@ -34,9 +49,24 @@ class Settings(
     """Deployment settings; each field is read from the upper-cased env var of the same name."""
 
     # hide_input_in_errors: an error elsewhere must never print AUTH_TOKEN or HF_TOKEN.
+    # populate_by_name: code and tests pass fields by name; env vars may use an old name too.
     model_config = SettingsConfigDict(
-        env_prefix="", case_sensitive=False, extra="ignore", hide_input_in_errors=True
+        env_prefix="",
+        case_sensitive=False,
+        extra="ignore",
+        hide_input_in_errors=True,
+        populate_by_name=True,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _warn_old_names(cls, data: Any) -> Any:
+        """One line per old name in use. The env source files a value under the field's new
+        name, so the environment itself is asked which name was set."""
+        given = {str(key).lower() for key in (data if isinstance(data, dict) else ())}
+        for old in sorted(RENAMED.keys() & (given | {key.lower() for key in os.environ})):
+            log.warning("%s is deprecated: set %s instead", old.upper(), RENAMED[old].upper())
+        return data
 
     @property
     def max_image_body_bytes(self) -> int:
@@ -73,10 +103,16 @@ def describe_settings_errors(exc: ValidationError, prefix: str = "") -> list[str
     return problems
 
 
+def env_names() -> frozenset[str]:
+    """Every environment variable ``Settings`` reads: each field's name and its old names
+    (what deploy.py forwards to a container and what tests clear)."""
+    return frozenset(name.upper() for name in (*Settings.model_fields, *RENAMED))
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once. Tests call ``get_settings.cache_clear()``."""
     return Settings()
 
 
-__all__ = ["Settings", "describe_settings_errors", "get_settings"]
+__all__ = ["RENAMED", "Settings", "describe_settings_errors", "env_names", "get_settings"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from inference import schema
+from inference.hosts import HostList
 from inference.lora_spec import LORAS_MAX, LoraAdapter, parse_list
 
 #: Pillow's own decompression-bomb threshold (``PIL.Image.MAX_IMAGE_PIXELS``): above it Pillow
@@ -17,16 +18,16 @@ PILLOW_BOMB_PIXELS = 89_478_485
 
 
 class InputSettings(BaseModel):
-    """Images (MAX_IMAGE_*, IMAGE_URL_*) and LoRA adapters (LORA_*, MAX_LORAS, DEFAULT_LORAS)."""
+    """Images (MAX_IMAGE_*, INPUT_URL_*) and LoRA adapters (LORA_*, MAX_LORAS, DEFAULT_LORAS)."""
 
     # LoRA adapters (issue 16; inference/lora/)
     lora_dir: Path | None = Field(
         None, description="Folder whose files requests may name as 'local:NAME' adapters."
     )
-    lora_allowed_hosts: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Comma-separated hosts adapter URLs may come from ('*': any public host); "
-        "empty: URLs refused.",
+    lora_allowed_hosts: HostList = Field(
+        default_factory=HostList,
+        description="Comma-separated hosts adapter URLs may come from ('*.example.com' matches "
+        "subdomains, '*' any public host); empty: URLs refused.",
     )
     lora_allow_private_urls: bool = Field(
         False,
@@ -41,10 +42,23 @@ class InputSettings(BaseModel):
     lora_max_file_bytes: int = Field(
         512 * 1024**2, ge=1024, description="Larger adapter files are refused."
     )
+    lora_url_deadline_s: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="Downloading one adapter URL takes at most this long in all (connect, "
+        "headers and body: a host that drips bytes is cut off here).",
+    )
     weights_url_max_bytes: int = Field(
         50 * 1024**3,
         ge=1024,
         description="Cog weights given as a URL (COG_WEIGHTS): larger downloads are refused.",
+    )
+    weights_url_deadline_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Cog weights given as a URL (COG_WEIGHTS): the whole download takes at "
+        "most this long.",
     )
     lora_cache_max_count: int = Field(
         8, ge=1, description="Adapters kept loaded at once; the least recently used is unloaded."
@@ -89,26 +103,27 @@ class InputSettings(BaseModel):
         description="Images decoded at once in this process; more wait for a slot (at most "
         "REQUEST_TIMEOUT_S, then 503). Decode memory peaks at this x MAX_DECODE_BYTES.",
     )
-    image_url_hosts: str = Field(
-        "",
+    input_url_hosts: HostList = Field(
+        default_factory=HostList,
+        validation_alias=AliasChoices("input_url_hosts", "image_url_hosts"),
         description="Comma-separated hosts that image fields may be fetched from as http(s) "
-        "URLs ('*.example.com' matches subdomains, '*' any host); empty: URLs are refused.",
+        "URLs ('*.example.com' matches subdomains, '*' any host); empty: URLs are refused. "
+        "Was IMAGE_URL_HOSTS.",
     )
-    image_url_timeout_s: float = Field(
-        10.0, gt=0, le=300, description="Fetching one image URL takes at most this long."
+    input_url_deadline_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        validation_alias=AliasChoices("input_url_deadline_s", "image_url_timeout_s"),
+        description="Fetching one image URL takes at most this long in all (connect, headers "
+        "and body: a host that drips bytes is cut off here). Was IMAGE_URL_TIMEOUT_S.",
     )
-    image_url_allow_private: bool = Field(
+    input_url_allow_private: bool = Field(
         False,
+        validation_alias=AliasChoices("input_url_allow_private", "image_url_allow_private"),
         description="Fetch image URLs that resolve to private, loopback or link-local "
-        "addresses (checked after DNS resolution); off by default.",
+        "addresses (checked after DNS resolution); off by default. Was IMAGE_URL_ALLOW_PRIVATE.",
     )
-
-    @field_validator("lora_allowed_hosts", mode="before")
-    @classmethod
-    def _hosts(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip().lower() for part in value.split(",") if part.strip()]
-        return value
 
     @field_validator("default_loras", mode="before")
     @classmethod
@@ -124,8 +139,3 @@ class InputSettings(BaseModel):
                 "lower MAX_LORAS or raise LORA_CACHE_MAX_COUNT"
             )
         return self
-
-    @property
-    def url_hosts(self) -> tuple[str, ...]:
-        """IMAGE_URL_HOSTS as lower-case host patterns."""
-        return tuple(h.strip().lower() for h in self.image_url_hosts.split(",") if h.strip())

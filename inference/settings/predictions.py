@@ -7,11 +7,13 @@ import base64
 import re
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+
+from inference.hosts import HostList
 
 
 class PredictionSettings(BaseModel):
-    """PUBLIC_URL, PREDICTIONS_*, WEBHOOK_*, IMAGE_URL_TTL_S and IMAGE_URL_STORE_MB."""
+    """PUBLIC_URL, PREDICTIONS_*, WEBHOOK_*, IMAGE_LINK_TTL_S and IMAGE_LINK_STORE_MB."""
 
     public_url: str | None = Field(
         None,
@@ -46,12 +48,19 @@ class PredictionSettings(BaseModel):
         description="'whsec_<base64 key>': webhooks are signed with it as Replicate signs "
         "them (Standard Webhooks); unset: sent unsigned, as Cog sends them.",
     )
-    webhook_allowed_hosts: str = Field(
-        "",
+    webhook_allowed_hosts: HostList = Field(
+        default_factory=HostList,
         description="Comma-separated host names accepted as webhook targets even though they "
-        "resolve to loopback, private or link-local addresses (refused otherwise).",
+        "resolve to loopback, private or link-local addresses (refused otherwise); "
+        "'*.example.com' matches subdomains.",
     )
-    webhook_timeout_s: float = Field(10.0, gt=0, le=300, description="One delivery attempt.")
+    webhook_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="One delivery attempt takes at most this long in all (lookup, connect, "
+        "sending, the answer's headers).",
+    )
     webhook_max_attempts: int = Field(
         5, ge=1, le=20, description="Tries of a 'completed' webhook (other events: one try)."
     )
@@ -77,29 +86,25 @@ class PredictionSettings(BaseModel):
             raise ValueError("must be an http(s) base URL such as https://me-app.hf.space")
         return value
 
-    image_url_ttl_s: float = Field(
-        3600.0, gt=0, description="OpenAI response_format=url: how long an image URL works."
+    image_link_ttl_s: float = Field(
+        3600.0,
+        gt=0,
+        validation_alias=AliasChoices("image_link_ttl_s", "image_url_ttl_s"),
+        description="OpenAI response_format=url: how long an image link works. Was "
+        "IMAGE_URL_TTL_S.",
     )
-    image_url_store_mb: float = Field(
+    image_link_store_mb: float = Field(
         128.0,
         gt=0,
-        description="OpenAI response_format=url: memory for images behind URLs; the oldest "
-        "go first when it is full.",
+        validation_alias=AliasChoices("image_link_store_mb", "image_url_store_mb"),
+        description="OpenAI response_format=url: memory for images behind links; the oldest "
+        "go first when it is full. Was IMAGE_URL_STORE_MB.",
     )
 
     @field_validator("webhook_secret")
     @classmethod
     def _signing_key(cls, value: SecretStr | None) -> SecretStr | None:
         return None if value is None else _webhook_secret(value.get_secret_value())
-
-    @property
-    def webhook_hosts(self) -> frozenset[str]:
-        """WEBHOOK_ALLOWED_HOSTS as lower-case names."""
-        return frozenset(
-            h.strip().lower().strip("[]")
-            for h in self.webhook_allowed_hosts.split(",")
-            if h.strip()
-        )
 
 
 def _webhook_secret(value: str) -> SecretStr | None:

@@ -81,9 +81,9 @@ def server_env(workload: Workload, extra: dict[str, str]) -> dict[str, str]:
 
 @functools.cache
 def _setting_names() -> frozenset[str]:
-    from inference.settings import Settings
+    from inference.settings import env_names
 
-    return frozenset(name.upper() for name in Settings.model_fields)
+    return env_names()
 
 
 def fetch(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 5.0) -> Any:

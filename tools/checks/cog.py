@@ -104,13 +104,16 @@ MIN_PYTHON = (3, 10)
 MIN_PYTHON_FOR_CONCURRENCY = (3, 11)
 #: torch releases with wheels for each CUDA (download.pytorch.org/whl/cuXYZ), as (first, last).
 #: CUDA 11.8 ends at 2.7.1: torch 2.8 dropped it. CUDA 12.8 ends with 2.11 (no cu128 wheels
-#: from 2.12 on), so 12.6 is the CUDA 12 line of torch 2.12-2.14; 2.15 drops 12.6 too.
+#: from 2.12 on), so 12.6 is the CUDA 12 line of torch 2.12-2.14; 2.15 drops 12.6 too. 13.0
+#: (Turing to Blackwell) from 2.9 on. Source: the release compatibility matrix in RELEASE.md.
 TORCH_BY_CUDA: dict[str, tuple[str, str]] = {
     "11.7": ("1.13.0", "2.0.1"),
     "11.8": ("2.0.0", "2.7.1"),
     "12.1": ("2.1.0", "2.5.1"),
     "12.4": ("2.4.0", "2.6.0"),
     "12.6": ("2.6.0", "2.14.1"),
+    "12.8": ("2.7.0", "2.11.0"),
+    "13.0": ("2.9.0", "2.14.1"),
 }
 _VALIDATOR = Draft7Validator(COG_YAML_SCHEMA)
 

@@ -27,8 +27,8 @@ SETTINGS_NAME = "SETTINGS"
 
 #: Resource keyword -> the DeploySettings fields it may read.
 RESOURCE_FIELDS: dict[str, set[str]] = {
-    "gpu": {"gpu"},
-    "timeout": {"timeout_s", "startup_timeout_s"},
+    "gpu": {"gpu", "gpu_request"},  # gpu_request: the fallback list parsed from gpu
+    "timeout": {"timeout_s", "startup_timeout_s", "batch_timeout_s"},
     "startup_timeout": {"startup_timeout_s"},
     "scaledown_window": {"scaledown_window_s"},
     "min_containers": {"min_containers"},
@@ -39,7 +39,12 @@ RESOURCE_FIELDS: dict[str, set[str]] = {
     "max_inputs": {"max_inputs"},
     "target_inputs": {"target_inputs"},
     "requires_proxy_auth": {"proxy_auth"},
+    "label": {"web_label"},
+    "custom_domains": {"custom_domain_list"},
+    "retries": {"batch_retry_policy"},
 }
+#: Volumes deploy.py may mount: the weights and the detached batch jobs' files.
+VOLUME_FIELDS = ("volume", "batch_volume")
 #: Keywords the GPU class must declare.
 REQUIRED_CLS_KEYWORDS = (
     "gpu",
@@ -231,7 +236,18 @@ def _check_declarations(tree: ast.Module, fields: dict[str, Any]) -> list[tuple[
                     "use @modal.concurrent so inputs reach the engine",
                 )
             )
-        if short not in ("cls", "function", "concurrent", "asgi_app"):
+        if name.endswith("Secret.from_name"):
+            problems += _check_secret(call)
+        if name.endswith("app.cls") and any(k.arg == "retries" for k in call.keywords):
+            problems.append(
+                (
+                    call.lineno,
+                    "retries= on the GPU class retries its web endpoint and spawned predictions "
+                    "too (not idempotent); retry batch requests only, through "
+                    f"Model.with_options(retries={SETTINGS_NAME}.batch_retry_policy)",
+                )
+            )
+        if short not in ("cls", "function", "concurrent", "asgi_app", "with_options"):
             continue
         for keyword in call.keywords:
             allowed = RESOURCE_FIELDS.get(keyword.arg or "")
@@ -259,8 +275,8 @@ def _check_declarations(tree: ast.Module, fields: dict[str, Any]) -> list[tuple[
                         problems.append(
                             (
                                 value.lineno,
-                                f"volume {ast.unparse(value)} is not "
-                                f"modal.Volume.from_name({SETTINGS_NAME}.volume, ...)",
+                                f"volume {ast.unparse(value)} is not modal.Volume.from_name("
+                                f"{SETTINGS_NAME}.volume or .batch_volume, ...)",
                             )
                         )
         if name.endswith("app.cls"):
@@ -354,8 +370,23 @@ def _check_lock_used(tree: ast.Module, calls: list[ast.Call]) -> list[tuple[int,
     return problems
 
 
+def _check_secret(call: ast.Call) -> list[tuple[int, str]]:
+    """``Secret.from_name`` names its required keys, so Modal refuses a deploy whose secret
+    lacks AUTH_TOKEN (with MODAL_AUTH=1) instead of serving without it."""
+    keys = next((k.value for k in call.keywords if k.arg == "required_keys"), None)
+    if keys is not None and _settings_field(keys) == "required_secret_keys":
+        return []
+    return [
+        (
+            call.lineno,
+            "modal.Secret.from_name without required_keys="
+            f"{SETTINGS_NAME}.required_secret_keys: a secret missing AUTH_TOKEN would deploy",
+        )
+    ]
+
+
 def _volumes_from_settings(tree: ast.Module) -> set[str]:
-    """Names bound to ``modal.Volume.from_name(SETTINGS.volume, ...)``."""
+    """Names bound to ``modal.Volume.from_name(SETTINGS.volume or .batch_volume, ...)``."""
     names = set()
     for node in tree.body:
         if (
@@ -363,7 +394,7 @@ def _volumes_from_settings(tree: ast.Module) -> set[str]:
             and isinstance(node.value, ast.Call)
             and _call_name(node.value).endswith("Volume.from_name")
             and node.value.args
-            and _settings_field(node.value.args[0]) == "volume"
+            and _settings_field(node.value.args[0]) in VOLUME_FIELDS
         ):
             names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
     return names

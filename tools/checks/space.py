@@ -453,7 +453,67 @@ def check_dockerfile(root: Path, app_port: int | None) -> list[Problem]:
     return problems
 
 
+#: Space hardware of the Blackwell generation: torch needs a CUDA 12.8+ build there.
+BLACKWELL_HARDWARE = re.compile(r"^rtx-pro-6000")
+CUDA_ARG = "TORCH_CUDA"
+#: A ``preload_from_hub`` entry: a repo id, then optionally files (comma-separated) and a commit.
+PRELOAD = re.compile(r"^[\w.-]+/[\w.-]+(\s+[^\s]+(\s+[0-9a-f]{7,40})?)?$")
+
+
+def check_preload(root: Path) -> list[Problem]:
+    """``preload_from_hub`` downloads repos into the image's HF cache at build; a malformed
+    entry fails only on the Hub, after a push."""
+    readme = root / "README.md"
+    parsed = _front_matter(readme) if readme.is_file() else None
+    if not isinstance(parsed, tuple) or "preload_from_hub" not in parsed[0]:
+        return []
+    entries, line = parsed[0]["preload_from_hub"], parsed[1].get("preload_from_hub", 2)
+    if not isinstance(entries, list):
+        return [Problem(readme, line, f"preload_from_hub must be a list, got {entries!r}")]
+    return [
+        Problem(
+            readme,
+            line,
+            f"preload_from_hub entry {entry!r} is not 'owner/repo [file,file] [commit]' "
+            "(e.g. 'stabilityai/sd-turbo' or 'org/model model_index.json,unet/* abc1234')",
+        )
+        for entry in entries
+        if not (isinstance(entry, str) and PRELOAD.match(entry.strip()))
+    ]
+
+
+def check_cuda(root: Path) -> list[Problem]:
+    """Blackwell hardware suggested while the Dockerfile's torch build has no kernels for it:
+    the image builds, then fails on every CUDA call."""
+    readme, path = root / "README.md", root / "Dockerfile"
+    parsed = _front_matter(readme) if readme.is_file() else None
+    commands = parse_dockerfile(path) if path.is_file() else None
+    if not isinstance(parsed, tuple) or not isinstance(commands, list):
+        return []
+    hardware = str(parsed[0].get("suggested_hardware", ""))
+    args = {
+        name: (value, command.start_line)
+        for command in commands
+        if keyword(command) == "ARG"
+        for name, value in _env_pairs(command)
+    }
+    cuda, line = args.get(CUDA_ARG, ("", None))
+    found = re.fullmatch(r"cu(\d+)(\d)", cuda)
+    if not BLACKWELL_HARDWARE.match(hardware) or (
+        found and int(found[1]) * 10 + int(found[2]) >= 128
+    ):
+        return []
+    return [
+        Problem(
+            path,
+            line,
+            f"suggested_hardware {hardware} is a Blackwell GPU, but ARG {CUDA_ARG}="
+            f"{cuda or '(none)'} builds torch without Blackwell kernels; use ARG {CUDA_ARG}=cu130",
+        )
+    ]
+
+
 def check(root: Path) -> list[Problem]:
     """Every Space problem in ``root``: the front matter, then the Dockerfile."""
     problems, app_port = check_front_matter(root)
-    return problems + check_dockerfile(root, app_port)
+    return problems + check_preload(root) + check_dockerfile(root, app_port) + check_cuda(root)

@@ -23,7 +23,7 @@ from inference.http.errors import unparsable_body
 from inference.predictions import EVENTS, Prediction, PredictionStore
 from inference.predictions.record import ID_PATTERN, Event, Protocol
 from inference.predictions.store import LocalStore
-from inference.predictions.targets import check_target
+from inference.predictions.webhooks import check_target
 from inference.schema import GenerateRequest, Job
 from inference.service import Service
 from inference.settings import Settings
@@ -120,7 +120,7 @@ def to_job(service: Service, given: dict[str, Any]) -> tuple[Job, list[str]]:
 async def check_webhook(url: str | None, settings: Settings, field: str = "webhook") -> None:
     """422 naming ``field`` unless it is an http(s) URL on a host this server may call."""
     if url is not None:
-        await check_target(url, settings.webhook_hosts, field=field)
+        await check_target(url, settings, field)
 
 
 def new_prediction(

@@ -31,6 +31,7 @@ from inference.http.protocols.predictions import (
     new_prediction,
     to_job,
 )
+from inference.http.shared_body import shared_json
 from inference.predictions import Prediction, new_id
 from inference.predictions.envelopes import cog_accepted, cog_envelope
 from inference.predictions.record import ID_PATTERN
@@ -78,7 +79,7 @@ async def _answer(store: PredictionStore, prediction: Prediction, prefer: str | 
         return JSONResponse(cog_accepted(prediction), status_code=202)
     while not prediction.done:
         prediction = await store.wait(prediction.id, SYNC_WAIT_S) or prediction
-    return JSONResponse(cog_envelope(prediction))
+    return shared_json(lambda uri: cog_envelope(prediction, uri=uri))
 
 
 async def _create(
@@ -156,7 +157,7 @@ async def get_prediction(prediction_id: str, store: StoreDep) -> Response:
     prediction = await store.get(prediction_id)
     if prediction is None:
         raise StarletteHTTPException(404, f"prediction {prediction_id!r} not found")
-    return JSONResponse(cog_envelope(prediction))
+    return shared_json(lambda uri: cog_envelope(prediction, uri=uri))
 
 
 @predictions.post("/predictions/{prediction_id}/cancel", responses=NOT_FOUND)
@@ -165,7 +166,7 @@ async def cancel_prediction(prediction_id: str, store: StoreDep) -> Response:
     prediction = await store.cancel(prediction_id)
     if prediction is None:
         raise StarletteHTTPException(404, f"prediction {prediction_id!r} not found")
-    return JSONResponse(cog_envelope(prediction))
+    return shared_json(lambda uri: cog_envelope(prediction, uri=uri))
 
 
 @router.get("/health-check")

@@ -3,8 +3,8 @@
 OpenAI answers ``url`` with a signed link that works for an hour without the API key; clients
 fetch it with a plain GET. This store does the same in memory: each image gets a random
 256-bit token (the URL is the credential, so it is served without the bearer token), and is
-dropped when its time is up (IMAGE_URL_TTL_S) or when newer images need the room
-(IMAGE_URL_STORE_MB, oldest first). Nothing is written to disk, so a restart forgets every URL;
+dropped when its time is up (IMAGE_LINK_TTL_S) or when newer images need the room
+(IMAGE_LINK_STORE_MB, oldest first). Nothing is written to disk, so a restart forgets every URL;
 a client that needs the image for longer downloads it.
 """
 
@@ -86,6 +86,6 @@ def get_image_store(request: Request) -> ImageStore:
     store = getattr(state, "image_store", None)
     if store is None:
         settings: Settings = state.settings
-        max_bytes = int(settings.image_url_store_mb * 2**20)
-        store = state.image_store = ImageStore(max_bytes, settings.image_url_ttl_s)
+        max_bytes = int(settings.image_link_store_mb * 2**20)
+        store = state.image_store = ImageStore(max_bytes, settings.image_link_ttl_s)
     return store

@@ -162,7 +162,7 @@ async def image_file(token: str, store: ImageStoreDep) -> Response:
         raise OpenAIError(
             404,
             f"this image URL has expired or never existed (URLs work for "
-            f"{store.ttl_s:g}s, IMAGE_URL_TTL_S); generate the image again",
+            f"{store.ttl_s:g}s, IMAGE_LINK_TTL_S); generate the image again",
             code="not_found",
         )
     left = image.seconds_left(store.clock())

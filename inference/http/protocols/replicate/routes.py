@@ -33,6 +33,7 @@ from inference.http.protocols.predictions import (
     to_job,
 )
 from inference.http.protocols.replicate.errors import ERRORS
+from inference.http.shared_body import shared_file, shared_json
 from inference.predictions import Prediction, new_id
 from inference.predictions.envelopes import replicate_object, timestamp
 from inference.predictions.events import stream
@@ -102,7 +103,7 @@ async def _create(
     settings: SettingsDep,
     store: StoreDep,
     prefer: str | None,
-) -> JSONResponse:
+) -> Response:
     wait = wait_seconds(prefer, settings.predictions_wait_max_s)
     webhook, events = body.webhook, body.webhook_events_filter
     if webhook is None and body.webhook_completed is not None:
@@ -129,7 +130,7 @@ async def _create(
             # Replicate's blocking API reports "starting" when the wait runs out, and the
             # official client's run() polls only on that status.
             prediction.status = "starting"
-    return JSONResponse(replicate_object(prediction), status_code=201)
+    return shared_json(lambda uri: replicate_object(prediction, uri=uri), status_code=201)
 
 
 Prefer = Annotated[str | None, Header(description="'wait' or 'wait=N' (seconds) to block.")]
@@ -143,7 +144,7 @@ async def create_prediction(
     settings: SettingsDep,
     store: StoreDep,
     prefer: Prefer = None,
-) -> JSONResponse:
+) -> Response:
     """Create a prediction (any version maps to the served model)."""
     model = service.model.name if "/" in service.model.name else f"local/{service.model.name}"
     version = body.version or _version(service)
@@ -161,7 +162,7 @@ async def create_model_prediction(
     settings: SettingsDep,
     store: StoreDep,
     prefer: Prefer = None,
-) -> JSONResponse:
+) -> Response:
     """Create a prediction of ``owner/name`` (any name maps to the served model)."""
     model, version = f"{owner}/{name}", _version(service)
     return await _create(body, model, version, request, service, settings, store, prefer)
@@ -193,18 +194,19 @@ async def _found(store: StoreDep, prediction_id: str) -> Prediction:
 
 
 @router.get("/predictions/{prediction_id}", responses=NOT_FOUND)
-async def get_prediction(prediction_id: str, store: StoreDep) -> JSONResponse:
+async def get_prediction(prediction_id: str, store: StoreDep) -> Response:
     """The prediction now."""
-    return JSONResponse(replicate_object(await _found(store, prediction_id)))
+    prediction = await _found(store, prediction_id)
+    return shared_json(lambda uri: replicate_object(prediction, uri=uri))
 
 
 @router.post("/predictions/{prediction_id}/cancel", responses=NOT_FOUND)
-async def cancel_prediction(prediction_id: str, store: StoreDep) -> JSONResponse:
+async def cancel_prediction(prediction_id: str, store: StoreDep) -> Response:
     """Cancel it if it is still running; a finished one is returned as it is."""
     prediction = await store.cancel(prediction_id)
     if prediction is None:
         raise StarletteHTTPException(404, f"prediction {prediction_id!r} not found")
-    return JSONResponse(replicate_object(prediction))
+    return shared_json(lambda uri: replicate_object(prediction, uri=uri))
 
 
 def _cursor(prediction: Prediction) -> str:
@@ -227,7 +229,7 @@ async def list_predictions(
     settings: SettingsDep,
     store: StoreDep,
     cursor: str | None = Query(None, description="From `next`; http.openapi writes its pattern."),
-) -> JSONResponse:
+) -> Response:
     """Newest first, ``PAGE_SIZE`` a page; output and logs are left out (GET one for them)."""
     page = await store.list(_before(cursor), PAGE_SIZE + 1)
     following = None
@@ -269,5 +271,5 @@ async def prediction_output(prediction_id: str, name: str, store: StoreDep) -> R
     prediction = await _found(store, prediction_id)
     for output in prediction.outputs or ():
         if output.name == name:
-            return Response(output.data, media_type=output.media_type)
+            return shared_file(output.data, output.media_type)
     raise StarletteHTTPException(404, f"prediction {prediction_id!r} has no output {name!r}")
