@@ -53,9 +53,7 @@ install-bench: $(VENV)/.installed-bench
 serve: install  ## install, then serve the default (mock) model and its UI on http://localhost:8000
 	$(BIN)/python -m inference serve
 
-test: install-test  ## install everything the tests need, then run them
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: install-test lint  ## install everything the tests need, lint, then run them
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The same tests in a venv made afresh each time and installed without the lock, so pip takes
@@ -74,12 +72,17 @@ test-latest:  ## the tests against the newest releases in range, in a fresh .ven
 # Cog's image is CUDA 11.8, whose last torch build is 2.7.1 (tools/checks/cog.py checks it).
 COG_TORCH := torch==2.7.1
 UNLOCKED := ^(triton|nvidia-.*|cuda-.*)==
-COMPILE = $(BIN)/uv pip compile --quiet --upgrade --custom-compile-command "make lock" \
+# `make lock UPGRADE=` keeps every pin that still fits and only resolves what is new or changed
+# (uv prefers the versions already in its output file unless told to --upgrade).
+UPGRADE ?= --upgrade
+COMPILE = $(BIN)/uv pip compile --quiet $(UPGRADE) --custom-compile-command "make lock" \
 	--annotation-style line --python-version 3.11
 
 lock: | $(BIN)/python  ## re-resolve requirements.lock and requirements-cog.txt (newest in range)
 	$(PIP) install $(CONSTRAIN) uv
 	echo "$(TORCH)" > $(LOCK).torch
+	cp $(LOCK) $(LOCK).all
+	cp requirements-cog.txt $(LOCK).cog
 	$(COMPILE) pyproject.toml --all-extras --universal -c $(LOCK).torch -o $(LOCK).all
 	grep -Ev '$(UNLOCKED)|^torch==' $(LOCK).all > $(LOCK)
 	echo "$(COG_TORCH)" | $(COMPILE) pyproject.toml - --extra diffusers -c $(LOCK) \
@@ -93,14 +96,16 @@ bench: install-bench  ## throughput, latency, cold start vs the ceiling, a naive
 bench-accel: install-bench  ## a stand-in fast accelerator served by ours, LitServe, naive (~8 min)
 	$(BIN)/python -m tools.bench.accel $(BENCH_ARGS)
 
-# ruff alone, at the dev extra's pin: lint and format need nothing else (no torch), and a venv
-# from `make serve` lacks it.
-$(BIN)/ruff: | $(BIN)/python
-	$(PIP) install $(shell grep -o '"ruff[^"]*"' pyproject.toml)
+# The linters alone, at the lock's pins: lint and format need nothing else (no torch), and a
+# venv from `make serve` lacks them. lint-imports checks the layer order of inference/
+# (pyproject.toml's [tool.importlinter] contracts).
+$(BIN)/ruff $(BIN)/lint-imports: | $(BIN)/python
+	$(PIP) install $(CONSTRAIN) ruff import-linter
 
-lint: $(BIN)/ruff
+lint: $(BIN)/ruff $(BIN)/lint-imports  ## ruff check and format, and lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(BIN)/ruff
 	$(BIN)/ruff format .
