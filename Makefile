@@ -18,7 +18,7 @@ INSTALL_TORCH = $(PIP) install "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORC
 LOCK := requirements.lock
 # How the extras are installed: at the lock's versions (`make test-latest` empties it).
 CONSTRAIN ?= -c $(LOCK)
-TEST_EXTRAS := dev,tools,diffusers,ui,modal,cog,bench
+TEST_EXTRAS := dev,tools,diffusers,ui,modal,cog,bench,docs
 BENCH_EXTRAS := diffusers,bench
 SERVE_EXTRAS := ui
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q

@@ -12,10 +12,30 @@ class LimitSettings(BaseModel):
     """MAX_STEPS, MAX_WIDTH, MAX_HEIGHT, MAX_PIXELS, MAX_BATCH_REQUESTS, MAX_BODY_BYTES and
     DEFAULT_*."""
 
-    max_steps: int = Field(100, ge=1, le=schema.STEPS_MAX)
-    max_width: int = Field(1024, ge=schema.SIDE_MIN, le=schema.SIDE_MAX)
-    max_height: int = Field(1024, ge=schema.SIDE_MIN, le=schema.SIDE_MAX)
-    max_pixels: int = Field(1024 * 1024, ge=schema.SIDE_MIN**2, le=schema.SIDE_MAX**2)
+    max_steps: int = Field(
+        100,
+        ge=1,
+        le=schema.STEPS_MAX,
+        description="Most denoising steps a request may ask for (the schema allows up to 150).",
+    )
+    max_width: int = Field(
+        1024,
+        ge=schema.SIDE_MIN,
+        le=schema.SIDE_MAX,
+        description="Widest image a request may ask for, in pixels.",
+    )
+    max_height: int = Field(
+        1024,
+        ge=schema.SIDE_MIN,
+        le=schema.SIDE_MAX,
+        description="Tallest image a request may ask for, in pixels.",
+    )
+    max_pixels: int = Field(
+        1024 * 1024,
+        ge=schema.SIDE_MIN**2,
+        le=schema.SIDE_MAX**2,
+        description="Most pixels (width x height) of one image a request may ask for.",
+    )
     max_batch_requests: int = Field(
         16, ge=1, le=256, description="Most requests in one POST /predict/batch."
     )
@@ -27,12 +47,32 @@ class LimitSettings(BaseModel):
     )
 
     # Defaults for omitted request fields; unset means the model's own default.
-    default_steps: int | None = Field(None, ge=1, le=schema.STEPS_MAX)
-    default_prompt_weight: float | None = Field(
-        None, ge=schema.PROMPT_WEIGHT_MIN, le=schema.PROMPT_WEIGHT_MAX
+    default_steps: int | None = Field(
+        None,
+        ge=1,
+        le=schema.STEPS_MAX,
+        description="steps for requests that omit it; unset: the model's own (at most MAX_STEPS).",
     )
-    default_width: int | None = Field(None, ge=schema.SIDE_MIN, le=schema.SIDE_MAX)
-    default_height: int | None = Field(None, ge=schema.SIDE_MIN, le=schema.SIDE_MAX)
+    default_prompt_weight: float | None = Field(
+        None,
+        ge=schema.PROMPT_WEIGHT_MIN,
+        le=schema.PROMPT_WEIGHT_MAX,
+        description="prompt_weight for requests that omit it; unset: the model's own guidance.",
+    )
+    default_width: int | None = Field(
+        None,
+        ge=schema.SIDE_MIN,
+        le=schema.SIDE_MAX,
+        description="width for requests that omit it; unset: the model's native size (at most "
+        "MAX_WIDTH, a multiple of 8).",
+    )
+    default_height: int | None = Field(
+        None,
+        ge=schema.SIDE_MIN,
+        le=schema.SIDE_MAX,
+        description="height for requests that omit it; unset: the model's native size (at most "
+        "MAX_HEIGHT, a multiple of 8).",
+    )
 
     @model_validator(mode="after")
     def _defaults_within_limits(self) -> LimitSettings:

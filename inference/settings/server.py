@@ -21,9 +21,16 @@ class ServerSettings(BaseModel):
     ui: bool = Field(
         True, description="Serve the Gradio UI at /ui (needs the 'ui' extra); false skips it."
     )
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    host: str = Field(
+        "127.0.0.1",
+        description="Address to listen on: 127.0.0.1 keeps the server on this machine, 0.0.0.0 "
+        "serves every interface (containers: the Space's Dockerfile sets it). serve --host sets it "
+        "too.",
+    )
+    port: int = Field(8000, ge=1, le=65535, description="Port to listen on (serve --port).")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log records printed: debug, info, warning or error."
+    )
     shutdown_grace_s: float = Field(
         25.0,
         ge=0,

@@ -1,0 +1,133 @@
+"""Every shell and Python example of README.md and docs/ runs, against a real server.
+
+The blocks marked ``<!-- run -->`` run in page order, in one working folder per page (so a file
+one block writes is there for the next), against ``python -m inference serve`` with the mock
+model on a free port that replaces ``localhost:8000``. ``curl`` fails on an HTTP error status, so
+an example that gets a 4xx fails here. The blocks that are not run are listed in ``NOT_RUN`` with
+the reason; a new unmarked example fails ``test_every_example_is_run_or_excused``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.docs_examples import EXAMPLES, ROOT, Block, blocks, pages
+from tests.lora_files import mock_adapter
+from tests.servers import free_port, inference_server
+
+#: Seconds one block may take (the tiny diffusers pipeline's first load is the slowest).
+BLOCK_TIMEOUT_S = 180
+
+#: (page, first line of the block) -> why it is not run. Only what needs a cloud account, a
+#: download from the Hugging Face Hub, a long-running process or a machine-wide install.
+NOT_RUN: dict[tuple[str, str], str] = {}
+
+
+def all_blocks() -> list[Block]:
+    return [block for page in pages() for block in blocks(page)]
+
+
+def runnable_pages() -> list[str]:
+    return sorted({b.page for b in all_blocks() if b.marker})
+
+
+def test_every_example_is_run_or_excused() -> None:
+    unmarked = {
+        (b.page, b.first_line): b.line
+        for b in all_blocks()
+        if b.language in EXAMPLES and not b.marker
+    }
+    missing = sorted(
+        f"{page}:{line}: {first!r}"
+        for (page, first), line in unmarked.items()
+        if (page, first) not in NOT_RUN
+    )
+    stale = sorted(f"{page}: {first!r}" for page, first in NOT_RUN if (page, first) not in unmarked)
+    assert not missing, "examples neither run nor excused (mark them <!-- run -->):\n" + "\n".join(
+        missing
+    )
+    assert not stale, "NOT_RUN names blocks that are gone or now run:\n" + "\n".join(stale)
+
+
+def test_marked_blocks_are_examples() -> None:
+    wrong = [f"{b.page}:{b.line}" for b in all_blocks() if b.marker and b.language not in EXAMPLES]
+    assert not wrong, f"only bash and python blocks can be run: {wrong}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    loras = tmp_path_factory.mktemp("server-loras")
+    mock_adapter(loras / "style.safetensors", gamma=0.05)
+    port = free_port()
+    with inference_server(env={"LORA_DIR": str(loras)}, port=port) as url:
+        yield url, port
+
+
+def fixtures(folder: Path) -> None:
+    """The files the examples name: a photo (PNG and JPEG), a mask of its size, an adapter."""
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8))
+    photo.save(folder / "photo.png")
+    photo.save(folder / "photo.jpg")
+    mask = np.zeros((256, 256), dtype=np.uint8)
+    mask[64:192, 64:192] = 255
+    Image.fromarray(mask).save(folder / "mask.png")
+    mock_adapter(folder / "loras" / "style.safetensors", gamma=0.05)
+
+
+def environment(folder: Path) -> dict[str, str]:
+    """The venv's python first on PATH, and a curl that fails on an HTTP error."""
+    bin_dir = folder / ".bin"
+    bin_dir.mkdir()
+    curl = bin_dir / "curl"
+    curl.write_text(f'#!/bin/sh\nexec {shutil.which("curl")} --fail-with-body "$@"\n')
+    curl.chmod(0o755)
+    path = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ["PATH"]])
+    return {
+        **os.environ,
+        "PATH": path,
+        "PYTHONPATH": str(ROOT),
+        "AUTH_TOKEN": "any-token-auth-is-off",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@pytest.mark.parametrize("page", runnable_pages())
+def test_examples_run(page: str, server: tuple[str, int], tmp_path: Path) -> None:
+    _, port = server
+    fixtures(tmp_path)
+    env = environment(tmp_path)
+    for block in blocks(ROOT / page):
+        if block.marker == "file":
+            (tmp_path / block.file_name).write_text(block.code)
+            continue
+        if block.marker != "run":
+            continue
+        code = block.code.replace("localhost:8000", f"127.0.0.1:{port}")
+        if block.language == "bash":
+            command = ["bash", "-euo", "pipefail", "-c", code]
+        else:
+            script = tmp_path / f"example_{block.line}.py"
+            script.write_text(code)
+            command = [sys.executable, str(script)]
+        done = subprocess.run(
+            command,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=BLOCK_TIMEOUT_S,
+        )
+        assert done.returncode == 0, (
+            f"{page}:{block.line}: the example failed ({done.returncode}):\n{code}\n"
+            f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
+        )
