@@ -29,7 +29,113 @@ BLOCK_TIMEOUT_S = 180
 
 #: (page, first line of the block) -> why it is not run. Only what needs a cloud account, a
 #: download from the Hugging Face Hub, a long-running process or a machine-wide install.
-NOT_RUN: dict[tuple[str, str], str] = {}
+NOT_RUN: dict[tuple[str, str], str] = {
+    (
+        "README.md",
+        "make serve   # installs into .venv, then serves the mock model (API, and UI at /ui) on :8000",  # noqa: E501
+    ): "installs (make serve is the server these tests start; make test runs them)",
+    ("README.md", "pip install -e '.[modal]' && modal setup"): "deploys to Modal (cloud account)",
+    (
+        "README.md",
+        'cog predict -i prompt="a red fox" -i seed=42',
+    ): "builds a Docker image and pushes to Replicate (cloud account)",
+    (
+        "README.md",
+        "hf repos create <you>/diffusion-serve --type space --space-sdk docker",
+    ): "creates and pushes a Hugging Face Space (cloud account)",
+    (
+        "docs/api/replicate.md",
+        "from replicate.webhook import Webhooks, WebhookSigningSecret",
+    ): "a fragment of a webhook receiver (request, raw_body are the receiver's)",
+    (
+        "docs/batch.md",
+        "modal run deploy.py::batch --input prompts.jsonl --output-dir out/   # on Modal GPUs",
+    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    (
+        "docs/benchmarks.md",
+        "make bench                                   # everything: 10-30 minutes on 2 CPU cores",
+    ): "benchmarks run for minutes (tests/test_bench.py runs --quick)",
+    (
+        "docs/benchmarks.md",
+        "make bench-accel                                        # ~8 min on 2 cores: results/accel.md",  # noqa: E501
+    ): "benchmarks run for minutes (tests/test_bench.py runs --quick)",
+    (
+        "docs/byom.md",
+        "MODEL=examples.watermarked:WatermarkedModel WEIGHTS_PATH=stabilityai/sd-turbo python -m inference serve",  # noqa: E501
+    ): "downloads weights from the Hugging Face Hub",
+    (
+        "docs/deploy/cog.md",
+        "cog predict -i seed=42 -i prompt_weight=0.7              # builds the image, saves the image here",  # noqa: E501
+    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    (
+        "docs/deploy/cog.md",
+        "import replicate  # pip install replicate; export REPLICATE_API_TOKEN=...",
+    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    (
+        "docs/deploy/cog.md",
+        "curl -s -X POST https://api.replicate.com/v1/predictions \\",
+    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    (
+        "docs/deploy/cog.md",
+        ".venv/bin/pip install -e '.[cog]'",
+    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    (
+        "docs/deploy/modal.md",
+        "pip install -e '.[modal]'   # the project plus the modal client (add --extra-index-url",
+    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    (
+        "docs/deploy/modal.md",
+        "URL=https://<workspace>--diffusion-serve-model-web.modal.run",
+    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    (
+        "docs/deploy/modal.md",
+        "modal run deploy.py::download --model stabilityai/sd-turbo --revision <commit>",
+    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    (
+        "docs/deploy/modal.md",
+        "import modal",
+    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    (
+        "docs/deploy/space.md",
+        "pip install -U huggingface_hub",
+    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    (
+        "docs/deploy/space.md",
+        "hf upload <you>/diffusion-serve . --repo-type space \\",
+    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    (
+        "docs/deploy/space.md",
+        "from huggingface_hub import HfApi, Volume",
+    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    (
+        "docs/deploy/space.md",
+        "SPACE=https://<you>-diffusion-serve.hf.space",
+    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    (
+        "docs/deploy/space.md",
+        "from gradio_client import Client",
+    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    (
+        "docs/development.md",
+        "make test                          # lint + tests (offline)",
+    ): "installs into .venv; the test suite is what make test runs",
+    (
+        "docs/getting-started.md",
+        "make serve   # installs into .venv, then serves the mock model (API, and UI at /ui) on :8000",  # noqa: E501
+    ): "installs into .venv; the test suite is what make test runs",
+    (
+        "docs/getting-started.md",
+        "python -m inference serve --port 8000 --model mock",
+    ): "starts a long-running server (what this test itself starts)",
+    (
+        "docs/getting-started.md",
+        "python -m tools.check            # the Space, Cog and Modal deployment files, file:line per problem",  # noqa: E501
+    ): "tools.bench runs 10-30 minutes; tools.check is tests/test_check.py",
+    (
+        "docs/models.md",
+        "pip install -e '.[diffusers]'",
+    ): "downloads weights from the Hugging Face Hub",
+}
 
 
 def all_blocks() -> list[Block]:
