@@ -1,7 +1,8 @@
 """Replicate's HTTP API, the subset its official client uses, over the prediction store.
 
-``replicate.Client(api_token=..., base_url=<this server>)`` works unchanged: ``run``,
-``predictions.create/get/cancel/list``, ``models.predictions.create``, ``stream``. Any
+``replicate.Client(api_token=..., base_url=<this server>)`` works unchanged: ``run`` (file
+inputs uploaded first through ``files``), ``predictions.create/get/cancel/list``,
+``models.predictions.create``, ``stream``; a ``Cancel-After`` header sets a deadline. Any
 ``owner/name`` (or version) maps to the one model this server serves. Errors are Replicate's
 problem details (``{"title", "detail", "status"}``, plus ``invalid_fields`` on 422), which the
 client raises as ``ReplicateError``.
@@ -34,6 +35,7 @@ from inference.http.protocols.predictions import (
 )
 from inference.http.protocols.replicate.deadlines import cancel_after_s, cancel_at_deadline
 from inference.http.protocols.replicate.errors import ERRORS
+from inference.http.protocols.replicate.file_store import get_file_store, resolve
 from inference.http.shared_body import shared_file, shared_json
 from inference.predictions import Prediction, new_id
 from inference.predictions.envelopes import replicate_object, timestamp
@@ -113,12 +115,14 @@ async def _create(
         webhook, events = body.webhook_completed, ["completed"]
     await check_webhook(body.webhook, settings)
     await check_webhook(body.webhook_completed, settings, "webhook_completed")
-    job, unknown = await to_job(service, body.input)
+    base = base_url(request, settings)
+    given = resolve(body.input, base, get_file_store(request))
+    job, unknown = await to_job(service, given)
     prediction = new_prediction(
         "replicate",
         body.input,
         unknown,
-        base_url(request, settings),
+        base,
         settings,
         webhook,
         events,
