@@ -53,8 +53,9 @@ BY_MEDIA_TYPE = {f.media_type: f for f in FORMATS.values()} | {"image/jpg": FORM
 BY_SUFFIX = {suffix: f for f in FORMATS.values() for suffix in f.suffixes}
 
 
-def encode(pixels: np.ndarray, fmt: str) -> bytes:
-    """Encode an HxWx3 uint8 array as ``fmt`` (a key of ``FORMATS``)."""
+def encode(pixels: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
+    """Encode an HxWx3 uint8 array as ``fmt`` (a key of ``FORMATS``); ``quality`` (0-100)
+    replaces a lossy format's own (``LOSSY_QUALITY``) and means nothing to lossless PNG."""
     import numpy as np
     from PIL import Image
 
@@ -65,9 +66,18 @@ def encode(pixels: np.ndarray, fmt: str) -> bytes:
     if fmt == "png":
         return _fpng(pixels)
     spec = FORMATS[fmt]
+    options = dict(spec.options)
+    if quality is not None:
+        options["quality"] = quality
     buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="RGB").save(buffer, format=spec.pillow, **dict(spec.options))
+    Image.fromarray(pixels, mode="RGB").save(buffer, format=spec.pillow, **options)
     return buffer.getvalue()
+
+
+def transcode(png: bytes, fmt: str, quality: int) -> bytes:
+    """This server's own lossless PNG as ``fmt`` at ``quality``: the same bytes as encoding
+    the pixels at that quality in the first place (PNG keeps every pixel)."""
+    return encode(decode(png), fmt, quality)
 
 
 def _fpng(pixels: np.ndarray) -> bytes:

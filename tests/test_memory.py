@@ -213,6 +213,7 @@ def ceiling_bytes(settings: Settings, model_bytes: int) -> int:
     return (
         model_bytes
         + settings.predictions_max_bytes
+        + settings.files_max_bytes
         + int(settings.image_link_store_mb * mib)
         + int(settings.result_cache_mb * mib)
         + settings.lora_cache_max_bytes

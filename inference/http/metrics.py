@@ -100,8 +100,9 @@ class StoreCollector(Collector):
     One family labelled by store, so a dashboard can add them up and hold the sum against the
     README's memory ceiling: ``predictions`` (the in-process prediction store; absent when a
     runtime installed another, e.g. Modal's), ``image_links`` (OpenAI ``url`` images),
-    ``result_cache`` and ``lora_cache`` (loaded adapters' file bytes). Uploaded files are not
-    kept: a multipart upload lives as long as its request.
+    ``result_cache``, ``lora_cache`` (loaded adapters' file bytes) and ``files`` (Replicate's
+    file uploads, kept until a prediction reads them). Other multipart uploads are not kept: they
+    live as long as their request.
     """
 
     def __init__(self, service: Service, state: State) -> None:
@@ -116,6 +117,8 @@ class StoreCollector(Collector):
             found["predictions"] = predictions.usage()
         images = getattr(self.state, "image_store", None)
         found["image_links"] = (len(images), images.bytes) if images is not None else (0, 0)
+        files = getattr(self.state, "file_store", None)
+        found["files"] = (len(files), files.bytes) if files is not None else (0, 0)
         cache = self.service.cache
         found["result_cache"] = (len(cache), cache.bytes) if cache is not None else (0, 0)
         adapters = getattr(self.service.model, "adapters", None)

@@ -13,7 +13,7 @@ from inference.hosts import HostList
 
 
 class PredictionSettings(BaseModel):
-    """PUBLIC_URL, PREDICTIONS_*, WEBHOOK_*, IMAGE_LINK_TTL_S and IMAGE_LINK_STORE_MB."""
+    """PUBLIC_URL, PREDICTIONS_*, WEBHOOK_*, FILES_*, IMAGE_LINK_TTL_S and IMAGE_LINK_STORE_MB."""
 
     public_url: str | None = Field(
         None,
@@ -71,6 +71,27 @@ class PredictionSettings(BaseModel):
         1000,
         ge=1,
         description="Webhook deliveries waiting at once; beyond it new ones are dropped.",
+    )
+
+    # Replicate's file uploads (POST /v1/files), what its client sends file inputs through
+    files_max_count: int = Field(
+        100,
+        ge=1,
+        description="Replicate file uploads (POST /v1/files) kept at once; an upload past it "
+        "drops the oldest file. Each file is at most MAX_IMAGE_BYTES.",
+    )
+    files_max_bytes: int = Field(
+        256_000_000,
+        ge=1_000_000,
+        description="Bytes of Replicate file uploads kept in memory at once; an upload past it "
+        "drops the oldest files until it fits.",
+    )
+    files_ttl_s: float = Field(
+        3600.0,
+        gt=0,
+        description="A Replicate file upload is forgotten this long after it was made (its "
+        "expires_at); a prediction reads the file when it is created, so this only needs to "
+        "cover the time between an upload and the prediction that uses it.",
     )
 
     @field_validator("public_url", mode="before")

@@ -9,14 +9,25 @@ Parameters, as the official ``openai`` client sends them:
 - this protocol's own, checked here: ``response_format`` (``b64_json`` by default, or ``url``),
   ``stream`` and ``partial_images`` (0-3), ``background`` (``auto``/``opaque``; this server
   draws no transparency, so ``transparent`` is refused).
+- ``output_compression`` (0-100) is the JPEG or WebP quality, as OpenAI's is (100: the
+  largest, best file); omitted, this server's own (``codec.LOSSY_QUALITY``). The model's
+  images are asked for as lossless PNG and re-encoded here at that quality, so the result
+  cache holds one entry whatever the quality. PNG ignores it: OpenAI applies it to jpeg and
+  webp only.
 - accepted and ignored: ``model`` (one model is served, whatever the name), ``quality``,
-  ``style``, ``moderation``, ``output_compression``, ``complexity``, ``user`` and
-  ``safety_identifier`` (echoed as ``safety_identifier``, as OpenAI does).
+  ``style``, ``moderation``, ``complexity``, ``user`` and ``safety_identifier`` (echoed as
+  ``safety_identifier``, as OpenAI does).
+- not supported, refused naming the parameter (``UNSUPPORTED``): what the client knows for
+  other kinds of output than still raster images (``frame_count``, ``frame_duration_ms``,
+  ``svg``, ``markup``).
 - extensions (send them with the client's ``extra_body``): ``seed``, ``negative_prompt``,
   ``steps``, ``prompt_weight``, ``scheduler``, as in ``POST /predict``.
 - edits: one ``image`` (or ``image[]``) file; ``mask``, OpenAI's (fully transparent pixels are
   repainted), turned into ours (white repaints); ``strength`` as an extension;
-  ``input_fidelity`` accepted and ignored.
+  ``input_fidelity`` accepted and ignored. Several images (the client sends up to 16, which
+  OpenAI's models compose into one picture) are refused (``ONE_IMAGE``): a diffusion
+  image-to-image model starts its denoising from one init image, so any choice among them, or
+  a blend, would be a guess the caller did not make.
 
 An unknown parameter is refused, as OpenAI refuses it, rather than silently dropped.
 """
@@ -28,8 +39,17 @@ import json
 import re
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
+from inference import codec
 from inference.http.forms import INTEGER, typed
 from inference.http.protocols.openai.shapes import OpenAIError
 from inference.settings import Settings
@@ -41,6 +61,19 @@ FILE_PARAMS = ("image", "mask")
 #: Our request fields sent under the same name (through ``extra_body``).
 EXTENSIONS = ("seed", "negative_prompt", "steps", "prompt_weight", "scheduler")
 SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+#: Parameters the official client (openai 3.63) sends for output this server cannot make:
+#: animations (``frame_count``, ``frame_duration_ms``) and vector images (``svg``, ``markup``).
+UNSUPPORTED = ("frame_count", "frame_duration_ms", "svg", "markup")
+#: Formats whose quality ``output_compression`` sets.
+LOSSY = ("jpeg", "webp")
+#: Why an edit takes one image; the client allows 16, so the refusal must say why.
+ONE_IMAGE = (
+    "this server edits one image per request, got {count}: its diffusion model starts "
+    "image-to-image from one init image and cannot compose several into one picture; send "
+    "one image"
+)
+#: Parameters whose form text is an integer.
+INTEGER_PARAMS = ("n", "partial_images", "output_compression")
 
 
 class GenerationParams(BaseModel):
@@ -56,12 +89,18 @@ class GenerationParams(BaseModel):
     stream: StrictBool | None = False
     partial_images: int | None = Field(None, ge=0, le=3)
 
-    @field_validator("partial_images", mode="before")
+    output_compression: int | None = Field(
+        None, ge=0, le=100, description="JPEG or WebP quality, 0-100; png ignores it."
+    )
+
+    @field_validator("partial_images", "output_compression", mode="before")
     @classmethod
-    def _a_number(cls, value: Any) -> Any:
+    def _a_number(cls, value: Any, info: ValidationInfo) -> Any:
         """JSON numbers only: ``true`` is not 1, ``"2"`` is not 2 (``2.0`` is 2)."""
         if isinstance(value, bool | str):
-            raise ValueError(f"partial_images must be an integer from 0 to 3, got {value!r}")
+            span = {"partial_images": "0 to 3", "output_compression": "0 to 100"}
+            name = str(info.field_name)
+            raise ValueError(f"{name} must be an integer from {span[name]}, got {value!r}")
         return value
 
     background: Literal["auto", "opaque"] | None = None
@@ -71,7 +110,6 @@ class GenerationParams(BaseModel):
     quality: Any = None
     style: Any = None
     moderation: Any = None
-    output_compression: Any = None
     complexity: Any = None
     seed: Any = None
     negative_prompt: Any = None
@@ -85,7 +123,7 @@ class GenerationParams(BaseModel):
         if self.n is not None:
             request["num_outputs"] = self.n
         if self.output_format is not None:
-            request["output_format"] = self.output_format
+            request["output_format"] = "png" if self.recompressed else self.output_format
         if self.size not in (None, "auto"):
             match = SIZE.match(self.size or "")
             if match is None:
@@ -101,6 +139,15 @@ class GenerationParams(BaseModel):
             if value is not None:
                 request[name] = value
         return request
+
+    @property
+    def recompressed(self) -> tuple[str, int] | None:
+        """(format, quality) when the images are re-encoded here at ``output_compression``
+        from the model's PNG; None when the service's own encoding is the answer."""
+        fmt, quality = self.output_format, self.output_compression
+        if quality is None or fmt not in LOSSY or quality == codec.LOSSY_QUALITY:
+            return None
+        return fmt, quality
 
     @property
     def identifier(self) -> str | None:
@@ -181,12 +228,10 @@ def parse_edit(parts: list[tuple[str, str | bytes]]) -> EditParams:
     body: dict[str, Any] = {}
     images = [value for name, value in parts if name in ("image", "image[]")]
     if len(images) > 1:
-        raise OpenAIError(
-            400,
-            f"this server edits one image per request, got {len(images)}; send one image",
-            param="image",
-        )
+        raise OpenAIError(400, ONE_IMAGE.format(count=len(images)), param="image")
     for name, value in parts:
+        if name.split("[")[0] in UNSUPPORTED:  # the client sends an object as svg[max_paths]
+            _decline(name.split("[")[0])
         key = "image" if name == "image[]" else name
         if key in body:
             raise OpenAIError(400, f"{key} is given more than once; send it once", param=key)
@@ -198,14 +243,28 @@ def parse_edit(parts: list[tuple[str, str | bytes]]) -> EditParams:
 
 def _form_value(name: str, text: str) -> Any:
     """A form part's text as the JSON value it stands for, where its parameter is typed."""
-    if name in ("n", "partial_images") and INTEGER.match(text):
+    if name in INTEGER_PARAMS and INTEGER.match(text):
         return int(text)
     if name == "stream":
         return {"true": True, "false": False}.get(text, text)
     return typed(name, text)
 
 
+def _decline(name: str) -> None:
+    """Refuse a parameter of ``UNSUPPORTED``: it is OpenAI's, just not this server's."""
+    raise OpenAIError(
+        400,
+        f"{name} is not supported by this server: it generates still raster images (png, "
+        f"jpeg or webp) with a diffusion model; leave {name} out",
+        param=name,
+        code="unsupported_parameter",
+    )
+
+
 def _validated(kind: type[P], body: dict[str, Any]) -> P:
+    for name in UNSUPPORTED:
+        if body.get(name) is not None:
+            _decline(name)
     try:
         return kind.model_validate(body)
     except ValidationError as exc:

@@ -29,8 +29,13 @@ from inference.http.protocols.openai.params import (
     parse_params,
 )
 from inference.http.protocols.openai.shapes import ERRORS, OpenAIError
-from inference.http.protocols.openai.stream import EventKind, b64, cache_header, stream_images
-from inference.results import unflagged
+from inference.http.protocols.openai.stream import (
+    EventKind,
+    b64,
+    cache_header,
+    final_images,
+    stream_images,
+)
 from inference.schema import Job
 from inference.service import Service
 from inference.settings import Settings
@@ -125,7 +130,7 @@ async def _answer(
     result = await until_disconnect(request, service.submit(job))
     base = settings.public_url or str(request.base_url).rstrip("/")
     data = []
-    for _, image in unflagged(result):
+    for image in await final_images(result, params):
         item: dict[str, Any] = {"seed": image.seed}
         if params.response_format == "url":
             item["url"] = f"{base}/v1/images/files/{store.put(image.data, image.media_type)}"
@@ -135,7 +140,7 @@ async def _answer(
     body: dict[str, Any] = {
         "created": created,
         "data": data,
-        "output_format": job.output_format,
+        "output_format": (params.recompressed or (job.output_format,))[0],
         "size": f"{job.width}x{job.height}",
         "background": "opaque",
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from inference import codec
 from inference.http.forms import as_form
 from inference.schema import Limits
 from inference.settings import Settings
@@ -61,12 +62,17 @@ def generation_params_schema(request: dict[str, Any], limits: Limits) -> dict[st
         "partial_images": {
             "anyOf": [{"type": "integer", "minimum": 0, "maximum": 3}, {"type": "null"}]
         },
+        "output_compression": {
+            "anyOf": [{"type": "integer", "minimum": 0, "maximum": 100}, {"type": "null"}],
+            "description": "JPEG or WebP quality (100: the largest, best file); omitted: "
+            f"{codec.LOSSY_QUALITY}. png ignores it.",
+        },
         "background": {"anyOf": [{"enum": ["auto", "opaque"], "type": "string"}, {"type": "null"}]},
         "model": {**nullable, "description": "Ignored: this server serves one model."},
         "user": nullable,
         "safety_identifier": nullable,
     }
-    for ignored in ("quality", "style", "moderation", "output_compression", "complexity"):
+    for ignored in ("quality", "style", "moderation", "complexity"):
         params[ignored] = {"description": "Accepted and ignored."}
     for name in ("seed", "negative_prompt", "steps", "prompt_weight", "scheduler"):
         field = {k: v for k, v in native[name].items() if k != "default"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -25,6 +26,18 @@ from inference.http.protocols.openai.shapes import (
 from inference.results import GenerateResult, unflagged
 from inference.schema import Job
 from inference.service import Service
+
+
+@dataclass(frozen=True)
+class FinalImage:
+    """One image as the client gets it: its index among the request's images (flagged ones
+    left out), its seed, and its bytes in the format asked for."""
+
+    index: int
+    seed: int
+    data: bytes
+    media_type: str
+
 
 #: The prefix of a route's stream events.
 EventKind = Literal["image_generation", "image_edit"]
@@ -51,10 +64,11 @@ async def stream_images(
     await asyncio.sleep(0)  # the submission runs up to its queueing: refusals surface here
     if task.done() and (refused := task.exception()) is not None:
         raise refused
+    fmt, quality = params.recompressed or (job.output_format, None)
     common = {
         "created_at": created,
         "size": f"{job.width}x{job.height}",
-        "output_format": job.output_format,
+        "output_format": fmt,
         "background": "opaque",
         "quality": "auto",
     }
@@ -73,11 +87,12 @@ async def stream_images(
                 else:
                     images = previews.get_nowait()
                 for i, pixels in enumerate(images):
-                    data = await asyncio.to_thread(codec.encode, pixels, job.output_format)
+                    data = await asyncio.to_thread(codec.encode, pixels, fmt, quality)
                     payload = {**common, "b64_json": b64(data), "partial_image_index": index}
                     yield event(f"{kind}.partial_image", {**payload, "image_index": i})
                 index += 1
-            yield _completed(task.result(), common, params.identifier, kind)
+            images = await final_images(task.result(), params)
+            yield _completed(images, common, params.identifier, kind)
         except InferenceError as exc:
             yield _error_event(from_domain(exc))
         except OpenAIError as exc:
@@ -90,18 +105,38 @@ async def stream_images(
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
+async def final_images(result: GenerateResult, params: GenerationParams) -> list[FinalImage]:
+    """The result's unflagged images (a content-policy error when none is left) as the client
+    asked for them: re-encoded at ``output_compression`` in a worker thread when it applies."""
+    kept = unflagged(result)
+    recompressed = params.recompressed
+    if recompressed is None:
+        return [FinalImage(i, image.seed, image.data, image.media_type) for i, image in kept]
+    fmt, quality = recompressed
+    images = []
+    for i, image in kept:
+        data = await asyncio.to_thread(codec.transcode, image.data, fmt, quality)
+        images.append(FinalImage(i, image.seed, data, codec.FORMATS[fmt].media_type))
+    return images
+
+
 def _completed(
-    result: GenerateResult, common: dict[str, Any], identifier: str | None, kind: EventKind
+    images: list[FinalImage], common: dict[str, Any], identifier: str | None, kind: EventKind
 ) -> bytes:
     """Every completed event at once (so a content-policy error comes before any of them)."""
-    kept = unflagged(result)
     extra = {"usage": NO_USAGE, **({"safety_identifier": identifier} if identifier else {})}
     return b"".join(
         event(
             f"{kind}.completed",
-            {**common, **extra, "b64_json": b64(image.data), "image_index": i, "seed": image.seed},
+            {
+                **common,
+                **extra,
+                "b64_json": b64(image.data),
+                "image_index": image.index,
+                "seed": image.seed,
+            },
         )
-        for i, image in kept
+        for image in images
     )
 
 

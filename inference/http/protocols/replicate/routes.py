@@ -1,7 +1,8 @@
 """Replicate's HTTP API, the subset its official client uses, over the prediction store.
 
-``replicate.Client(api_token=..., base_url=<this server>)`` works unchanged: ``run``,
-``predictions.create/get/cancel/list``, ``models.predictions.create``, ``stream``. Any
+``replicate.Client(api_token=..., base_url=<this server>)`` works unchanged: ``run`` (file
+inputs uploaded first through ``files``), ``predictions.create/get/cancel/list``,
+``models.predictions.create``, ``stream``; a ``Cancel-After`` header sets a deadline. Any
 ``owner/name`` (or version) maps to the one model this server serves. Errors are Replicate's
 problem details (``{"title", "detail", "status"}``, plus ``invalid_fields`` on 422), which the
 client raises as ``ReplicateError``.
@@ -32,7 +33,9 @@ from inference.http.protocols.predictions import (
     new_prediction,
     to_job,
 )
+from inference.http.protocols.replicate.deadlines import cancel_after_s, cancel_at_deadline
 from inference.http.protocols.replicate.errors import ERRORS
+from inference.http.protocols.replicate.file_store import get_file_store, resolve
 from inference.http.shared_body import shared_file, shared_json
 from inference.predictions import Prediction, new_id
 from inference.predictions.envelopes import replicate_object, timestamp
@@ -103,19 +106,23 @@ async def _create(
     settings: SettingsDep,
     store: StoreDep,
     prefer: str | None,
+    cancel_after: str | None,
 ) -> Response:
     wait = wait_seconds(prefer, settings.predictions_wait_max_s)
+    deadline_s = cancel_after_s(cancel_after)
     webhook, events = body.webhook, body.webhook_events_filter
     if webhook is None and body.webhook_completed is not None:
         webhook, events = body.webhook_completed, ["completed"]
     await check_webhook(body.webhook, settings)
     await check_webhook(body.webhook_completed, settings, "webhook_completed")
-    job, unknown = await to_job(service, body.input)
+    base = base_url(request, settings)
+    given = resolve(body.input, base, get_file_store(request))
+    job, unknown = await to_job(service, given)
     prediction = new_prediction(
         "replicate",
         body.input,
         unknown,
-        base_url(request, settings),
+        base,
         settings,
         webhook,
         events,
@@ -124,6 +131,8 @@ async def _create(
         version=version,
     )
     prediction = await store.create(prediction, job)
+    if deadline_s is not None and not prediction.done:
+        cancel_at_deadline(request.app, store, prediction.id, deadline_s)
     if wait is not None:
         prediction = await store.wait(prediction.id, wait) or prediction
         if not prediction.done:
@@ -134,6 +143,14 @@ async def _create(
 
 
 Prefer = Annotated[str | None, Header(description="'wait' or 'wait=N' (seconds) to block.")]
+CancelAfter = Annotated[
+    str | None,
+    Header(
+        alias="Cancel-After",
+        description="Cancel the prediction if it is still running this long after creation: "
+        "'30s', '5m', '1h30m' (units h, m, s, ms) or seconds; at most 24h.",
+    ),
+]
 
 
 @router.post("/predictions", status_code=201, responses=CREATE_ERRORS)
@@ -144,11 +161,14 @@ async def create_prediction(
     settings: SettingsDep,
     store: StoreDep,
     prefer: Prefer = None,
+    cancel_after: CancelAfter = None,
 ) -> Response:
     """Create a prediction (any version maps to the served model)."""
     model = service.model.name if "/" in service.model.name else f"local/{service.model.name}"
     version = body.version or _version(service)
-    return await _create(body, model, version, request, service, settings, store, prefer)
+    return await _create(
+        body, model, version, request, service, settings, store, prefer, cancel_after
+    )
 
 
 @router.post("/models/{owner}/{name}/predictions", status_code=201, responses=CREATE_ERRORS)
@@ -162,10 +182,13 @@ async def create_model_prediction(
     settings: SettingsDep,
     store: StoreDep,
     prefer: Prefer = None,
+    cancel_after: CancelAfter = None,
 ) -> Response:
     """Create a prediction of ``owner/name`` (any name maps to the served model)."""
     model, version = f"{owner}/{name}", _version(service)
-    return await _create(body, model, version, request, service, settings, store, prefer)
+    return await _create(
+        body, model, version, request, service, settings, store, prefer, cancel_after
+    )
 
 
 @router.get("/models/{owner}/{name}/versions/{version_id}")
