@@ -22,7 +22,7 @@ from inference.images import DecodeLimits
 from inference.predictions.bodies import SLICE_BYTES, json_body, uri_length, uri_slices
 from inference.predictions.envelopes import cog_envelope, data_uri, replicate_object
 from inference.predictions.events import encode, stream
-from inference.predictions.record import OutputFile, Prediction
+from inference.predictions.record import OutputFile, Prediction, json_size
 from inference.settings import Settings
 from tests.servers import inference_process
 from tests.test_faults import rss_kib
@@ -188,9 +188,10 @@ def gauges(url: str) -> dict[tuple[str, str], float]:
 
 
 def prediction_bytes(prediction: dict[str, Any]) -> int:
-    """What the store counts for a finished prediction: input, logs and images."""
+    """What the store counts for a finished prediction: input (measured as the store measures
+    it, without serialising it), logs and images."""
     images = sum(len(base64.b64decode(uri.split(",", 1)[1])) for uri in prediction["output"] or [])
-    return len(json.dumps(prediction["input"], default=str)) + len(prediction["logs"]) + images
+    return json_size(prediction["input"]) + len(prediction["logs"]) + images
 
 
 def listed_ids(url: str) -> list[str]:
