@@ -221,7 +221,12 @@ def validates_slowly(request: Request, settings: Settings) -> bool:
     which validation downloads when they are not here yet (``lora.support.Adapters.check``)."""
     if carries_images(request):
         return True
-    loras = request.loras if isinstance(request, GenerateRequest) else request.get("loras")
+    if isinstance(request, GenerateRequest):
+        loras = request.loras
+    elif isinstance(request, Mapping):
+        loras = request.get("loras")
+    else:
+        return False  # not a request at all: validation says so, at once
     return bool(loras if loras is not None else settings.default_loras)
 
 

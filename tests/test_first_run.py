@@ -82,10 +82,8 @@ def test_a_port_in_use_is_one_line_suggesting_another() -> None:
 
 
 def test_make_lint_and_format_install_ruff_first(tmp_path: Path) -> None:
-    """In a venv without ruff (what `make serve` makes), the targets install it, at the dev
-    extra's pin, before they call it (a dry run: no network, nothing installed)."""
-    pin = re.search(r'"(ruff[^"]*)"', (ROOT / "pyproject.toml").read_text())
-    assert pin
+    """In a venv without ruff (what `make serve` makes), the targets install the linters, at the
+    lock's pins, before they call them (a dry run: no network, nothing installed)."""
     for target in ("lint", "format"):
         done = subprocess.run(
             ["make", "-n", target, f"VENV={tmp_path / 'venv'}"],
@@ -96,7 +94,11 @@ def test_make_lint_and_format_install_ruff_first(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stderr
         commands = done.stdout.splitlines()
-        install = next(i for i, c in enumerate(commands) if f'install "{pin.group(1)}"' in c)
+        install = next(
+            i
+            for i, c in enumerate(commands)
+            if " install -c requirements.lock ruff import-linter" in c
+        )
         first_ruff = next(
             i for i, c in enumerate(commands) if c.startswith(f"{tmp_path}/venv/bin/ruff ")
         )
