@@ -147,6 +147,9 @@ def test_a_public_url_setting_is_used_for_links() -> None:
         ({"size": "100x64"}, "size", "size: width must be a multiple of 8, got 100"),
         ({"size": "2048x64"}, "size", "MAX_WIDTH"),
         ({"size": "big"}, "size", "'WIDTHxHEIGHT'"),
+        ({"size": "\uff15\uff11\uff12x512"}, "size", "'WIDTHxHEIGHT'"),  # fullwidth digits
+        ({"size": "\u0665\u0661\u0662x512"}, "size", "'WIDTHxHEIGHT'"),  # Arabic-Indic
+        ({"size": "512x512\n"}, "size", "'WIDTHxHEIGHT'"),
         ({"n": 3}, "n", "n must be <= 2 on this server (MAX_BATCH_SIZE), got 3"),
         ({"n": 9}, "n", "n: Input should be less than or equal to 4"),
         ({"n": 0}, "n", "n: Input should be greater than or equal to 1"),
