@@ -23,7 +23,7 @@ openai = pytest.importorskip("openai")
 
 from inference.codec import decode  # noqa: E402
 from inference.http.app import create_app  # noqa: E402
-from inference.http.protocols.openai.image_store import ImageStore  # noqa: E402
+from inference.http.protocols.openai.image_store import ImageStore, OverBudget  # noqa: E402
 from inference.http.protocols.openai.shapes import partial_steps  # noqa: E402
 from inference.models.mock import MockModel  # noqa: E402
 from inference.schema import GenerateRequest  # noqa: E402
@@ -120,17 +120,59 @@ def test_url_responses_are_served_without_the_key_until_they_expire(
 def test_the_image_store_expires_and_stays_within_its_bytes() -> None:
     now = [0.0]
     store = ImageStore(max_bytes=250, ttl_s=60, clock=lambda: now[0])
-    first = store.put(b"a" * 100, "image/png")
-    second = store.put(b"b" * 100, "image/png")
+    first, second = store.put_all([(b"a" * 100, "image/png"), (b"b" * 100, "image/png")])
     assert len(first) >= 40 and first != second  # 256 random bits, URL-safe
-    third = store.put(b"c" * 100, "image/png")  # over 250 bytes: the oldest goes
+    [third] = store.put_all([(b"c" * 100, "image/png")])  # over 250 bytes: the oldest goes
     assert store.get(first) is None and store.get(second) is not None and store.bytes == 200
     now[0] = 59.0
     assert store.get(third).seconds_left(now[0]) == 1  # type: ignore[union-attr]
     now[0] = 60.0
     assert store.get(third) is None
-    store.put(b"d", "image/png")
+    store.put_all([(b"d", "image/png")])
     assert len(store) == 1 and store.bytes == 1  # expired ones were dropped
+
+
+def test_one_responses_images_are_stored_together_or_refused() -> None:
+    store = ImageStore(max_bytes=250, ttl_s=60)
+    [old] = store.put_all([(b"o" * 100, "image/png")])
+    tokens = store.put_all([(b"a" * 100, "image/png"), (b"b" * 100, "image/png")])
+    assert store.get(old) is None and all(store.get(token) for token in tokens)
+    with pytest.raises(OverBudget) as raised:  # three do not fit: none is stored
+        store.put_all([(b"c" * 100, "image/png")] * 3)
+    assert (raised.value.needed, raised.value.max_bytes) == (300, 250)
+    assert all(store.get(token) for token in tokens) and store.bytes == 200
+    with pytest.raises(OverBudget):  # nor does one image larger than the store
+        store.put_all([(b"d" * 251, "image/png")])
+    assert len(store) == 2
+
+
+def test_links_that_would_not_fit_the_store_are_refused_naming_the_setting() -> None:
+    """A store that holds two of the images but not four: no link may be handed out dead."""
+    sizes = png_sizes(GenerateRequest(prompt="x", width=64, height=64, num_outputs=4, seed=1))
+    budget_mb = (sum(sizes[:2]) + 1) / 2**20
+    settings = Settings(image_link_store_mb=budget_mb, ui=False, max_wait_ms=0)
+    service = Service(MockModel(), settings).start()
+    with serving_in_thread(create_app(settings, service)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        request = {"prompt": "x", "size": "64x64", "response_format": "url"}
+        two = client.images.generate(n=2, extra_body={"seed": 1}, **request)
+        assert all(httpx.get(item.url).status_code == 200 for item in two.data)
+        assert_bad_request(
+            lambda: client.images.generate(n=4, extra_body={"seed": 1}, **request),
+            "response_format",
+            "IMAGE_LINK_STORE_MB",
+        )
+        assert all(httpx.get(item.url).status_code == 200 for item in two.data)  # untouched
+    service.stop()
+
+
+def png_sizes(request: GenerateRequest) -> list[int]:
+    """The bytes of each image the mock makes of ``request``."""
+    service = Service(MockModel(), Settings(ui=False, max_wait_ms=0)).start()
+    try:
+        return [len(image.data) for image in service.generate(request).images]
+    finally:
+        service.stop()
 
 
 def test_a_public_url_setting_is_used_for_links() -> None:
