@@ -354,10 +354,10 @@ def test_a_client_that_leaves_a_stream_stops_its_batch(caplog: pytest.LogCapture
             assert first.type == "image_generation.partial_image"
             stream.close()
             deadline = time.monotonic() + 10
-            while service.stats.abandoned_batches < left and time.monotonic() < deadline:
+            while service.engine.stats.abandoned_batches < left and time.monotonic() < deadline:
                 time.sleep(0.05)
         gc.collect()  # a task nobody awaited is reported when it is collected
-    assert service.stats.abandoned_batches == 2 and service.stats.model_calls == 0
+    assert service.engine.stats.abandoned_batches == 2 and service.engine.stats.model_calls == 0
     service.stop()
     assert "Task was destroyed" not in caplog.text
 
@@ -404,9 +404,9 @@ def test_no_task_outlives_a_stream_the_client_left(events_before_leaving: int) -
         bodies = [m["body"] for m in sent if m["type"] == "http.response.body" and m["body"]]
         assert len(bodies) == events_before_leaving
         deadline = time.monotonic() + 10  # the abandoned request never reaches its last step
-        while service.stats.abandoned_batches == 0 and time.monotonic() < deadline:
+        while service.engine.stats.abandoned_batches == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert service.stats.model_calls == 0
+        assert service.engine.stats.model_calls == 0
     finally:
         service.stop()
 
