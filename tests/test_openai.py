@@ -370,8 +370,8 @@ STREAM_BODY = json.dumps(
 
 @pytest.mark.parametrize("events_before_leaving", [0, 1])
 def test_no_task_outlives_a_stream_the_client_left(events_before_leaving: int) -> None:
-    """The client leaves before the first event (the events never start) or after one: either
-    way the submission is cancelled and awaited before the response returns."""
+    """The client leaves before the first event or after one: either way the submission is
+    cancelled and awaited before the response returns."""
     settings = Settings(ui=False, max_wait_ms=0)
     service = Service(SlowSteps(), settings).start()
     app = create_app(settings, service)
