@@ -112,7 +112,7 @@ def _predict(args: argparse.Namespace) -> int:
         with tqdm(
             total=steps, desc=f"{job.num_outputs} image(s)", unit="step", disable=args.quiet
         ) as bar:
-            service.add_step_listener(lambda step, total: bar.update(1))
+            service.engine.add_step_listener(lambda step, total: bar.update(1))
             result = service.generate(job)
     finally:
         service.stop()

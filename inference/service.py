@@ -16,13 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from inference import __version__, blocking
-from inference.engine import Engine, EngineStats
+from inference.engine import Engine
 from inference.engine.batcher import Preview, Progress
-from inference.engine.core import BatchListener, Phase, StepListener
 from inference.models import Model, build_model
 from inference.result_cache import ResultCache, model_identity
 from inference.results import GenerateResult
-from inference.schema import IMAGE_FIELDS, Defaults, GenerateRequest, Job, Limits
+from inference.schema import IMAGE_FIELDS, GenerateRequest, Job
 from inference.settings import Settings
 from inference.validation import Validator
 
@@ -35,8 +34,9 @@ class Service:
 
     def __init__(self, model: Model, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
-        self.engine = Engine(model, self.settings)
-        self.validator = Validator(model, self.settings)
+        self.model = model
+        self._engine = Engine(model, self.settings)
+        self._validator = Validator(model, self.settings)
         cache_bytes = int(self.settings.result_cache_mb * 2**20)
         self.cache = ResultCache(cache_bytes) if cache_bytes > 0 else None
         self._blocking = ThreadPoolExecutor(
@@ -52,62 +52,36 @@ class Service:
 
     def start(self) -> Service:
         """Load and warm up the model; blocks. Raises what the load raised."""
-        self.engine.start(self.validator.warm_up_job)
+        self._engine.start(self._validator.warm_up_job)
         return self
 
     def drain(self, grace_s: float) -> bool:
         """Refuse new requests, let queued and running ones finish for up to ``grace_s``."""
-        return self.engine.drain(grace_s)
+        return self._engine.drain(grace_s)
 
     def stop(self, grace_s: float = 0.0) -> None:
         """Stop serving, after draining for up to ``grace_s``; what is left fails with 503."""
         if grace_s > 0:
             self.drain(grace_s)
-        self.engine.stop()
+        self._engine.stop()
 
     @property
-    def model(self) -> Model:
-        return self.engine.model
+    def engine(self) -> Engine:
+        """The engine, read-only: its ``phase``, ``ready``, ``load_error``, ``queue_depth``
+        and ``stats``, and its batch and step listeners (for metrics and progress bars)."""
+        return self._engine
 
     @property
-    def phase(self) -> Phase:
-        return self.engine.phase
-
-    @property
-    def ready(self) -> bool:
-        return self.engine.ready
+    def validator(self) -> Validator:
+        """The validator, read-only: the ``defaults`` and ``limits`` a request is held to
+        (for the UI's controls and the OpenAPI document)."""
+        return self._validator
 
     def require_ready(self) -> None:
         """Raise the engine's ``NotReady`` unless it serves: for front doors that must refuse
         before anything is queued (a prediction is created only once the model is loaded)."""
-        if not self.ready:
-            raise self.engine.not_ready()
-
-    @property
-    def load_error(self) -> str | None:
-        return self.engine.load_error
-
-    @property
-    def stats(self) -> EngineStats:
-        return self.engine.stats
-
-    @property
-    def queue_depth(self) -> int:
-        return self.engine.queue_depth
-
-    @property
-    def defaults(self) -> Defaults:
-        return self.validator.defaults
-
-    @property
-    def limits(self) -> Limits:
-        return self.validator.limits
-
-    def add_batch_listener(self, listener: BatchListener) -> None:
-        self.engine.add_batch_listener(listener)
-
-    def add_step_listener(self, listener: StepListener) -> None:
-        self.engine.add_step_listener(listener)
+        if not self._engine.ready:
+            raise self._engine.not_ready()
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -116,7 +90,7 @@ class Service:
 
         Blocking: an image is decoded and resized, an image URL fetched. Async code awaits
         ``job_async`` instead."""
-        return self.validator.job(request)
+        return self._validator.job(request)
 
     async def job_async(self, request: Request | Job) -> Job:
         """``job`` for async front doors, the one place that keeps validation off the loop.
@@ -165,8 +139,8 @@ class Service:
         job = await self.job_async(request)
         key = self._cache_key(job)
         if key is None or self.cache is None:
-            return await self.engine.submit(job, progress, preview)
-        return await self.cache.submit(key, lambda: self.engine.submit(job, progress, preview))
+            return await self._engine.submit(job, progress, preview)
+        return await self.cache.submit(key, lambda: self._engine.submit(job, progress, preview))
 
     def _cache_key(self, job: Job) -> Hashable | None:
         """The job's key in the result cache; None when it must be computed (no seed given)."""
@@ -188,11 +162,11 @@ class Service:
             "model": self.model.name,
             # "unknown": not loaded yet, or a class of your own that does not say (models.base).
             "safety_checker": getattr(self.model, "safety_checker", None) or "unknown",
-            "phase": self.phase,
-            "ready": self.ready,
-            "defaults": vars(self.defaults),
+            "phase": self._engine.phase,
+            "ready": self._engine.ready,
+            "defaults": vars(self._validator.defaults),
             "limits": {
-                **vars(self.limits),
+                **vars(self._validator.limits),
                 "max_batch_size": s.max_batch_size,
                 "max_wait_ms": s.max_wait_ms,
                 "max_queue_size": s.max_queue_size,

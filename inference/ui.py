@@ -128,7 +128,7 @@ def _widget(field: RequestField, service: Service) -> Any:
     """A Gradio input for ``field``, bounded by this server's limits and set to its defaults."""
     import gradio as gr
 
-    limits, defaults = service.limits, vars(service.defaults)
+    limits, defaults = service.validator.limits, vars(service.validator.defaults)
     maximum = {
         "steps": limits.max_steps,
         "width": limits.max_width,

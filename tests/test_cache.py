@@ -42,7 +42,10 @@ def test_a_seeded_request_is_computed_once_and_served_byte_identical() -> None:
     again = service.generate({**SMALL, "seed": 5, "num_outputs": 2})
     assert (first.cache, again.cache) == ("miss", "hit")
     assert [i.data for i in again.images] == [i.data for i in first.images]
-    assert service.stats.model_calls == 1 and (service.cache.hits, service.cache.misses) == (1, 1)
+    assert service.engine.stats.model_calls == 1 and (service.cache.hits, service.cache.misses) == (
+        1,
+        1,
+    )
     assert again.timings.inference_ms == 0 and again.batch_size == first.batch_size
     uncached = started(result_cache_mb=0).generate({**SMALL, "seed": 5, "num_outputs": 2})
     assert uncached.cache is None
@@ -64,7 +67,7 @@ def test_every_resolved_field_is_part_of_the_key() -> None:
     ]
     assert [service.generate(v).cache for v in variants] == ["miss"] * len(variants)
     assert service.generate({**base, "steps": 4}).cache == "hit"  # the same job, spelt out
-    assert service.stats.model_calls == len(variants)
+    assert service.engine.stats.model_calls == len(variants)
     service.stop()
 
 
@@ -72,7 +75,7 @@ def test_a_request_without_a_seed_is_never_cached() -> None:
     service = started()
     results = [service.generate(SMALL) for _ in range(2)]
     assert [r.cache for r in results] == [None, None]
-    assert service.stats.model_calls == 2 and len(service.cache) == 0
+    assert service.engine.stats.model_calls == 2 and len(service.cache) == 0
     # Its drawn seed, asked for explicitly, is a request like any other.
     assert service.generate({**SMALL, "seed": results[0].seed}).cache == "miss"
     service.stop()
@@ -195,5 +198,5 @@ def test_a_request_without_a_seed_never_reads_the_cache_either() -> None:
     assert drawn == service.job({**SMALL, "seed": 30}) and drawn.seed_drawn
     assert service.generate(drawn).cache is None
     assert service.generate(drawn).images[0].data == first.images[0].data
-    assert service.stats.model_calls == 3
+    assert service.engine.stats.model_calls == 3
     service.stop()

@@ -204,5 +204,5 @@ def test_a_class_that_raises_returns_a_wrong_shape_or_hangs_fails_only_its_reque
         assert httpx.get(f"{url}/health").status_code == 200  # the server still answers
         release.set()  # the hung call returns; the worker takes the next batch
         assert predict("fine again").status_code == 200
-    assert service.stats.failed_batches == 2
+    assert service.engine.stats.failed_batches == 2
     service.stop()

@@ -171,9 +171,11 @@ def test_loads_on_cpu_in_float32_with_the_pipelines_own_defaults(model: Diffuser
 
 
 def test_engine_defaults_and_start_up_timings(tiny_service: Service) -> None:
-    assert tiny_service.defaults == Defaults(steps=50, prompt_weight=7.5, width=64, height=64)
-    assert tiny_service.stats.load_s is not None and tiny_service.stats.load_s > 0
-    assert tiny_service.stats.warmup_s is not None and tiny_service.stats.warmup_s > 0
+    assert tiny_service.validator.defaults == Defaults(
+        steps=50, prompt_weight=7.5, width=64, height=64
+    )
+    assert tiny_service.engine.stats.load_s is not None and tiny_service.engine.stats.load_s > 0
+    assert tiny_service.engine.stats.warmup_s is not None and tiny_service.engine.stats.warmup_s > 0
 
 
 def test_defaults_respect_the_deployments_limits(tiny_pipeline_dir: Path) -> None:
@@ -200,7 +202,7 @@ def test_an_uncached_hub_id_offline_names_the_id_and_the_download_command() -> N
     message = info.value.message
     assert "'nobody/no-such-model' at revision 'v1' is not in the Hugging Face cache" in message
     assert "python -m inference download nobody/no-such-model --revision v1" in message
-    assert service.phase == "failed" and service.load_error == message
+    assert service.engine.phase == "failed" and service.engine.load_error == message
 
 
 def fake_hub_cache(root: Path, repo: str, pipeline: Path, commit: str) -> Path:
@@ -435,7 +437,7 @@ def test_the_engine_refuses_an_invalid_job_before_queueing(tiny_service: Service
     tiny_service.model.size_multiple = 16  # type: ignore[attr-defined]
     with pytest.raises(InvalidRequest, match="width must be a multiple of 16"):
         tiny_service.generate(GenerateRequest(width=72, steps=1))
-    assert tiny_service.queue_depth == 0
+    assert tiny_service.engine.queue_depth == 0
 
 
 def fake_pipe(**attributes: Any) -> Any:
@@ -495,7 +497,7 @@ def test_concurrent_requests_share_a_call_and_match_their_solo_runs(
             thread.start()
         for thread in threads:
             thread.join(timeout=60)
-        assert service.stats.model_calls < 4  # at least two requests shared a call
+        assert service.engine.stats.model_calls < 4  # at least two requests shared a call
         assert max(r.batch_size for r in results) > 1
         for request, result in zip(requests, results, strict=True):
             [[solo]] = service.model.generate([service.job(request)])
@@ -513,19 +515,19 @@ def test_a_timed_out_batch_stops_between_steps_and_frees_the_engine(
     )
     service = Service.from_settings(settings).start()
     steps: list[int] = []
-    service.add_step_listener(lambda step, total: steps.append(total))
+    service.engine.add_step_listener(lambda step, total: steps.append(total))
     try:
         slow = GenerateRequest(steps=150, width=128, height=128, num_outputs=4, seed=1)
         with pytest.raises(RequestTimeout, match="REQUEST_TIMEOUT_S"):
             service.generate(slow)
         deadline = time.monotonic() + 60
-        while service.stats.abandoned_batches + service.stats.dropped_requests < 1:
+        while service.engine.stats.abandoned_batches + service.engine.stats.dropped_requests < 1:
             assert time.monotonic() < deadline, "the abandoned batch never stopped"
             time.sleep(0.05)
         assert len(steps) < 150  # stopped between steps, not after the last one
         result = service.generate(GenerateRequest(steps=2, seed=5))
         assert result.images[0].width == 64
-        assert service.stats.model_calls == 1
+        assert service.engine.stats.model_calls == 1
     finally:
         service.stop()
 
@@ -542,7 +544,7 @@ def test_a_cancelled_request_stops_its_batch_and_frees_the_engine(
         steps.append(step)
         started.set()
 
-    service.add_step_listener(on_step)
+    service.engine.add_step_listener(on_step)
 
     async def scenario() -> None:
         slow = GenerateRequest(steps=150, width=128, height=128, num_outputs=4, seed=1)
@@ -555,7 +557,7 @@ def test_a_cancelled_request_stops_its_batch_and_frees_the_engine(
     try:
         asyncio.run(scenario())
         deadline = time.monotonic() + 60
-        while service.stats.abandoned_batches < 1:
+        while service.engine.stats.abandoned_batches < 1:
             assert time.monotonic() < deadline, "the cancelled batch never stopped"
             time.sleep(0.05)
         assert max(steps) < 150

@@ -81,9 +81,9 @@ def test_both_modes_generate_and_follow_the_image(service: Service) -> None:
     assert sizes == {(64, 64)}
     outputs = [r.images[0].data for r in (text, light, heavy, inpainted)]
     assert len(set(outputs)) == 4  # mode and strength each change the image
-    calls = service.stats.model_calls
+    calls = service.engine.stats.model_calls
     again = service.generate(request(3, mask=True))
-    assert again.cache is None and service.stats.model_calls == calls + 1  # really ran again
+    assert again.cache is None and service.engine.stats.model_calls == calls + 1  # really ran again
     assert again.images[0].data == inpainted.images[0].data  # same bytes and seed: same image
 
 

@@ -38,14 +38,14 @@ def started(model: MockModel, **settings: object) -> Service:
 def test_32_concurrent_requests_share_model_calls_and_match_solo_runs() -> None:
     service = started(MockModel(), max_batch_size=8, max_wait_ms=50)
     sizes: list[int] = []
-    service.add_batch_listener(lambda size, seconds: sizes.append(size))
+    service.engine.add_batch_listener(lambda size, seconds: sizes.append(size))
     requests = [req(f"prompt {i % 5}", seed=i) for i in range(32)]
 
     async def all_at_once() -> list:
         return await asyncio.gather(*(service.submit(r) for r in requests))
 
     results = asyncio.run(all_at_once())
-    assert service.stats.model_calls < 32 and sum(sizes) == 32 and max(sizes) <= 8
+    assert service.engine.stats.model_calls < 32 and sum(sizes) == 32 and max(sizes) <= 8
     assert max(r.batch_size for r in results) > 1
     solo = started(MockModel(), max_batch_size=1)
     for request, result in zip(requests, results, strict=True):
@@ -60,7 +60,7 @@ def test_sync_generate_from_many_threads_is_batched_too() -> None:
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda i: service.generate(req(seed=i)), range(8)))
     assert [r.seed for r in results] == list(range(8))
-    assert service.stats.model_calls < 8
+    assert service.engine.stats.model_calls < 8
     service.stop()
 
 
@@ -124,13 +124,13 @@ def test_full_queue_refuses_at_once_with_retry_after() -> None:
         assert model.entered.wait(5)
         queued = [pool.submit(service.generate, req(seed=i)) for i in (1, 2)]
         deadline = time.monotonic() + 5
-        while service.queue_depth < 2 and time.monotonic() < deadline:
+        while service.engine.queue_depth < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         # Refused while the worker is still held and the queue still full: a caller that
         # waited for room instead would wait for the gate, which only this test opens
         with ThreadPoolExecutor(1) as other, pytest.raises(Overloaded) as info:
             other.submit(service.generate, req(seed=3)).result(timeout=20)
-        assert not model.gate.is_set() and service.queue_depth == 2
+        assert not model.gate.is_set() and service.engine.queue_depth == 2
         assert info.value.retry_after_s >= 1 and "MAX_QUEUE_SIZE" in info.value.message
         model.gate.set()
         assert running.result(30) and all(f.result(30) for f in queued)
@@ -163,7 +163,7 @@ def test_request_expired_in_the_queue_never_reaches_the_model() -> None:
     service.generate(req("after", seed=3))
     prompts = [j.prompt for call in model.calls for j in call]
     assert "queued" not in prompts and "after" in prompts
-    assert service.stats.dropped_requests >= 1
+    assert service.engine.stats.dropped_requests >= 1
 
 
 def test_cancelled_caller_is_dropped_before_its_batch_starts() -> None:
@@ -186,20 +186,20 @@ def test_cancelled_caller_is_dropped_before_its_batch_starts() -> None:
     asyncio.run(scenario())
     service.generate(req("after", seed=3))
     prompts = [j.prompt for call in model.calls for j in call]
-    assert "leaving" not in prompts and service.stats.dropped_requests == 1
+    assert "leaving" not in prompts and service.engine.stats.dropped_requests == 1
 
 
 def test_batch_whose_callers_all_left_stops_between_steps() -> None:
     model = SlowStepsModel(step_s=0.05)
     service = started(model, request_timeout_s=0.25, max_wait_ms=0)
     model.steps_run = 0
-    calls = service.stats.model_calls
+    calls = service.engine.stats.model_calls
     with pytest.raises(RequestTimeout):
         service.generate(req(seed=1, steps=100))
     deadline = time.monotonic() + 30  # only a guard: the batch stops at its next step
-    while service.stats.abandoned_batches == 0 and time.monotonic() < deadline:
+    while service.engine.stats.abandoned_batches == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert service.stats.abandoned_batches == 1 and service.stats.model_calls == calls
+    assert service.engine.stats.abandoned_batches == 1 and service.engine.stats.model_calls == calls
     assert model.steps_run < 100  # stopped early instead of running all 100 steps
     model.step_s = 0
     assert service.generate(req(seed=2)).seed == 2
@@ -242,7 +242,7 @@ def test_cancelling_one_request_of_a_running_batch_leaves_the_others_alone() -> 
 
     asyncio.run(scenario())
     assert heard["stays"] == 30 and heard["leaves"] < 30
-    assert service.stats.abandoned_batches == 0
+    assert service.engine.stats.abandoned_batches == 0
     service.stop()
 
 
@@ -253,7 +253,7 @@ def test_failing_batch_fails_only_its_requests() -> None:
         service.generate(req("boom", seed=1))
     assert "CUDA" not in info.value.message  # internals stay in the log
     assert service.generate(req("fine", seed=2)).seed == 2
-    assert service.stats.failed_batches == 1 and service.ready
+    assert service.engine.stats.failed_batches == 1 and service.engine.ready
 
 
 def test_wrong_number_of_outputs_fails_loudly() -> None:
@@ -270,7 +270,7 @@ def test_not_ready_before_start_and_after_a_failed_load(tmp_path) -> None:
     broken = Service(MockModel(tmp_path / "missing.json"), Settings())
     with pytest.raises(ModelLoadError, match=r"missing\.json"):
         broken.start()
-    assert broken.phase == "failed"
+    assert broken.engine.phase == "failed"
     with pytest.raises(NotReady, match=r"failed to load: .*missing\.json"):
         broken.generate(req())
 
@@ -283,7 +283,7 @@ def test_result_reports_seeds_timings_and_model() -> None:
     assert result.model == "mock" and result.batch_size == 3
     t = result.timings
     assert t.total_ms >= t.inference_ms > 0 and t.queue_ms >= 0 and t.encode_ms > 0
-    assert service.stats.load_s is not None and service.stats.warmup_s is not None
+    assert service.engine.stats.load_s is not None and service.engine.stats.warmup_s is not None
     service.stop()
 
 
@@ -295,7 +295,7 @@ def test_stop_fails_queued_requests_cleanly() -> None:
         busy = pool.submit(service.generate, req(seed=1))
         assert model.entered.wait(5)
         queued = pool.submit(service.generate, req(seed=2))
-        while service.queue_depth < 1:
+        while service.engine.queue_depth < 1:
             time.sleep(0.01)
         threading.Timer(0.1, model.gate.set).start()
         service.stop()
@@ -314,12 +314,12 @@ def test_drain_refuses_new_work_at_once_and_lets_queued_and_running_finish() -> 
         busy = pool.submit(service.generate, req(seed=1))
         assert model.entered.wait(5)
         queued = pool.submit(service.generate, req(seed=2))
-        while service.queue_depth < 1:
+        while service.engine.queue_depth < 1:
             time.sleep(0.01)
         draining = pool.submit(service.drain, 30)
-        while service.phase != "draining":
+        while service.engine.phase != "draining":
             time.sleep(0.01)
-        assert not service.ready  # /ready answers 503 from now on
+        assert not service.engine.ready  # /ready answers 503 from now on
         with pytest.raises(NotReady, match="shutting down") as refused:
             service.generate(req(seed=3))
         assert not refused.value.permanent  # so HTTP adds Retry-After
@@ -354,11 +354,11 @@ def test_a_failing_listener_neither_fails_its_batch_nor_stops_the_worker() -> No
         calls.append(size)
         raise RuntimeError("metrics backend down")
 
-    service.add_batch_listener(broken_metrics)
-    service.add_step_listener(lambda step, total: 1 / 0)
+    service.engine.add_batch_listener(broken_metrics)
+    service.engine.add_step_listener(lambda step, total: 1 / 0)
     assert service.generate(req(seed=1)).images
     assert service.generate(req(seed=2)).images  # the worker is still alive
-    assert calls == [1, 1] and service.stats.failed_batches == 0
+    assert calls == [1, 1] and service.engine.stats.failed_batches == 0
     service.stop()
 
 
@@ -403,14 +403,14 @@ def test_limits_tighter_than_the_defaults_fail_at_start_not_per_request(
     service = Service(MockModel(), Settings(**settings))
     with pytest.raises(ModelLoadError, match=names):
         service.start()
-    assert service.phase == "failed"
+    assert service.engine.phase == "failed"
 
 
 def test_the_models_own_defaults_are_capped_to_tighter_limits() -> None:
     """MAX_STEPS=10 under a model whose default is 20: requests that omit steps get 10."""
     service = started(MockModel(), max_steps=10, max_width=128)
     result = service.generate({"seed": 1})
-    assert (service.defaults.steps, result.images[0].width) == (10, 128)
+    assert (service.validator.defaults.steps, result.images[0].width) == (10, 128)
     service.stop()
 
 
@@ -450,8 +450,26 @@ def test_stop_during_load_wins() -> None:
     service.stop()
     model.gate.set()
     loader.join(10)
-    assert service.phase == "stopped" and service.engine._worker is not None
+    assert service.engine.phase == "stopped" and service.engine._worker is not None
     service.engine._worker.join(5)
     assert not service.engine._worker.is_alive()  # it loaded, saw the stop, and never served
     with pytest.raises(NotReady, match="shutting down"):
         service.generate(req())
+
+
+def test_the_service_shows_its_engine_and_validator_instead_of_forwarding_them() -> None:
+    """One way to each fact: the engine's state (phase, stats, listeners) and the validator's
+    defaults and limits are read through them, not through copies of their members on the
+    service; a new member of the seam is a deliberate edit here."""
+    service = Service(MockModel(), Settings())
+    public = {name for name in dir(service) if not name.startswith("_")}
+    assert public - {"settings", "model", "cache"} == {
+        *("from_settings", "start", "drain", "stop", "require_ready"),
+        *("job", "job_async", "run_blocking", "generate", "submit"),
+        *("info", "loaded_adapters", "engine", "validator"),
+    }
+    assert service.engine.model is service.model and service.engine.phase == "created"
+    with pytest.raises(AttributeError):
+        service.engine = service.engine  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        service.validator = service.validator  # type: ignore[misc]

@@ -328,13 +328,13 @@ def test_queue_full_503_model_error_500_and_disconnect_drop() -> None:
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/predict", json={"prompt": "gone", **QUICK}, timeout=0.5)
         deadline = time.monotonic() + 5
-        while service.queue_depth:
+        while service.engine.queue_depth:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         # The queue (size 1) fills; the next request is refused at once.
         queued = threading.Thread(target=client.post, args=("/predict",), kwargs={"json": QUICK})
         queued.start()
-        while service.queue_depth < 1:
+        while service.engine.queue_depth < 1:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         refused = httpx.post(f"{url}/predict", json=QUICK)
@@ -346,7 +346,7 @@ def test_queue_full_503_model_error_500_and_disconnect_drop() -> None:
         client.close()
         assert httpx.post(f"{url}/predict", json=QUICK).status_code == 200
     prompts = [j.prompt for call in model.calls for j in call]
-    assert "gone" not in prompts and service.stats.dropped_requests == 1
+    assert "gone" not in prompts and service.engine.stats.dropped_requests == 1
     service.stop()
 
 

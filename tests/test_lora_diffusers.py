@@ -87,7 +87,7 @@ def test_an_adapter_that_does_not_fit_fails_alone(service: Service) -> None:
     a = image(service, ("local:a", 1.0))
     with pytest.raises(InvalidRequest, match=r"'local:sdxl-like' does not fit model .*size"):
         image(service, ("local:sdxl-like", 1.0))
-    assert service.ready
+    assert service.engine.ready
     assert image(service, ("local:a", 1.0)) == a
     assert "local:sdxl-like" not in [e["ref"] for e in service.info()["loras"]]
 

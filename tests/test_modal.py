@@ -441,7 +441,7 @@ def test_asgi_app_serves_the_local_routes_on_the_same_engine(model: Any) -> None
     result = model.generate.local(dict(SMALL))
     app = model.web.local()
     service = app.state.service
-    calls_before = service.stats.model_calls
+    calls_before = service.engine.stats.model_calls
     assert calls_before >= 1  # the generate call above ran on this very service
     with TestClient(app) as client:
         assert client.get("/ready").json()["ready"] is True
@@ -457,7 +457,7 @@ def test_asgi_app_serves_the_local_routes_on_the_same_engine(model: Any) -> None
         metrics = client.get("/metrics")
         assert metrics.status_code == 200
         assert "inference_images_generated" in metrics.text
-    assert service.stats.model_calls == calls_before
+    assert service.engine.stats.model_calls == calls_before
 
 
 def test_asgi_app_enforces_the_bearer_token(deploy: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,9 @@ same bytes as POST /predict for the same request.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import gc
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +23,7 @@ openai = pytest.importorskip("openai")
 
 from inference.codec import decode  # noqa: E402
 from inference.http.app import create_app  # noqa: E402
-from inference.http.protocols.openai.image_store import ImageStore  # noqa: E402
+from inference.http.protocols.openai.image_store import ImageStore, OverBudget  # noqa: E402
 from inference.http.protocols.openai.shapes import partial_steps  # noqa: E402
 from inference.models.mock import MockModel  # noqa: E402
 from inference.schema import GenerateRequest  # noqa: E402
@@ -118,17 +120,59 @@ def test_url_responses_are_served_without_the_key_until_they_expire(
 def test_the_image_store_expires_and_stays_within_its_bytes() -> None:
     now = [0.0]
     store = ImageStore(max_bytes=250, ttl_s=60, clock=lambda: now[0])
-    first = store.put(b"a" * 100, "image/png")
-    second = store.put(b"b" * 100, "image/png")
+    first, second = store.put_all([(b"a" * 100, "image/png"), (b"b" * 100, "image/png")])
     assert len(first) >= 40 and first != second  # 256 random bits, URL-safe
-    third = store.put(b"c" * 100, "image/png")  # over 250 bytes: the oldest goes
+    [third] = store.put_all([(b"c" * 100, "image/png")])  # over 250 bytes: the oldest goes
     assert store.get(first) is None and store.get(second) is not None and store.bytes == 200
     now[0] = 59.0
     assert store.get(third).seconds_left(now[0]) == 1  # type: ignore[union-attr]
     now[0] = 60.0
     assert store.get(third) is None
-    store.put(b"d", "image/png")
+    store.put_all([(b"d", "image/png")])
     assert len(store) == 1 and store.bytes == 1  # expired ones were dropped
+
+
+def test_one_responses_images_are_stored_together_or_refused() -> None:
+    store = ImageStore(max_bytes=250, ttl_s=60)
+    [old] = store.put_all([(b"o" * 100, "image/png")])
+    tokens = store.put_all([(b"a" * 100, "image/png"), (b"b" * 100, "image/png")])
+    assert store.get(old) is None and all(store.get(token) for token in tokens)
+    with pytest.raises(OverBudget) as raised:  # three do not fit: none is stored
+        store.put_all([(b"c" * 100, "image/png")] * 3)
+    assert (raised.value.needed, raised.value.max_bytes) == (300, 250)
+    assert all(store.get(token) for token in tokens) and store.bytes == 200
+    with pytest.raises(OverBudget):  # nor does one image larger than the store
+        store.put_all([(b"d" * 251, "image/png")])
+    assert len(store) == 2
+
+
+def test_links_that_would_not_fit_the_store_are_refused_naming_the_setting() -> None:
+    """A store that holds two of the images but not four: no link may be handed out dead."""
+    sizes = png_sizes(GenerateRequest(prompt="x", width=64, height=64, num_outputs=4, seed=1))
+    budget_mb = (sum(sizes[:2]) + 1) / 2**20
+    settings = Settings(image_link_store_mb=budget_mb, ui=False, max_wait_ms=0)
+    service = Service(MockModel(), settings).start()
+    with serving_in_thread(create_app(settings, service)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        request = {"prompt": "x", "size": "64x64", "response_format": "url"}
+        two = client.images.generate(n=2, extra_body={"seed": 1}, **request)
+        assert all(httpx.get(item.url).status_code == 200 for item in two.data)
+        assert_bad_request(
+            lambda: client.images.generate(n=4, extra_body={"seed": 1}, **request),
+            "response_format",
+            "IMAGE_LINK_STORE_MB",
+        )
+        assert all(httpx.get(item.url).status_code == 200 for item in two.data)  # untouched
+    service.stop()
+
+
+def png_sizes(request: GenerateRequest) -> list[int]:
+    """The bytes of each image the mock makes of ``request``."""
+    service = Service(MockModel(), Settings(ui=False, max_wait_ms=0)).start()
+    try:
+        return [len(image.data) for image in service.generate(request).images]
+    finally:
+        service.stop()
 
 
 def test_a_public_url_setting_is_used_for_links() -> None:
@@ -147,6 +191,9 @@ def test_a_public_url_setting_is_used_for_links() -> None:
         ({"size": "100x64"}, "size", "size: width must be a multiple of 8, got 100"),
         ({"size": "2048x64"}, "size", "MAX_WIDTH"),
         ({"size": "big"}, "size", "'WIDTHxHEIGHT'"),
+        ({"size": "\uff15\uff11\uff12x512"}, "size", "'WIDTHxHEIGHT'"),  # fullwidth digits
+        ({"size": "\u0665\u0661\u0662x512"}, "size", "'WIDTHxHEIGHT'"),  # Arabic-Indic
+        ({"size": "512x512\n"}, "size", "'WIDTHxHEIGHT'"),
         ({"n": 3}, "n", "n must be <= 2 on this server (MAX_BATCH_SIZE), got 3"),
         ({"n": 9}, "n", "n: Input should be less than or equal to 4"),
         ({"n": 0}, "n", "n: Input should be greater than or equal to 1"),
@@ -292,22 +339,99 @@ class SlowSteps(MockModel):
         return super().generate(jobs, slow, preview)
 
 
-def test_a_client_that_leaves_a_stream_stops_its_batch() -> None:
+def test_a_client_that_leaves_a_stream_stops_its_batch(caplog: pytest.LogCaptureFixture) -> None:
+    """Twice, collected while the server runs: that is when a task left pending by the first
+    stream was reliably reported ("Task was destroyed but it is pending")."""
     settings = Settings(ui=False, max_wait_ms=0)
     service = Service(SlowSteps(), settings).start()
     with serving_in_thread(create_app(settings, service)) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
-        stream = client.images.generate(
-            prompt="x", size="64x64", stream=True, partial_images=3, extra_body={"steps": 60}
-        )
-        first = next(iter(stream))
-        assert first.type == "image_generation.partial_image"
-        stream.close()
-        deadline = time.monotonic() + 10
-        while service.stats.abandoned_batches == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-    assert service.stats.abandoned_batches == 1 and service.stats.model_calls == 0
+        for left in (1, 2):
+            stream = client.images.generate(
+                prompt="x", size="64x64", stream=True, partial_images=3, extra_body={"steps": 60}
+            )
+            first = next(iter(stream))
+            assert first.type == "image_generation.partial_image"
+            stream.close()
+            deadline = time.monotonic() + 10
+            while service.engine.stats.abandoned_batches < left and time.monotonic() < deadline:
+                time.sleep(0.05)
+        gc.collect()  # a task nobody awaited is reported when it is collected
+    assert service.engine.stats.abandoned_batches == 2 and service.engine.stats.model_calls == 0
     service.stop()
+    assert "Task was destroyed" not in caplog.text
+
+
+#: A streamed generation as raw ASGI: the request the openai client sends with stream=True.
+STREAM_BODY = json.dumps(
+    {"prompt": "x", "size": "64x64", "stream": True, "partial_images": 3, "steps": 60}
+).encode()
+
+
+@pytest.mark.parametrize("events_before_leaving", [0, 1])
+def test_no_task_outlives_a_stream_the_client_left(events_before_leaving: int) -> None:
+    """The client leaves before the first event or after one: either way the submission is
+    cancelled and awaited before the response returns."""
+    settings = Settings(ui=False, max_wait_ms=0)
+    service = Service(SlowSteps(), settings).start()
+    app = create_app(settings, service)
+    sent: list[dict[str, Any]] = []
+
+    async def scenario() -> set[asyncio.Task[Any]]:
+        body_sent = False
+        events = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            nonlocal body_sent
+            if not body_sent:
+                body_sent = True
+                return {"type": "http.request", "body": STREAM_BODY, "more_body": False}
+            if events_before_leaving:
+                await events.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+            chunks = [m for m in sent if m["type"] == "http.response.body" and m["body"]]
+            if len(chunks) >= events_before_leaving:
+                events.set()
+
+        await app(asgi_post("/v1/images/generations", STREAM_BODY), receive, send)
+        return asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
+
+    try:
+        assert asyncio.run(scenario()) == set()
+        bodies = [m["body"] for m in sent if m["type"] == "http.response.body" and m["body"]]
+        assert len(bodies) == events_before_leaving
+        deadline = time.monotonic() + 10  # the abandoned request never reaches its last step
+        while service.engine.stats.abandoned_batches == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert service.engine.stats.model_calls == 0
+    finally:
+        service.stop()
+
+
+def asgi_post(path: str, body: bytes) -> dict[str, Any]:
+    """The scope of a JSON POST as uvicorn passes it (ASGI 2.3, like its HTTP protocols)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
 
 
 def test_partial_images_are_spread_over_the_steps_and_never_the_last() -> None:

@@ -189,7 +189,7 @@ def test_progress_and_cancel_across_containers_stop_the_steps() -> None:
         ]
         running = poll(modal.b, f"/v1/predictions/{pid}", lambda b: "3/100" in (b["logs"] or ""))
         assert running["status"] == "processing"
-        stats = modal.worker.service.stats
+        stats = modal.worker.service.engine.stats
         calls = stats.model_calls
         canceled = modal.b.post(f"/v1/predictions/{pid}/cancel").json()
         assert canceled["status"] == "canceled"

@@ -227,3 +227,37 @@ def test_outputs_as_urls_served_here() -> None:
         assert isinstance(output[0], str)  # http: stays a string; https: would be a FileOutput
         assert output[0].startswith(f"{base}/v1/predictions/") and output[0].endswith("/out-0.png")
         assert httpx.get(output[0]).content == predict_bytes(base, {"seed": 8, **SMALL})[0]
+
+
+def links_in(value: Any, base: str) -> list[str]:
+    """Every string in an envelope (at any depth) that is a URL of this server."""
+    if isinstance(value, dict):
+        return [link for item in value.values() for link in links_in(item, base)]
+    if isinstance(value, list):
+        return [link for item in value for link in links_in(item, base)]
+    return [value] if isinstance(value, str) and value.startswith(base) else []
+
+
+#: How each protocol creates a prediction that waits for its outputs, and how many links its
+#: envelope carries besides one per output (served as URLs: PREDICTIONS_OUTPUT=url).
+CREATIONS = {
+    "replicate": ("/v1/predictions", {"prefer": "wait"}, 3),  # urls: get, cancel, stream
+    "cog": ("/predictions", {}, 0),
+}
+
+
+@pytest.mark.parametrize("protocol", sorted(CREATIONS))
+def test_every_link_an_envelope_writes_is_served(protocol: str) -> None:
+    """The envelopes' links come from the paths the Replicate router is declared with; a link
+    to a path no route serves would fail here (cancel is POSTed, as the clients do)."""
+    path, headers, others = CREATIONS[protocol]
+    with inference_server({"PREDICTIONS_OUTPUT": "url", "MAX_WAIT_MS": "0"}) as base:
+        body = {"input": {"seed": 5, "num_outputs": 2, **SMALL}}
+        created = httpx.post(base + path, json=body, headers=headers, timeout=60).json()
+        assert created["status"] == "succeeded", created
+        links = links_in(created, base)
+        assert len(links) == others + 2, links  # and the two images
+        for link in links:
+            method = "POST" if link.endswith("/cancel") else "GET"
+            answer = httpx.request(method, link, timeout=30)
+            assert answer.status_code == 200, (method, link, answer.text)

@@ -74,7 +74,7 @@ def test_cancel_mid_run_stops_between_steps_and_frees_the_engine() -> None:
         assert 3 <= ran < 100
         time.sleep(0.2)
         assert model.steps_run == ran  # the batch stopped
-        assert service.stats.abandoned_batches == 1
+        assert service.engine.stats.abandoned_batches == 1
         again = client.post(f"/v1/predictions/{pid}/cancel")  # finished: answered as it is
         assert again.status_code == 200 and again.json() == canceled
         model.step_s = 0

@@ -152,7 +152,7 @@ def test_a_broken_render_or_preview_listener_never_fails_the_batch() -> None:
 
     assert result.seed == 1
     assert service.generate(GenerateRequest(**SMALL, seed=2), preview=raising).seed == 2
-    assert service.stats.failed_batches == 0
+    assert service.engine.stats.failed_batches == 0
     service.stop()
 
 

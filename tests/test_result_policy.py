@@ -83,7 +83,7 @@ def test_not_serving_is_worded_once_for_every_protocol() -> None:
             if phase == "draining":
                 model.loaded.set()
                 deadline = time.monotonic() + 60
-                while not service.ready and time.monotonic() < deadline:
+                while not service.engine.ready and time.monotonic() < deadline:
                     time.sleep(0.05)
                 service.drain(0)
             for name, (path, body) in calls.items():

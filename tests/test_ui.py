@@ -221,8 +221,8 @@ def test_ui_and_api_requests_share_one_batch(client: Client, url: str, service: 
             busy.set()
             release.wait(timeout=60)
 
-    service.add_step_listener(hold_the_worker)
-    calls, images = service.stats.model_calls, service.stats.images_generated
+    service.engine.add_step_listener(hold_the_worker)
+    calls, images = service.engine.stats.model_calls, service.engine.stats.images_generated
     metrics_before = _images_metric(url)
     shape = {"steps": 3, "width": 72, "height": 72}
     with ThreadPoolExecutor(3) as pool:
@@ -235,7 +235,7 @@ def test_ui_and_api_requests_share_one_batch(client: Client, url: str, service: 
             ui = pool.submit(client.predict, *ui_request(seed=1, **shape), api_name="/generate")
             api = pool.submit(httpx.post, url + "/predict", json={"seed": 2, **shape}, timeout=60)
             deadline = time.monotonic() + 30
-            while service.queue_depth < 2:
+            while service.engine.queue_depth < 2:
                 assert time.monotonic() < deadline, "the UI and API requests did not both queue"
                 time.sleep(0.02)
         finally:
@@ -245,8 +245,8 @@ def test_ui_and_api_requests_share_one_batch(client: Client, url: str, service: 
         api_result = api.result(timeout=60).json()
     assert api_result["batch_size"] == 2
     assert "batch of 2 images" in timings
-    assert service.stats.model_calls == calls + 2
-    assert service.stats.images_generated == images + 3
+    assert service.engine.stats.model_calls == calls + 2
+    assert service.engine.stats.images_generated == images + 3
     assert _images_metric(url) == metrics_before + 3
 
 

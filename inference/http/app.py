@@ -77,7 +77,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(served: FastAPI) -> AsyncIterator[None]:
         loading = None
-        if service.phase == "created":
+        if service.engine.phase == "created":
             # Load in a thread so the server answers /health and / while the weights load.
             loading = asyncio.create_task(asyncio.to_thread(service.start))
             loading.add_done_callback(lambda t: t.cancelled() or t.exception())
@@ -110,7 +110,7 @@ def create_app(
     for protocol in protocols:
         for router in protocol.routers:
             app.include_router(router)
-    install_openapi(app, service.limits, settings, protocols)
+    install_openapi(app, service.validator.limits, settings, protocols)
 
     # The browser UI at /ui calls this same service (gradio is imported only inside mount_ui).
     from inference.ui import UPLOAD_PATH, mount_ui

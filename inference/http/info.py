@@ -34,7 +34,7 @@ class Readiness(BaseModel):
 
 def public_load_error(service: Service, settings: Settings) -> str | None:
     """The load error, with file paths hidden from anonymous callers of a protected server."""
-    error = service.load_error
+    error = service.engine.load_error
     if error is None or settings.auth_token is None:
         return error
     return _PATH.sub("<path>", error)
@@ -60,7 +60,7 @@ async def root_head() -> Response:
 )
 async def health(service: ServiceDep, settings: SettingsDep) -> JSONResponse:
     """Liveness: 200 while the process serves, 503 once the model failed to load."""
-    if service.phase == "failed":  # no retry fixes it: let the platform restart or alert
+    if service.engine.phase == "failed":  # no retry fixes it: let the platform restart or alert
         body = {"status": "failed", "error": public_load_error(service, settings)}
         return JSONResponse(body, 503)
     return JSONResponse({"status": "ok"})
@@ -74,13 +74,13 @@ async def health(service: ServiceDep, settings: SettingsDep) -> JSONResponse:
 async def ready(service: ServiceDep, settings: SettingsDep) -> JSONResponse:
     """Readiness: 200 once the model is loaded and warmed up, 503 before and while stopping."""
     body: dict[str, Any] = {
-        "ready": service.ready,
-        "phase": service.phase,
+        "ready": service.engine.ready,
+        "phase": service.engine.phase,
         "model": service.model.name,
     }
-    if service.load_error:
+    if service.engine.load_error:
         body["error"] = public_load_error(service, settings)
-    return JSONResponse(body, status_code=200 if service.ready else 503)
+    return JSONResponse(body, status_code=200 if service.engine.ready else 503)
 
 
 @router.get(

@@ -66,7 +66,7 @@ class EngineCollector(Collector):
         self.service = service
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        stats = self.service.stats
+        stats = self.service.engine.stats
         for field, (name, documentation) in ENGINE_COUNTERS.items():
             yield CounterMetricFamily(name, documentation, value=getattr(stats, field))
 
@@ -180,18 +180,21 @@ class Metrics:
         r.register(AdapterCollector(service))
         r.register(StoreCollector(service, state))
         gauges = {
-            "inference_queue_depth": ("Requests waiting for a batch.", lambda: service.queue_depth),
+            "inference_queue_depth": (
+                "Requests waiting for a batch.",
+                lambda: service.engine.queue_depth,
+            ),
             "inference_model_ready": (
                 "1 once the model is loaded and warm.",
-                lambda: 1.0 if service.ready else 0.0,
+                lambda: 1.0 if service.engine.ready else 0.0,
             ),
             "inference_model_load_seconds": (
                 "Time to load the model weights.",
-                lambda: service.stats.load_s or 0.0,
+                lambda: service.engine.stats.load_s or 0.0,
             ),
             "inference_model_warmup_seconds": (
                 "Time of the warm-up generation.",
-                lambda: service.stats.warmup_s or 0.0,
+                lambda: service.engine.stats.warmup_s or 0.0,
             ),
         }
         for name, (documentation, read) in gauges.items():
@@ -201,5 +204,5 @@ class Metrics:
             self.batch_size.observe(size)
             self.batch_seconds.observe(seconds)
 
-        service.add_batch_listener(on_batch)
-        service.add_step_listener(lambda step, total: self.steps.inc())
+        service.engine.add_batch_listener(on_batch)
+        service.engine.add_step_listener(lambda step, total: self.steps.inc())

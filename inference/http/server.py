@@ -105,9 +105,9 @@ class DrainingServer(uvicorn.Server):
 
     async def _announce(self, url: str) -> None:
         """Once the model is ready, log the URLs a person opens next (nothing if it failed)."""
-        while self.service.phase in ("created", "loading"):
+        while self.service.engine.phase in ("created", "loading"):
             await asyncio.sleep(ANNOUNCE_POLL_S)
-        if not self.service.ready:
+        if not self.service.engine.ready:
             return
         ui = self.app.state.ui_unavailable or f"web UI {url}/ui/"
         log.info("serving: API %s/ · docs %s/docs · %s", url, url, ui)

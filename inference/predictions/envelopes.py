@@ -22,8 +22,15 @@ from inference.predictions.record import OutputFile, Prediction
 
 #: Writes one output's data: URI.
 URI = Callable[[OutputFile], str]
-#: Where this server serves an output file in ``PREDICTIONS_OUTPUT=url`` mode.
-OUTPUT_PATH = "/v1/predictions/{id}/output/{name}"
+# Where this server serves a prediction. Replicate's router is declared with these very
+# strings (its prefix and each route's path), and the envelopes write their links from them
+# (Replicate's ``urls``, every protocol's outputs in ``PREDICTIONS_OUTPUT=url`` mode): one
+# constant per route, so a link cannot name a path the router does not serve.
+PREFIX = "/v1"
+PREDICTION_PATH = "/predictions/{prediction_id}"
+CANCEL_PATH = PREDICTION_PATH + "/cancel"
+STREAM_PATH = PREDICTION_PATH + "/stream"
+OUTPUT_PATH = PREDICTION_PATH + "/output/{name}"
 
 
 def timestamp(seconds: float | None) -> str | None:
@@ -45,10 +52,7 @@ def output_value(prediction: Prediction, uri: URI = data_uri) -> list[str] | Non
     if prediction.outputs is None:
         return None
     if prediction.output_urls:
-        return [
-            prediction.base_url + OUTPUT_PATH.format(id=prediction.id, name=o.name)
-            for o in prediction.outputs
-        ]
+        return [_link(prediction, OUTPUT_PATH, name=o.name) for o in prediction.outputs]
     return [uri(o) for o in prediction.outputs]
 
 
@@ -60,9 +64,14 @@ def _metrics(prediction: Prediction) -> dict[str, Any]:
     return {"predict_time": prediction.completed_at - prediction.started_at}
 
 
+def _link(prediction: Prediction, path: str, **names: str) -> str:
+    """The absolute URL of one of the paths above for ``prediction``."""
+    return prediction.base_url + PREFIX + path.format(prediction_id=prediction.id, **names)
+
+
 def replicate_urls(prediction: Prediction) -> dict[str, str]:
-    base = f"{prediction.base_url}/v1/predictions/{prediction.id}"
-    return {"get": base, "cancel": f"{base}/cancel", "stream": f"{base}/stream"}
+    paths = {"get": PREDICTION_PATH, "cancel": CANCEL_PATH, "stream": STREAM_PATH}
+    return {key: _link(prediction, path) for key, path in paths.items()}
 
 
 def replicate_object(

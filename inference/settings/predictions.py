@@ -119,7 +119,9 @@ class PredictionSettings(BaseModel):
         gt=0,
         validation_alias=AliasChoices("image_link_store_mb", "image_url_store_mb"),
         description="OpenAI response_format=url: memory for images behind links; the oldest "
-        "go first when it is full. Was IMAGE_URL_STORE_MB.",
+        "go first when it is full. One response's images are stored together: a response "
+        "whose images are larger than this is refused (400, naming this setting) rather than "
+        "answered with links its own later images would evict. Was IMAGE_URL_STORE_MB.",
     )
 
     @field_validator("webhook_secret")

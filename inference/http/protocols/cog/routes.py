@@ -175,14 +175,14 @@ async def cancel_prediction(prediction_id: str, store: StoreDep) -> Response:
 @router.get("/health-check")
 async def health_check(service: ServiceDep) -> dict[str, Any]:
     """Cog's health: STARTING, READY, BUSY (the queue is full), SETUP_FAILED, DEFUNCT."""
-    phase = service.phase
+    phase = service.engine.phase
     if phase == "ready":
-        full = service.queue_depth >= service.settings.max_queue_size
+        full = service.engine.queue_depth >= service.settings.max_queue_size
         status = "BUSY" if full else "READY"
     else:
         status = {"failed": "SETUP_FAILED", "stopped": "DEFUNCT"}.get(phase, "STARTING")
     setup = {"ready": "succeeded", "failed": "failed"}.get(phase, "starting")
-    return {"status": status, "setup": {"status": setup, "logs": service.load_error or ""}}
+    return {"status": status, "setup": {"status": setup, "logs": service.engine.load_error or ""}}
 
 
 router.include_router(predictions)

@@ -4,8 +4,10 @@ OpenAI answers ``url`` with a signed link that works for an hour without the API
 fetch it with a plain GET. This store does the same in memory: each image gets a random
 256-bit token (the URL is the credential, so it is served without the bearer token), and is
 dropped when its time is up (IMAGE_LINK_TTL_S) or when newer images need the room
-(IMAGE_LINK_STORE_MB, oldest first). Nothing is written to disk, so a restart forgets every URL;
-a client that needs the image for longer downloads it.
+(IMAGE_LINK_STORE_MB, oldest first). One response's images go in together or not at all: a
+response larger than the store is refused rather than answered with links that are already
+dead. Nothing is written to disk, so a restart forgets every URL; a client that needs the
+image for longer downloads it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -30,6 +32,14 @@ class StoredImage:
 
     def seconds_left(self, now: float) -> int:
         return max(0, int(self.expires - now))
+
+
+class OverBudget(ValueError):
+    """A response's images are larger than the whole store (IMAGE_LINK_STORE_MB)."""
+
+    def __init__(self, needed: int, max_bytes: int) -> None:
+        super().__init__(f"{needed} bytes of images do not fit a store of {max_bytes} bytes")
+        self.needed, self.max_bytes = needed, max_bytes
 
 
 class ImageStore:
@@ -48,16 +58,23 @@ class ImageStore:
     def __len__(self) -> int:
         return len(self._images)
 
-    def put(self, data: bytes, media_type: str) -> str:
-        """Store ``data``; returns its token. An image larger than the whole store still gets
-        a token, but the store holds only it until the next ``put``."""
-        token = secrets.token_urlsafe(32)
+    def put_all(self, images: Sequence[tuple[bytes, str]]) -> list[str]:
+        """Store one response's images (bytes, media type) together; returns their tokens.
+
+        All of them or none: older images make room, never images of the same response, so
+        no link is dead on arrival. Raises ``OverBudget`` when they do not fit the whole store.
+        """
+        needed = sum(len(data) for data, _ in images)
+        if needed > self.max_bytes:
+            raise OverBudget(needed, self.max_bytes)
+        tokens = [secrets.token_urlsafe(32) for _ in images]
         with self._lock:
             now = self.clock()
-            self._make_room(len(data), now)
-            self._images[token] = StoredImage(data, media_type, now + self.ttl_s)
-            self.bytes += len(data)
-        return token
+            self._make_room(needed, now)
+            for token, (data, media_type) in zip(tokens, images, strict=True):
+                self._images[token] = StoredImage(data, media_type, now + self.ttl_s)
+            self.bytes += needed
+        return tokens
 
     def get(self, token: str) -> StoredImage | None:
         """The image, or None when the token is unknown or has expired."""

@@ -60,7 +60,7 @@ P = TypeVar("P", bound="GenerationParams")
 FILE_PARAMS = ("image", "mask")
 #: Our request fields sent under the same name (through ``extra_body``).
 EXTENSIONS = ("seed", "negative_prompt", "steps", "prompt_weight", "scheduler")
-SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 #: Parameters the official client (openai 3.63) sends for output this server cannot make:
 #: animations (``frame_count``, ``frame_duration_ms``) and vector images (``svg``, ``markup``).
 UNSUPPORTED = ("frame_count", "frame_duration_ms", "svg", "markup")
@@ -125,7 +125,7 @@ class GenerationParams(BaseModel):
         if self.output_format is not None:
             request["output_format"] = "png" if self.recompressed else self.output_format
         if self.size not in (None, "auto"):
-            match = SIZE.match(self.size or "")
+            match = SIZE.fullmatch(self.size or "")
             if match is None:
                 raise OpenAIError(
                     400,

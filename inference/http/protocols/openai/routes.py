@@ -21,7 +21,11 @@ from fastapi.responses import JSONResponse, Response
 from inference.http.deps import PROTECTED, ServiceDep, SettingsDep, until_disconnect
 from inference.http.forms import read_form
 from inference.http.openapi import IMAGE_FILE, event_stream
-from inference.http.protocols.openai.image_store import ImageStore, get_image_store
+from inference.http.protocols.openai.image_store import (
+    ImageStore,
+    OverBudget,
+    get_image_store,
+)
 from inference.http.protocols.openai.params import (
     EditParams,
     GenerationParams,
@@ -31,6 +35,7 @@ from inference.http.protocols.openai.params import (
 from inference.http.protocols.openai.shapes import ERRORS, OpenAIError
 from inference.http.protocols.openai.stream import (
     EventKind,
+    FinalImage,
     b64,
     cache_header,
     final_images,
@@ -128,15 +133,15 @@ async def _answer(
     if params.stream:
         return await stream_images(service, job, params, created, kind)
     result = await until_disconnect(request, service.submit(job))
-    base = settings.public_url or str(request.base_url).rstrip("/")
-    data = []
-    for image in await final_images(result, params):
-        item: dict[str, Any] = {"seed": image.seed}
-        if params.response_format == "url":
-            item["url"] = f"{base}/v1/images/files/{store.put(image.data, image.media_type)}"
-        else:
+    images = await final_images(result, params)
+    data: list[dict[str, Any]] = [{"seed": image.seed} for image in images]
+    if params.response_format == "url":
+        base = settings.public_url or str(request.base_url).rstrip("/")
+        for item, token in zip(data, _links(store, images), strict=True):
+            item["url"] = f"{base}/v1/images/files/{token}"
+    else:
+        for item, image in zip(data, images, strict=True):
             item["b64_json"] = b64(image.data)
-        data.append(item)
     body: dict[str, Any] = {
         "created": created,
         "data": data,
@@ -147,6 +152,22 @@ async def _answer(
     if params.identifier:
         body["safety_identifier"] = params.identifier
     return JSONResponse(body, headers=cache_header(result))
+
+
+def _links(store: ImageStore, images: list[FinalImage]) -> list[str]:
+    """Tokens for ``images``, stored together so that none is evicted by its siblings."""
+    try:
+        return store.put_all([(image.data, image.media_type) for image in images])
+    except OverBudget as exc:
+        raise OpenAIError(
+            400,
+            f"this response's images take {exc.needed / 2**20:.3g} MB, more than the "
+            f"{exc.max_bytes / 2**20:.3g} MB this server keeps behind image links "
+            "(IMAGE_LINK_STORE_MB); ask for response_format=b64_json or fewer or smaller "
+            "images, or raise IMAGE_LINK_STORE_MB",
+            param="response_format",
+            code="image_links_over_budget",
+        ) from None
 
 
 @router.get(

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from inference import codec
 from inference.errors import InferenceError
@@ -53,7 +54,9 @@ async def stream_images(
     is an HTTP 503 like any other, not an event. A cache hit has no partial images.
     """
     loop = asyncio.get_running_loop()
-    previews: asyncio.Queue[list[np.ndarray]] = asyncio.Queue()
+    # The model's previews, then None once the submission is done (a done callback, so the
+    # events read one queue and never need a second task to wait on both).
+    previews: asyncio.Queue[list[np.ndarray] | None] = asyncio.Queue()
     wanted = params.partial_images or 0
 
     def on_preview(step: int, total: int, render: Callable[[], list[np.ndarray]]) -> None:
@@ -61,6 +64,7 @@ async def stream_images(
             loop.call_soon_threadsafe(previews.put_nowait, render())
 
     task = asyncio.ensure_future(service.submit(job, preview=on_preview if wanted else None))
+    task.add_done_callback(lambda _: previews.put_nowait(None))
     await asyncio.sleep(0)  # the submission runs up to its queueing: refusals surface here
     if task.done() and (refused := task.exception()) is not None:
         raise refused
@@ -76,16 +80,7 @@ async def stream_images(
     async def events() -> AsyncIterator[bytes]:
         index = 0
         try:
-            while not task.done() or not previews.empty():
-                if previews.empty():
-                    getter = asyncio.ensure_future(previews.get())
-                    await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-                    if not getter.done():
-                        getter.cancel()
-                        continue
-                    images = getter.result()
-                else:
-                    images = previews.get_nowait()
+            while (images := await previews.get()) is not None:
                 for i, pixels in enumerate(images):
                     data = await asyncio.to_thread(codec.encode, pixels, fmt, quality)
                     payload = {**common, "b64_json": b64(data), "partial_image_index": index}
@@ -97,12 +92,29 @@ async def stream_images(
             yield _error_event(from_domain(exc))
         except OpenAIError as exc:
             yield _error_event(exc)
-        finally:
-            if not task.done():  # the client left: abandon the request
-                task.cancel()
 
     headers = {"Cache-Control": "no-store", **_cache_header_of(task)}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return _SubmissionStream(task, events(), media_type="text/event-stream", headers=headers)
+
+
+class _SubmissionStream(StreamingResponse):
+    """A stream that owns its submission: however the response ends (done, the client gone
+    mid-stream, or gone before the first event, when the events never start), the submission
+    is cancelled, which abandons the request, and awaited, so no task outlives the response
+    (asyncio logs "Task was destroyed but it is pending" for one that does)."""
+
+    def __init__(self, task: asyncio.Future[GenerateResult], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.task = task
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.task.cancel()  # a no-op once it is done
+            await asyncio.wait({self.task})
+            if not self.task.cancelled():
+                self.task.exception()  # read: a failure nobody streamed is not logged as lost
 
 
 async def final_images(result: GenerateResult, params: GenerationParams) -> list[FinalImage]:

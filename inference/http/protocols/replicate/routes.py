@@ -38,7 +38,15 @@ from inference.http.protocols.replicate.errors import ERRORS
 from inference.http.protocols.replicate.file_store import get_file_store, resolve
 from inference.http.shared_body import shared_file, shared_json
 from inference.predictions import Prediction, new_id
-from inference.predictions.envelopes import replicate_object, timestamp
+from inference.predictions.envelopes import (
+    CANCEL_PATH,
+    OUTPUT_PATH,
+    PREDICTION_PATH,
+    PREFIX,
+    STREAM_PATH,
+    replicate_object,
+    timestamp,
+)
 from inference.predictions.events import stream
 from inference.predictions.record import CURSOR
 from inference.schema import GenerateRequest
@@ -56,7 +64,7 @@ PREFER = re.compile(f"^(?:{_NOT_WAIT},)*(?:{_WAIT}(?:,.*)?|{_NOT_WAIT})$", re.DO
 
 
 router = APIRouter(
-    prefix="/v1",
+    prefix=PREFIX,
     tags=["replicate"],
     dependencies=PROTECTED,
     route_class=ERRORS.route_class,
@@ -216,14 +224,14 @@ async def _found(store: StoreDep, prediction_id: str) -> Prediction:
     return prediction
 
 
-@router.get("/predictions/{prediction_id}", responses=NOT_FOUND)
+@router.get(PREDICTION_PATH, responses=NOT_FOUND)
 async def get_prediction(prediction_id: str, store: StoreDep) -> Response:
     """The prediction now."""
     prediction = await _found(store, prediction_id)
     return shared_json(lambda uri: replicate_object(prediction, uri=uri))
 
 
-@router.post("/predictions/{prediction_id}/cancel", responses=NOT_FOUND)
+@router.post(CANCEL_PATH, responses=NOT_FOUND)
 async def cancel_prediction(prediction_id: str, store: StoreDep) -> Response:
     """Cancel it if it is still running; a finished one is returned as it is."""
     prediction = await store.cancel(prediction_id)
@@ -264,7 +272,7 @@ async def list_predictions(
 
 
 @router.get(
-    "/predictions/{prediction_id}/stream",
+    STREAM_PATH,
     response_class=StreamingResponse,
     responses={
         **event_stream("logs", "output", "error", "done", ids=True),
@@ -282,7 +290,7 @@ async def stream_prediction(prediction_id: str, store: StoreDep) -> StreamingRes
 
 
 @router.get(
-    "/predictions/{prediction_id}/output/{name}",
+    OUTPUT_PATH,
     response_class=Response,
     responses={
         200: IMAGE_FILE,
