@@ -9,9 +9,11 @@ Parameters, as the official ``openai`` client sends them:
 - this protocol's own, checked here: ``response_format`` (``b64_json`` by default, or ``url``),
   ``stream`` and ``partial_images`` (0-3), ``background`` (``auto``/``opaque``; this server
   draws no transparency, so ``transparent`` is refused).
-- accepted and ignored: ``model`` (one model is served, whatever the name), ``quality``,
-  ``style``, ``moderation``, ``output_compression``, ``complexity``, ``user`` and
-  ``safety_identifier`` (echoed as ``safety_identifier``, as OpenAI does).
+- routing: ``model`` selects the model (a name ``GET /v1/models`` lists, or ``name@version``;
+  without a registry any name is the one model); ``user`` or ``safety_identifier`` keeps an
+  end user on one version while weights stand (echoed as ``safety_identifier``, as OpenAI does).
+- accepted and ignored: ``quality``, ``style``, ``moderation``, ``output_compression``,
+  ``complexity``.
 - extensions (send them with the client's ``extra_body``): ``seed``, ``negative_prompt``,
   ``steps``, ``prompt_weight``, ``scheduler``, as in ``POST /predict``.
 - edits: one ``image`` (or ``image[]``) file; ``mask``, OpenAI's (fully transparent pixels are
@@ -65,7 +67,11 @@ class GenerationParams(BaseModel):
         return value
 
     background: Literal["auto", "opaque"] | None = None
-    model: str | None = Field(None, description="Ignored: this server serves one model.")
+    model: str | None = Field(
+        None,
+        description="The model: a name GET /v1/models lists, or name@version to pin a version; "
+        "without a registry any name is the one model served.",
+    )
     user: str | None = None
     safety_identifier: str | None = None
     quality: Any = None

@@ -1,8 +1,11 @@
 """Replicate's HTTP API, the subset its official client uses, over the prediction store.
 
 ``replicate.Client(api_token=..., base_url=<this server>)`` works unchanged: ``run``,
-``predictions.create/get/cancel/list``, ``models.predictions.create``, ``stream``. Any
-``owner/name`` (or version) maps to the one model this server serves. Errors are Replicate's
+``predictions.create/get/cancel/list``, ``models.predictions.create``, ``stream``. With a
+registry (MODELS_FILE) ``owner/name`` selects the model ``name`` (the owner is ignored: one
+server, one owner) and a version pins one of its versions: ``name@version``, or a version name
+that only one model has (the client sends ``owner/name:version``'s version alone); without one,
+any ``owner/name`` and version map to the one model this server serves. Errors are Replicate's
 problem details (``{"title", "detail", "status"}``, plus ``invalid_fields`` on 422), which the
 client raises as ``ReplicateError``.
 """
@@ -22,7 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inference import __version__
 from inference.errors import InvalidRequest
-from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
+from inference.fleet import Fleet
+from inference.http.deps import PROTECTED, FleetDep, SettingsDep, session_key
 from inference.http.openapi import IMAGE_FILE, event_stream
 from inference.http.protocols.predictions import (
     PredictionBody,
@@ -38,6 +42,8 @@ from inference.predictions import Prediction, new_id
 from inference.predictions.envelopes import replicate_object, timestamp
 from inference.predictions.events import stream
 from inference.predictions.record import CURSOR
+from inference.registry import UnknownModel, VersionRef
+from inference.registry.problems import listed
 from inference.schema import GenerateRequest
 from inference.service import Service
 
@@ -67,7 +73,11 @@ NOT_FOUND = ERRORS.responses(404)
 class CreatePrediction(PredictionBody):
     """The body the replicate client sends; other keys are ignored, as Replicate does."""
 
-    version: str | None = Field(None, description="Any version: it maps to the served model.")
+    version: str | None = Field(
+        None,
+        description="The version to run: name@version, or a version name one model has; "
+        "without a registry any version maps to the served model.",
+    )
     webhook_completed: str | None = Field(None, description="Legacy: webhook for completed.")
     stream: StrictBool | None = Field(None, description="Accepted; every prediction can stream.")
 
@@ -94,12 +104,28 @@ def _version(service: Service) -> str:
     return hashlib.sha256(f"{service.model.name}@{__version__}".encode()).hexdigest()
 
 
+def pinned(fleet: Fleet, version: str | None) -> str | None:
+    """The registry pin (``name@version``) of a Replicate version id, None for the default
+    model; ``UnknownModel`` listing the versions when no version has that id."""
+    if version is None or fleet.registry.implicit or "@" in version:
+        return None if fleet.registry.implicit else version
+    refs = [v.ref for spec in fleet.registry.models.values() for v in spec.versions]
+    named = [ref for ref in refs if ref.version == version]
+    if len(named) == 1:
+        return str(named[0])
+    ids = [str(ref) for ref in refs]
+    which = "several models have" if named else "no model has"
+    raise UnknownModel(
+        f"{which} version {version!r}; name it as model@version, one of {listed(ids)}", ids
+    )
+
+
 async def _create(
     body: CreatePrediction,
     model: str,
-    version: str,
+    choice: str | None,
     request: Request,
-    service: ServiceDep,
+    fleet: Fleet,
     settings: SettingsDep,
     store: StoreDep,
     prefer: str | None,
@@ -110,7 +136,8 @@ async def _create(
         webhook, events = body.webhook_completed, ["completed"]
     await check_webhook(body.webhook, settings)
     await check_webhook(body.webhook_completed, settings, "webhook_completed")
-    job, unknown = await to_job(service, body.input)
+    async with fleet.serving(choice, session_key(request)) as routed:
+        job, unknown = await to_job(routed.service, body.input)
     prediction = new_prediction(
         "replicate",
         body.input,
@@ -121,9 +148,10 @@ async def _create(
         events,
         id=new_id(),
         model=model,
-        version=version,
+        version=_version_id(fleet, routed.ref, body.version),
     )
-    prediction = await store.create(prediction, job)
+    run = None if routed.ref == fleet.default_ref else fleet.runner(routed.ref)
+    prediction = await store.create(prediction, job, run)
     if wait is not None:
         prediction = await store.wait(prediction.id, wait) or prediction
         if not prediction.done:
@@ -133,6 +161,14 @@ async def _create(
     return shared_json(lambda uri: replicate_object(prediction, uri=uri), status_code=201)
 
 
+def _version_id(fleet: Fleet, ref: VersionRef, given: str | None) -> str:
+    """The prediction's ``version``: the registry version that serves it (``name@version``);
+    without a registry, the version the client gave or the served model's id, as before."""
+    if fleet.registry.implicit:
+        return given or _version(fleet.default)
+    return str(ref)
+
+
 Prefer = Annotated[str | None, Header(description="'wait' or 'wait=N' (seconds) to block.")]
 
 
@@ -140,15 +176,20 @@ Prefer = Annotated[str | None, Header(description="'wait' or 'wait=N' (seconds) 
 async def create_prediction(
     body: CreatePrediction,
     request: Request,
-    service: ServiceDep,
+    fleet: FleetDep,
     settings: SettingsDep,
     store: StoreDep,
     prefer: Prefer = None,
 ) -> Response:
-    """Create a prediction (any version maps to the served model)."""
-    model = service.model.name if "/" in service.model.name else f"local/{service.model.name}"
-    version = body.version or _version(service)
-    return await _create(body, model, version, request, service, settings, store, prefer)
+    """Create a prediction of a version (without a registry any version maps to the served
+    model)."""
+    choice = pinned(fleet, body.version)
+    if fleet.registry.implicit:
+        name = fleet.default.model.name
+    else:
+        name = choice.partition("@")[0] if choice else fleet.default_ref.model
+    model = name if "/" in name else f"local/{name}"
+    return await _create(body, model, choice, request, fleet, settings, store, prefer)
 
 
 @router.post("/models/{owner}/{name}/predictions", status_code=201, responses=CREATE_ERRORS)
@@ -158,14 +199,15 @@ async def create_model_prediction(
     name: str,
     body: CreatePrediction,
     request: Request,
-    service: ServiceDep,
+    fleet: FleetDep,
     settings: SettingsDep,
     store: StoreDep,
     prefer: Prefer = None,
 ) -> Response:
-    """Create a prediction of ``owner/name`` (any name maps to the served model)."""
-    model, version = f"{owner}/{name}", _version(service)
-    return await _create(body, model, version, request, service, settings, store, prefer)
+    """Create a prediction of ``owner/name``: the registry's model ``name`` (without a
+    registry any name maps to the served model)."""
+    choice = None if fleet.registry.implicit else name
+    return await _create(body, f"{owner}/{name}", choice, request, fleet, settings, store, prefer)
 
 
 @router.get("/models/{owner}/{name}/versions/{version_id}")
