@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+import os
+import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -412,3 +415,24 @@ def test_admin_routes_are_off_without_a_token() -> None:
     with TestClient(create_app(secret)) as client:  # AUTH_TOKEN serves when ADMIN_TOKEN is unset
         headers = {"Authorization": "Bearer client-token"}
         assert client.get("/admin/models", headers=headers).status_code == 200
+
+
+def test_a_bad_registry_stops_serve_with_one_line_per_problem(tmp_path: Path) -> None:
+    registry = tmp_path / "models.toml"
+    registry.write_text(
+        '[[models]]\nname = "a"\n  [[models.versions]]\n  name = "v1"\n'
+        '  backend = "mokc"\n  weight = -1\n'
+    )
+    env = {**os.environ, "MODELS_FILE": str(registry), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "inference", "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in done.stderr
+    assert "backend 'mokc'" in lines[0] and "(did you mean 'mock'?)" in lines[0]
+    assert "weight of 'v1' must be a finite number >= 0, got -1" in lines[1]
