@@ -5,15 +5,18 @@ before registries. This starts two servers side by side on the mock model, this 
 the one in ``--baseline`` (a checkout of an older commit, e.g. ``git worktree add /tmp/base
 main``), and sends them the same small requests in alternating rounds, so both see the same
 machine load; it prints each one's median and p90 latency and the ratio of medians. The
-result cache is off, so every request runs the model.
+result cache is off, so every request runs the model, and MAX_WAIT_MS=0, so no batching wait
+(10 ms by default) hides what routing costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -30,7 +33,13 @@ BODY = {"prompt": "a red fox", "width": 64, "height": 64, "steps": 1}
 def server(tree: Path) -> Iterator[str]:
     """``python -m inference serve`` of the package in ``tree``, once ready."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(tree), "RESULT_CACHE_MB": "0", "UI": "false"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tree),
+        "RESULT_CACHE_MB": "0",
+        "MAX_WAIT_MS": "0",
+        "UI": "false",
+    }
     env.pop("MODELS_FILE", None)
     command = [sys.executable, "-m", "inference", "serve", "--port", str(port)]
     with running(command, port=port, env=env, cwd=tree, ready_path="/ready") as url:
@@ -58,6 +67,28 @@ def measure(urls: dict[str, str], rounds: int, per_round: int) -> dict[str, list
     return times
 
 
+def routing_cost_us(repeats: int = 20_000) -> float:
+    """Microseconds one request spends in routing alone (``Fleet.serving`` entered and left,
+    a registry of one), in this process: a number the machine's load barely moves."""
+    from inference.fleet import Fleet
+    from inference.service import Service
+    from inference.settings import Settings
+
+    fleet = Fleet.around(Service.from_settings(Settings()))  # never started: nothing runs
+
+    async def loop() -> float:
+        start = time.perf_counter()
+        for _ in range(repeats):
+            async with fleet.serving("any-name", "a-session"):
+                pass
+        return (time.perf_counter() - start) / repeats * 1e6
+
+    try:
+        return asyncio.run(loop())
+    finally:
+        fleet.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", type=Path, required=True, help="checkout to compare to")
@@ -78,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {len(values)} | {medians[name]:.3f} | {p90:.3f} |")
     ratio = medians["this tree"] / medians["baseline"]
     print(f"\nratio of medians (this tree / baseline): {ratio:.3f}")
+    print(f"routing alone, in process: {routing_cost_us():.1f} us per request")
     return 0
 
 
