@@ -91,6 +91,25 @@ def test_the_two_mock_versions_draw_different_pixels_each_its_own() -> None:
         stop(fleet)
 
 
+def test_each_version_validates_with_its_own_defaults_and_limits() -> None:
+    fleet = example_fleet()
+
+    async def jobs() -> dict[str, Any]:
+        found = {}
+        for name in ("final", "draft@v1"):
+            async with fleet.serving(name) as routed:
+                found[name] = routed.service.job({"prompt": "x"})
+        return found
+
+    try:
+        found = asyncio.run(jobs())
+        assert found["final"].steps == 40  # final's default_steps; draft keeps the deployment's
+        assert found["draft@v1"].steps == fleet.default.defaults.steps != 40  # the mock's own
+        assert fleet.service(VersionRef("final", "v1")).settings.max_batch_size == 2
+    finally:
+        stop(fleet)
+
+
 def test_a_90_10_split_over_2000_requests_is_within_binomial_bounds() -> None:
     fleet = example_fleet(result_cache_mb=0)
 
