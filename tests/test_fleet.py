@@ -14,9 +14,11 @@ import asyncio
 import io
 import math
 import os
+import statistics
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,6 +209,42 @@ def test_a_version_that_fails_to_load_fails_only_its_requests_and_is_retried(
         assert broken["versions"][0]["state"] == "failed"
         with pytest.raises(UnknownModel, match="this server has 'good', 'broken'"):
             asyncio.run(serve(fleet, "nope"))
+    finally:
+        stop(fleet)
+
+
+def test_a_quiet_model_is_served_while_another_is_saturated(tmp_path: Path) -> None:
+    """Each version has its own queue and worker: a model with a long queue never holds up a
+    quiet one's requests (on a GPU they would share the device; here only the CPU)."""
+    registry = tmp_path / "models.toml"
+    registry.write_text(
+        '[[models]]\nname = "quiet"\ndefault = true\n'
+        '  [[models.versions]]\n  name = "v1"\n  backend = "mock"\n'
+        '[[models]]\nname = "busy"\n'
+        '  [[models.versions]]\n  name = "v1"\n  backend = "tests.fakes:SleepyModel"\n'
+        "  max_batch_size = 1\n"
+    )
+    fleet = Fleet.from_settings(Settings(models_file=registry, result_cache_mb=0))
+    fleet.default.start()
+
+    async def race() -> tuple[list[float], int]:
+        await serve(fleet, "busy")  # loaded before the clock starts
+        busy = [asyncio.ensure_future(serve(fleet, "busy", steps=3)) for _ in range(30)]
+        await asyncio.sleep(0.2)  # the busy queue is long now: ~4.5 s of work
+        quiet = []
+        for i in range(30):
+            start = time.perf_counter()
+            await serve(fleet, "quiet", seed=i)
+            quiet.append(time.perf_counter() - start)
+        waiting = sum(not task.done() for task in busy)
+        await asyncio.gather(*busy)
+        return quiet, waiting
+
+    try:
+        quiet, still_busy = asyncio.run(race())
+        assert still_busy > 0  # the quiet requests ran while the busy model was saturated
+        p95 = statistics.quantiles(quiet, n=20)[-1]
+        assert p95 < 1.0, f"quiet p95 {p95:.3f} s while the busy model has a 4 s queue"
     finally:
         stop(fleet)
 
