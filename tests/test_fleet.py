@@ -384,6 +384,11 @@ def test_the_replicate_client_selects_by_owner_name_and_pins_by_version(server: 
     assert latest.status == "succeeded"
     explicit = client.predictions.create(version="draft@v1", input=SMALL, wait=True)
     assert explicit.version == "draft@v1"
+    model = client.models.get("me/draft")
+    assert model.latest_version is not None and model.latest_version.id == "draft@v1"
+    assert [v.id for v in model.versions.list()] == ["draft@v1", "draft@v2"]
+    with pytest.raises(replicate.exceptions.ReplicateError, match="'draft', 'final'"):
+        client.models.get("me/nope")
 
 
 def test_admin_routes_need_the_token_and_reweight_atomically_under_a_burst(server: str) -> None:

@@ -210,10 +210,58 @@ async def create_model_prediction(
     return await _create(body, f"{owner}/{name}", choice, request, fleet, settings, store, prefer)
 
 
+@router.get("/models/{owner}/{name}", responses=NOT_FOUND)
+async def get_model(owner: str, name: str, fleet: FleetDep) -> dict[str, Any]:
+    """The model ``name`` as ``client.models.get`` reads it, its latest version the one most
+    of its traffic reaches (without a registry any name is the served model)."""
+    ids = _version_ids(fleet, name)
+    spec = None if fleet.registry.implicit else fleet.registry.models[name]
+    weights = {} if spec is None else fleet.registry.weights(name)
+    latest = max(ids, key=lambda ref: weights.get(ref.partition("@")[2], 0.0))
+    return {
+        "url": f"https://replicate.com/{owner}/{name}",
+        "owner": owner,
+        "name": name,
+        "description": spec.description if spec is not None else None,
+        "visibility": "private",
+        "github_url": None,
+        "paper_url": None,
+        "license_url": None,
+        "run_count": 0,
+        "cover_image_url": None,
+        "default_example": None,
+        "latest_version": _version_object(latest),
+    }
+
+
+@router.get("/models/{owner}/{name}/versions", responses=NOT_FOUND)
+async def list_versions(owner: str, name: str, fleet: FleetDep) -> dict[str, Any]:
+    """The model's versions as ``model.versions.list()`` reads them; each id pins it."""
+    return {
+        "next": None,
+        "previous": None,
+        "results": [_version_object(v) for v in _version_ids(fleet, name)],
+    }
+
+
+def _version_ids(fleet: Fleet, name: str) -> list[str]:
+    """The Replicate version ids of model ``name``: ``name@version`` each, or without a
+    registry the served model's one id; ``UnknownModel`` for a name the registry lacks."""
+    if fleet.registry.implicit:
+        return [_version(fleet.default)]
+    weights = fleet.registry.weights(name)  # UnknownModel, listing the names, if none
+    return [f"{name}@{version}" for version in weights]
+
+
 @router.get("/models/{owner}/{name}/versions/{version_id}")
 async def get_version(owner: str, name: str, version_id: str) -> dict[str, Any]:
     """Any version is the served model: its input and output schema (``run`` reads them for
     an ``owner/name:version`` reference)."""
+    return _version_object(version_id)
+
+
+def _version_object(version_id: str) -> dict[str, Any]:
+    """A version as Replicate describes it: the input and output schema."""
     output = {"type": "array", "items": {"type": "string", "format": "uri"}, "title": "Output"}
     return {
         "id": version_id,
