@@ -25,6 +25,7 @@ from typing import Optional  # Cog documents Optional[...] for optional inputs
 from cog import BasePredictor, Input, Path, concurrent
 
 from inference.errors import InferenceError
+from inference.fleet import Fleet
 from inference.logs import configure_logging
 from inference.lora.trained import is_url, trained_weights
 from inference.lora_spec import parse_one
@@ -65,7 +66,10 @@ class Predictor(BasePredictor):
                 settings.model != "mock" or (Path(str(weights)) / "model_index.json").is_file()
             )
             settings = Settings(**{"model" if pipeline else "weights_path": str(weights)})
-        self.service = Service.from_settings(settings).start()
+        # With a registry (MODELS_FILE) a container serves its default version, as a Replicate
+        # model serves one version: the registry's pinned default, else its default model's
+        # heaviest version.
+        self.service = Fleet.from_settings(settings).default.start()
         self.outputs = Path(tempfile.mkdtemp(prefix="cog-outputs-"))
 
     @concurrent(max=MAX_CONCURRENCY)

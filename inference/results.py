@@ -60,6 +60,11 @@ class GenerateResult(BaseModel):
     images: list[GeneratedImage]
     seed: int = Field(description="The request's seed (image i used seed + i).")
     model: str = Field(description="Id of the model that served the request.")
+    version: str | None = Field(
+        None,
+        description="The registry version that served it, as model@version (which pins it); "
+        "the X-Model-Version header on /predict says the same.",
+    )
     batch_size: int = Field(description="Images in the model call that served this request.")
     timings: Timings
     cache: Literal["hit", "miss"] | None = Field(

@@ -207,6 +207,22 @@ def check_side(name: str, value: int) -> None:
         )
 
 
+class RoutedRequest(GenerateRequest):
+    """A request that may name the model serving it: the native API's body (POST /predict and
+    each item of /predict/batch). The field lives here, not on ``GenerateRequest``, because
+    which model serves a request is decided before validation (each version validates with its
+    own limits) and the front doors that serve one model per process (Cog, the UI, a batch
+    job) have nothing to choose."""
+
+    model: str | None = Field(
+        None,
+        max_length=200,
+        description="The model to serve this request: a name GET /admin/models or GET "
+        "/v1/models lists, or name@version to pin a version; omit for the default model. "
+        "Without a registry (MODELS_FILE) every name is the one model.",
+    )
+
+
 @dataclass(frozen=True)
 class Defaults:
     """Values used for fields a request omits; the model supplies them, settings may override."""

@@ -11,7 +11,7 @@ requests that give a seed are reused through ``cache.ResultCache``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -27,6 +27,9 @@ from inference.validation import Validator
 
 Request = GenerateRequest | Mapping[str, Any]
 T = TypeVar("T")
+#: Runs a validated job somewhere (``Service.submit``, or a fleet's version held while it runs):
+#: what a prediction store calls.
+Submit = Callable[[Job, Progress | None], Awaitable[GenerateResult]]
 
 
 class Service:

@@ -23,7 +23,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from inference import __version__
-from inference.http import info
+from inference.fleet import Fleet
+from inference.http import admin, info
 from inference.http.errors import install_error_handlers
 from inference.http.metrics import Metrics
 from inference.http.middleware import BodySizeLimit, MetricsMiddleware
@@ -64,15 +65,20 @@ def create_app(
     settings: Settings | None = None,
     service: Service | None = None,
     protocols: Sequence[Protocol] = DEFAULT_PROTOCOLS,
+    fleet: Fleet | None = None,
 ) -> FastAPI:
-    """Build the HTTP app serving ``protocols``. An injected service is started if needed but
-    never stopped here."""
+    """Build the HTTP app serving ``protocols``. An injected service (``fleet``'s default
+    version when a fleet is given) is started if needed but never stopped here; the fleet's
+    other versions are."""
+    service = fleet.default if fleet is not None else service
     settings = settings or (service.settings if service else get_settings())
     # Protocols that share a resource (Replicate's and Cog's prediction store) share its
     # lifespan, which runs once.
     lifespans = list(dict.fromkeys(p.lifespan for p in protocols if p.lifespan is not None))
     owns_service = service is None
-    service = service or Service.from_settings(settings)
+    if fleet is None:
+        fleet = Fleet.from_settings(settings) if service is None else Fleet.around(service)
+    service = fleet.default
 
     @asynccontextmanager
     async def lifespan(served: FastAPI) -> AsyncIterator[None]:
@@ -85,6 +91,7 @@ def create_app(
             for protocol_lifespan in lifespans:
                 await stack.enter_async_context(protocol_lifespan(served))
             yield
+        fleet.stop()
         if owns_service:
             service.stop()
         if loading is not None and not loading.done():
@@ -101,12 +108,14 @@ def create_app(
     )
     app.state.settings = settings
     app.state.service = service
-    app.state.metrics = metrics = Metrics(service, app.state)
+    app.state.fleet = fleet
+    app.state.metrics = metrics = Metrics(service, app.state, fleet)
     #: Called on the event loop when shutdown begins, to end long-lived streams (Gradio's).
     app.state.stream_closers = []
     app.state.rate_limit = RateLimit(settings) if settings.rate_limit_per_minute else None
     install_error_handlers(app)
     app.include_router(info.router)
+    app.include_router(admin.router)
     for protocol in protocols:
         for router in protocol.routers:
             app.include_router(router)
@@ -130,8 +139,15 @@ def create_app(
             CORSMiddleware,
             allow_origins=settings.cors_allow_origins,
             allow_methods=["GET", "HEAD", "POST", "PUT", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "Accept", "Prefer"],
-            expose_headers=["Retry-After", "X-Seed", "X-Model", "X-Batch-Size", "Server-Timing"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "Prefer", "X-Session-Id"],
+            expose_headers=[
+                "Retry-After",
+                "X-Seed",
+                "X-Model",
+                "X-Model-Version",
+                "X-Batch-Size",
+                "Server-Timing",
+            ],
             max_age=600,
         )
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -13,6 +13,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from inference.fleet import Fleet
 from inference.http.errors import ClientDisconnected
 from inference.service import Service
 from inference.settings import Settings
@@ -28,8 +29,25 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def get_fleet(request: Request) -> Fleet:
+    return request.app.state.fleet
+
+
+#: The header that keeps a client on one version of a model while weights stand, for protocols
+#: without a field of their own for it (OpenAI's ``user`` comes first there).
+SESSION_HEADER = "X-Session-Id"
+#: The response header naming the version that served a request (``model@version``).
+VERSION_HEADER = "X-Model-Version"
+
+
+def session_key(request: Request) -> str | None:
+    """The request's sticky key for routing: its X-Session-Id header, if any."""
+    return request.headers.get(SESSION_HEADER) or None
+
+
 ServiceDep = Annotated[Service, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+FleetDep = Annotated[Fleet, Depends(get_fleet)]
 BearerToken = Annotated[
     HTTPAuthorizationCredentials | None,
     Security(HTTPBearer(auto_error=False, description="Needed when AUTH_TOKEN is set.")),

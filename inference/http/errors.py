@@ -28,12 +28,15 @@ from inference.errors import (
     RequestTimeout,
     error_body,
 )
+from inference.registry import RegistryError, UnknownModel
 from inference.validation import invalid_request
 
 log = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: dict[type[InferenceError], int] = {
     InvalidRequest: 422,
+    RegistryError: 422,
+    UnknownModel: 404,
     PayloadTooLarge: 413,
     Overloaded: 503,
     NotReady: 503,
@@ -69,6 +72,8 @@ def domain_error_response(exc: InferenceError) -> JSONResponse:
     if isinstance(exc, InvalidRequest):
         extra["field"] = exc.field
         extra["errors"] = exc.errors
+    if isinstance(exc, UnknownModel):
+        extra["available"] = exc.available
     response = error_response(status, exc.code, exc.message, **extra)
     response.headers.update(retry_headers(exc))
     return response

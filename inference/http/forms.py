@@ -23,9 +23,9 @@ from inference.errors import InvalidRequest
 from inference.fields import request_fields
 from inference.http.errors import CLIENT_GONE
 from inference.images import READABLE
-from inference.schema import IMAGE_FIELDS, GenerateRequest
+from inference.schema import IMAGE_FIELDS, GenerateRequest, RoutedRequest
 from inference.settings import Settings
-from inference.validation import invalid_request, parse
+from inference.validation import invalid_request
 
 #: More parts than a request has fields is a mistake (or an attack on the parser).
 MAX_FORM_PARTS = 2 * len(GenerateRequest.model_fields)
@@ -47,19 +47,19 @@ WHAT_TO_SEND = (
 )
 
 
-async def read_request(request: Request) -> GenerateRequest:
-    """The request's body as a ``GenerateRequest`` (an ``InvalidRequest`` saying what to fix)."""
+async def read_request(request: Request) -> RoutedRequest:
+    """The request's body as a ``RoutedRequest`` (an ``InvalidRequest`` saying what to fix)."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media == "multipart/form-data":
-        return parse(await _form_fields(request))
-    body = await request.body()
-    if media == "application/json" or media.endswith("+json"):
-        try:
+    try:
+        if media == "multipart/form-data":
+            return RoutedRequest.model_validate(await _form_fields(request))
+        body = await request.body()
+        if media == "application/json" or media.endswith("+json"):
             if len(body) > THREAD_PARSE_BYTES:
-                return await asyncio.to_thread(GenerateRequest.model_validate_json, body)
-            return GenerateRequest.model_validate_json(body)
-        except ValidationError as exc:
-            raise invalid_request(exc.errors()) from None
+                return await asyncio.to_thread(RoutedRequest.model_validate_json, body)
+            return RoutedRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise invalid_request(exc.errors()) from None
     raise InvalidRequest(
         "body", f"the body must be a JSON object of request fields: {WHAT_TO_SEND}"
     )

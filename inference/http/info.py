@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
+from inference.http.deps import PROTECTED, FleetDep, ServiceDep, SettingsDep
 from inference.http.openapi import error_refs
 from inference.service import Service
 from inference.settings import Settings
@@ -41,10 +41,12 @@ def public_load_error(service: Service, settings: Settings) -> str | None:
 
 
 @router.get("/")
-async def root(service: ServiceDep, request: Request) -> dict[str, Any]:
-    """Service info: model, version, defaults, limits, and links to the docs and the web UI."""
+async def root(service: ServiceDep, fleet: FleetDep, request: Request) -> dict[str, Any]:
+    """Service info: model, version, defaults, limits, and links to the docs and the web UI;
+    ``models``: each model and version with its weight, state, queue depth and requests served
+    (the default version's defaults and limits are the ones above)."""
     # The UI is linked even when it is off: there it answers how to turn it on.
-    return service.info() | {"ui": request.app.state.ui_url}
+    return service.info() | {"ui": request.app.state.ui_url, "models": fleet.table()}
 
 
 @router.head("/", response_class=Response, responses={200: {"description": "Serving"}})

@@ -9,7 +9,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.datastructures import State
 
+from inference.fleet import Fleet
 from inference.predictions.store import LocalStore
+from inference.registry import VersionRef
 from inference.service import Service
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -140,9 +142,37 @@ class StoreCollector(Collector):
         yield held
 
 
+class FleetCollector(Collector):
+    """Each registry version's state at scrape time: loaded or not, and its queue."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        loaded = GaugeMetricFamily(
+            "inference_version_loaded", "1 while a version is loaded.", labels=LABELS
+        )
+        queued = GaugeMetricFamily(
+            "inference_version_queue_depth", "Requests waiting, by version.", labels=LABELS
+        )
+        for name, spec in self.fleet.registry.models.items():
+            for version in spec.versions:
+                service = self.fleet.service(version.ref)
+                labels = [name, version.name]
+                loaded.add_metric(labels, 0.0 if service is None else 1.0)
+                queued.add_metric(labels, 0 if service is None else service.engine.queue_depth)
+        yield loaded
+        yield queued
+
+
+#: Labels of the per-version series; their values come from the registry only (bounded).
+LABELS = ["model", "version"]
+
+
 class Metrics:
-    def __init__(self, service: Service, state: State) -> None:
-        """``state``: the app's, where the prediction and image-link stores are put."""
+    def __init__(self, service: Service, state: State, fleet: Fleet | None = None) -> None:
+        """``state``: the app's, where the prediction and image-link stores are put;
+        ``fleet``: the registry's versions, counted by model and version."""
         self.registry = r = CollectorRegistry()
         self.requests = Counter(
             "http_requests",
@@ -179,6 +209,8 @@ class Metrics:
         r.register(CacheCollector(service))
         r.register(AdapterCollector(service))
         r.register(StoreCollector(service, state))
+        if fleet is not None:
+            self._count_versions(fleet)
         gauges = {
             "inference_queue_depth": (
                 "Requests waiting for a batch.",
@@ -206,3 +238,25 @@ class Metrics:
 
         service.engine.add_batch_listener(on_batch)
         service.engine.add_step_listener(lambda step, total: self.steps.inc())
+
+    def _count_versions(self, fleet: Fleet) -> None:
+        requests = Counter(
+            "inference_version_requests",
+            "Requests each registry version served, by outcome (ok or error).",
+            [*LABELS, "outcome"],
+            registry=self.registry,
+        )
+        latency = Histogram(
+            "inference_version_request_duration_seconds",
+            "Time each request held its version (queue, model call, encoding).",
+            LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(FleetCollector(fleet))
+
+        def on_request(ref: VersionRef, seconds: float, outcome: str) -> None:
+            requests.labels(ref.model, ref.version, outcome).inc()
+            latency.labels(ref.model, ref.version).observe(seconds)
+
+        fleet.add_request_listener(on_request)

@@ -43,6 +43,8 @@ class ErrorEnvelope(BaseModel):
 
 ERROR_DESCRIPTIONS = {
     401: "AUTH_TOKEN is set and the bearer token is missing or wrong.",
+    404: "No such model or version (`available` lists this server's), or the admin routes are "
+    "off (no ADMIN_TOKEN or AUTH_TOKEN).",
     406: "Accept asks for an image type this server does not write.",
     413: "The body is larger than MAX_BODY_BYTES.",
     422: "A field is invalid or over a limit of this server; `field` names it.",
@@ -86,9 +88,9 @@ def error_refs(*statuses: int) -> dict[int | str, dict[str, Any]]:
 #: The app's envelope, as (media type, schema component): the 413 every path answers with.
 ENVELOPE = ("application/json", ErrorEnvelope.__name__)
 PROTOCOL_DESCRIPTIONS = {
-    400: "A parameter is invalid; `param` names it.",
-    404: "No such prediction (or output, or image URL).",
     **ERROR_DESCRIPTIONS,
+    400: "A parameter is invalid; `param` names it.",
+    404: "No such prediction (or output, or image URL), or no such model.",
 }
 
 

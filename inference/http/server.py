@@ -25,6 +25,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from inference.errors import InferenceError
+from inference.fleet import Fleet
 from inference.http.app import create_app
 from inference.service import Service
 from inference.settings import Settings
@@ -135,9 +136,10 @@ class DrainingServer(uvicorn.Server):
 
 def serve(settings: Settings) -> None:
     """Serve the default app on ``settings.host:settings.port`` until a signal drains it."""
-    service = Service.from_settings(settings)
+    fleet = Fleet.from_settings(settings)
+    service = fleet.default
     sock = bind(settings.host, settings.port)
-    app = create_app(settings, service)
+    app = create_app(settings, fleet=fleet)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -33,13 +33,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from inference.errors import InferenceError, Overloaded
+from inference.errors import InferenceError, InvalidRequest, Overloaded
 from inference.predictions.record import Event, Prediction
 from inference.predictions.store import check_room, retry_after_s
 from inference.predictions.webhooks import WebhookSender
 from inference.results import GenerateResult
 from inference.schema import Job
-from inference.service import Service
+from inference.service import Service, Submit
 from inference.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,17 @@ class ModalStore(_Shared):
         self.settings = settings
         self.calls = calls
 
-    async def create(self, prediction: Prediction, job: Job) -> Prediction:
+    async def create(
+        self, prediction: Prediction, job: Job, run: Submit | None = None
+    ) -> Prediction:
+        if run is not None:
+            # A spawned prediction runs on a GPU container's one service; routing a registry's
+            # versions to their own pools on Modal is not built yet (issue 23, phase 3).
+            raise InvalidRequest(
+                "version",
+                "this deployment's predictions (Modal) serve the default model only; "
+                "use /predict or /v1/images/generations to choose another",
+            )
         if (existing := await self.get(prediction.id)) is not None:
             return existing
         if await self.records.len() >= self.settings.predictions_max_count:

@@ -29,7 +29,7 @@ from inference.errors import InferenceError, InvalidRequest, Overloaded
 from inference.predictions.record import Event, Prediction, reserve_bytes
 from inference.predictions.webhooks import WebhookSender
 from inference.schema import Job
-from inference.service import Service
+from inference.service import Service, Submit
 from inference.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,11 @@ SHUTDOWN_ERROR = "the server shut down before this prediction finished; create i
 class PredictionStore(Protocol):
     """What the predictions routes need; see the module docstring."""
 
-    async def create(self, prediction: Prediction, job: Job) -> Prediction:
+    async def create(
+        self, prediction: Prediction, job: Job, run: Submit | None = None
+    ) -> Prediction:
         """Store and start ``prediction``; the existing one if its id is taken (idempotent).
+        ``run`` runs the job where a registry routed it (default: the store's service).
         Raises ``Overloaded`` when full."""
         ...
 
@@ -98,6 +101,8 @@ def check_room(predictions: list[Prediction], job: Job, settings: Settings, now:
 class _Entry:
     prediction: Prediction
     job: Job
+    #: Where the job runs: a routed version's ``Submit``, else the store's service.
+    run: Submit | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     shutting_down: bool = False
@@ -117,13 +122,15 @@ class LocalStore:
         self._entries: dict[str, _Entry] = {}
         self._admission = asyncio.Semaphore(max(1, settings.max_queue_size // 2))
 
-    async def create(self, prediction: Prediction, job: Job) -> Prediction:
+    async def create(
+        self, prediction: Prediction, job: Job, run: Submit | None = None
+    ) -> Prediction:
         self._evict(time.time())
         if (existing := self._entries.get(prediction.id)) is not None:
             return existing.prediction.copy()
         predictions = [e.prediction for e in self._entries.values()]
         prediction.reserved_bytes = check_room(predictions, job, self.settings, time.time())
-        entry = self._entries[prediction.id] = _Entry(prediction, job)
+        entry = self._entries[prediction.id] = _Entry(prediction, job, run)
         entry.task = asyncio.create_task(self._run(entry), name=f"prediction-{prediction.id}")
         return prediction.copy()
 
@@ -206,7 +213,8 @@ class LocalStore:
             async with self._admission:
                 while True:
                     try:
-                        result = await self.service.submit(entry.job, progress)
+                        run = entry.run or self.service.submit
+                        result = await run(entry.job, progress)
                         break
                     except Overloaded as exc:  # /predict traffic filled the queue: wait here
                         await asyncio.sleep(min(exc.retry_after_s, 5))

@@ -25,6 +25,14 @@ class ModelSettings(BaseModel):
         "e.g. examples/models.toml); when set, MODEL, MODEL_REVISION and WEIGHTS_PATH are not "
         "served and each version names its own.",
     )
+    max_loaded_models: int | None = Field(
+        None,
+        ge=1,
+        description="With MODELS_FILE: the most registry versions loaded at once besides the "
+        "default version (which stays loaded: /ready, the UI and Cog serve it). A version loads "
+        "on its first request and the least recently used one is unloaded to make room; unset "
+        "keeps every version loaded once used.",
+    )
     model_revision: str | None = Field(
         None, description="Hub revision (commit hash or tag) to pin a hub model to."
     )

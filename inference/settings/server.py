@@ -18,6 +18,12 @@ class ServerSettings(BaseModel):
         description="When set, /predict*, the predictions routes, /v1/images/generations and "
         "/metrics need 'Authorization: Bearer <token>'.",
     )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the admin routes (/admin/models: live traffic weights); "
+        "unset, AUTH_TOKEN is used; with neither set the admin routes answer 404, so an open "
+        "server never lets anyone re-weight it.",
+    )
     ui: bool = Field(
         True, description="Serve the Gradio UI at /ui (needs the 'ui' extra); false skips it."
     )
@@ -87,4 +93,6 @@ class ServerSettings(BaseModel):
     def _empty_token_is_off(self) -> ServerSettings:
         if self.auth_token is not None and not self.auth_token.get_secret_value():
             self.auth_token = None  # AUTH_TOKEN="" means auth off, not "the empty token"
+        if self.admin_token is not None and not self.admin_token.get_secret_value():
+            self.admin_token = None
         return self

@@ -12,12 +12,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inference import codec
 from inference.errors import InferenceError, InvalidRequest
+from inference.fleet import Fleet
 from inference.http.bodies import BoundedBodyRoute
-from inference.http.deps import PROTECTED, ServiceDep, SettingsDep, until_disconnect
+from inference.http.deps import (
+    PROTECTED,
+    VERSION_HEADER,
+    FleetDep,
+    SettingsDep,
+    session_key,
+    until_disconnect,
+)
 from inference.http.forms import openapi_body, read_request
 from inference.http.openapi import IMAGE_FILE, error_responses
 from inference.results import BatchItem, BatchItemError, BatchRequest, BatchResponse, GenerateResult
-from inference.schema import GenerateRequest
+from inference.schema import RoutedRequest
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +58,7 @@ def preferred_image_format(accept: str) -> str | None:
     return spec.name if spec else None
 
 
-ERRORS = (401, 413, 422, 429, 500, 503, 504)
+ERRORS = (401, 404, 413, 422, 429, 500, 503, 504)
 
 
 def result_json(result: GenerateResult) -> bytes:
@@ -80,10 +88,10 @@ def result_json(result: GenerateResult) -> bytes:
     openapi_extra=openapi_body(),
 )
 async def predict(
-    body: Annotated[GenerateRequest, Depends(read_request)],
+    body: Annotated[RoutedRequest, Depends(read_request)],
     request: Request,
     response: Response,
-    service: ServiceDep,
+    fleet: FleetDep,
 ) -> Any:
     """Generate images (JSON or multipart body): JSON with base64 images, or raw image bytes
     for Accept: image/*."""
@@ -102,17 +110,21 @@ async def predict(
             f"Accept: image/* returns one image, but num_outputs is {body.num_outputs}; "
             "accept application/json for several, or ask for one",
         )
-    result = await until_disconnect(request, service.submit(body))
-    cache = {"X-Cache": result.cache} if result.cache else {}  # only a request with a seed
+    async with fleet.serving(body.model, session_key(request)) as routed:
+        result = await until_disconnect(request, routed.service.submit(body))
+    result = result.model_copy(update={"version": str(routed.ref)})
+    headers = {VERSION_HEADER: str(routed.ref)}
+    if result.cache:  # only a request with a seed
+        headers["X-Cache"] = result.cache
     if fmt is None:
-        return Response(result_json(result), media_type="application/json", headers=cache)
+        return Response(result_json(result), media_type="application/json", headers=headers)
     image, timings = result.images[0], result.timings
     flagged = {} if image.nsfw is None else {"X-NSFW": str(image.nsfw).lower()}
     return Response(
         image.data,
         media_type=image.media_type,
         headers={
-            **cache,
+            **headers,
             **flagged,
             "X-Seed": str(image.seed),
             "X-Model": result.model,
@@ -140,7 +152,7 @@ def _batch_item(outcome: GenerateResult | BaseException) -> BatchItem:
 
 @router.post("/predict/batch", responses=error_responses(*ERRORS))
 async def predict_batch(
-    body: BatchRequest, request: Request, service: ServiceDep, settings: SettingsDep
+    body: BatchRequest, request: Request, fleet: FleetDep, settings: SettingsDep
 ) -> BatchResponse:
     """Serve several requests at once (they share batches); results in request order."""
     if len(body.requests) > settings.max_batch_requests:
@@ -149,8 +161,20 @@ async def predict_batch(
             f"requests must hold at most {settings.max_batch_requests} items on this server "
             f"(MAX_BATCH_REQUESTS), got {len(body.requests)}",
         )
+    sticky = session_key(request)
     outcomes = await until_disconnect(
         request,
-        asyncio.gather(*(service.submit(r) for r in body.requests), return_exceptions=True),
+        asyncio.gather(*(_serve(fleet, r, sticky) for r in body.requests), return_exceptions=True),
     )
     return BatchResponse(results=[_batch_item(outcome) for outcome in outcomes])
+
+
+async def _serve(fleet: Fleet, item: dict[str, Any], sticky: str | None) -> GenerateResult:
+    """One batch item on the version its ``model`` names (an item's own error if unknown)."""
+    model = item.get("model")
+    if model is not None and not isinstance(model, str):
+        raise InvalidRequest("model", f"model must be a string, got {model!r}")
+    request = {key: value for key, value in item.items() if key != "model"}
+    async with fleet.serving(model, sticky) as routed:
+        result = await routed.service.submit(request)
+    return result.model_copy(update={"version": str(routed.ref)})

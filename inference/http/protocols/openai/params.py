@@ -14,9 +14,10 @@ Parameters, as the official ``openai`` client sends them:
   images are asked for as lossless PNG and re-encoded here at that quality, so the result
   cache holds one entry whatever the quality. PNG ignores it: OpenAI applies it to jpeg and
   webp only.
-- accepted and ignored: ``model`` (one model is served, whatever the name), ``quality``,
-  ``style``, ``moderation``, ``complexity``, ``user`` and ``safety_identifier`` (echoed as
-  ``safety_identifier``, as OpenAI does).
+- routing: ``model`` selects the model (a name ``GET /v1/models`` lists, or ``name@version``;
+  without a registry any name is the one model); ``user`` or ``safety_identifier`` keeps an
+  end user on one version while weights stand (echoed as ``safety_identifier``, as OpenAI does).
+- accepted and ignored: ``quality``, ``style``, ``moderation``, ``complexity``.
 - not supported, refused naming the parameter (``UNSUPPORTED``): what the client knows for
   other kinds of output than still raster images (``frame_count``, ``frame_duration_ms``,
   ``svg``, ``markup``).
@@ -104,7 +105,11 @@ class GenerationParams(BaseModel):
         return value
 
     background: Literal["auto", "opaque"] | None = None
-    model: str | None = Field(None, description="Ignored: this server serves one model.")
+    model: str | None = Field(
+        None,
+        description="The model: a name GET /v1/models lists, or name@version to pin a version; "
+        "without a registry any name is the one model served.",
+    )
     user: str | None = None
     safety_identifier: str | None = None
     quality: Any = None

@@ -18,7 +18,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from inference.http.deps import PROTECTED, ServiceDep, SettingsDep, until_disconnect
+from inference.fleet import Fleet
+from inference.http.deps import (
+    PROTECTED,
+    VERSION_HEADER,
+    FleetDep,
+    SettingsDep,
+    session_key,
+    until_disconnect,
+)
 from inference.http.forms import read_form
 from inference.http.openapi import IMAGE_FILE, event_stream
 from inference.http.protocols.openai.image_store import (
@@ -75,12 +83,17 @@ MAX_EDIT_PARTS = 2 * len(EditParams.model_fields)
     },
 )
 async def generations(
-    request: Request, service: ServiceDep, settings: SettingsDep, store: ImageStoreDep
+    request: Request, fleet: FleetDep, settings: SettingsDep, store: ImageStoreDep
 ) -> Response:
     """OpenAI's image generation: ImagesResponse JSON, or server-sent events with stream=true."""
     params = parse_params(await request.body())
-    job = await service.job_async(params.native())
-    return await _answer(request, service, settings, store, params, job, "image_generation")
+    async with fleet.serving(params.model, sticky(request, params)) as routed:
+        job = await routed.service.job_async(params.native())
+        response = await _answer(
+            request, routed.service, settings, store, params, job, "image_generation"
+        )
+    response.headers[VERSION_HEADER] = str(routed.ref)
+    return response
 
 
 @router.post(
@@ -100,7 +113,7 @@ async def generations(
     },
 )
 async def edits(
-    request: Request, service: ServiceDep, settings: SettingsDep, store: ImageStoreDep
+    request: Request, fleet: FleetDep, settings: SettingsDep, store: ImageStoreDep
 ) -> Response:
     """OpenAI's image edit: the image redrawn from the prompt (image-to-image) or, where the
     mask (or, without one, the image) is fully transparent, repainted (inpainting)."""
@@ -113,9 +126,40 @@ async def edits(
         )
     parts = await read_form(request, MAX_EDIT_FILES, MAX_EDIT_PARTS, settings)
     params = parse_edit(parts)
-    # OpenAI's mask becomes ours by reading pixels: blocking work, in the service's pool.
-    job = await service.job_async(await service.run_blocking(params.native_edit, settings))
-    return await _answer(request, service, settings, store, params, job, "image_edit")
+    async with fleet.serving(params.model, sticky(request, params)) as routed:
+        service = routed.service
+        # OpenAI's mask becomes ours by reading pixels: blocking work, in the service's pool.
+        job = await service.job_async(await service.run_blocking(params.native_edit, settings))
+        response = await _answer(request, service, settings, store, params, job, "image_edit")
+    response.headers[VERSION_HEADER] = str(routed.ref)
+    return response
+
+
+def sticky(request: Request, params: GenerationParams) -> str | None:
+    """The key that keeps a client on one version of a model: OpenAI's end-user id
+    (``safety_identifier``, or the deprecated ``user``), else the X-Session-Id header."""
+    return params.identifier or session_key(request)
+
+
+@router.get("/models", dependencies=PROTECTED, responses=ERRORS.responses(401, 429))
+async def list_models(fleet: FleetDep) -> dict[str, Any]:
+    """OpenAI's model list, as ``client.models.list()`` reads it: each model this server has
+    (its name selects it), then each version as ``name@version`` (which pins it)."""
+    return {"object": "list", "data": [_model_object(name) for name in model_ids(fleet)]}
+
+
+def model_ids(fleet: Fleet) -> list[str]:
+    """The ids ``model`` may take: without a registry, the served model's own name (any name
+    selects it); with one, each model, then each of its versions pinned."""
+    registry = fleet.registry
+    if registry.implicit:
+        return [fleet.default.model.name]
+    pins = [str(v.ref) for spec in registry.models.values() for v in spec.versions]
+    return [*registry.models, *pins]
+
+
+def _model_object(model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "diffusion-serve"}
 
 
 async def _answer(

@@ -25,6 +25,7 @@ from inference.errors import (
 )
 from inference.http.errors import ClientDisconnected
 from inference.http.protocols import ErrorShape
+from inference.registry import UnknownModel
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ def from_domain(exc: InferenceError) -> OpenAIError:
     """
     if isinstance(exc, ContentFlagged):
         return content_policy(exc.total)
+    if isinstance(exc, UnknownModel):
+        return OpenAIError(404, exc.message, param="model", code="model_not_found")
     if isinstance(exc, InvalidRequest):
         param = PARAM_BY_FIELD.get(exc.field, exc.field)
         message = re.sub(r"\bnum_outputs\b", "n", exc.message)

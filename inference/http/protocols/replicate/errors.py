@@ -14,6 +14,7 @@ from inference.errors import InferenceError, InvalidRequest
 from inference.http.errors import STATUS_BY_ERROR, retry_headers
 from inference.http.protocols import ErrorShape
 from inference.http.protocols.predictions import as_invalid_request
+from inference.registry import UnknownModel
 
 
 class InvalidField(BaseModel):
@@ -39,6 +40,8 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
 def render_error(exc: Exception) -> Response | None:
     """Replicate's shape for every error these routes raise."""
     exc = as_invalid_request(exc)
+    if isinstance(exc, UnknownModel):  # Replicate's answer to a model it does not have
+        return problem(404, "Not found", exc.message, available=exc.available)
     if isinstance(exc, InvalidRequest):
         fields = [
             {"type": "invalid", "field": e["field"], "description": e["message"]}

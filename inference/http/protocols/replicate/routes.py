@@ -2,8 +2,11 @@
 
 ``replicate.Client(api_token=..., base_url=<this server>)`` works unchanged: ``run`` (file
 inputs uploaded first through ``files``), ``predictions.create/get/cancel/list``,
-``models.predictions.create``, ``stream``; a ``Cancel-After`` header sets a deadline. Any
-``owner/name`` (or version) maps to the one model this server serves. Errors are Replicate's
+``models.predictions.create``, ``stream``; a ``Cancel-After`` header sets a deadline. With a
+registry (MODELS_FILE) ``owner/name`` selects the model ``name`` (the owner is ignored: one
+server, one owner) and a version pins one of its versions: ``name@version``, or a version name
+that only one model has (the client sends ``owner/name:version``'s version alone); without one,
+any ``owner/name`` and version map to the one model this server serves. Errors are Replicate's
 problem details (``{"title", "detail", "status"}``, plus ``invalid_fields`` on 422), which the
 client raises as ``ReplicateError``.
 """
@@ -23,7 +26,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inference import __version__
 from inference.errors import InvalidRequest
-from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
+from inference.fleet import Fleet
+from inference.http.deps import PROTECTED, FleetDep, SettingsDep, session_key
 from inference.http.openapi import IMAGE_FILE, event_stream
 from inference.http.protocols.predictions import (
     PredictionBody,
@@ -49,6 +53,8 @@ from inference.predictions.envelopes import (
 )
 from inference.predictions.events import stream
 from inference.predictions.record import CURSOR
+from inference.registry import UnknownModel, VersionRef
+from inference.registry.problems import listed
 from inference.schema import GenerateRequest
 from inference.service import Service
 
@@ -78,7 +84,11 @@ NOT_FOUND = ERRORS.responses(404)
 class CreatePrediction(PredictionBody):
     """The body the replicate client sends; other keys are ignored, as Replicate does."""
 
-    version: str | None = Field(None, description="Any version: it maps to the served model.")
+    version: str | None = Field(
+        None,
+        description="The version to run: name@version, or a version name one model has; "
+        "without a registry any version maps to the served model.",
+    )
     webhook_completed: str | None = Field(None, description="Legacy: webhook for completed.")
     stream: StrictBool | None = Field(None, description="Accepted; every prediction can stream.")
 
@@ -105,12 +115,28 @@ def _version(service: Service) -> str:
     return hashlib.sha256(f"{service.model.name}@{__version__}".encode()).hexdigest()
 
 
+def pinned(fleet: Fleet, version: str | None) -> str | None:
+    """The registry pin (``name@version``) of a Replicate version id, None for the default
+    model; ``UnknownModel`` listing the versions when no version has that id."""
+    if version is None or fleet.registry.implicit or "@" in version:
+        return None if fleet.registry.implicit else version
+    refs = [v.ref for spec in fleet.registry.models.values() for v in spec.versions]
+    named = [ref for ref in refs if ref.version == version]
+    if len(named) == 1:
+        return str(named[0])
+    ids = [str(ref) for ref in refs]
+    which = "several models have" if named else "no model has"
+    raise UnknownModel(
+        f"{which} version {version!r}; name it as model@version, one of {listed(ids)}", ids
+    )
+
+
 async def _create(
     body: CreatePrediction,
     model: str,
-    version: str,
+    choice: str | None,
     request: Request,
-    service: ServiceDep,
+    fleet: Fleet,
     settings: SettingsDep,
     store: StoreDep,
     prefer: str | None,
@@ -125,7 +151,8 @@ async def _create(
     await check_webhook(body.webhook_completed, settings, "webhook_completed")
     base = base_url(request, settings)
     given = resolve(body.input, base, get_file_store(request))
-    job, unknown = await to_job(service, given)
+    async with fleet.serving(choice, session_key(request)) as routed:
+        job, unknown = await to_job(routed.service, given)
     prediction = new_prediction(
         "replicate",
         body.input,
@@ -136,9 +163,10 @@ async def _create(
         events,
         id=new_id(),
         model=model,
-        version=version,
+        version=_version_id(fleet, routed.ref, body.version),
     )
-    prediction = await store.create(prediction, job)
+    run = None if routed.ref == fleet.default_ref else fleet.runner(routed.ref)
+    prediction = await store.create(prediction, job, run)
     if deadline_s is not None and not prediction.done:
         cancel_at_deadline(request.app, store, prediction.id, deadline_s)
     if wait is not None:
@@ -148,6 +176,14 @@ async def _create(
             # official client's run() polls only on that status.
             prediction.status = "starting"
     return shared_json(lambda uri: replicate_object(prediction, uri=uri), status_code=201)
+
+
+def _version_id(fleet: Fleet, ref: VersionRef, given: str | None) -> str:
+    """The prediction's ``version``: the registry version that serves it (``name@version``);
+    without a registry, the version the client gave or the served model's id, as before."""
+    if fleet.registry.implicit:
+        return given or _version(fleet.default)
+    return str(ref)
 
 
 Prefer = Annotated[str | None, Header(description="'wait' or 'wait=N' (seconds) to block.")]
@@ -165,18 +201,21 @@ CancelAfter = Annotated[
 async def create_prediction(
     body: CreatePrediction,
     request: Request,
-    service: ServiceDep,
+    fleet: FleetDep,
     settings: SettingsDep,
     store: StoreDep,
     prefer: Prefer = None,
     cancel_after: CancelAfter = None,
 ) -> Response:
-    """Create a prediction (any version maps to the served model)."""
-    model = service.model.name if "/" in service.model.name else f"local/{service.model.name}"
-    version = body.version or _version(service)
-    return await _create(
-        body, model, version, request, service, settings, store, prefer, cancel_after
-    )
+    """Create a prediction of a version (without a registry any version maps to the served
+    model)."""
+    choice = pinned(fleet, body.version)
+    if fleet.registry.implicit:
+        name = fleet.default.model.name
+    else:
+        name = choice.partition("@")[0] if choice else fleet.default_ref.model
+    model = name if "/" in name else f"local/{name}"
+    return await _create(body, model, choice, request, fleet, settings, store, prefer, cancel_after)
 
 
 @router.post("/models/{owner}/{name}/predictions", status_code=201, responses=CREATE_ERRORS)
@@ -186,23 +225,72 @@ async def create_model_prediction(
     name: str,
     body: CreatePrediction,
     request: Request,
-    service: ServiceDep,
+    fleet: FleetDep,
     settings: SettingsDep,
     store: StoreDep,
     prefer: Prefer = None,
     cancel_after: CancelAfter = None,
 ) -> Response:
-    """Create a prediction of ``owner/name`` (any name maps to the served model)."""
-    model, version = f"{owner}/{name}", _version(service)
+    """Create a prediction of ``owner/name``: the registry's model ``name`` (without a
+    registry any name maps to the served model)."""
+    choice = None if fleet.registry.implicit else name
     return await _create(
-        body, model, version, request, service, settings, store, prefer, cancel_after
+        body, f"{owner}/{name}", choice, request, fleet, settings, store, prefer, cancel_after
     )
+
+
+@router.get("/models/{owner}/{name}", responses=NOT_FOUND)
+async def get_model(owner: str, name: str, fleet: FleetDep) -> dict[str, Any]:
+    """The model ``name`` as ``client.models.get`` reads it, its latest version the one most
+    of its traffic reaches (without a registry any name is the served model)."""
+    ids = _version_ids(fleet, name)
+    spec = None if fleet.registry.implicit else fleet.registry.models[name]
+    weights = {} if spec is None else fleet.registry.weights(name)
+    latest = max(ids, key=lambda ref: weights.get(ref.partition("@")[2], 0.0))
+    return {
+        "url": f"https://replicate.com/{owner}/{name}",
+        "owner": owner,
+        "name": name,
+        "description": spec.description if spec is not None else None,
+        "visibility": "private",
+        "github_url": None,
+        "paper_url": None,
+        "license_url": None,
+        "run_count": 0,
+        "cover_image_url": None,
+        "default_example": None,
+        "latest_version": _version_object(latest),
+    }
+
+
+@router.get("/models/{owner}/{name}/versions", responses=NOT_FOUND)
+async def list_versions(owner: str, name: str, fleet: FleetDep) -> dict[str, Any]:
+    """The model's versions as ``model.versions.list()`` reads them; each id pins it."""
+    return {
+        "next": None,
+        "previous": None,
+        "results": [_version_object(v) for v in _version_ids(fleet, name)],
+    }
+
+
+def _version_ids(fleet: Fleet, name: str) -> list[str]:
+    """The Replicate version ids of model ``name``: ``name@version`` each, or without a
+    registry the served model's one id; ``UnknownModel`` for a name the registry lacks."""
+    if fleet.registry.implicit:
+        return [_version(fleet.default)]
+    weights = fleet.registry.weights(name)  # UnknownModel, listing the names, if none
+    return [f"{name}@{version}" for version in weights]
 
 
 @router.get("/models/{owner}/{name}/versions/{version_id}")
 async def get_version(owner: str, name: str, version_id: str) -> dict[str, Any]:
     """Any version is the served model: its input and output schema (``run`` reads them for
     an ``owner/name:version`` reference)."""
+    return _version_object(version_id)
+
+
+def _version_object(version_id: str) -> dict[str, Any]:
+    """A version as Replicate describes it: the input and output schema."""
     output = {"type": "array", "items": {"type": "string", "format": "uri"}, "title": "Output"}
     return {
         "id": version_id,
