@@ -5,7 +5,7 @@ same three things through it: build it once from settings (``Service.from_settin
 ``start``), hand it a request (a dict or a ``GenerateRequest``) with ``generate`` or
 ``submit``, and translate the domain errors it raises (``inference.errors``) into their own
 form. Validation happens once, in ``validation.Validator``; batching, in the engine; results of
-requests that give a seed are reused through ``cache.ResultCache``.
+requests that give a seed are reused through ``result_cache.ResultCache``.
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ class Service:
         if grace_s > 0:
             self.drain(grace_s)
         self._engine.stop()
+        # A validation still waiting on a slow host finishes unread; nothing waits for it.
+        self._blocking.shutdown(wait=False, cancel_futures=True)
 
     @property
     def engine(self) -> Engine:
@@ -114,8 +116,13 @@ class Service:
 
     async def run_blocking(self, work: Callable[..., T], *args: Any) -> T:
         """``work(*args)`` in the blocking pool: for a protocol's own translation that reads
-        pixels before the request exists (OpenAI's mask), under the same bound as validation."""
-        return await asyncio.get_running_loop().run_in_executor(self._blocking, work, *args)
+        pixels before the request exists (OpenAI's mask), under the same bound as validation.
+        Once the service has stopped (its pool with it), the answer is "shutting down"."""
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._blocking, work, *args)
+        except RuntimeError:  # the pool was shut down by ``stop``
+            raise self._engine.not_ready() from None
+        return await future
 
     def generate(
         self,

@@ -306,3 +306,17 @@ def test_a_client_that_leaves_mid_body_is_a_499_without_a_traceback() -> None:
         text = httpx.get(url + "/metrics").text
         assert 'status="500"' not in text
         assert "Traceback" not in output(process)
+
+
+def test_a_body_without_a_content_type_is_bounded_like_json() -> None:
+    """FastAPI releases in the project's range parse such a body as JSON: it is scanned too."""
+    from starlette.requests import Request
+
+    from inference.http.bodies import is_json
+
+    def request(headers: list[tuple[bytes, bytes]]) -> Request:
+        return Request({"type": "http", "method": "POST", "headers": headers, "path": "/"})
+
+    assert is_json(request([]))
+    assert is_json(request([(b"content-type", b"application/json; charset=utf-8")]))
+    assert not is_json(request([(b"content-type", b"multipart/form-data; boundary=x")]))

@@ -91,3 +91,21 @@ def test_not_serving_is_worded_once_for_every_protocol() -> None:
                 assert answer.status_code == 503, (phase, name, answer.text)
                 assert words in answer.text, (phase, name, answer.text)
     service.stop()
+
+
+def test_a_request_with_an_image_after_stop_is_shutting_down_not_a_500() -> None:
+    """``stop`` shuts the blocking pool down too; a late request with an image gets the one
+    "shutting down" answer instead of the pool's own RuntimeError."""
+    import asyncio
+    import base64
+
+    from inference.errors import NotReady
+    from inference.models.mock import MockModel
+    from tests.test_img2img import photo, png
+
+    service = Service(MockModel(), Settings(ui=False)).start()
+    service.stop()
+    image = base64.b64encode(png(photo(64, 64))).decode()
+    request = {"prompt": "x", "image": image, "width": 64, "height": 64}
+    with pytest.raises(NotReady, match="shutting down"):
+        asyncio.run(service.submit(request))

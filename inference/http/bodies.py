@@ -65,8 +65,10 @@ def check_json_shape(body: bytes) -> None:
 
 
 def is_json(request: Request) -> bool:
+    """JSON, or no content type at all: some FastAPI releases in range parse such a body as
+    JSON, so it is bounded like one."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
+    return media in ("", "application/json") or media.endswith("+json")
 
 
 async def check_json_body(request: Request) -> None:

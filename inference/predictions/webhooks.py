@@ -157,6 +157,7 @@ class WebhookSender:
                 self._closed, self._loop, self._thread = False, None, None
                 self._slots = {}
                 self._last_logs.clear()
+                self._queues.clear()  # a chain cancelled at shutdown may not have emptied its own
                 self._outstanding = 0
 
     def _started(self) -> asyncio.AbstractEventLoop:
