@@ -18,7 +18,9 @@ localhost, a database on 10.x. So every outbound transfer passes, in order:
 5. **Bound the transfer**: redirects are refused (their target was never checked), one total
    deadline covers connect, TLS, headers and body (a server dripping a byte a second is cut at
    the deadline, not per read), and a size cap is checked against Content-Length first, then
-   against the bytes counted; fewer bytes than Content-Length promised is an error.
+   against the bytes counted; fewer bytes than Content-Length promised is an error. The
+   blocking face's deadline starts after the name lookup, which the system resolver bounds
+   (its own timeout and attempts, /etc/resolv.conf); the async face's covers the lookup too.
 
 Two faces share that core: ``fetch``/``download`` (blocking, ``http.client``; call them from a
 worker thread) and ``post`` (async, ``httpx`` pinned to the checked address, for webhooks).
