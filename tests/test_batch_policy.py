@@ -150,3 +150,17 @@ def test_after_a_shared_batch_the_batcher_holds_for_the_callers_it_just_answered
     assert queue._wait_s(waiting, list(queue._pending), clock.now) == pytest.approx(0.010)
     queue.policy = "greedy"
     assert queue._wait_s(waiting, list(queue._pending), clock.now) == 0.0
+
+
+def test_the_engine_reads_a_models_declared_cost() -> None:
+    from inference.engine import Engine
+    from inference.models.mock import MockModel
+    from inference.settings import Settings
+
+    class Declared(MockModel):
+        def cost(self, batch_size: int) -> float:
+            return 0.5 + 0.1 * batch_size
+
+    costs = Engine(Declared(), Settings(max_batch_size=4)).batcher.costs
+    assert costs.cost("any key") == Cost(pytest.approx(0.5), pytest.approx(0.1))
+    assert Engine(MockModel(), Settings()).batcher.costs.cost("any key") is None
