@@ -24,7 +24,7 @@ SERVE_EXTRAS := ui
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: install install-test install-bench serve test test-latest lock lint format clean bench \
-	bench-accel
+	bench-accel bench-accel-quick
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -95,6 +95,9 @@ bench: install-bench  ## throughput, latency, cold start vs the ceiling, a naive
 
 bench-accel: install-bench  ## a stand-in fast accelerator served by ours, LitServe, naive (~8 min)
 	$(BIN)/python -m tools.bench.accel $(BENCH_ARGS)
+
+bench-accel-quick: install-bench  ## issue 25: batch policies, LitServe, 2 devices; 1/8/64 clients (~6 min)
+	$(BIN)/python -m tools.bench.accel --quick --out results/accel-quick $(BENCH_ARGS)
 
 # The linters alone, at the lock's pins: lint and format need nothing else (no torch), and a
 # venv from `make serve` lacks them. lint-imports checks the layer order of inference/

@@ -213,6 +213,10 @@ COMPILE_CACHE_ENV = {
 FLOAT16_GPUS = {"T4", "V100", "P100"}
 _KINDS = {gpu.split(":")[0] for gpu in SETTINGS.gpus}
 GPU_DTYPE = "float16" if _KINDS & FLOAT16_GPUS else "bfloat16"
+#: Several GPUs a container ("H100:2"): one model replica per GPU over one queue (DEVICES=auto).
+MULTI_GPU = (
+    {"DEVICES": "auto"} if any(int(g.partition(":")[2] or 1) > 1 for g in SETTINGS.gpus) else {}
+)
 
 # The container re-imports this file, so deploy-time settings travel with it as env vars:
 # MODAL_* keeps the definitions above identical in the container, and the engine settings
@@ -275,6 +279,7 @@ image = (
     )
     .env({"HF_HOME": f"{WEIGHTS_DIR}/huggingface", "DEVICE": "cuda", "DTYPE": GPU_DTYPE})
     .env(COMPILE_CACHE_ENV)
+    .env(MULTI_GPU)
     .add_local_python_source("inference", *PYTHON_SOURCES)
 )
 

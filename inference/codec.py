@@ -40,6 +40,8 @@ class ImageFormat:
 
 
 LOSSY_QUALITY = 90
+#: Pillow's default WebP effort (0 fastest .. 6 slowest, smallest).
+WEBP_METHOD = 4
 FORMATS: dict[str, ImageFormat] = {
     f.name: f
     for f in (
@@ -53,9 +55,41 @@ BY_MEDIA_TYPE = {f.media_type: f for f in FORMATS.values()} | {"image/jpg": FORM
 BY_SUFFIX = {suffix: f for f in FORMATS.values() for suffix in f.suffixes}
 
 
-def encode(pixels: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
-    """Encode an HxWx3 uint8 array as ``fmt`` (a key of ``FORMATS``); ``quality`` (0-100)
-    replaces a lossy format's own (``LOSSY_QUALITY``) and means nothing to lossless PNG."""
+@dataclass(frozen=True)
+class LossyEncoding:
+    """How JPEG and WebP trade CPU and bytes against fidelity: the deployment's choice
+    (JPEG_QUALITY, WEBP_QUALITY, WEBP_METHOD). The defaults write the bytes this server always
+    wrote; lower WebP effort costs a fraction of the CPU for slightly larger files (BENCHMARKS.md
+    measures each choice), which matters where encoding, not the accelerator, is the limit."""
+
+    jpeg_quality: int = LOSSY_QUALITY
+    webp_quality: int = LOSSY_QUALITY
+    webp_method: int = WEBP_METHOD
+
+    def pillow_options(self, fmt: str, quality: int | None = None) -> dict[str, int]:
+        """Pillow's save options for ``fmt``; ``quality`` (0-100) overrides this call's."""
+        if quality is not None and not 0 <= quality <= 100:
+            raise ValueError(f"quality must be 0-100, got {quality}")
+        options = dict(FORMATS[fmt].options)
+        if fmt == "jpeg":
+            options["quality"] = self.jpeg_quality if quality is None else quality
+        elif fmt == "webp":
+            options["quality"] = self.webp_quality if quality is None else quality
+            options["method"] = self.webp_method
+        return options
+
+
+DEFAULT_LOSSY = LossyEncoding()
+
+
+def encode(
+    pixels: np.ndarray, fmt: str, quality: int | None = None, lossy: LossyEncoding = DEFAULT_LOSSY
+) -> bytes:
+    """Encode an HxWx3 uint8 array as ``fmt`` (a key of ``FORMATS``).
+
+    ``quality`` (0-100, JPEG and WebP; PNG is lossless and ignores it) is one call's choice,
+    such as OpenAI's ``output_compression``; ``lossy`` holds the deployment's defaults.
+    """
     import numpy as np
     from PIL import Image
 
@@ -65,19 +99,10 @@ def encode(pixels: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
         raise ValueError(f"unknown image format {fmt!r}; use one of {sorted(FORMATS)}")
     if fmt == "png":
         return _fpng(pixels)
-    spec = FORMATS[fmt]
-    options = dict(spec.options)
-    if quality is not None:
-        options["quality"] = quality
+    options = lossy.pillow_options(fmt, quality)
     buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="RGB").save(buffer, format=spec.pillow, **options)
+    Image.fromarray(pixels, mode="RGB").save(buffer, format=FORMATS[fmt].pillow, **options)
     return buffer.getvalue()
-
-
-def transcode(png: bytes, fmt: str, quality: int) -> bytes:
-    """This server's own lossless PNG as ``fmt`` at ``quality``: the same bytes as encoding
-    the pixels at that quality in the first place (PNG keeps every pixel)."""
-    return encode(decode(png), fmt, quality)
 
 
 def _fpng(pixels: np.ndarray) -> bytes:

@@ -19,6 +19,7 @@ from inference import __version__, blocking
 from inference.engine import Engine
 from inference.engine.batcher import Preview, Progress
 from inference.models import Model, build_model
+from inference.models.devices import replica_settings
 from inference.result_cache import ResultCache, model_identity
 from inference.results import GenerateResult
 from inference.schema import IMAGE_FIELDS, GenerateRequest, Job
@@ -36,9 +37,12 @@ class Service:
     """One model, validated and batched, behind one small API shared by every runtime."""
 
     def __init__(self, model: Model, settings: Settings | None = None) -> None:
+        """``model`` serves on the first device; with DEVICES naming several, a replica is
+        built for each further one (the adapters build ``model`` before the service)."""
         self.settings = settings or Settings()
         self.model = model
-        self._engine = Engine(model, self.settings)
+        replicas = [build_model(each) for each in replica_settings(self.settings)[1:]]
+        self._engine = Engine(model, self.settings, replicas)
         self._validator = Validator(model, self.settings)
         cache_bytes = int(self.settings.result_cache_mb * 2**20)
         self.cache = ResultCache(cache_bytes) if cache_bytes > 0 else None
@@ -48,8 +52,9 @@ class Service:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Service:
-        """The backend ``settings.model`` names; weights load in ``start``."""
-        return cls(build_model(settings), settings)
+        """The backend ``settings.model`` names, on DEVICES' first device; weights load in
+        ``start``."""
+        return cls(build_model(replica_settings(settings)[0]), settings)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -78,6 +78,18 @@ def test_the_encoder_comparison_runs(capsys: pytest.CaptureFixture[str]) -> None
     assert "| fpng |" in table and "| pil-6 (Pillow default) |" in table
 
 
+def test_the_lossy_settings_comparison_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert encoders.main(["--lossy", "--size", "32", "--rounds", "2"]) == 0
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| jpeg") or line.startswith("| webp")
+    }
+    assert len(rows) == 14 and "webp q90 method 4 (default)" in rows
+    assert float(rows["jpeg q95"][3].strip(" |")) > float(rows["jpeg q50"][3].strip(" |"))
+    assert encoders.psnr(photo_like(16), photo_like(16)) == float("inf")
+
+
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk: scripts/install-system-deps.sh")
 def test_a_smoke_run_reports_every_server_and_format(tmp_path: Path) -> None:
     command = [
@@ -94,6 +106,31 @@ def test_a_smoke_run_reports_every_server_and_format(tmp_path: Path) -> None:
         assert level["errors"] == 0 and level["images_per_s"] > 0, level
         assert level["server_cpu_ms_per_image"] > 0
     assert len(data["verdicts"]) == 4  # two formats: share of ideal, and against LitServe
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk: scripts/install-system-deps.sh")
+def test_the_quick_run_compares_both_policies_litserve_and_two_devices(tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "tools.bench.accel", "--quick", "--formats", "png",
+        "--concurrency", "1,8", "--seconds", "0.5", "--warmup-s", "0.5", "--repeats", "2",
+        "--cost", "a=0.01,b=0.002", "-q", "--out", str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    data = json.loads((tmp_path / "accel.json").read_text())
+    seen = {(x["server"], x["concurrency"]) for x in data["levels"]}
+    servers = ("ours-greedy", "ours", "litserve")
+    assert seen == {(s, c) for s in servers for c in (1, 8)} | {("ours-2dev", 8)}
+    assert all(len(x["images_per_s_runs"]) == 2 and x["errors"] == 0 for x in data["levels"])
+    text = "\n".join(data["verdicts"])
+    goals = (
+        "x ideal, png 512x512 c=8",
+        "p50 no worse than greedy",
+        "above greedy's, png 512x512 c=1",
+        "2 devices >= 1.9 x one",
+        "ahead of LitServe, png 512x512 c=1",
+    )
+    assert all(goal in text for goal in goals), text
 
 
 def test_the_gpu_report_renders_what_was_measured_before_a_stop() -> None:

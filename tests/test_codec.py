@@ -80,3 +80,48 @@ def test_the_fast_json_body_is_byte_for_byte_pydantics() -> None:
     timings = Timings(queue_ms=0.1, inference_ms=1 / 3, encode_ms=1e-7, total_ms=12345.678)
     result = GenerateResult(images=images, seed=0, model="m", batch_size=2, timings=timings)
     assert result_json(result) == result.model_dump_json().encode()
+
+
+def _pillow(pixels: np.ndarray, fmt: str, **options: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="RGB").save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def test_lossy_defaults_write_the_bytes_this_server_always_wrote() -> None:
+    pixels = photo_like(128, 1)
+    assert codec.encode(pixels, "jpeg") == _pillow(pixels, "JPEG", quality=90)
+    assert codec.encode(pixels, "webp") == _pillow(pixels, "WEBP", quality=90)
+
+
+def test_webp_effort_and_per_call_quality_change_the_bytes_as_asked() -> None:
+    pixels = photo_like(128, 2)
+    fast = codec.LossyEncoding(webp_method=0)
+    assert codec.encode(pixels, "webp", lossy=fast) == _pillow(pixels, "WEBP", quality=90, method=0)
+    assert codec.encode(pixels, "webp", lossy=fast) != codec.encode(pixels, "webp")
+    small = codec.encode(pixels, "jpeg", quality=30)
+    assert small == _pillow(pixels, "JPEG", quality=30) and len(small) < len(
+        codec.encode(pixels, "jpeg")
+    )
+    assert codec.encode(pixels, "png", quality=10) == codec.encode(pixels, "png")  # lossless
+    with pytest.raises(ValueError, match="quality must be 0-100, got 101"):
+        codec.encode(pixels, "jpeg", quality=101)
+
+
+def test_the_engine_encodes_with_the_deployments_settings() -> None:
+    from inference.service import Service
+    from inference.settings import Settings
+
+    request = {"prompt": "a fox", "seed": 3, "width": 64, "height": 64, "output_format": "webp"}
+    service = Service.from_settings(Settings(webp_method=0, webp_quality=50)).start()
+    default = Service.from_settings(Settings()).start()
+    try:
+        tuned, plain = service.generate(request), default.generate(request)
+        assert tuned.images[0].data != plain.images[0].data
+        assert len(tuned.images[0].data) < len(plain.images[0].data)  # quality 50 < 90
+    finally:
+        service.stop(), default.stop()

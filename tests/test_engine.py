@@ -450,9 +450,9 @@ def test_stop_during_load_wins() -> None:
     service.stop()
     model.gate.set()
     loader.join(10)
-    assert service.engine.phase == "stopped" and service.engine._worker is not None
-    service.engine._worker.join(5)
-    assert not service.engine._worker.is_alive()  # it loaded, saw the stop, and never served
+    assert service.engine.phase == "stopped" and len(service.engine._workers) == 1
+    service.engine._workers[0].join(5)
+    assert not service.engine._workers[0].is_alive()  # it loaded, saw the stop, never served
     with pytest.raises(NotReady, match="shutting down"):
         service.generate(req())
 

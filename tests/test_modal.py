@@ -256,6 +256,15 @@ def test_a_gpu_fallback_list_gets_one_torch_build_that_runs_on_each(
     assert Version(first) <= Version("2.13.0") <= Version(last)  # the image's torch is there
 
 
+def test_a_multi_gpu_container_serves_on_every_gpu(tmp_path: Path) -> None:
+    code = "print(json.dumps([deploy.MULTI_GPU, deploy.Model().generate.info().gpus]))"
+    proc = run_deploy(code, env={"MODAL_GPU": "H100:2, A100"}, tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [{"DEVICES": "auto"}, [["H100", 2], ["A100", 1]]]
+    proc = run_deploy(code, env={"MODAL_GPU": "H100:1"}, tmp=tmp_path)
+    assert json.loads(proc.stdout)[0] == {}
+
+
 def test_the_secret_must_hold_auth_token_when_auth_is_on(tmp_path: Path) -> None:
     """``required_keys`` makes Modal refuse the deploy; checked where deploy.py passes it."""
     code = """

@@ -3,12 +3,16 @@ deadlines.
 
 Callers ``put`` jobs (each with its ``batch_key``) and get a ``Ticket`` whose future the engine
 completes; the engine's worker calls ``take`` for the next batch. ``take`` starts from the oldest
-request, gathers queued requests with the same key until the batch holds ``max_batch_size``
-images or ``max_wait_s`` has passed since the oldest arrived. It waits for company only while
-traffic is concurrent (the last batch held several requests, or requests arrived while it ran),
-so a lone caller never pays ``max_wait_s``. The queue is bounded (a full queue refuses at once
-with a Retry-After estimated from recent batch times), every request has a deadline, and a
-request abandoned before its batch starts is dropped.
+request and gathers queued requests with the same key until the batch holds ``max_batch_size``
+images or the policy says to stop waiting. It waits for company only while traffic is
+concurrent (the last batch held several requests, or requests arrived while it ran), so a lone
+caller never waits. Two policies: ``cost`` (``engine.policy``: wait while the next request is
+expected sooner than the call's fixed cost divided by the images queued, never holding a
+request more than ``max_wait_s`` past the moment a worker could have started it) and
+``greedy`` (the rule before it: wait until ``max_wait_s`` after the oldest arrived). Several
+workers (one per device) may call ``take`` at once; each batch goes to exactly one. The queue
+is bounded (a full queue refuses at once with a Retry-After estimated from recent batch times),
+every request has a deadline, and a request abandoned before its batch starts is dropped.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from inference.engine.policy import Arrivals, BatchPolicy, CostModel, DeclaredCost, wait_s
 from inference.errors import Overloaded, RequestTimeout
 from inference.schema import Job
 
@@ -62,8 +67,16 @@ class Batcher:
         max_queue_size: int,
         request_timeout_s: float,
         on_drop: Callable[[], None] = lambda: None,
+        policy: BatchPolicy = "cost",
+        declared_cost: DeclaredCost | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_batch_size = max_batch_size
+        self.policy = policy
+        self.costs = CostModel(declared_cost, max_batch_size)
+        self._arrivals = Arrivals()
+        self._last_done = 0.0
+        self._clock = clock
         self.max_wait_s = max_wait_s
         self.max_queue_size = max_queue_size
         self.request_timeout_s = request_timeout_s
@@ -92,10 +105,11 @@ class Batcher:
         preview: Preview | None = None,
     ) -> Ticket:
         """Queue ``job``; raises ``Overloaded`` when the queue is full, ``Closed`` after close."""
-        now = time.monotonic()
+        now = self._clock()
         deadline = now + self.request_timeout_s
         ticket = Ticket(job, key, now, deadline, progress=progress, preview=preview)
         with self._cond:
+            self._arrivals.record(now)
             if self._closed:
                 raise Closed
             if len(self._pending) >= self.max_queue_size:
@@ -128,16 +142,18 @@ class Batcher:
             self._cond.notify_all()
         return pending
 
-    def take(self) -> list[Ticket] | None:
+    def take(self, free_since: float | None = None) -> list[Ticket] | None:
         """Block for the next batch of live tickets (marked running); None once closed.
 
+        ``free_since``: when the calling worker finished its last batch (monotonic), so the
+        cost policy's hold counts from when a request could have run, not from its arrival.
         Tickets whose caller left are dropped; tickets past their deadline fail with a timeout.
         """
         while True:
-            batch = self._next_batch()
+            batch = self._next_batch(free_since)
             if batch is None:
                 return None
-            now = time.monotonic()
+            now = self._clock()
             live = []
             for ticket in batch:
                 if not ticket.future.set_running_or_notify_cancel():
@@ -156,44 +172,65 @@ class Batcher:
 
         Company is a request that arrived while the batch ran, not one sent after its result:
         a lone caller's next request can reach the queue before this is called."""
-        ended = started + seconds if seconds is not None else time.monotonic()
+        ended = started + seconds if seconds is not None else self._clock()
         with self._cond:
             arrived = any(ticket.enqueued <= ended for ticket in self._pending)
             self._company_likely = len(batch) > 1 or arrived
+            self._last_done = max(self._last_done, ended)
             if seconds is not None:
+                images = sum(ticket.job.num_outputs for ticket in batch)
+                self.costs.record(batch[0].key, images, seconds)
                 self._mean_batch_s = (
                     seconds if not self._mean_batch_s else 0.8 * self._mean_batch_s + 0.2 * seconds
                 )
 
-    def _next_batch(self) -> list[Ticket] | None:
+    def _next_batch(self, free_since: float | None) -> list[Ticket] | None:
         """Wait for work, then for company, and take one batch off the queue."""
         with self._cond:
             while True:
                 while not self._pending and not self._closed:
                     self._cond.wait()
-                if self._closed:
+                if self._closed:  # close() already handed every queued ticket back
                     return None
                 first = self._pending[0]
                 if first.future.cancelled():  # its caller left while it waited
                     self._pending.popleft()
                     self._on_drop()
                     continue
-                # Waiting only pays when other callers are around: under sequential traffic it
-                # would add max_wait_s to every request and gain nothing.
-                wait_until = first.enqueued + (self.max_wait_s if self._company_likely else 0.0)
-                while True:
-                    batch = self._compatible(first)
-                    remaining = wait_until - time.monotonic()
-                    if sum(t.job.num_outputs for t in batch) >= self.max_batch_size:
-                        break
-                    if remaining <= 0 or self._closed:
-                        break
-                    self._cond.wait(timeout=remaining)
-                if self._closed:  # close() already handed every queued ticket back
-                    return None
+                batch = self._compatible(first)
+                wait = self._wait_s(first, batch, free_since)
+                if wait > 0:
+                    # Any arrival wakes every waiting worker to decide again; another worker
+                    # may have taken ``first`` meanwhile, so the loop starts from the queue.
+                    self._cond.wait(timeout=wait)
+                    continue
                 for ticket in batch:
                     self._pending.remove(ticket)
                 return batch
+
+    def _wait_s(self, first: Ticket, batch: list[Ticket], free_since: float | None) -> float:
+        """Seconds the policy would still wait for company before taking ``batch``."""
+        queued = sum(t.job.num_outputs for t in batch)
+        # Waiting only pays when other callers are around: under sequential traffic it
+        # would add to every request and gain nothing.
+        if queued >= self.max_batch_size or not self._company_likely:
+            return 0.0
+        now = self._clock()
+        if self.policy == "greedy":
+            return max(0.0, first.enqueued + self.max_wait_s - now)
+        cost = self.costs.cost(first.key)
+        if cost is None:
+            return 0.0
+        could_run = max(first.enqueued, free_since if free_since is not None else 0.0)
+        return wait_s(
+            queued=queued,
+            max_batch=self.max_batch_size,
+            fixed_s=cost.fixed_s,
+            typical_gap_s=self._arrivals.typical_gap(),
+            last_event=max(self._arrivals.last or 0.0, self._last_done),
+            now=now,
+            hold_until=could_run + self.max_wait_s,
+        )
 
     def _compatible(self, first: Ticket) -> list[Ticket]:
         """The oldest requests sharing ``first``'s key, up to ``max_batch_size`` images."""

@@ -1,7 +1,9 @@
-"""The engine: owns one loaded model, runs its calls on one worker thread, batch by batch.
+"""The engine: owns the loaded model (one replica per device), runs its calls batch by batch.
 
-One worker thread runs every model call, so a single accelerator is never shared by two calls,
-and callers from any context share one queue: async callers (``await submit``) and sync ones
+One worker thread per replica runs that replica's calls, so an accelerator is never shared by
+two calls; every worker takes its batches from one shared queue, so a batch goes to whichever
+device is free and a failing device fails only the batches it ran. Callers from any context
+share that queue: async callers (``await submit``) and sync ones
 (``run``). Which requests share a call is the batcher's policy (``engine.batcher``); what one
 call does with its callers (stop between steps, fail only its own batch) is ``engine.calls``.
 Jobs arrive validated (``inference.validation``): the engine never sees a raw request.
@@ -14,9 +16,10 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
+from inference import codec
 from inference.engine.batcher import Batcher, Closed, Preview, Progress, Ticket
 from inference.engine.calls import BatchListener, EngineStats, ModelCalls, StepListener
 from inference.engine.encoding import Output, encode_result
@@ -33,11 +36,16 @@ Phase = Literal["created", "loading", "ready", "draining", "failed", "stopped"]
 
 
 class Engine:
-    """Serves one model; see the module docstring."""
+    """Serves one model, on one device or several; see the module docstring."""
 
-    def __init__(self, model: Model, settings: Settings | None = None) -> None:
+    def __init__(
+        self, model: Model, settings: Settings | None = None, replicas: Sequence[Model] = ()
+    ) -> None:
+        """``model`` serves on the first device; ``replicas``, the same model built for each
+        further device (``models.devices``), share its queue."""
         settings = settings or Settings()
         self.model = model
+        self.replicas = [model, *replicas]
         self.stats = EngineStats()
         self.batcher = Batcher(
             max_batch_size=settings.max_batch_size,
@@ -45,14 +53,28 @@ class Engine:
             max_queue_size=settings.max_queue_size,
             request_timeout_s=settings.request_timeout_s,
             on_drop=self._count_drop,
+            policy=settings.batch_policy,
+            declared_cost=declared_cost(model),
+        )
+        self.lossy = codec.LossyEncoding(
+            jpeg_quality=settings.jpeg_quality,
+            webp_quality=settings.webp_quality,
+            webp_method=settings.webp_method,
         )
         self.phase: Phase = "created"
         self.load_error: str | None = None
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0  # requests queued or running, for drain()
-        self._worker: threading.Thread | None = None
-        self.calls = ModelCalls(
+        self._workers: list[threading.Thread] = []
+        self.devices = [self._calls(replica) for replica in self.replicas]
+        self.calls = self.devices[0]
+        for calls in self.devices[1:]:  # one list of listeners, whichever device runs a batch
+            calls.batch_listeners = self.calls.batch_listeners
+            calls.step_listeners = self.calls.step_listeners
+
+    def _calls(self, model: Model) -> ModelCalls:
+        return ModelCalls(
             model,
             self.stats,
             stopped=lambda: self.phase == "stopped",
@@ -92,40 +114,55 @@ class Engine:
             if self.phase in ("loading", "ready"):
                 return self
             self.phase = "loading"
-        loaded = concurrent.futures.Future[None]()
-        self._worker = threading.Thread(
-            target=self._load_and_serve, args=(warm_up, loaded), name="engine-worker", daemon=True
-        )
-        self._worker.start()
-        loaded.result()
+        loads = [concurrent.futures.Future[None]() for _ in self.devices]
+        go = threading.Event()  # set once every replica loaded, or one failed
+        for index, (calls, loaded) in enumerate(zip(self.devices, loads, strict=True)):
+            name = "engine-worker" if index == 0 else f"engine-worker-{index}"
+            worker = threading.Thread(
+                target=self._load_and_serve,
+                args=(calls, warm_up, loaded, go),
+                name=name,
+                daemon=True,
+            )
+            self._workers.append(worker)
+            worker.start()
+        try:
+            for loaded in loads:
+                loaded.result()
+        finally:
+            with self._lock:
+                if self.phase == "loading":  # not stopped while loading, and none failed
+                    self.phase = "ready"
+            go.set()
         return self
 
     def _load_and_serve(
-        self, warm_up: Callable[[], Job], loaded: concurrent.futures.Future[None]
+        self,
+        calls: ModelCalls,
+        warm_up: Callable[[], Job],
+        loaded: concurrent.futures.Future[None],
+        go: threading.Event,
     ) -> None:
         try:
-            self._load(warm_up)
+            self._load(calls.model, warm_up)
         except BaseException as exc:
             loaded.set_exception(exc)
             return
-        with self._lock:
-            serving = self.phase == "loading"  # not stopped while loading
-            if serving:
-                self.phase = "ready"
         loaded.set_result(None)
-        if serving:
-            self._serve()
+        go.wait()
+        if self.phase == "ready":
+            self._serve(calls)
 
-    def _load(self, warm_up: Callable[[], Job]) -> None:
+    def _load(self, model: Model, warm_up: Callable[[], Job]) -> None:
         try:
             started = time.perf_counter()
-            self.model.load()
+            model.load()
             self.stats.load_s = time.perf_counter() - started
             job = warm_up()
             # One small generation at the size actually served, so the first request is not
             # the one that pays for lazy initialisation (kernels, allocator, caches).
             started = time.perf_counter()
-            checked([job], self.model.generate([job]))
+            checked([job], model.generate([job]))
             self.stats.warmup_s = time.perf_counter() - started
         except BaseException as exc:
             with self._lock:
@@ -133,13 +170,13 @@ class Engine:
                     self.phase = "failed"
             self.load_error = str(exc) or type(exc).__name__
             if isinstance(exc, InferenceError):  # expected, and its message says it all
-                log.error("model %r failed to load: %s", self.model.name, exc)
+                log.error("model %r failed to load: %s", model.name, exc)
             else:
-                log.exception("model %r failed to load", self.model.name)
+                log.exception("model %r failed to load", model.name)
             raise
         log.info(
             "model %r ready (load %.2fs, warm-up %.2fs)",
-            self.model.name,
+            model.name,
             self.stats.load_s,
             self.stats.warmup_s,
         )
@@ -165,9 +202,10 @@ class Engine:
         for ticket in self.batcher.close():
             if ticket.future.set_running_or_notify_cancel():
                 ticket.future.set_exception(self.not_ready())
-        worker = self._worker
-        if serving and worker is not None and worker is not threading.current_thread():
-            worker.join(timeout=30)
+        if serving:
+            for worker in self._workers:
+                if worker is not threading.current_thread():
+                    worker.join(timeout=30)
 
     def add_batch_listener(self, listener: BatchListener) -> None:
         """Called after each model call with (images in the batch, seconds it took)."""
@@ -221,7 +259,7 @@ class Engine:
         return Pending(
             ticket,
             self.batcher,
-            lambda output: encode_result(job, output, self.model.name, started),
+            lambda output: encode_result(job, output, self.model.name, started, self.lossy),
         )
 
     def run(
@@ -238,11 +276,12 @@ class Engine:
 
     # -- the worker --------------------------------------------------------------------------
 
-    def _serve(self) -> None:
-        while (batch := self.batcher.take()) is not None:
+    def _serve(self, calls: ModelCalls) -> None:
+        free_since = time.monotonic()
+        while (batch := self.batcher.take(free_since)) is not None:
             seconds, started = None, time.monotonic()
             try:
-                seconds = self.calls.run(batch)
+                seconds = calls.run(batch)
             except Exception:  # a bug outside the model call must not end the worker
                 log.exception("the engine failed a batch of %d requests", len(batch))
                 error = ModelError("the server failed on this request; its log has the details")
@@ -251,6 +290,13 @@ class Engine:
                         ticket.future.set_exception(error)
             finally:
                 self.batcher.done(batch, seconds, started)
+                free_since = time.monotonic()
+
+
+def declared_cost(model: Model) -> Callable[[int], float] | None:
+    """The model's own ``cost(batch_size) -> seconds`` (or ``cost_model``), if it has one."""
+    cost = getattr(model, "cost", None) or getattr(model, "cost_model", None)
+    return cost if callable(cost) else None
 
 
 class Pending:

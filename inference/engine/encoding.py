@@ -28,14 +28,21 @@ class Output:
     nsfw: list[bool | None] = field(default_factory=list)
 
 
-def encode_result(job: Job, output: Output, model: str, started: float) -> GenerateResult:
-    """Encode each image in the job's format; ``started`` is the submission's monotonic time."""
+def encode_result(
+    job: Job,
+    output: Output,
+    model: str,
+    started: float,
+    lossy: codec.LossyEncoding = codec.DEFAULT_LOSSY,
+) -> GenerateResult:
+    """Encode each image in the job's format; ``started`` is the submission's monotonic time,
+    ``lossy`` the deployment's JPEG/WebP settings."""
     encode_started = time.monotonic()
     spec = codec.FORMATS[job.output_format]
     nsfw = output.nsfw or [None] * len(output.pixels)
     images = [
         GeneratedImage(
-            data=codec.encode(pixels, job.output_format),
+            data=codec.encode(pixels, job.output_format, lossy=lossy),
             seed=seed,
             width=job.width,
             height=job.height,

@@ -15,10 +15,14 @@ against the first version of this protocol keeps working unchanged:
 - ``revision`` and ``safety_checker`` attributes: the weights' identity (part of the result
   cache's key) and whether a safety checker runs (shown in GET /).
 
-And one optional method, outside the protocol: ``preload() -> bool`` reads the weights into
+And two optional methods, outside the protocol: ``preload() -> bool`` reads the weights into
 host memory without touching an accelerator (True if it did). Modal's adapter calls it before
 the memory snapshot, so a restored container only moves tensors to the GPU in ``load()``; a
-backend without it simply loads everything in ``load()``.
+backend without it simply loads everything in ``load()``. ``cost(batch_size) -> seconds`` (or a
+callable ``cost_model`` attribute) declares what one call of that many images takes; the
+batcher's cost policy (BATCH_POLICY=cost, ``engine.policy``) then uses it instead of learning
+the curve from the calls it makes, so it waits for company well from the first batch. Only its
+shape matters (the fixed part, read off ``cost(1)`` and ``cost(MAX_BATCH_SIZE)``).
 """
 
 from __future__ import annotations

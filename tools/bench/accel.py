@@ -10,6 +10,12 @@ latency p50/p95, mean batch, the server's CPU ms per image (its whole process gr
 
 Goal checked at the highest concurrency and 512x512: ours >= 0.95 x ideal and ahead of LitServe,
 for every format.
+
+``--quick`` (``make bench-accel-quick``) is issue 25's run instead: 512x512, PNG and JPEG, at 1, 8
+and 64 clients, for ours before (``ours-greedy``: BATCH_POLICY=greedy), ours after (the cost
+policy) and LitServe side by side, plus ours on two simulated devices (``ours-2dev``:
+DEVICES=cpu,cpu) at 64; every level repeated, so each verdict names its noise band; verdicts in
+``quick_verdicts``.
 """
 
 from __future__ import annotations
@@ -30,14 +36,24 @@ from tools.bench.processes import (
     server_env,
     server_process,
 )
-from tools.bench.report import DEFAULT_NOISE_BAND, ahead_verdict
+from tools.bench.report import ahead_verdict, noise_band
 from tools.bench.standin import ENV, ideal_images_per_s, parse_cost
 from tools.bench.wrk import group_cpu_s, run_wrk, wrk_path
 
 MODEL = "tools.bench.standin:StandInModel"
-SERVERS = ("ours", "litserve", "naive")
+SERVERS = ("ours", "litserve", "naive", "ours-greedy", "ours-2dev")
+#: Variants of ours: (server to start, settings it gets).
+VARIANTS = {
+    "ours-greedy": ("ours", {"BATCH_POLICY": "greedy"}),
+    "ours-2dev": ("ours", {"DEVICES": "cpu,cpu"}),
+}
 FORMATS = ("png", "jpeg", "webp")
 GOAL_SHARE = 0.95
+#: Issue 25's goals at 512x512 (``--quick``).
+GOAL_C8_SHARE = 0.92
+GOAL_C64_SHARE = 0.97
+GOAL_C1_P50_MS = 5.0
+GOAL_TWO_DEVICES = 1.9
 
 
 @dataclass
@@ -54,45 +70,69 @@ class AccelLevel:
     errors: int
     server_cpu_ms_per_image: float
     client_cpu_ms_per_image: float
+    #: Every repeat's images/s; the other fields are the median repeat's.
+    images_per_s_runs: list[float]
 
 
 def measure(args: argparse.Namespace) -> list[AccelLevel]:
     """Every server, size, format and level; one server process per (server, size)."""
-    a, b = parse_cost(args.cost)
-    ideal = ideal_images_per_s(a, b, args.max_batch_size)
     log_dir = args.out / "logs"
     levels: list[AccelLevel] = []
     for size in args.sizes:
         for name in args.servers:
             port = free_port()
-            cmd, extra, ready = server_command(name, port, args.max_batch_size, args.max_wait_ms)
+            base, settings = VARIANTS.get(name, (name, {}))
+            cmd, extra, ready = server_command(base, port, args.max_batch_size, args.max_wait_ms)
             # DEFAULT_*: the stand-in computes its images at this size in load(), not per request.
             sides = (("DEFAULT_WIDTH", str(size)), ("DEFAULT_HEIGHT", str(size)))
             workload = Workload("stand-in", MODEL, size, size, 1, ((ENV, args.cost), *sides))
-            env = server_env(workload, extra)
+            env = server_env(workload, {**extra, **settings})
             with server_process(name, cmd, env, port, ready, log_dir) as (url, pid):
                 for fmt in args.formats:
                     body = {**workload.payload(), "output_format": fmt}
                     for concurrency in args.concurrency:
-                        # Warm-up at most one batch wide: a server that keeps computing for
-                        # clients that left (naive, LitServe) has at most one batch to finish.
-                        warm = min(concurrency, args.max_batch_size)
-                        run_wrk(url + "/predict", body, warm, args.warmup_s)
-                        cpu = group_cpu_s(pid)
-                        result = run_wrk(url + "/predict", body, concurrency, args.seconds)
-                        cpu = group_cpu_s(pid) - cpu
-                        rate = result.ok / result.wall_s
-                        images = max(1, result.ok)
-                        levels.append(
-                            AccelLevel(
-                                name, size, fmt, concurrency, rate, rate / ideal,
-                                result.p50_ms, result.p95_ms, result.mean_batch, result.errors,
-                                cpu * 1000 / images, result.client_cpu_s * 1000 / images,
-                            )
-                        )  # fmt: skip
+                        if name == "ours-2dev" and concurrency != max(args.concurrency):
+                            continue  # two devices only matter when the queue is full
+                        level = measure_level(args, name, url, pid, body, size, concurrency)
+                        levels.append(level)
                         if not args.quiet:
-                            sys.stderr.write(f"{levels[-1]}\n")
+                            sys.stderr.write(f"{level}\n")
     return levels
+
+
+def measure_level(
+    args: argparse.Namespace,
+    name: str,
+    url: str,
+    pid: int,
+    body: dict[str, object],
+    size: int,
+    concurrency: int,
+) -> AccelLevel:
+    """One level: an uncounted warm-up, then ``--repeats`` measured runs; the median counts."""
+    a, b = parse_cost(args.cost)
+    ideal = ideal_images_per_s(a, b, args.max_batch_size)
+    # Warm-up at most one batch wide: a server that keeps computing for clients that left
+    # (naive, LitServe) has at most one batch to finish.
+    run_wrk(url + "/predict", body, min(concurrency, args.max_batch_size), args.warmup_s)
+    runs = []
+    for _ in range(args.repeats):
+        cpu = group_cpu_s(pid)
+        result = run_wrk(url + "/predict", body, concurrency, args.seconds)
+        cpu = group_cpu_s(pid) - cpu
+        rate = result.ok / result.wall_s
+        images = max(1, result.ok)
+        runs.append(
+            AccelLevel(
+                name, size, str(body["output_format"]), concurrency, rate, rate / ideal,
+                result.p50_ms, result.p95_ms, result.mean_batch, result.errors,
+                cpu * 1000 / images, result.client_cpu_s * 1000 / images, [rate],
+            )
+        )  # fmt: skip
+    runs.sort(key=lambda run: run.images_per_s)
+    median = runs[(len(runs) - 1) // 2]
+    median.images_per_s_runs = [run.images_per_s for run in runs]
+    return median
 
 
 def verdicts(levels: Sequence[AccelLevel], formats: Sequence[str]) -> list[str]:
@@ -110,9 +150,59 @@ def verdicts(levels: Sequence[AccelLevel], formats: Sequence[str]) -> list[str]:
             f"{ours.share_of_ideal:.2f} x ({ours.images_per_s:.1f} images/s)"
         )
         if peer is not None and peer.images_per_s > 0:
-            band = (DEFAULT_NOISE_BAND, "the bench's run-to-run spread; one run per level here")
+            band = noise_band(ours, peer)  # type: ignore[arg-type]
             what = f"LitServe, {fmt} 512x512 c={top}"
             lines.append("- " + ahead_verdict(what, ours.images_per_s, peer.images_per_s, band))
+    return lines
+
+
+def quick_verdicts(levels: Sequence[AccelLevel], formats: Sequence[str]) -> list[str]:
+    """Issue 25's goals at 512x512: the cost policy against the greedy one it replaced, against
+    the ideal, two devices against one, and LitServe, each MET/MISSED with its numbers."""
+    at = {(x.server, x.output_format, x.concurrency): x for x in levels if x.size == 512}
+    lines = []
+
+    def line(met: bool, text: str) -> None:
+        lines.append(f"- {'MET' if met else 'MISSED'}: {text}")
+
+    for fmt in formats:
+        for c in sorted({x.concurrency for x in levels}):
+            ours, before = at.get(("ours", fmt, c)), at.get(("ours-greedy", fmt, c))
+            peer, two = at.get(("litserve", fmt, c)), at.get(("ours-2dev", fmt, c))
+            if ours is None:
+                continue
+            where = f"{fmt} 512x512 c={c}"
+            goal = {8: GOAL_C8_SHARE, 64: GOAL_C64_SHARE}.get(c)
+            if goal is not None:
+                line(
+                    ours.share_of_ideal >= goal,
+                    f"ours >= {goal} x ideal, {where}: {ours.share_of_ideal:.2f} x "
+                    f"({ours.images_per_s:.1f} images/s; greedy "
+                    f"{before.share_of_ideal if before else float('nan'):.2f})",
+                )
+            if before is not None and c == 8:
+                line(
+                    ours.p50_ms <= before.p50_ms,
+                    f"p50 no worse than greedy, {where}: {ours.p50_ms:.0f} vs "
+                    f"{before.p50_ms:.0f} ms",
+                )
+            if before is not None and c == 1:
+                line(
+                    ours.p50_ms <= before.p50_ms + GOAL_C1_P50_MS,
+                    f"p50 at most {GOAL_C1_P50_MS:g} ms above greedy's, {where}: "
+                    f"{ours.p50_ms:.1f} vs {before.p50_ms:.1f} ms",
+                )
+            if two is not None:
+                ratio = two.images_per_s / max(ours.images_per_s, 1e-9)
+                line(
+                    ratio >= GOAL_TWO_DEVICES,
+                    f"2 devices >= {GOAL_TWO_DEVICES} x one, {where}: {ratio:.2f} x "
+                    f"({two.images_per_s:.1f} vs {ours.images_per_s:.1f} images/s)",
+                )
+            if peer is not None and peer.images_per_s > 0:
+                band = noise_band(ours, peer)  # type: ignore[arg-type]
+                what = f"LitServe, {where}"
+                lines.append("- " + ahead_verdict(what, ours.images_per_s, peer.images_per_s, band))
     return lines
 
 
@@ -120,7 +210,8 @@ def render(levels: Sequence[AccelLevel], header: dict[str, object], lines: list[
     rows = [
         f"| {x.size} | {x.output_format} | {x.server} | {x.concurrency} | {x.images_per_s:.1f} | "
         f"{x.share_of_ideal:.2f} | {x.p50_ms:,.0f} | {x.p95_ms:,.0f} | {x.mean_batch:.2f} | "
-        f"{x.errors} | {x.server_cpu_ms_per_image:.1f} | {x.client_cpu_ms_per_image:.2f} |"
+        f"{x.errors} | {x.server_cpu_ms_per_image:.1f} | {x.client_cpu_ms_per_image:.2f} | "
+        f"{', '.join(f'{r:.1f}' for r in x.images_per_s_runs)} |"
         for x in levels
     ]
     return "\n".join(
@@ -130,8 +221,9 @@ def render(levels: Sequence[AccelLevel], header: dict[str, object], lines: list[
             *(f"- {key}: {value}" for key, value in header.items()),
             "",
             "| size | format | server | concurrency | images/s | share of ideal | p50 ms | "
-            "p95 ms | mean batch | errors | server CPU ms/image | wrk CPU ms/image |",
-            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "p95 ms | mean batch | errors | server CPU ms/image | wrk CPU ms/image | "
+            "images/s of each repeat |",
+            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
             *rows,
             "",
             "## Verdicts",
@@ -163,19 +255,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cost", default="a=0.04,b=0.01", help="seconds per call: a + b x n")
     parser.add_argument("--sizes", type=ints, default=[512, 1024], help="image sides")
     parser.add_argument("--formats", type=names(FORMATS), default=list(FORMATS))
-    parser.add_argument("--servers", type=names(SERVERS), default=list(SERVERS))
+    parser.add_argument("--servers", type=names(SERVERS), default=["ours", "litserve", "naive"])
     parser.add_argument("--concurrency", type=ints, default=[8, 64])
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per level")
     parser.add_argument("--warmup-s", type=float, default=2.0, help="uncounted, before each")
     parser.add_argument("--max-batch-size", type=int, default=8, help="ours and LitServe")
     parser.add_argument("--max-wait-ms", type=float, default=10.0, help="ours and LitServe")
+    parser.add_argument("--repeats", type=int, default=1, help="measured runs per level")
     parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="issue 25's run (~6 min): 512x512, png and jpeg, c=1,8,64, ours-greedy, ours, "
+        "litserve and ours-2dev, 2 repeats of 4 s; other flags given after it still apply",
+    )
     parser.add_argument("-q", "--quiet", action="store_true")
     return parser
 
 
+QUICK = {
+    "sizes": [512],
+    "formats": ["png", "jpeg"],
+    "servers": ["ours-greedy", "ours", "litserve", "ours-2dev"],
+    "concurrency": [1, 8, 64],
+    "seconds": 4.0,
+    "warmup_s": 1.5,
+    "repeats": 2,
+}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The flags; ``--quick`` sets QUICK's values as defaults, so a flag given still wins."""
+    parser = build_parser()
+    if parser.parse_args(argv).quick:
+        parser.set_defaults(**QUICK)
+    return parser.parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     a, b = parse_cost(args.cost)
     wrk_path()  # fail before any server starts
     args.out.mkdir(parents=True, exist_ok=True)
@@ -192,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": {k: machine.get(k) for k in ("cpu", "cpus", "load_avg_start", "load_avg_end")},
         "commit": machine.get("commit"),
     }
-    lines = verdicts(levels, args.formats)
+    lines = (quick_verdicts if args.quick else verdicts)(levels, args.formats)
     text = render(levels, header, lines)
     (args.out / "accel.md").write_text(text)
     payload = {"header": header, "levels": [asdict(x) for x in levels], "verdicts": lines}

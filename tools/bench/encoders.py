@@ -5,6 +5,10 @@ other processes hits every candidate alike and the ratios hold on a busy machine
 the bytes decode to exactly the input pixels and repeat exactly, and whether it releases the
 GIL while it works (``gil_free_share``: can a thread pool spread it over cores?). JPEG and WebP
 at the server's quality are listed for that last column. Missing packages are listed as such.
+
+``--lossy`` measures the server's own JPEG and WebP settings instead (``codec.LossyEncoding``:
+JPEG_QUALITY, WEBP_QUALITY, WEBP_METHOD): for each choice, median ms per image, size, and
+PSNR against the lossless pixels, so a deployer can read off what each knob costs and buys.
 """
 
 from __future__ import annotations
@@ -147,12 +151,62 @@ def gil_free_share(encode: Encoder, pixels: np.ndarray, median_s: float) -> floa
     return _steps_while(lambda: encode(big)) / max(1, asleep)
 
 
+def psnr(original: np.ndarray, decoded: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB over every channel (inf for identical pixels)."""
+    mse = float(np.mean((original.astype(np.float64) - decoded.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def lossy_choices() -> dict[str, tuple[str, int | None, object]]:
+    """name -> (format, per-call quality, LossyEncoding): the settings a deployer can pick."""
+    from inference.codec import LossyEncoding
+
+    choices: dict[str, tuple[str, int | None, object]] = {}
+    for quality in (95, 90, 75, 50):
+        default = " (default)" if quality == 90 else ""
+        choices[f"jpeg q{quality}{default}"] = ("jpeg", quality, LossyEncoding())
+    for quality in (90, 75):
+        for method in (6, 4, 2, 1, 0):
+            default = " (default)" if (quality, method) == (90, 4) else ""
+            name = f"webp q{quality} method {method}{default}"
+            choices[name] = ("webp", quality, LossyEncoding(webp_method=method))
+    return choices
+
+
+def lossy_table(pixels: np.ndarray, rounds: int) -> None:
+    """The server's JPEG/WebP settings: ms per image, size and PSNR, interleaved rounds."""
+    from inference import codec
+
+    choices = lossy_choices()
+    times: dict[str, list[float]] = {name: [] for name in choices}
+    for _ in range(rounds):
+        for name, (fmt, quality, settings) in choices.items():
+            started = time.perf_counter()
+            codec.encode(pixels, fmt, quality, settings)  # type: ignore[arg-type]
+            times[name].append(time.perf_counter() - started)
+    side = pixels.shape[0]
+    sys.stdout.write(
+        f"{side}x{side} photo-like RGB, {rounds} interleaved rounds, PSNR against the pixels\n"
+        "| setting | median ms | KB | PSNR dB |\n|---|---:|---:|---:|\n"
+    )
+    for name, (fmt, quality, settings) in choices.items():
+        data = codec.encode(pixels, fmt, quality, settings)  # type: ignore[arg-type]
+        sys.stdout.write(
+            f"| {name} | {statistics.median(times[name]) * 1000:.2f} | {len(data) / 1024:.0f} | "
+            f"{psnr(pixels, codec.decode(data)):.2f} |\n"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512, help="image side in pixels")
     parser.add_argument("--rounds", type=int, default=30, help="encodes per candidate")
+    parser.add_argument("--lossy", action="store_true", help="JPEG/WebP settings instead")
     args = parser.parse_args(argv)
     pixels = np.ascontiguousarray(photo_like(args.size))
+    if args.lossy:
+        lossy_table(pixels, args.rounds)
+        return 0
     encoders: dict[str, Encoder] = {}
     for name, make in (CANDIDATES | OTHERS).items():
         try:
