@@ -105,6 +105,12 @@ def encode(
     return buffer.getvalue()
 
 
+def transcode(png: bytes, fmt: str, quality: int, lossy: LossyEncoding = DEFAULT_LOSSY) -> bytes:
+    """This server's own lossless PNG as ``fmt`` at ``quality``: the same bytes as encoding
+    the pixels at that quality in the first place (PNG keeps every pixel)."""
+    return encode(decode(png), fmt, quality, lossy)
+
+
 def _fpng(pixels: np.ndarray) -> bytes:
     import numpy as np
     from fpng import fpng_ext

@@ -177,7 +177,7 @@ async def _answer(
     if params.stream:
         return await stream_images(service, job, params, created, kind)
     result = await until_disconnect(request, service.submit(job))
-    images = await final_images(result, params)
+    images = await final_images(result, params, service.engine.lossy)
     data: list[dict[str, Any]] = [{"seed": image.seed} for image in images]
     if params.response_format == "url":
         base = settings.public_url or str(request.base_url).rstrip("/")

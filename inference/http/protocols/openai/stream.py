@@ -54,6 +54,7 @@ async def stream_images(
     is an HTTP 503 like any other, not an event. A cache hit has no partial images.
     """
     loop = asyncio.get_running_loop()
+    lossy = service.engine.lossy  # the deployment's JPEG/WebP settings
     # The model's previews, then None once the submission is done (a done callback, so the
     # events read one queue and never need a second task to wait on both).
     previews: asyncio.Queue[list[np.ndarray] | None] = asyncio.Queue()
@@ -82,11 +83,11 @@ async def stream_images(
         try:
             while (images := await previews.get()) is not None:
                 for i, pixels in enumerate(images):
-                    data = await asyncio.to_thread(codec.encode, pixels, fmt, quality)
+                    data = await asyncio.to_thread(codec.encode, pixels, fmt, quality, lossy)
                     payload = {**common, "b64_json": b64(data), "partial_image_index": index}
                     yield event(f"{kind}.partial_image", {**payload, "image_index": i})
                 index += 1
-            images = await final_images(task.result(), params)
+            images = await final_images(task.result(), params, lossy)
             yield _completed(images, common, params.identifier, kind)
         except InferenceError as exc:
             yield _error_event(from_domain(exc))
@@ -117,9 +118,12 @@ class _SubmissionStream(StreamingResponse):
                 self.task.exception()  # read: a failure nobody streamed is not logged as lost
 
 
-async def final_images(result: GenerateResult, params: GenerationParams) -> list[FinalImage]:
+async def final_images(
+    result: GenerateResult, params: GenerationParams, lossy: codec.LossyEncoding
+) -> list[FinalImage]:
     """The result's unflagged images (a content-policy error when none is left) as the client
-    asked for them: re-encoded at ``output_compression`` in a worker thread when it applies."""
+    asked for them: re-encoded at ``output_compression`` in a worker thread when it applies,
+    with the deployment's other encoder settings (``lossy``: WebP effort)."""
     kept = unflagged(result)
     recompressed = params.recompressed
     if recompressed is None:
@@ -127,7 +131,7 @@ async def final_images(result: GenerateResult, params: GenerationParams) -> list
     fmt, quality = recompressed
     images = []
     for i, image in kept:
-        data = await asyncio.to_thread(codec.transcode, image.data, fmt, quality)
+        data = await asyncio.to_thread(codec.transcode, image.data, fmt, quality, lossy)
         images.append(FinalImage(i, image.seed, data, codec.FORMATS[fmt].media_type))
     return images
 
