@@ -1,7 +1,10 @@
 """The code blocks of README.md and docs/, read the way the examples test runs them.
 
-A block is run when the line before its fence is ``<!-- run -->``; ``<!-- file: NAME -->`` writes
-the block to NAME in the page's working folder instead (a module a later block imports). Every
+A block is run when the line before its fence is ``<!-- run -->``, or ``<!-- run: checkout -->``
+for a command that reads the checkout itself (run from the repository root, not the page's working
+folder); ``<!-- file: NAME -->`` writes the block to NAME in the page's working folder instead (a
+module a later block imports); ``<!-- server: PATH -->`` marks a command that serves on port 8000
+until stopped: it is started on a free port, must answer 200 at PATH, and is then stopped. Every
 other ``bash`` or ``python`` block must be named in the test's list of exceptions.
 """
 
@@ -13,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FENCE = re.compile(r"^```(\w*)[^\n]*$")
-MARKER = re.compile(r"^<!-- (?P<verb>run|file): ?(?P<arg>\S*) ?-->$|^<!-- run -->$")
+MARKER = re.compile(r"^<!-- (?P<verb>run|file|server): ?(?P<arg>\S*) ?-->$|^<!-- run -->$")
 #: Languages that are examples; others (text, toml, yaml) are shown, never run.
 EXAMPLES = ("bash", "python")
 
@@ -24,8 +27,8 @@ class Block:
     line: int  # of the opening fence, 1-based
     language: str
     code: str
-    marker: str  # "run", "file" or "" (not run)
-    file_name: str = ""
+    marker: str  # "run", "file", "server" or "" (not run)
+    arg: str = ""  # the marker's argument: a file name, "checkout", a readiness path
 
     @property
     def first_line(self) -> str:
@@ -59,7 +62,7 @@ def blocks(page: Path) -> list[Block]:
                 language=opening[1],
                 code="\n".join(lines[index + 1 : end]) + "\n",
                 marker=verb,
-                file_name=(marker["arg"] or "") if marker else "",
+                arg=(marker["arg"] or "") if marker else "",
             )
         )
         index = end + 1

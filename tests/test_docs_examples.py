@@ -10,6 +10,7 @@ the reason; a new unmarked example fails ``test_every_example_is_run_or_excused`
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,43 +23,42 @@ from PIL import Image
 
 from tests.docs_examples import EXAMPLES, ROOT, Block, blocks, pages
 from tests.lora_files import mock_adapter
-from tests.servers import free_port, inference_server
+from tests.servers import free_port, inference_server, server_process
 
 #: Seconds one block may take (the tiny diffusers pipeline's first load is the slowest).
 BLOCK_TIMEOUT_S = 180
 
 #: (page, first line of the block) -> why it is not run. Only what needs a cloud account, a
-#: download from the Hugging Face Hub, a long-running process or a machine-wide install.
+#: download from the Hugging Face Hub, Docker, an install, or minutes of benchmarks.
 NOT_RUN: dict[tuple[str, str], str] = {
     (
         "README.md",
         "make serve   # installs into .venv, then serves the mock model (API, and UI at /ui) on :8000",  # noqa: E501
-    ): "installs (make serve is the server these tests start; make test runs them)",
-    ("README.md", "pip install -e '.[modal]' && modal setup"): "deploys to Modal (cloud account)",
+    ): "installs into .venv (make serve is the server these tests start; make test runs them)",
+    (
+        "README.md",
+        "pip install -e '.[modal]' && modal setup",
+    ): "installs the modal client and deploys to Modal's servers (cloud account)",
     (
         "README.md",
         'cog predict -i prompt="a red fox" -i seed=42',
-    ): "builds a Docker image and pushes to Replicate (cloud account)",
+    ): "needs Docker (cog builds an image) and pushes to Replicate (cloud account)",
     (
         "README.md",
         "hf repos create <you>/diffusion-serve --type space --space-sdk docker",
-    ): "creates and pushes a Hugging Face Space (cloud account)",
-    (
-        "docs/api/replicate.md",
-        "from replicate.webhook import Webhooks, WebhookSigningSecret",
-    ): "a fragment of a webhook receiver (request, raw_body are the receiver's)",
+    ): "creates and pushes to a Hugging Face Space (cloud account)",
     (
         "docs/batch.md",
         "modal run deploy.py::batch --input prompts.jsonl --output-dir out/   # on Modal GPUs",
-    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    ): "runs on Modal's servers (cloud account)",
     (
         "docs/benchmarks.md",
         "make bench                                   # everything: 10-30 minutes on 2 CPU cores",
-    ): "benchmarks run for minutes (tests/test_bench.py runs --quick)",
+    ): "benchmarks run for minutes; the shortest, --quick, about one (tests/test_bench.py runs it)",
     (
         "docs/benchmarks.md",
         "make bench-accel                                        # ~8 min on 2 cores: results/accel.md",  # noqa: E501
-    ): "benchmarks run for minutes (tests/test_bench.py runs --quick)",
+    ): "benchmarks run for minutes (about 8 on 2 cores; tools/gpu_bench.sh needs a CUDA GPU)",
     (
         "docs/byom.md",
         "MODEL=examples.watermarked:WatermarkedModel WEIGHTS_PATH=stabilityai/sd-turbo python -m inference serve",  # noqa: E501
@@ -66,75 +66,68 @@ NOT_RUN: dict[tuple[str, str], str] = {
     (
         "docs/deploy/cog.md",
         "cog predict -i seed=42 -i prompt_weight=0.7              # builds the image, saves the image here",  # noqa: E501
-    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    ): "needs Docker (cog builds an image) and pushes to Replicate (cloud account)",
     (
         "docs/deploy/cog.md",
         "import replicate  # pip install replicate; export REPLICATE_API_TOKEN=...",
-    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    ): "calls a model on Replicate's servers (cloud account)",
     (
         "docs/deploy/cog.md",
         "curl -s -X POST https://api.replicate.com/v1/predictions \\",
-    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    ): "calls a model on Replicate's servers (cloud account)",
     (
         "docs/deploy/cog.md",
         ".venv/bin/pip install -e '.[cog]'",
-    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    ): "installs the cog extra into .venv, writes .cog/ in the checkout (test_cog.py runs it)",
     (
         "docs/deploy/modal.md",
         "pip install -e '.[modal]'   # the project plus the modal client (add --extra-index-url",
-    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    ): "installs the modal client and deploys to Modal's servers (cloud account)",
     (
         "docs/deploy/modal.md",
         "URL=https://<workspace>--diffusion-serve-model-web.modal.run",
-    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    ): "calls an app deployed on Modal (cloud account)",
     (
         "docs/deploy/modal.md",
         "modal run deploy.py::download --model stabilityai/sd-turbo --revision <commit>",
-    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
-    (
-        "docs/deploy/modal.md",
-        "import modal",
-    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    ): "downloads weights on Modal's servers and deploys there (cloud account)",
+    ("docs/deploy/modal.md", "import modal"): "calls an app deployed on Modal (cloud account)",
     (
         "docs/deploy/space.md",
         "pip install -U huggingface_hub",
-    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    ): "installs huggingface_hub and pushes to a Hugging Face Space (cloud account)",
     (
         "docs/deploy/space.md",
         "hf upload <you>/diffusion-serve . --repo-type space \\",
-    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    ): "uploads to a Hugging Face Space (cloud account)",
     (
         "docs/deploy/space.md",
         "from huggingface_hub import HfApi, Volume",
-    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    ): "configures a Hugging Face Space's volumes (cloud account)",
     (
         "docs/deploy/space.md",
         "SPACE=https://<you>-diffusion-serve.hf.space",
-    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
-    (
-        "docs/deploy/space.md",
-        "from gradio_client import Client",
-    ): "needs a cloud account (Modal, Replicate or the Hugging Face Hub)",
+    ): "calls a deployed Hugging Face Space (cloud account)",
     (
         "docs/development.md",
         "make test                          # lint + tests (offline)",
-    ): "installs into .venv; the test suite is what make test runs",
+    ): "installs into .venv and runs the whole suite, this test included",
     (
         "docs/getting-started.md",
         "make serve   # installs into .venv, then serves the mock model (API, and UI at /ui) on :8000",  # noqa: E501
-    ): "installs into .venv; the test suite is what make test runs",
+    ): "installs into .venv (make serve is the server these tests start; make test runs them)",
     (
         "docs/getting-started.md",
-        "python -m inference serve --port 8000 --model mock",
-    ): "starts a long-running server (what this test itself starts)",
+        "python -m inference download stabilityai/sd-turbo --revision <commit>   # weights, safetensors only",  # noqa: E501
+    ): "downloads weights from the Hugging Face Hub",
     (
         "docs/getting-started.md",
-        "python -m tools.check            # the Space, Cog and Modal deployment files, file:line per problem",  # noqa: E501
-    ): "tools.bench runs 10-30 minutes; tools.check is tests/test_check.py",
+        "python -m tools.bench            # throughput/latency against peers (see Benchmarks)",
+    ): "benchmarks run for minutes (10-30 on 2 CPU cores)",
     (
         "docs/models.md",
         "pip install -e '.[diffusers]'",
-    ): "downloads weights from the Hugging Face Hub",
+    ): "installs the diffusers extra and downloads weights from the Hugging Face Hub",
 }
 
 
@@ -214,26 +207,51 @@ def test_examples_run(page: str, server: tuple[str, int], tmp_path: Path) -> Non
     env = environment(tmp_path)
     for block in blocks(ROOT / page):
         if block.marker == "file":
-            (tmp_path / block.file_name).write_text(block.code)
-            continue
-        if block.marker != "run":
-            continue
-        code = block.code.replace("localhost:8000", f"127.0.0.1:{port}")
-        if block.language == "bash":
-            command = ["bash", "-euo", "pipefail", "-c", code]
-        else:
-            script = tmp_path / f"example_{block.line}.py"
-            script.write_text(code)
-            command = [sys.executable, str(script)]
-        done = subprocess.run(
-            command,
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=BLOCK_TIMEOUT_S,
-        )
-        assert done.returncode == 0, (
-            f"{page}:{block.line}: the example failed ({done.returncode}):\n{code}\n"
-            f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
-        )
+            (tmp_path / block.arg).write_text(block.code)
+        elif block.marker == "server":
+            serve(block, tmp_path, env)
+        elif block.marker == "run":
+            run(block, port, tmp_path, env)
+
+
+def run(block: Block, port: int, folder: Path, env: dict[str, str]) -> None:
+    """Run one example to its end against the test server; it must exit 0."""
+    code = block.code.replace("localhost:8000", f"127.0.0.1:{port}")
+    if block.language == "bash":
+        command = ["bash", "-euo", "pipefail", "-c", code]
+    else:
+        script = folder / f"example_{block.line}.py"
+        script.write_text(code)
+        command = [sys.executable, str(script)]
+    done = subprocess.run(
+        command,
+        cwd=ROOT if block.arg == "checkout" else folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BLOCK_TIMEOUT_S,
+    )
+    assert done.returncode == 0, (
+        f"{block.page}:{block.line}: the example failed ({done.returncode}):\n{code}\n"
+        f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
+    )
+
+
+def serve(block: Block, folder: Path, env: dict[str, str]) -> None:
+    """Start a server example on a free port instead of 8000, wait for 200 at its readiness
+    path, then stop it: it must come up as written, without auth like the test's own server."""
+    port = free_port()
+    code = re.sub(r"\b8000\b", str(port), block.code)
+    assert code != block.code, f"{block.page}:{block.line}: a server example must use port 8000"
+    without_auth = {name: value for name, value in env.items() if name != "AUTH_TOKEN"}
+    command = ["bash", "-euo", "pipefail", "-c", code]
+    with server_process(
+        command,
+        port=port,
+        env=without_auth,
+        cwd=folder,
+        ready_path=block.arg,
+        timeout_s=BLOCK_TIMEOUT_S,
+        clean_env=True,
+    ):
+        pass
