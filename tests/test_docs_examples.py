@@ -32,6 +32,11 @@ BLOCK_TIMEOUT_S = 180
 #: download from the Hugging Face Hub, Docker, an install, or minutes of benchmarks.
 NOT_RUN: dict[tuple[str, str], str] = {
     (
+        "docs/fleet.md",
+        "MODELS_FILE=examples/models.toml make serve",
+    ): "installs into .venv (make serve); tests/test_fleet.py serves examples/models.toml and "
+    "sends these requests, the admin re-weighting included",
+    (
         "README.md",
         "make serve   # installs into .venv, then serves the mock model (API, and UI at /ui) on :8000",  # noqa: E501
     ): "installs into .venv (make serve is the server these tests start; make test runs them)",
