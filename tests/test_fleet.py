@@ -106,7 +106,9 @@ def test_each_version_validates_with_its_own_defaults_and_limits() -> None:
     try:
         found = asyncio.run(jobs())
         assert found["final"].steps == 40  # final's default_steps; draft keeps the deployment's
-        assert found["draft@v1"].steps == fleet.default.validator.defaults.steps != 40  # the mock's own
+        assert (
+            found["draft@v1"].steps == fleet.default.validator.defaults.steps != 40
+        )  # the mock's own
         assert fleet.service(VersionRef("final", "v1")).settings.max_batch_size == 2
     finally:
         stop(fleet)
