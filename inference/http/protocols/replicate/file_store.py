@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fastapi import Request
+from starlette.exceptions import HTTPException
 
 from inference.errors import InvalidRequest
 from inference.schema import IMAGE_FIELDS
@@ -59,7 +60,14 @@ class FileStore:
         return len(self._files)
 
     def put(self, file: StoredFile) -> StoredFile:
-        """Keep ``file`` (its ``expires`` set from the TTL), dropping the oldest to make room."""
+        """Keep ``file`` (its ``expires`` set from the TTL), dropping the oldest to make room;
+        a 413 for a file no room could hold, before anything is dropped."""
+        if len(file.data) > self.max_bytes:
+            raise HTTPException(
+                413,
+                f"the file is {len(file.data)} bytes, more than this server keeps of all uploads "
+                f"together ({self.max_bytes}, FILES_MAX_BYTES); send a smaller file",
+            )
         with self._lock:
             now = self.clock()
             self._drop(now, len(file.data))
