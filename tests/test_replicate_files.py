@@ -10,6 +10,7 @@ bytes of ``POST /predict`` with the image itself. The file API's shape, its boun
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import io
@@ -184,3 +185,32 @@ def test_a_file_over_files_max_bytes_is_a_413_and_the_store_keeps_what_it_held()
         assert big.headers["content-type"] == "application/problem+json"
         assert "FILES_MAX_BYTES" in big.json()["detail"]
         assert [f["id"] for f in http.get("/v1/files").json()["results"]] == [kept.json()["id"]]
+
+
+def test_checksums_are_computed_once_at_upload_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Get and list read the stored checksums: hashing a full store on every list stalled the
+    loop for most of a second."""
+    data = png(photo(seed=6))
+    calls: list[bool] = []  # per SHA-256 of the upload: whether it ran on an event loop
+    real = hashlib.sha256
+
+    def counting(given: bytes = b"", **kwargs: Any) -> Any:
+        if given == data:
+            try:
+                asyncio.get_running_loop()
+                calls.append(True)
+            except RuntimeError:
+                calls.append(False)
+        return real(given, **kwargs)
+
+    monkeypatch.setattr(hashlib, "sha256", counting)
+    with TestClient(create_app(Settings())) as http:
+        made = http.post("/v1/files", files={"content": ("a.png", data)}).json()
+        got = http.get(f"/v1/files/{made['id']}").json()
+        listed = http.get("/v1/files").json()["results"]
+    assert calls == [False]
+    expected = {"sha256": real(data).hexdigest(), "md5": hashlib.md5(data).hexdigest()}
+    assert made["checksums"] == got["checksums"] == listed[0]["checksums"] == expected
+    assert made["etag"] == expected["md5"]

@@ -29,7 +29,8 @@ from inference.settings import Settings
 
 @dataclass(frozen=True)
 class StoredFile:
-    """One upload and what Replicate's file object says of it."""
+    """One upload and what Replicate's file object says of it. The checksums are computed once
+    at upload, off the event loop: hashing a full store on every list would stall it."""
 
     id: str
     name: str
@@ -39,6 +40,8 @@ class StoredFile:
     created_at: float = 0.0  # wall clock, for the object's timestamps
     expires_at: float = 0.0  # wall clock
     expires: float = 0.0  # on the store's clock: what the store goes by
+    md5: str = ""  # hex; also the etag, as S3 (Replicate's storage) writes it
+    sha256: str = ""  # hex
 
 
 class FileStore:
