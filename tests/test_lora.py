@@ -4,6 +4,7 @@ bad input, and every front door (HTTP, batch route, CLI, batch jobs, UI form, GE
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import pickle
 import sys
@@ -286,6 +287,37 @@ def test_url_adapters_come_only_from_allowed_public_hosts(lora_dir: Path, tmp_pa
         finally:
             for svc in (allowed, public_only, other_host):
                 svc.stop()
+
+
+def test_a_url_whose_file_name_is_too_long_for_the_disk_is_served(
+    lora_dir: Path, tmp_path: Path
+) -> None:
+    """The file on disk is named after the URL's hash, so a last path segment over the file
+    system's 255 bytes neither fails with a 500 nor needs the disk to hold that name."""
+    mock_adapter(tmp_path / "site" / "a.safetensors", gamma=0.05, beta=0.1)
+    with file_server(tmp_path / "site") as (url, hits):
+        settings = Settings(
+            lora_dir=lora_dir,
+            max_wait_ms=0,
+            result_cache_mb=0,
+            lora_allowed_hosts="127.0.0.1",
+            lora_allow_private_urls=True,
+            lora_download_dir=tmp_path / "downloads",
+        )
+        svc = Service(MockModel.from_settings(settings), settings).start()
+        try:
+            with TestClient(create_app(settings, svc)) as client:
+                long_ref = f"{url}/{'a' * 300}.safetensors"
+                got = client.post(
+                    "/predict", json={"seed": 3, **SMALL, "loras": [{"ref": long_ref}]}
+                )
+                assert got.status_code == 200, got.text
+            assert base64.b64decode(got.json()["images"][0]["data"]) == image(
+                svc, loras=[{"ref": "local:warm.safetensors"}]
+            )
+        finally:
+            svc.stop()
+    assert sum(hits.values()) == 1
 
 
 def test_text_form_keeps_url_ports_and_reads_scales() -> None:

@@ -215,6 +215,7 @@ def ceiling_bytes(settings: Settings, model_bytes: int) -> int:
         model_bytes
         + settings.predictions_max_bytes
         + settings.files_max_bytes
+        + settings.webhook_queue_max_bytes
         + int(settings.image_link_store_mb * mib)
         + int(settings.result_cache_mb * mib)
         + settings.lora_cache_max_bytes
@@ -230,6 +231,7 @@ SOAK_ENV = {
     "PREDICTIONS_MAX_BYTES": "1000000",
     "PREDICTIONS_TTL_S": "3600",
     "IMAGE_LINK_STORE_MB": "1",
+    "WEBHOOK_QUEUE_MAX_BYTES": "1000000",
     "RESULT_CACHE_MB": "1",
     "LORA_CACHE_MAX_BYTES": "10000000",
     "MAX_QUEUE_SIZE": "8",

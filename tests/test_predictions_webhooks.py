@@ -305,6 +305,36 @@ def test_the_queue_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
     assert "deliveries queued (WEBHOOK_QUEUE_SIZE)" in caplog.text
 
 
+def test_the_queue_is_bounded_in_bytes_until_each_delivery_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each body holds every output: bytes, not a count, bound the memory. A hanging delivery
+    keeps its bytes; once it ends they are free for the next."""
+    caplog.set_level(logging.WARNING)
+    with webhook_receiver() as receiver:
+        with served(**FAST_RETRIES) as client:
+            create(client, receiver, ["completed"], seed=1)
+            size = len(receiver.wait_for(1)[0].body)
+        receiver.deliveries.clear()
+        settings = {
+            **FAST_RETRIES,
+            "webhook_timeout_s": 10,
+            "webhook_queue_max_bytes": size * 3 // 2,
+        }
+        with served(**settings) as client:
+            receiver.plan, receiver.hang_s = ["hang"], 30
+            held = create(client, receiver, ["completed"], seed=1)
+            wait_until(lambda: len(receiver.deliveries) == 1, "the hanging delivery")
+            dropped = create(client, receiver, ["completed"], seed=2)
+            wait_until(lambda: "(WEBHOOK_QUEUE_MAX_BYTES)" in caplog.text, "a refusal")
+            assert f"prediction {dropped} dropped" in caplog.text
+            receiver.release.set()  # the hanging attempt fails; its retry is delivered
+            wait_until(lambda: [d.json["id"] for d in receiver.answered()] == [held], "retry")
+            after = create(client, receiver, ["completed"], seed=3)
+            delivered = [d.json["id"] for d in receiver.wait_for(2)]
+    assert delivered == [held, after]
+
+
 def test_webhook_settings_are_checked_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
     from pydantic import ValidationError
 

@@ -14,9 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
+from inference.http.app import create_app
 from inference.http.protocols.replicate.deadlines import cancel_after_s
+from inference.settings import Settings
 from tests.receivers import webhook_receiver
-from tests.servers import inference_server
+from tests.servers import inference_server, serving_in_thread
 
 TOKEN = "test-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -42,10 +44,12 @@ def create(url: str, cancel_after: str, **body: Any) -> httpx.Response:
     return httpx.post(f"{url}/v1/predictions", json=body, headers=headers, timeout=60)
 
 
-def finished(url: str, prediction_id: str, timeout_s: float = 30) -> dict[str, Any]:
+def finished(
+    url: str, prediction_id: str, timeout_s: float = 30, headers: dict[str, str] = AUTH
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        prediction = httpx.get(f"{url}/v1/predictions/{prediction_id}", headers=AUTH).json()
+        prediction = httpx.get(f"{url}/v1/predictions/{prediction_id}", headers=headers).json()
         if prediction["status"] in ("succeeded", "failed", "canceled"):
             return prediction
         time.sleep(0.05)
@@ -88,6 +92,25 @@ def test_a_prediction_done_before_its_deadline_is_left_as_it_is(url: str) -> Non
     time.sleep(2.5)  # past the deadline: the timer fired and found it finished
     again = httpx.get(f"{url}/v1/predictions/{prediction['id']}", headers=AUTH).json()
     assert again["status"] == "succeeded" and again["output"] == prediction["output"]
+
+
+def test_a_timer_ends_when_its_prediction_does() -> None:
+    """A 24h deadline on a prediction that finished holds no task for the rest of the day."""
+    app = create_app(Settings(model="tests.fakes:SleepyModel", max_wait_ms=0))
+    with serving_in_thread(app) as base:
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{base}/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        body = {"input": {"seed": 5, "width": 64, "height": 64, "steps": 20}}
+        headers = {"Cancel-After": "24h"}
+        created = httpx.post(f"{base}/v1/predictions", json=body, headers=headers, timeout=60)
+        assert created.status_code == 201, created.text
+        assert created.json()["status"] in ("starting", "processing")  # so a timer was started
+        assert finished(base, created.json()["id"], headers={})["status"] == "succeeded"
+        deadline = time.monotonic() + 30
+        while app.state.cancel_timers and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not app.state.cancel_timers
 
 
 @pytest.mark.parametrize("value", ["soon", "5 m", "-1s", "0", "0s", "25h", "1d", "1e3", "m5"])

@@ -10,6 +10,7 @@ bytes of ``POST /predict`` with the image itself. The file API's shape, its boun
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import io
@@ -20,8 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from inference.http.app import create_app
 from inference.http.protocols.replicate.file_store import FileStore, StoredFile
+from inference.settings import Settings
 from tests.servers import inference_server
 from tests.test_http import metric
 from tests.test_img2img import photo, png
@@ -169,3 +173,44 @@ def test_the_store_forgets_files_after_their_ttl_and_within_its_bytes() -> None:
     assert store.get("b") is not None
     now[0] = 60.0
     assert store.get("b") is None and store.newest_first() == [] and store.bytes == 0
+
+
+def test_a_file_over_files_max_bytes_is_a_413_and_the_store_keeps_what_it_held() -> None:
+    settings = Settings(files_max_bytes=1_000_000, max_image_bytes=2_000_000)
+    with TestClient(create_app(settings)) as http:
+        kept = http.post("/v1/files", files={"content": ("a.png", b"a" * 1000)})
+        assert kept.status_code == 201, kept.text
+        big = http.post("/v1/files", files={"content": ("b.png", b"b" * 1_000_001)})
+        assert big.status_code == 413, big.text
+        assert big.headers["content-type"] == "application/problem+json"
+        assert "FILES_MAX_BYTES" in big.json()["detail"]
+        assert [f["id"] for f in http.get("/v1/files").json()["results"]] == [kept.json()["id"]]
+
+
+def test_checksums_are_computed_once_at_upload_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Get and list read the stored checksums: hashing a full store on every list stalled the
+    loop for most of a second."""
+    data = png(photo(seed=6))
+    calls: list[bool] = []  # per SHA-256 of the upload: whether it ran on an event loop
+    real = hashlib.sha256
+
+    def counting(given: bytes = b"", **kwargs: Any) -> Any:
+        if given == data:
+            try:
+                asyncio.get_running_loop()
+                calls.append(True)
+            except RuntimeError:
+                calls.append(False)
+        return real(given, **kwargs)
+
+    monkeypatch.setattr(hashlib, "sha256", counting)
+    with TestClient(create_app(Settings())) as http:
+        made = http.post("/v1/files", files={"content": ("a.png", data)}).json()
+        got = http.get(f"/v1/files/{made['id']}").json()
+        listed = http.get("/v1/files").json()["results"]
+    assert calls == [False]
+    expected = {"sha256": real(data).hexdigest(), "md5": hashlib.md5(data).hexdigest()}
+    assert made["checksums"] == got["checksums"] == listed[0]["checksums"] == expected
+    assert made["etag"] == expected["md5"]

@@ -84,6 +84,10 @@ def default_download_dir() -> Path:
     return Path(constants.HF_HOME) / "lora-downloads"
 
 
+# File systems refuse names over 255 bytes (ENAMETOOLONG); the download's temporary name adds
+# 12. A longer last path segment (the client chooses it) is replaced by the URL's hash.
+_MAX_NAME_BYTES = 200
+
 _locks: dict[Path, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
@@ -109,9 +113,13 @@ def download_url(
     raises propagates and nothing is kept. ``resolver`` replaces the system's DNS (tests).
     """
     name = Path(urlsplit(url).path).name
-    if not name.endswith(suffixes):
+    suffix = next((s for s in suffixes if name.endswith(s)), None)
+    if suffix is None:
         raise UrlRefused(f"{url!r} must name a file ending in {' or '.join(suffixes)}")
-    target = folder / hashlib.sha256(url.encode()).hexdigest()[:24] / name
+    digest = hashlib.sha256(url.encode()).hexdigest()[:24]
+    if len(name.encode()) > _MAX_NAME_BYTES:
+        name = digest + suffix
+    target = folder / digest / name
     with _lock(target):
         if target.is_file():
             return target

@@ -7,8 +7,9 @@
 - **Signatures**, as Replicate signs (Standard Webhooks): ``webhook-id``, ``webhook-timestamp``
   and ``webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`` keyed with the
   base64 key after ``whsec_`` in ``WEBHOOK_SECRET``; ``replicate.webhooks.validate`` accepts them.
-- **Delivery** never blocks inference: ``send`` only queues (bounded; beyond the bound a
-  delivery is dropped and logged). A thread with its own event loop posts them, in order per
+- **Delivery** never blocks inference: ``send`` only queues (bounded by a count and by the
+  bytes of the bodies held until each delivery ends; beyond either a delivery is dropped and
+  logged). A thread with its own event loop posts them, in order per
   prediction, a newer ``logs`` snapshot replacing a queued one. At most ``PER_HOST`` attempts
   run at once per receiver (scheme, host and port), and receivers never wait on each other, so
   a slow one delays only its own deliveries. As Cog does, ``completed`` is retried with
@@ -108,6 +109,7 @@ class WebhookSender:
         self._closed = False
         self._queues: dict[str, deque[Delivery]] = {}
         self._outstanding = 0  # queued or being delivered
+        self._held_bytes = 0  # their bodies
         self._chains: set[asyncio.Task[None]] = set()
         self._last_logs: dict[str, float] = {}
         self._slots: dict[str, tuple[asyncio.Semaphore, int]] = {}  # receiver -> (slots, users)
@@ -159,6 +161,7 @@ class WebhookSender:
                 self._last_logs.clear()
                 self._queues.clear()  # a chain cancelled at shutdown may not have emptied its own
                 self._outstanding = 0
+                self._held_bytes = 0
 
     def _started(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -189,6 +192,16 @@ class WebhookSender:
                 self._outstanding,
             )
             return
+        if self._held_bytes + len(delivery.body) > self.settings.webhook_queue_max_bytes:
+            log.warning(
+                "webhook %s of prediction %s dropped: its %d bytes do not fit beside the %d "
+                "queued (WEBHOOK_QUEUE_MAX_BYTES)",
+                delivery.event,
+                delivery.prediction_id,
+                len(delivery.body),
+                self._held_bytes,
+            )
+            return
         queue = self._queues.get(delivery.prediction_id)
         if queue is None:
             queue = self._queues[delivery.prediction_id] = deque()
@@ -196,10 +209,15 @@ class WebhookSender:
             self._chains.add(chain)
             chain.add_done_callback(self._chains.discard)
         if queue and queue[-1].event == "logs":
-            queue.pop()  # superseded by this newer snapshot
-            self._outstanding -= 1
+            self._release(queue.pop())  # superseded by this newer snapshot
         queue.append(delivery)
         self._outstanding += 1
+        self._held_bytes += len(delivery.body)
+
+    def _release(self, delivery: Delivery) -> None:
+        """``delivery`` is delivered, given up or dropped: it no longer counts against a bound."""
+        self._outstanding -= 1
+        self._held_bytes -= len(delivery.body)
 
     async def _chain(self, prediction_id: str, queue: deque[Delivery]) -> None:
         """Deliver one prediction's webhooks in order."""
@@ -209,9 +227,10 @@ class WebhookSender:
                 try:
                     await self._deliver(delivery)
                 finally:
-                    self._outstanding -= 1
+                    self._release(delivery)
         finally:
-            self._outstanding -= len(queue)
+            for left in queue:
+                self._release(left)
             self._queues.pop(prediction_id, None)
 
     @contextlib.asynccontextmanager

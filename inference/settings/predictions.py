@@ -72,6 +72,16 @@ class PredictionSettings(BaseModel):
         ge=1,
         description="Webhook deliveries waiting at once; beyond it new ones are dropped.",
     )
+    webhook_queue_max_bytes: int = Field(
+        256_000_000,
+        ge=1,
+        description="Bytes of webhook bodies held at once by deliveries that are queued, being "
+        "posted or waiting to retry. Each body is the whole prediction, with every output as a "
+        "data: URI when outputs are not URLs (about 16 MB for four 1024x1024 PNGs), so this, "
+        "not WEBHOOK_QUEUE_SIZE, bounds the memory webhooks hold. A delivery that does not fit "
+        "is dropped and logged as a warning, as when WEBHOOK_QUEUE_SIZE is reached; its "
+        "prediction is unaffected and can still be read with GET.",
+    )
 
     # Replicate's file uploads (POST /v1/files), what its client sends file inputs through
     files_max_count: int = Field(

@@ -57,13 +57,16 @@ def cancel_at_deadline(
     app: FastAPI, store: PredictionStore, prediction_id: str, after_s: float
 ) -> None:
     """Cancel the prediction ``after_s`` from now unless it has finished by then. The app's
-    state keeps the timer (a task nobody holds may be collected before it fires)."""
+    state keeps the timer (a task nobody holds may be collected before it fires); the timer
+    ends as soon as the prediction does, so a day-long deadline holds nothing for a day."""
     timers: set[asyncio.Task[None]] | None = getattr(app.state, "cancel_timers", None)
     if timers is None:
         timers = app.state.cancel_timers = set()
 
     async def cancel_later() -> None:
-        await asyncio.sleep(after_s)
+        waited = await store.wait(prediction_id, after_s)
+        if waited is None or waited.done:
+            return
         prediction = await store.cancel(prediction_id)
         if prediction is not None and prediction.status == "canceled":
             log.info("prediction %s canceled at its Cancel-After deadline", prediction_id)

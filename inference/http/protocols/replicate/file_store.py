@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fastapi import Request
+from starlette.exceptions import HTTPException
 
 from inference.errors import InvalidRequest
 from inference.schema import IMAGE_FIELDS
@@ -28,7 +29,8 @@ from inference.settings import Settings
 
 @dataclass(frozen=True)
 class StoredFile:
-    """One upload and what Replicate's file object says of it."""
+    """One upload and what Replicate's file object says of it. The checksums are computed once
+    at upload, off the event loop: hashing a full store on every list would stall it."""
 
     id: str
     name: str
@@ -38,6 +40,8 @@ class StoredFile:
     created_at: float = 0.0  # wall clock, for the object's timestamps
     expires_at: float = 0.0  # wall clock
     expires: float = 0.0  # on the store's clock: what the store goes by
+    md5: str = ""  # hex; also the etag, as S3 (Replicate's storage) writes it
+    sha256: str = ""  # hex
 
 
 class FileStore:
@@ -59,7 +63,14 @@ class FileStore:
         return len(self._files)
 
     def put(self, file: StoredFile) -> StoredFile:
-        """Keep ``file`` (its ``expires`` set from the TTL), dropping the oldest to make room."""
+        """Keep ``file`` (its ``expires`` set from the TTL), dropping the oldest to make room;
+        a 413 for a file no room could hold, before anything is dropped."""
+        if len(file.data) > self.max_bytes:
+            raise HTTPException(
+                413,
+                f"the file is {len(file.data)} bytes, more than this server keeps of all uploads "
+                f"together ({self.max_bytes}, FILES_MAX_BYTES); send a smaller file",
+            )
         with self._lock:
             now = self.clock()
             self._drop(now, len(file.data))

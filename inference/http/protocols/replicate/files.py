@@ -21,7 +21,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inference.errors import InvalidRequest
-from inference.http.deps import PROTECTED, SettingsDep
+from inference.http.deps import PROTECTED, ServiceDep, SettingsDep
 from inference.http.errors import CLIENT_GONE
 from inference.http.protocols.predictions import base_url
 from inference.http.protocols.replicate.errors import ERRORS
@@ -33,6 +33,7 @@ from inference.http.protocols.replicate.file_store import (
 )
 from inference.predictions import new_id
 from inference.predictions.envelopes import timestamp
+from inference.service import Service
 
 router = APIRouter(
     prefix="/v1/files",
@@ -49,14 +50,13 @@ TEXT_PARTS = ("filename", "type", "metadata")
 
 def file_object(file: StoredFile, base: str) -> dict[str, Any]:
     """Replicate's file object. ``etag`` is the MD5, as S3 (Replicate's storage) writes it."""
-    md5 = hashlib.md5(file.data, usedforsecurity=False).hexdigest()
     return {
         "id": file.id,
         "name": file.name,
         "content_type": file.content_type,
         "size": len(file.data),
-        "etag": md5,
-        "checksums": {"sha256": hashlib.sha256(file.data).hexdigest(), "md5": md5},
+        "etag": file.md5,
+        "checksums": {"sha256": file.sha256, "md5": file.md5},
         "metadata": file.metadata,
         "created_at": timestamp(file.created_at),
         "expires_at": timestamp(file.expires_at),
@@ -64,7 +64,12 @@ def file_object(file: StoredFile, base: str) -> dict[str, Any]:
     }
 
 
-async def _upload(request: Request, max_bytes: int) -> StoredFile:
+def _checksums(data: bytes) -> tuple[str, str]:
+    """(MD5, SHA-256) in hex: milliseconds a megabyte, so never on the event loop."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest(), hashlib.sha256(data).hexdigest()
+
+
+async def _upload(request: Request, max_bytes: int, service: Service) -> StoredFile:
     """The multipart body as a file not yet stored: the ``content`` part (its filename and
     type, or the ``filename`` and ``type`` parts), ``metadata`` a JSON object."""
     try:
@@ -95,8 +100,11 @@ async def _upload(request: Request, max_bytes: int) -> StoredFile:
     metadata = _metadata(text["metadata"])
     name = str(text["filename"] or content.filename or "file")
     content_type = str(text["type"] or content.content_type or "application/octet-stream")
+    md5, sha256 = await service.run_blocking(_checksums, data)
     now = time.time()
-    return StoredFile(new_id(), name[:255], content_type[:255], data, metadata, created_at=now)
+    return StoredFile(
+        new_id(), name[:255], content_type[:255], data, metadata, now, md5=md5, sha256=sha256
+    )
 
 
 def _metadata(text: object) -> dict[str, Any]:
@@ -148,9 +156,11 @@ def _found(store: FileStore, file_id: str) -> StoredFile:
     },
     responses=ERRORS.responses(422),
 )
-async def create_file(request: Request, settings: SettingsDep, store: FileStoreDep) -> JSONResponse:
+async def create_file(
+    request: Request, settings: SettingsDep, service: ServiceDep, store: FileStoreDep
+) -> JSONResponse:
     """Upload a file a prediction's input can name by its ``urls.get``."""
-    file = store.put(await _upload(request, settings.max_image_bytes))
+    file = store.put(await _upload(request, settings.max_image_bytes, service))
     return JSONResponse(file_object(file, base_url(request, settings)), status_code=201)
 
 
