@@ -253,6 +253,52 @@ def test_an_unexpected_error_on_the_prediction_routes_is_a_500_in_their_shape() 
         service.stop()
 
 
+MALFORMED_URLS = [
+    "http://[::1/x.safetensors",  # an unclosed IPv6 literal
+    "http://a.com:99999/x.safetensors",  # a port out of range
+    "http://a..com/x.safetensors",  # an empty label
+    f"http://{'a' * 64}.com/x.safetensors",  # a label over 63 characters
+    "http://a.com\x00/x.safetensors",  # a NUL byte
+    "http://xn--a.com/x.safetensors",  # a name IDNA refuses
+]
+
+
+@pytest.mark.parametrize("url", MALFORMED_URLS)
+def test_a_malformed_url_in_any_field_is_a_4xx_in_the_route_s_shape(url: str) -> None:
+    """Image, LoRA and webhook fields all parse URLs through the one guard (``net.parse``):
+    a URL it cannot read is the client's error, named, in each protocol's own shape."""
+    settings = Settings(
+        ui=False,
+        input_url_hosts="*",
+        lora_allowed_hosts="*",
+        predictions_output="data",
+    )
+    service = Service(MockModel(), settings).start()
+    small = {"prompt": "x", "width": 64, "height": 64, "steps": 2}
+    try:
+        with serving_in_thread(create_app(settings, service)) as base:
+            image = httpx.post(f"{base}/predict", json={**small, "image": url}, timeout=30)
+            assert image.status_code == 422, image.text
+            assert image.json()["error"]["field"] == "image"
+            lora = httpx.post(
+                f"{base}/predict", json={**small, "loras": [{"ref": url}]}, timeout=30
+            )
+            assert lora.status_code == 422, lora.text
+            assert lora.json()["error"]["field"].startswith("loras")
+            hook = httpx.post(
+                f"{base}/v1/predictions", json={"input": small, "webhook": url}, timeout=30
+            )
+            assert hook.status_code == 422, hook.text
+            assert hook.headers["content-type"] == "application/problem+json"
+            cog_hook = httpx.post(
+                f"{base}/predictions", json={"input": small, "webhook": url}, timeout=30
+            )
+            assert cog_hook.status_code == 422, cog_hook.text
+            assert "detail" in cog_hook.json()
+    finally:
+        service.stop()
+
+
 # -- 8. rate limiting keyed by a verified identity --------------------------------------------
 
 
