@@ -85,12 +85,15 @@ def test_make_lint_and_format_install_ruff_first(tmp_path: Path) -> None:
     """In a venv without ruff (what `make serve` makes), the targets install the linters, at the
     lock's pins, before they call them (a dry run: no network, nothing installed)."""
     for target in ("lint", "format"):
+        # Not the variables of a make that runs this suite (`make test-latest` empties CONSTRAIN)
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
         done = subprocess.run(
             ["make", "-n", target, f"VENV={tmp_path / 'venv'}"],
             cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=60,
+            env=env,
         )
         assert done.returncode == 0, done.stderr
         commands = done.stdout.splitlines()
