@@ -81,12 +81,17 @@ def test_a_port_in_use_is_one_line_suggesting_another() -> None:
     assert " ready " not in done.stderr + done.stdout  # no "model 'mock' ready": never loaded
 
 
+#: What a calling make hands its children: its flags and its command-line variables.
+MAKE_VARIABLES = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "CONSTRAIN", "VENV")
+
+
 def test_make_lint_and_format_install_ruff_first(tmp_path: Path) -> None:
     """In a venv without ruff (what `make serve` makes), the targets install the linters, at the
     lock's pins, before they call them (a dry run: no network, nothing installed)."""
     for target in ("lint", "format"):
-        # Not the variables of a make that runs this suite (`make test-latest` empties CONSTRAIN)
-        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+        # Not the variables of a make that runs this suite: `make test-latest` empties
+        # CONSTRAIN on its command line, which make passes on in MAKEFLAGS and exports.
+        env = {k: v for k, v in os.environ.items() if k not in MAKE_VARIABLES}
         done = subprocess.run(
             ["make", "-n", target, f"VENV={tmp_path / 'venv'}"],
             cwd=ROOT,
