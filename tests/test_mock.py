@@ -284,3 +284,21 @@ def test_prompt_patterns_cache_stays_small_under_unique_prompts() -> None:
     for i in range(40):
         prompt_pattern(f"unique prompt {i}", 64, 64)
     assert prompt_pattern.cache_info().currsize <= 8
+
+
+def test_the_readme_picture_is_what_the_quick_start_writes() -> None:
+    """README.md shows docs/assets/example.png as the quick start's fox.png, byte for byte."""
+    from pathlib import Path
+
+    from inference.service import Service
+    from inference.settings import Settings
+
+    service = Service(MockModel(), Settings(ui=False)).start()
+    try:
+        result = service.generate(
+            {"prompt": "a red fox in the snow", "seed": 42, "width": 512, "height": 512}
+        )
+    finally:
+        service.stop()
+    picture = Path(__file__).parent.parent / "docs" / "assets" / "example.png"
+    assert result.images[0].data == picture.read_bytes()
