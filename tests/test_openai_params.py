@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import inspect
 import io
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,19 +26,11 @@ from inference.http.protocols.openai.params import (  # noqa: E402
     GenerationParams,
 )
 from tests.test_img2img import photo, png  # noqa: E402
-from tests.test_openai import assert_bad_request, official_client, serve  # noqa: E402
+from tests.test_openai import assert_bad_request, server_and_client_fixtures  # noqa: E402
 
 QUICK = {"seed": 5, "steps": 4}
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    yield from serve()
-
-
-@pytest.fixture
-def client(server: str) -> Any:
-    return official_client(server)
+server, client = server_and_client_fixtures()
 
 
 def generated(client: Any, **arguments: Any) -> bytes:
