@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -49,6 +49,25 @@ def wait_for_queue(service: Service, depth: int) -> None:
     while service.engine.queue_depth < depth and time.monotonic() < deadline:
         time.sleep(0.01)
     assert service.engine.queue_depth >= depth
+
+
+def occupy(
+    pool: ThreadPoolExecutor, model: GatedModel, service: Service, request: GenerateRequest
+) -> Future[Any]:
+    """Submit ``request`` and return once the held model is running it."""
+    running = pool.submit(service.generate, request)
+    assert model.entered.wait(5)
+    return running
+
+
+def running_and_queued(
+    pool: ThreadPoolExecutor, model: GatedModel, service: Service
+) -> tuple[Future[Any], Future[Any]]:
+    """Seed 1 running on the held model and seed 2 waiting in the queue behind it."""
+    running = occupy(pool, model, service, req(seed=1))
+    queued = pool.submit(service.generate, req(seed=2))
+    wait_for_queue(service, 1)
+    return running, queued
 
 
 def queued_behind_a_held_batch(
@@ -131,8 +150,7 @@ def test_incompatible_requests_are_not_merged() -> None:
 def test_full_queue_refuses_at_once_with_retry_after() -> None:
     model, service = held(max_queue_size=2)
     with ThreadPoolExecutor(3) as pool:
-        running = pool.submit(service.generate, req(seed=0))
-        assert model.entered.wait(5)
+        running = occupy(pool, model, service, req(seed=0))
         queued = [pool.submit(service.generate, req(seed=i)) for i in (1, 2)]
         wait_for_queue(service, 2)
         # Refused while the worker is still held and the queue still full: a caller that
@@ -158,8 +176,7 @@ def test_request_times_out_and_engine_keeps_serving() -> None:
 def test_request_expired_in_the_queue_never_reaches_the_model() -> None:
     model, service = held(request_timeout_s=0.3)
     with ThreadPoolExecutor(2) as pool:
-        busy = pool.submit(service.generate, req("first", seed=1))
-        assert model.entered.wait(5)
+        busy = occupy(pool, model, service, req("first", seed=1))
         with pytest.raises(RequestTimeout):
             service.generate(req("queued", seed=2))
         model.gate.set()
@@ -293,10 +310,7 @@ def test_result_reports_seeds_timings_and_model() -> None:
 def test_stop_fails_queued_requests_cleanly() -> None:
     model, service = held()
     with ThreadPoolExecutor(2) as pool:
-        busy = pool.submit(service.generate, req(seed=1))
-        assert model.entered.wait(5)
-        queued = pool.submit(service.generate, req(seed=2))
-        wait_for_queue(service, 1)
+        busy, queued = running_and_queued(pool, model, service)
         threading.Timer(0.1, model.gate.set).start()
         service.stop()
         with pytest.raises(NotReady, match="shutting down"):
@@ -309,10 +323,7 @@ def test_stop_fails_queued_requests_cleanly() -> None:
 def test_drain_refuses_new_work_at_once_and_lets_queued_and_running_finish() -> None:
     model, service = held()
     with ThreadPoolExecutor(3) as pool:
-        busy = pool.submit(service.generate, req(seed=1))
-        assert model.entered.wait(5)
-        queued = pool.submit(service.generate, req(seed=2))
-        wait_for_queue(service, 1)
+        busy, queued = running_and_queued(pool, model, service)
         draining = pool.submit(service.drain, 30)
         while service.engine.phase != "draining":
             time.sleep(0.01)
@@ -329,8 +340,7 @@ def test_drain_refuses_new_work_at_once_and_lets_queued_and_running_finish() -> 
 def test_drain_gives_up_after_its_grace_and_stop_fails_the_rest() -> None:
     model, service = held()
     with ThreadPoolExecutor(1) as pool:
-        busy = pool.submit(service.generate, req(seed=1))
-        assert model.entered.wait(5)
+        busy = occupy(pool, model, service, req(seed=1))
         # drain returns while the batch is still held: it gave up, it did not wait it out
         with ThreadPoolExecutor(1) as other:  # a guard against a drain that never returns
             assert other.submit(service.drain, 0.2).result(timeout=30) is False
