@@ -64,28 +64,20 @@ def test_output_compression_is_the_lossy_formats_quality(
 def test_output_compression_applies_to_urls_and_streams(client: Any, server: str) -> None:
     import httpx
 
+    # WebP at quality 20, asked for as a URL and as a stream
+    webp_20: dict[str, Any] = {
+        "prompt": "a red fox",
+        "size": "128x128",
+        "output_format": "webp",
+        "output_compression": 20,
+    }
     expected = codec.encode(codec.decode(generated(client)), "webp", 20)
-    linked = client.images.generate(
-        prompt="a red fox",
-        size="128x128",
-        extra_body=QUICK,
-        output_format="webp",
-        output_compression=20,
-        response_format="url",
-    )
+    linked = client.images.generate(**webp_20, extra_body=QUICK, response_format="url")
     fetched = httpx.get(linked.data[0].url, timeout=30)
     assert fetched.content == expected and fetched.headers["content-type"] == "image/webp"
     assert linked.output_format == "webp"
     unseen = {"seed": 99, "steps": 4}  # not in the result cache: a hit has no partial images
-    stream = client.images.generate(
-        prompt="a red fox",
-        size="128x128",
-        extra_body=unseen,
-        output_format="webp",
-        output_compression=20,
-        stream=True,
-        partial_images=1,
-    )
+    stream = client.images.generate(**webp_20, extra_body=unseen, stream=True, partial_images=1)
     events = list(stream)
     assert [e.type for e in events] == [
         "image_generation.partial_image",
