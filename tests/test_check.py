@@ -50,13 +50,30 @@ def line_of(path: Path, fragment: str) -> int:
     return next(i for i, line in enumerate(lines, 1) if fragment in line)
 
 
+def set_line(path: Path, fragment: str, text: str) -> int:
+    """Replace the whole line that holds ``fragment`` by ``text``; return its number."""
+    line = line_of(path, fragment)
+    lines = path.read_text().splitlines(keepends=True)
+    lines[line - 1] = f"{text}\n"
+    path.write_text("".join(lines))
+    return line
+
+
 # Each mutation returns the "file:line: message start" the check must print for it.
 Mutation = Callable[[Path], str]
 
 
-def port_mismatch(root: Path) -> str:
-    line = edit(root / "Dockerfile", '"--port", "8000"]', '"--port", "7860"]')
-    return f"Dockerfile:{line}: CMD serves on port 7860, but the front matter's app_port is 8000"
+def replacing(name: str, file: str, old: str, new: str, message: str, below: int = 0) -> Mutation:
+    """The mutation ``name``: ``old`` becomes ``new`` in ``file``, and the check must name the
+    edited line (``below`` lines further on: the line an edit inserts, or a continuation's
+    start) with ``message``."""
+
+    def mutation(root: Path) -> str:
+        line = edit(root / file, old, new)
+        return f"{file}:{line + below}: {message}"
+
+    mutation.__name__ = name
+    return mutation
 
 
 def app_port_mismatch(root: Path) -> str:
@@ -64,11 +81,6 @@ def app_port_mismatch(root: Path) -> str:
     expose = line_of(root / "Dockerfile", "EXPOSE")
     assert line > 0
     return f"Dockerfile:{expose}: EXPOSE 8000, but the front matter's app_port is 7860"
-
-
-def quoted_app_port(root: Path) -> str:
-    line = edit(root / "README.md", "app_port: 8000", 'app_port: "8000"')
-    return f"README.md:{line}: app_port must be an integer (no quotes), got '8000'"
 
 
 def missing_user(root: Path) -> str:
@@ -88,50 +100,15 @@ def root_user(root: Path) -> str:
     return f"Dockerfile:{last + 1}: the final USER is 'root', which is not uid 1000"
 
 
-def hex_colour(root: Path) -> str:
-    line = edit(root / "README.md", "colorFrom: indigo", 'colorFrom: "#4f46e5"')
-    return f"README.md:{line}: colorFrom must be one of red, yellow, green"
-
-
-def secret_in_env(root: Path) -> str:
-    line = edit(root / "Dockerfile", "EXPOSE 8000", "ENV HF_TOKEN=hf_example\nEXPOSE 8000")
-    return f"Dockerfile:{line}: ENV HF_TOKEN looks like a secret"
-
-
-def secret_in_arg(root: Path) -> str:
-    line = edit(root / "Dockerfile", "ARG MODEL=mock", "ARG MODEL=mock\nARG AUTH_TOKEN")
-    return f"Dockerfile:{line + 1}: ARG AUTH_TOKEN looks like a secret"
-
-
-def localhost_bind(root: Path) -> str:
-    line = edit(root / "Dockerfile", '"--host", "0.0.0.0"', '"--host", "127.0.0.1"')
-    return f"Dockerfile:{line}: CMD binds host 127.0.0.1, which the Space's proxy cannot reach"
-
-
 def long_description(root: Path) -> str:
-    text = "x" * 61
-    line = line_of(root / "README.md", "short_description:")
-    readme = root / "README.md"
-    lines = readme.read_text().splitlines(keepends=True)
-    lines[line - 1] = f"short_description: {text}\n"
-    readme.write_text("".join(lines))
+    line = set_line(root / "README.md", "short_description:", "short_description: " + "x" * 61)
     return f"README.md:{line}: short_description must be at most 60 characters"
-
-
-def gradio_sdk(root: Path) -> str:
-    line = edit(root / "README.md", "sdk: docker", "sdk: gradio")
-    return f"README.md:{line}: sdk must be 'docker'"
 
 
 def no_front_matter(root: Path) -> str:
     readme = root / "README.md"
     readme.write_text(readme.read_text().split("---\n", 2)[2])
     return "README.md:1: no front matter"
-
-
-def license_mismatch(root: Path) -> str:
-    line = edit(root / "README.md", "license: apache-2.0", "license: mit")
-    return f"README.md:{line}: license must be the Hub id of pyproject.toml's 'Apache-2.0'"
 
 
 def cache_outside_home(root: Path) -> str:
@@ -154,23 +131,8 @@ def front_matter_not_a_mapping(root: Path) -> str:
     return "README.md:2: the front matter must be a YAML mapping"
 
 
-def hadolint_finding(root: Path) -> str:
-    line = edit(root / "Dockerfile", "FROM nvidia/cuda:12.6.3-base-ubuntu22.04", "FROM cuda:latest")
-    return f"Dockerfile:{line}: hadolint DL3007 (warning): Using latest"
-
-
-def install_without_the_lock(root: Path) -> str:
-    line = edit(root / "Dockerfile", "-c /opt/project/requirements.lock", "")
-    run = line - 1  # the RUN that starts the continued line
-    return f"Dockerfile:{run}: 'pip install -r /opt/project/pyproject.toml --extra diffusers"
-
-
 def unknown_hardware(root: Path) -> str:
-    line = line_of(root / "README.md", "suggested_hardware:")
-    readme = root / "README.md"
-    lines = readme.read_text().splitlines(keepends=True)
-    lines[line - 1] = "suggested_hardware: gpu-large\n"
-    readme.write_text("".join(lines))
+    line = set_line(root / "README.md", "suggested_hardware:", "suggested_hardware: gpu-large")
     return f"README.md:{line}: suggested_hardware must be one of cpu-basic"
 
 
@@ -180,35 +142,91 @@ def blackwell_without_its_cuda(root: Path) -> str:
     return f"Dockerfile:{line}: suggested_hardware rtx-pro-6000 is a Blackwell GPU"
 
 
-def malformed_preload(root: Path) -> str:
-    line = edit(
-        root / "README.md", "pinned: false", "pinned: false\npreload_from_hub:\n  - sd turbo"
-    )
-    return f"README.md:{line + 1}: preload_from_hub entry 'sd turbo' is not 'owner/repo"
-
-
 MUTATIONS = [
-    port_mismatch,
+    replacing(
+        "port_mismatch",
+        "Dockerfile",
+        '"--port", "8000"]',
+        '"--port", "7860"]',
+        "CMD serves on port 7860, but the front matter's app_port is 8000",
+    ),
     app_port_mismatch,
-    quoted_app_port,
+    replacing(
+        "quoted_app_port",
+        "README.md",
+        "app_port: 8000",
+        'app_port: "8000"',
+        "app_port must be an integer (no quotes), got '8000'",
+    ),
     missing_user,
     root_user,
-    hex_colour,
-    secret_in_env,
-    secret_in_arg,
-    localhost_bind,
+    replacing(
+        "hex_colour",
+        "README.md",
+        "colorFrom: indigo",
+        'colorFrom: "#4f46e5"',
+        "colorFrom must be one of red, yellow, green",
+    ),
+    replacing(
+        "secret_in_env",
+        "Dockerfile",
+        "EXPOSE 8000",
+        "ENV HF_TOKEN=hf_example\nEXPOSE 8000",
+        "ENV HF_TOKEN looks like a secret",
+    ),
+    replacing(
+        "secret_in_arg",
+        "Dockerfile",
+        "ARG MODEL=mock",
+        "ARG MODEL=mock\nARG AUTH_TOKEN",
+        "ARG AUTH_TOKEN looks like a secret",
+        below=1,
+    ),
+    replacing(
+        "localhost_bind",
+        "Dockerfile",
+        '"--host", "0.0.0.0"',
+        '"--host", "127.0.0.1"',
+        "CMD binds host 127.0.0.1, which the Space's proxy cannot reach",
+    ),
     long_description,
-    gradio_sdk,
+    replacing("gradio_sdk", "README.md", "sdk: docker", "sdk: gradio", "sdk must be 'docker'"),
     no_front_matter,
-    license_mismatch,
+    replacing(
+        "license_mismatch",
+        "README.md",
+        "license: apache-2.0",
+        "license: mit",
+        "license must be the Hub id of pyproject.toml's 'Apache-2.0'",
+    ),
     cache_outside_home,
     unknown_hardware,
     invalid_yaml,
     front_matter_not_a_mapping,
-    hadolint_finding,
-    install_without_the_lock,
+    replacing(
+        "hadolint_finding",
+        "Dockerfile",
+        "FROM nvidia/cuda:12.6.3-base-ubuntu22.04",
+        "FROM cuda:latest",
+        "hadolint DL3007 (warning): Using latest",
+    ),
+    replacing(  # the problem is named at the RUN that starts the continued line
+        "install_without_the_lock",
+        "Dockerfile",
+        "-c /opt/project/requirements.lock",
+        "",
+        "'pip install -r /opt/project/pyproject.toml --extra diffusers",
+        below=-1,
+    ),
     blackwell_without_its_cuda,
-    malformed_preload,
+    replacing(
+        "malformed_preload",
+        "README.md",
+        "pinned: false",
+        "pinned: false\npreload_from_hub:\n  - sd turbo",
+        "preload_from_hub entry 'sd turbo' is not 'owner/repo",
+        below=1,
+    ),
 ]
 
 

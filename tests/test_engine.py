@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -33,6 +33,61 @@ def req(prompt: str = "a red fox", seed: int = 1, **kw: object) -> GenerateReque
 
 def started(model: MockModel, **settings: object) -> Service:
     return Service(model, Settings(**settings)).start()
+
+
+def held(**settings: object) -> tuple[GatedModel, Service]:
+    """A started service (no batching window) whose next model call waits for the gate."""
+    model = GatedModel()
+    service = started(model, max_wait_ms=0, **settings)
+    model.hold()
+    return model, service
+
+
+def wait_for_queue(service: Service, depth: int) -> None:
+    """Poll until ``depth`` requests wait in the queue (the deadline is only a guard)."""
+    deadline = time.monotonic() + 30
+    while service.engine.queue_depth < depth and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert service.engine.queue_depth >= depth
+
+
+def occupy(
+    pool: ThreadPoolExecutor, model: GatedModel, service: Service, request: GenerateRequest
+) -> Future[Any]:
+    """Submit ``request`` and return once the held model is running it."""
+    running = pool.submit(service.generate, request)
+    assert model.entered.wait(5)
+    return running
+
+
+def running_and_queued(
+    pool: ThreadPoolExecutor, model: GatedModel, service: Service
+) -> tuple[Future[Any], Future[Any]]:
+    """Seed 1 running on the held model and seed 2 waiting in the queue behind it."""
+    running = occupy(pool, model, service, req(seed=1))
+    queued = pool.submit(service.generate, req(seed=2))
+    wait_for_queue(service, 1)
+    return running, queued
+
+
+def queued_behind_a_held_batch(
+    requests: list[GenerateRequest], max_batch_size: int
+) -> tuple[list[list[Any]], list[Any]]:
+    """Run ``requests`` while the worker is held on another batch, so that all of them are
+    queued before the batcher takes any; return the model calls that served them and their
+    results, in order."""
+    model, service = held(max_batch_size=max_batch_size)
+    blocker = threading.Thread(target=service.generate, args=(req(seed=99),))
+    blocker.start()
+    assert model.entered.wait(5)
+    with ThreadPoolExecutor(len(requests)) as pool:
+        futures = [pool.submit(service.generate, r) for r in requests]
+        time.sleep(0.2)  # let every request reach the queue behind the busy worker
+        model.gate.set()
+        results = [f.result(timeout=30) for f in futures]
+    blocker.join()
+    service.stop()
+    return model.calls[2:], results  # the first call is warm-up, the second the blocker
 
 
 def test_32_concurrent_requests_share_model_calls_and_match_solo_runs() -> None:
@@ -73,59 +128,31 @@ def test_a_lone_caller_does_not_wait_for_company() -> None:
 
 
 def test_batches_respect_max_batch_size_counted_in_images() -> None:
-    model = GatedModel()
-    service = started(model, max_batch_size=4, max_wait_ms=0)
-    model.hold()
-    first = threading.Thread(target=service.generate, args=(req(seed=99),))
-    first.start()
-    assert model.entered.wait(5)
-    with ThreadPoolExecutor(6) as pool:
-        futures = [pool.submit(service.generate, req(seed=i, num_outputs=2)) for i in range(6)]
-        time.sleep(0.2)  # let every request reach the queue behind the busy worker
-        model.gate.set()
-        results = [f.result(timeout=30) for f in futures]
-    first.join()
-    queued_calls = model.calls[2:]  # the first is warm-up, the second the blocking request
+    requests = [req(seed=i, num_outputs=2) for i in range(6)]
+    queued_calls, results = queued_behind_a_held_batch(requests, max_batch_size=4)
     assert all(sum(j.num_outputs for j in call) <= 4 for call in queued_calls)
     assert {r.batch_size for r in results} == {4}
-    service.stop()
 
 
 def test_incompatible_requests_are_not_merged() -> None:
-    model = GatedModel()
-    service = started(model, max_batch_size=8, max_wait_ms=0)
-    model.hold()
-    blocker = threading.Thread(target=service.generate, args=(req(seed=0),))
-    blocker.start()
-    assert model.entered.wait(5)
-    with ThreadPoolExecutor(4) as pool:
-        futures = [
-            pool.submit(service.generate, req(seed=1, width=64)),
-            pool.submit(service.generate, req(seed=2, width=128)),
-            pool.submit(service.generate, req(seed=3, width=64)),
-            pool.submit(service.generate, req(seed=4, steps=5)),
-        ]
-        time.sleep(0.2)
-        model.gate.set()
-        results = [f.result(timeout=30) for f in futures]
-    blocker.join()
-    for call in model.calls[2:]:
+    requests = [
+        req(seed=1, width=64),
+        req(seed=2, width=128),
+        req(seed=3, width=64),
+        req(seed=4, steps=5),
+    ]
+    queued_calls, results = queued_behind_a_held_batch(requests, max_batch_size=8)
+    for call in queued_calls:
         assert len({(j.width, j.height, j.steps) for j in call}) == 1
     assert [r.batch_size for r in results] == [2, 1, 2, 1]
-    service.stop()
 
 
 def test_full_queue_refuses_at_once_with_retry_after() -> None:
-    model = GatedModel()
-    service = started(model, max_queue_size=2, max_wait_ms=0)
-    model.hold()
+    model, service = held(max_queue_size=2)
     with ThreadPoolExecutor(3) as pool:
-        running = pool.submit(service.generate, req(seed=0))
-        assert model.entered.wait(5)
+        running = occupy(pool, model, service, req(seed=0))
         queued = [pool.submit(service.generate, req(seed=i)) for i in (1, 2)]
-        deadline = time.monotonic() + 5
-        while service.engine.queue_depth < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for_queue(service, 2)
         # Refused while the worker is still held and the queue still full: a caller that
         # waited for room instead would wait for the gate, which only this test opens
         with ThreadPoolExecutor(1) as other, pytest.raises(Overloaded) as info:
@@ -139,9 +166,7 @@ def test_full_queue_refuses_at_once_with_retry_after() -> None:
 
 
 def test_request_times_out_and_engine_keeps_serving() -> None:
-    model = GatedModel()
-    service = started(model, request_timeout_s=0.3, max_wait_ms=0)
-    model.hold()
+    model, service = held(request_timeout_s=0.3)
     with pytest.raises(RequestTimeout, match="REQUEST_TIMEOUT_S"):
         service.generate(req(seed=1))
     model.gate.set()
@@ -149,12 +174,9 @@ def test_request_times_out_and_engine_keeps_serving() -> None:
 
 
 def test_request_expired_in_the_queue_never_reaches_the_model() -> None:
-    model = GatedModel()
-    service = started(model, request_timeout_s=0.3, max_wait_ms=0)
-    model.hold()
+    model, service = held(request_timeout_s=0.3)
     with ThreadPoolExecutor(2) as pool:
-        busy = pool.submit(service.generate, req("first", seed=1))
-        assert model.entered.wait(5)
+        busy = occupy(pool, model, service, req("first", seed=1))
         with pytest.raises(RequestTimeout):
             service.generate(req("queued", seed=2))
         model.gate.set()
@@ -167,9 +189,7 @@ def test_request_expired_in_the_queue_never_reaches_the_model() -> None:
 
 
 def test_cancelled_caller_is_dropped_before_its_batch_starts() -> None:
-    model = GatedModel()
-    service = started(model, max_wait_ms=0)
-    model.hold()
+    model, service = held()
 
     async def scenario() -> None:
         busy = asyncio.ensure_future(service.submit(req("busy", seed=1)))
@@ -288,15 +308,9 @@ def test_result_reports_seeds_timings_and_model() -> None:
 
 
 def test_stop_fails_queued_requests_cleanly() -> None:
-    model = GatedModel()
-    service = started(model, max_wait_ms=0)
-    model.hold()
+    model, service = held()
     with ThreadPoolExecutor(2) as pool:
-        busy = pool.submit(service.generate, req(seed=1))
-        assert model.entered.wait(5)
-        queued = pool.submit(service.generate, req(seed=2))
-        while service.engine.queue_depth < 1:
-            time.sleep(0.01)
+        busy, queued = running_and_queued(pool, model, service)
         threading.Timer(0.1, model.gate.set).start()
         service.stop()
         with pytest.raises(NotReady, match="shutting down"):
@@ -307,15 +321,9 @@ def test_stop_fails_queued_requests_cleanly() -> None:
 
 
 def test_drain_refuses_new_work_at_once_and_lets_queued_and_running_finish() -> None:
-    model = GatedModel()
-    service = started(model, max_wait_ms=0)
-    model.hold()
+    model, service = held()
     with ThreadPoolExecutor(3) as pool:
-        busy = pool.submit(service.generate, req(seed=1))
-        assert model.entered.wait(5)
-        queued = pool.submit(service.generate, req(seed=2))
-        while service.engine.queue_depth < 1:
-            time.sleep(0.01)
+        busy, queued = running_and_queued(pool, model, service)
         draining = pool.submit(service.drain, 30)
         while service.engine.phase != "draining":
             time.sleep(0.01)
@@ -330,12 +338,9 @@ def test_drain_refuses_new_work_at_once_and_lets_queued_and_running_finish() -> 
 
 
 def test_drain_gives_up_after_its_grace_and_stop_fails_the_rest() -> None:
-    model = GatedModel()
-    service = started(model, max_wait_ms=0)
-    model.hold()
+    model, service = held()
     with ThreadPoolExecutor(1) as pool:
-        busy = pool.submit(service.generate, req(seed=1))
-        assert model.entered.wait(5)
+        busy = occupy(pool, model, service, req(seed=1))
         # drain returns while the batch is still held: it gave up, it did not wait it out
         with ThreadPoolExecutor(1) as other:  # a guard against a drain that never returns
             assert other.submit(service.drain, 0.2).result(timeout=30) is False

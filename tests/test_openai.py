@@ -58,14 +58,25 @@ def official_client(url: str) -> Any:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    yield from serve()
+def server_and_client_fixtures() -> tuple[Any, Any]:
+    """The ``server`` (one per test module) and ``client`` (the official client) fixtures.
+
+    Each OpenAI test module binds them as its own module-level names; importing the fixtures
+    themselves would share nothing more and reads to linters as an unused import.
+    """
+
+    @pytest.fixture(scope="module", name="server")
+    def server() -> Iterator[str]:
+        yield from serve()
+
+    @pytest.fixture(name="client")
+    def client(server: str) -> Any:
+        return official_client(server)
+
+    return server, client
 
 
-@pytest.fixture
-def client(server: str) -> Any:
-    return official_client(server)
+server, client = server_and_client_fixtures()
 
 
 def predict(server: str, **request: Any) -> list[bytes]:

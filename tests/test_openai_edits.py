@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -31,20 +30,12 @@ from tests.test_openai import (  # noqa: E402
     assert_bad_request,
     official_client,
     predict,
-    serve,
+    server_and_client_fixtures,
 )
 
 QUICK = {"seed": 11, "steps": 4}
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    yield from serve()
-
-
-@pytest.fixture
-def client(server: str) -> Any:
-    return official_client(server)
+server, client = server_and_client_fixtures()
 
 
 def rgba(pixels: np.ndarray, alpha: np.ndarray) -> bytes:

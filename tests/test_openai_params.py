@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import inspect
 import io
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,19 +26,11 @@ from inference.http.protocols.openai.params import (  # noqa: E402
     GenerationParams,
 )
 from tests.test_img2img import photo, png  # noqa: E402
-from tests.test_openai import assert_bad_request, official_client, serve  # noqa: E402
+from tests.test_openai import assert_bad_request, server_and_client_fixtures  # noqa: E402
 
 QUICK = {"seed": 5, "steps": 4}
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    yield from serve()
-
-
-@pytest.fixture
-def client(server: str) -> Any:
-    return official_client(server)
+server, client = server_and_client_fixtures()
 
 
 def generated(client: Any, **arguments: Any) -> bytes:
@@ -73,28 +64,20 @@ def test_output_compression_is_the_lossy_formats_quality(
 def test_output_compression_applies_to_urls_and_streams(client: Any, server: str) -> None:
     import httpx
 
+    # WebP at quality 20, asked for as a URL and as a stream
+    webp_20: dict[str, Any] = {
+        "prompt": "a red fox",
+        "size": "128x128",
+        "output_format": "webp",
+        "output_compression": 20,
+    }
     expected = codec.encode(codec.decode(generated(client)), "webp", 20)
-    linked = client.images.generate(
-        prompt="a red fox",
-        size="128x128",
-        extra_body=QUICK,
-        output_format="webp",
-        output_compression=20,
-        response_format="url",
-    )
+    linked = client.images.generate(**webp_20, extra_body=QUICK, response_format="url")
     fetched = httpx.get(linked.data[0].url, timeout=30)
     assert fetched.content == expected and fetched.headers["content-type"] == "image/webp"
     assert linked.output_format == "webp"
     unseen = {"seed": 99, "steps": 4}  # not in the result cache: a hit has no partial images
-    stream = client.images.generate(
-        prompt="a red fox",
-        size="128x128",
-        extra_body=unseen,
-        output_format="webp",
-        output_compression=20,
-        stream=True,
-        partial_images=1,
-    )
+    stream = client.images.generate(**webp_20, extra_body=unseen, stream=True, partial_images=1)
     events = list(stream)
     assert [e.type for e in events] == [
         "image_generation.partial_image",

@@ -153,18 +153,36 @@ def version(name: str = "v1", lines: str = "", backend: str = "mock") -> str:
     return f'[[models.versions]]\nname = "{name}"\nbackend = "{backend}"\n{lines}\n'
 
 
+#: Problems in the one version of model 'a': its extra lines, and the message that names them.
+BAD_VERSION_LINES = {
+    "negative weight": ("weight = -1", "weight of 'v1' must be a finite number >= 0, got -1"),
+    "NaN weight": ("weight = nan", "weight of 'v1' must be a finite number >= 0, got nan"),
+    "unknown key": (
+        "wieght = 3",
+        "model 'a' version 'v1': unknown key 'wieght' (did you mean 'weight'?)",
+    ),
+    "default above limit": (
+        "default_steps = 60\nmax_steps = 50",
+        "DEFAULT_STEPS=60 exceeds MAX_STEPS=50",
+    ),
+    "setting out of range": (
+        "max_batch_size = 0",
+        "model 'a' version 'v1': max_batch_size = 0: Input should be greater than or equal to 1",
+    ),
+    "revision on a mock": (
+        'revision = "abc"',
+        "revision pins a hub id, but backend 'mock' is a mock",
+    ),
+}
+
 BAD = {
+    **{
+        name: (model("a", "", version(lines=lines)), message)
+        for name, (lines, message) in BAD_VERSION_LINES.items()
+    },
     "unknown backend": (
         model("a", "", version(backend="mokc")),
         "backend 'mokc' is not a form a model can take (did you mean 'mock'?)",
-    ),
-    "negative weight": (
-        model("a", "", version(lines="weight = -1")),
-        "weight of 'v1' must be a finite number >= 0, got -1",
-    ),
-    "NaN weight": (
-        model("a", "", version(lines="weight = nan")),
-        "weight of 'v1' must be a finite number >= 0, got nan",
     ),
     "all weights zero": (
         model("a", "", version("v1", "weight = 0"), version("v2", "weight = 0")),
@@ -187,25 +205,9 @@ BAD = {
         model("a", "default = true") + model("b", "default = true"),
         "models 'a', 'b' are all marked default; keep default on one",
     ),
-    "unknown key": (
-        model("a", "", version(lines="wieght = 3")),
-        "model 'a' version 'v1': unknown key 'wieght' (did you mean 'weight'?)",
-    ),
     "pinned default missing": (
         model("a", 'default = "v2"'),
         "model 'a': default version 'v2' does not exist; its versions are 'v1'",
-    ),
-    "default above limit": (
-        model("a", "", version(lines="default_steps = 60\nmax_steps = 50")),
-        "DEFAULT_STEPS=60 exceeds MAX_STEPS=50",
-    ),
-    "setting out of range": (
-        model("a", "", version(lines="max_batch_size = 0")),
-        "model 'a' version 'v1': max_batch_size = 0: Input should be greater than or equal to 1",
-    ),
-    "revision on a mock": (
-        model("a", "", version(lines='revision = "abc"')),
-        "revision pins a hub id, but backend 'mock' is a mock",
     ),
     "bad name": (model("a/b", "", version("v@1")), "name must be 1 to 64 letters"),
     "no versions": ('[[models]]\nname = "a"\n', "model 'a': needs one or more [[models.versions]]"),
@@ -223,38 +225,21 @@ def test_each_bad_registry_is_named_without_a_traceback(
 
 
 def test_every_problem_of_a_registry_is_listed_at_once(tmp_path: Path) -> None:
-    text = """
-[[models]]
-name = "draft"
-default = "v9"
-  [[models.versions]]
-  name = "v1"
-  backend = "mokc"
-  wieght = 3
-  [[models.versions]]
-  name = "v1"
-  backend = "mock"
-  weight = -2
-
-[[models]]
-name = "final"
-default = true
-  [[models.versions]]
-  name = "a"
-  backend = "mock"
-  weight = nan
-  [[models.versions]]
-  name = "b"
-  backend = "stabilityai/sd-turbo"
-  weights_path = "x.json"
-
-[[models]]
-name = "Final"
-  [[models.versions]]
-  name = "z"
-  backend = "mock"
-  weight = 0
-"""
+    text = (
+        model(
+            "draft",
+            'default = "v9"',
+            version("v1", "wieght = 3", backend="mokc"),
+            version("v1", "weight = -2"),
+        )
+        + model(
+            "final",
+            "default = true",
+            version("a", "weight = nan"),
+            version("b", 'weights_path = "x.json"', backend="stabilityai/sd-turbo"),
+        )
+        + model("Final", "", version("z", "weight = 0"))
+    )
     problems = problems_of(tmp_path, text)
     expected = [
         "model 'draft' version 'v1': unknown key 'wieght' (did you mean 'weight'?)",

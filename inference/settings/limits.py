@@ -3,9 +3,22 @@ omitted request fields (which must lie within them)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field, model_validator
 
 from inference import schema
+
+
+def _default_side(side: str) -> Any:
+    """DEFAULT_WIDTH and DEFAULT_HEIGHT: one rule for both sides, so they cannot drift apart."""
+    return Field(
+        None,
+        ge=schema.SIDE_MIN,
+        le=schema.SIDE_MAX,
+        description=f"{side} for requests that omit it; unset: the model's native size (at most "
+        f"MAX_{side.upper()}, a multiple of 8).",
+    )
 
 
 class LimitSettings(BaseModel):
@@ -59,20 +72,8 @@ class LimitSettings(BaseModel):
         le=schema.PROMPT_WEIGHT_MAX,
         description="prompt_weight for requests that omit it; unset: the model's own guidance.",
     )
-    default_width: int | None = Field(
-        None,
-        ge=schema.SIDE_MIN,
-        le=schema.SIDE_MAX,
-        description="width for requests that omit it; unset: the model's native size (at most "
-        "MAX_WIDTH, a multiple of 8).",
-    )
-    default_height: int | None = Field(
-        None,
-        ge=schema.SIDE_MIN,
-        le=schema.SIDE_MAX,
-        description="height for requests that omit it; unset: the model's native size (at most "
-        "MAX_HEIGHT, a multiple of 8).",
-    )
+    default_width: int | None = _default_side("width")
+    default_height: int | None = _default_side("height")
 
     @model_validator(mode="after")
     def _defaults_within_limits(self) -> LimitSettings:

@@ -24,7 +24,7 @@ import yaml
 from jsonschema import Draft7Validator
 from packaging.version import InvalidVersion, Version
 
-from tools.checks import Problem, torch_compat
+from tools.checks import Problem, module_constants, torch_compat
 from tools.checks.cog_files import Pin, cog_requirements, load_cog_yaml, project_pins
 from tools.checks.lock import LOCK, RELOCK, UNLOCKED, Lock, read_lock
 
@@ -356,13 +356,7 @@ def _check_predictor(root: Path, ref: str, where: Path, line: int | None) -> _Pr
             f"module level (classes there: {', '.join(sorted(classes)) or 'none'})"
         )
         return _PredictorFacts([Problem(where, line, message)])
-    constants = {
-        target.id: node.value
-        for node in tree.body
-        if isinstance(node, ast.Assign)
-        for target in node.targets
-        if isinstance(target, ast.Name)
-    }
+    constants = module_constants(tree)
     methods = {
         n.name: n
         for n in classes[class_name].body

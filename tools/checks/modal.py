@@ -19,7 +19,7 @@ import ast
 from pathlib import Path
 from typing import Any
 
-from tools.checks import Problem
+from tools.checks import Problem, module_constants
 from tools.checks.lock import LOCK
 
 SETTINGS_CLASS = "DeploySettings"
@@ -334,13 +334,7 @@ def _check_lock_used(tree: ast.Module, calls: list[ast.Call]) -> list[tuple[int,
 
     Without it the image gets whatever resolves on build day, not the versions CI tested.
     """
-    names = {
-        target.id: node.value
-        for node in tree.body
-        if isinstance(node, ast.Assign)
-        for target in node.targets
-        if isinstance(target, ast.Name)
-    }
+    names = module_constants(tree)
     copied = [
         _text(call.args[1], names)
         for call in calls
