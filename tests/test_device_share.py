@@ -77,6 +77,12 @@ def test_each_device_name_has_one_arbiter_and_replicas_take_their_own_devices() 
         assert one.engine.arbiters == [DeviceArbiter.of("cpu")]
     finally:
         two.stop(), one.stop()
+    # A name listed twice is two devices (the stand-in's simulated ones): no turns between them.
+    twice = Service.from_settings(Settings(devices="cpu,cpu")).start()
+    try:
+        assert [a.device for a in twice.engine.arbiters] == ["cpu", "cpu#1"]
+    finally:
+        twice.stop()
 
 
 def registry(tmp_path: Path) -> Path:

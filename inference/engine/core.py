@@ -176,7 +176,10 @@ class Engine:
             if self._device_names is not None:
                 # Known once loaded: DEVICE=auto resolves in the backend's load().
                 device = shared_device(model, self._device_names[index])
-                self.arbiters[index] = DeviceArbiter.of(device)
+                # A name listed twice (DEVICES=cpu,cpu: simulated devices) is asked for as two
+                # devices: the second replica takes the name's second arbiter, not the first's.
+                repeat = self._device_names[:index].count(self._device_names[index])
+                self.arbiters[index] = DeviceArbiter.of(f"{device}#{repeat}" if repeat else device)
             job = warm_up()
             # One small generation at the size actually served, so the first request is not
             # the one that pays for lazy initialisation (kernels, allocator, caches).
