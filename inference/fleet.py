@@ -6,6 +6,8 @@ the version's queue and batching, its result cache the version's results (so a c
 never crosses versions). The fleet adds only what lies between the services: routing (the
 registry), loading on first use under a budget (``MAX_LOADED_MODELS``, least recently used
 unloaded first, like Ray Serve's model multiplexing), and the counts an operator watches.
+With ``HOST_CACHED_MODELS`` an unloaded version's weights wait in host memory (the backend's
+``preload()``), so switching back to it costs a copy to the device, not a read from disk.
 
 The default version is built at start like the one service of a server without a registry and
 never unloaded: /ready, /health, the UI, Cog and batch jobs serve it, exactly as before. Without
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -33,6 +36,8 @@ from typing import Any, Literal
 
 from inference.engine.batcher import Progress
 from inference.errors import NotReady, RequestTimeout
+from inference.models import Model, build_model
+from inference.models.devices import visible_gpus
 from inference.registry import Registry, VersionRef
 from inference.results import GenerateResult
 from inference.schema import Job
@@ -85,9 +90,11 @@ class Fleet:
         *,
         max_loaded: int | None = None,
         build: Callable[[Settings], Service] = Service.from_settings,
+        host_cached: int = 0,
     ) -> None:
         """``default`` serves ``default_ref(registry)``; others are built with ``build`` from
-        their version's settings on first use, at most ``max_loaded`` of them at once."""
+        their version's settings on first use, at most ``max_loaded`` of them at once, and
+        ``host_cached`` unloaded ones keep their weights in host memory."""
         self.registry = registry
         self.default_ref = default_ref(registry)
         self.default = default
@@ -98,6 +105,9 @@ class Fleet:
         self._loaded: OrderedDict[VersionRef, Service] = OrderedDict()
         self._loading: dict[VersionRef, concurrent.futures.Future[Service]] = {}
         self._load_errors: dict[VersionRef, str] = {}
+        self.host_cached = host_cached
+        #: Unloaded versions' models with their weights in host memory, oldest first.
+        self._parked: OrderedDict[VersionRef, Model] = OrderedDict()
         self.counts = {
             version.ref: VersionCounts()
             for spec in registry.models.values()
@@ -116,13 +126,23 @@ class Fleet:
         registry = Registry.from_settings(settings)
         ref = default_ref(registry)
         service = Service.from_settings(registry.version(ref).settings)
-        return cls(registry, service, max_loaded=settings.max_loaded_models)
+        return cls(
+            registry,
+            service,
+            max_loaded=settings.max_loaded_models,
+            host_cached=settings.host_cached_models,
+        )
 
     @classmethod
     def around(cls, service: Service) -> Fleet:
         """A fleet whose default version is ``service`` (built by a runtime or a test)."""
         settings = service.settings
-        return cls(Registry.from_settings(settings), service, max_loaded=settings.max_loaded_models)
+        return cls(
+            Registry.from_settings(settings),
+            service,
+            max_loaded=settings.max_loaded_models,
+            host_cached=settings.host_cached_models,
+        )
 
     def add_request_listener(self, listener: RequestListener) -> None:
         self._listeners.append(listener)
@@ -206,8 +226,11 @@ class Fleet:
         requests waiting for it, and the next request tries again."""
         log.info("loading version %s", ref)
         service: Service | None = None
+        settings = self.registry.version(ref).settings
+        with self._lock:
+            parked = self._parked.pop(ref, None)
         try:
-            service = self._build(self.registry.version(ref).settings)
+            service = Service(parked, settings) if parked is not None else self._build(settings)
             service.start()
         except Exception as exc:
             if service is not None:
@@ -227,7 +250,7 @@ class Fleet:
         self._unload(evicted)
         return service
 
-    def _evict(self, keep: VersionRef | None = None) -> list[Service]:
+    def _evict(self, keep: VersionRef | None = None) -> list[tuple[VersionRef, Service]]:
         """Idle versions to unload, least recently used first, until the budget holds; called
         under the lock. Busy versions stay (see the module's docstring)."""
         if self.max_loaded is None:
@@ -237,20 +260,50 @@ class Fleet:
             if len(self._loaded) <= self.max_loaded:
                 break
             if ref != keep and self.counts[ref].in_flight == 0:
-                evicted.append(self._loaded.pop(ref))
+                evicted.append((ref, self._loaded.pop(ref)))
                 log.info("unloading version %s (MAX_LOADED_MODELS=%d)", ref, self.max_loaded)
         return evicted
 
-    def _unload(self, services: list[Service]) -> None:
-        for service in services:
+    def _unload(self, evicted: list[tuple[VersionRef, Service]]) -> None:
+        for ref, service in evicted:
             # Nothing is in flight on it (leases), so nothing waits for this stop.
             service.stop()
+            if self.host_cached:
+                # After stop() the loader refuses: nothing will load the version again.
+                with contextlib.suppress(RuntimeError):
+                    self._loader.submit(self._park, ref)
+
+    def _park(self, ref: VersionRef) -> None:
+        """Read ``ref``'s weights into host memory again (on the loader thread, so before any
+        later load of it), for its next load to pick up; the oldest beyond ``host_cached`` go.
+
+        A fresh model's ``preload()``, not the unloaded one's tensors: moving those back off the
+        device is the backend's business, and the read happens while nobody waits for it."""
+        settings = self.registry.version(ref).settings
+        if settings.device == "auto" and visible_gpus():
+            # preload() needs the device to pick DTYPE=auto; auto resolves to cuda here anyway.
+            settings = settings.model_copy(update={"device": "cuda"})
+        try:
+            model = build_model(settings)
+            preload = getattr(model, "preload", None)
+            if not callable(preload) or not preload():
+                return
+        except Exception as exc:  # its next load reads from disk and reports the problem
+            log.warning("version %s stays on disk only: %s", ref, exc)
+            return
+        with self._lock:
+            if ref in self._loaded:
+                return
+            self._parked[ref] = model
+            while len(self._parked) > self.host_cached:
+                self._parked.popitem(last=False)
 
     def stop(self, grace_s: float = 0.0) -> None:
         """Stop every loaded version but the default, whose owner stops it."""
         with self._lock:
             services = list(self._loaded.values())
             self._loaded.clear()
+            self._parked.clear()
         for service in services:
             service.stop(grace_s)
         self._loader.shutdown(wait=False, cancel_futures=True)
@@ -270,6 +323,8 @@ class Fleet:
                 state = "loaded" if service is not None else "unloaded"
                 if ref in self._loading:
                     state = "loading"
+                elif ref in self._parked:
+                    state = "host memory"
                 elif ref in self._load_errors:
                     state = "failed"
                 versions.append(

@@ -41,8 +41,11 @@ class Service:
         built for each further one (the adapters build ``model`` before the service)."""
         self.settings = settings or Settings()
         self.model = model
-        replicas = [build_model(each) for each in replica_settings(self.settings)[1:]]
-        self._engine = Engine(model, self.settings, replicas)
+        devices = replica_settings(self.settings)
+        replicas = [build_model(each) for each in devices[1:]]
+        # Named devices: versions of a fleet that share one take turns on it (engine.arbiter).
+        names = [each.device for each in devices]
+        self._engine = Engine(model, self.settings, replicas, device_names=names)
         self._validator = Validator(model, self.settings)
         cache_bytes = int(self.settings.result_cache_mb * 2**20)
         self.cache = ResultCache(cache_bytes) if cache_bytes > 0 else None

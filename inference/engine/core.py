@@ -1,8 +1,10 @@
 """The engine: owns the loaded model (one replica per device), runs its calls batch by batch.
 
-One worker thread per replica runs that replica's calls, so an accelerator is never shared by
-two calls; every worker takes its batches from one shared queue, so a batch goes to whichever
-device is free and a failing device fails only the batches it ran. Callers from any context
+One worker thread per replica runs that replica's calls; every worker takes its batches from one
+shared queue, so a batch goes to whichever device is free and a failing device fails only the
+batches it ran. Engines of other versions may have replicas on the same device: a worker holds
+its device's arbiter (``engine.arbiter``) for each model call, so an accelerator never runs two
+calls at once and versions take turns on it. Callers from any context
 share that queue: async callers (``await submit``) and sync ones
 (``run``). Which requests share a call is the batcher's policy (``engine.batcher``); what one
 call does with its callers (stop between steps, fail only its own batch) is ``engine.calls``.
@@ -20,12 +22,14 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 from inference import codec
+from inference.engine.arbiter import DeviceArbiter
 from inference.engine.batcher import Batcher, Closed, Preview, Progress, Ticket
 from inference.engine.calls import BatchListener, EngineStats, ModelCalls, StepListener
 from inference.engine.encoding import Output, encode_result
 from inference.engine.outputs import checked
 from inference.errors import InferenceError, ModelError, NotReady
 from inference.models.base import Model
+from inference.models.devices import shared_device
 from inference.results import GenerateResult
 from inference.schema import Job
 from inference.settings import Settings
@@ -39,10 +43,17 @@ class Engine:
     """Serves one model, on one device or several; see the module docstring."""
 
     def __init__(
-        self, model: Model, settings: Settings | None = None, replicas: Sequence[Model] = ()
+        self,
+        model: Model,
+        settings: Settings | None = None,
+        replicas: Sequence[Model] = (),
+        device_names: Sequence[str] | None = None,
     ) -> None:
         """``model`` serves on the first device; ``replicas``, the same model built for each
-        further device (``models.devices``), share its queue."""
+        further device (``models.devices``), share its queue. ``device_names``: each replica's
+        device as its settings name it; given, a replica takes turns with every engine's on
+        that device (``shared_device``); omitted, each replica has a device to itself (an
+        engine built by hand, as tests do)."""
         settings = settings or Settings()
         self.model = model
         self.replicas = [model, *replicas]
@@ -67,6 +78,8 @@ class Engine:
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0  # requests queued or running, for drain()
         self._workers: list[threading.Thread] = []
+        self._device_names = list(device_names) if device_names is not None else None
+        self.arbiters = [DeviceArbiter(f"replica {i}") for i in range(len(self.replicas))]
         self.devices = [self._calls(replica) for replica in self.replicas]
         self.calls = self.devices[0]
         for calls in self.devices[1:]:  # one list of listeners, whichever device runs a batch
@@ -116,11 +129,11 @@ class Engine:
             self.phase = "loading"
         loads = [concurrent.futures.Future[None]() for _ in self.devices]
         go = threading.Event()  # set once every replica loaded, or one failed
-        for index, (calls, loaded) in enumerate(zip(self.devices, loads, strict=True)):
+        for index, loaded in enumerate(loads):
             name = "engine-worker" if index == 0 else f"engine-worker-{index}"
             worker = threading.Thread(
                 target=self._load_and_serve,
-                args=(calls, warm_up, loaded, go),
+                args=(index, warm_up, loaded, go),
                 name=name,
                 daemon=True,
             )
@@ -138,31 +151,41 @@ class Engine:
 
     def _load_and_serve(
         self,
-        calls: ModelCalls,
+        index: int,
         warm_up: Callable[[], Job],
         loaded: concurrent.futures.Future[None],
         go: threading.Event,
     ) -> None:
+        calls = self.devices[index]
         try:
-            self._load(calls.model, warm_up)
+            self._load(index, warm_up)
         except BaseException as exc:
             loaded.set_exception(exc)
             return
         loaded.set_result(None)
         go.wait()
         if self.phase == "ready":
-            self._serve(calls)
+            self._serve(calls, self.arbiters[index])
 
-    def _load(self, model: Model, warm_up: Callable[[], Job]) -> None:
+    def _load(self, index: int, warm_up: Callable[[], Job]) -> None:
+        model = self.replicas[index]
         try:
             started = time.perf_counter()
             model.load()
             self.stats.load_s = time.perf_counter() - started
+            if self._device_names is not None:
+                # Known once loaded: DEVICE=auto resolves in the backend's load().
+                device = shared_device(model, self._device_names[index])
+                # A name listed twice (DEVICES=cpu,cpu: simulated devices) is asked for as two
+                # devices: the second replica takes the name's second arbiter, not the first's.
+                repeat = self._device_names[:index].count(self._device_names[index])
+                self.arbiters[index] = DeviceArbiter.of(f"{device}#{repeat}" if repeat else device)
             job = warm_up()
             # One small generation at the size actually served, so the first request is not
             # the one that pays for lazy initialisation (kernels, allocator, caches).
             started = time.perf_counter()
-            checked([job], model.generate([job]))
+            with self.arbiters[index]:
+                checked([job], model.generate([job]))
             self.stats.warmup_s = time.perf_counter() - started
         except BaseException as exc:
             with self._lock:
@@ -276,12 +299,14 @@ class Engine:
 
     # -- the worker --------------------------------------------------------------------------
 
-    def _serve(self, calls: ModelCalls) -> None:
+    def _serve(self, calls: ModelCalls, arbiter: DeviceArbiter) -> None:
         free_since = time.monotonic()
         while (batch := self.batcher.take(free_since)) is not None:
             seconds, started = None, time.monotonic()
             try:
-                seconds = calls.run(batch)
+                with arbiter:  # the batch is formed first: the device is never held idle
+                    started = time.monotonic()  # the batch's own time, not its turn's wait
+                    seconds = calls.run(batch)
             except Exception:  # a bug outside the model call must not end the worker
                 log.exception("the engine failed a batch of %d requests", len(batch))
                 error = ModelError("the server failed on this request; its log has the details")

@@ -47,3 +47,19 @@ def replica_settings(settings: Settings) -> list[Settings]:
     if len(names) == 1 and names[0] == settings.device:
         return [settings]
     return [settings.model_copy(update={"device": name}) for name in names]
+
+
+def shared_device(model: object, requested: str) -> str:
+    """The name under which ``model``'s replica shares its device with other versions
+    (``engine.arbiter``), once loaded.
+
+    The device the backend chose (a ``device`` attribute, as the diffusers backend sets when
+    DEVICE=auto resolves), else the one asked for by name; a model that names none (the mock,
+    a class of your own under DEVICE=auto) computes on the CPU: "cpu". "cuda" is "cuda:0",
+    torch's default GPU, so the two spellings share one arbiter.
+    """
+    chosen = getattr(model, "device", None)
+    name = chosen if isinstance(chosen, str) and chosen else requested
+    if name == "auto":
+        name = "cpu"
+    return "cuda:0" if name == "cuda" else name

@@ -41,7 +41,9 @@ class EngineSettings(BaseModel):
         "",
         description="Devices to serve on, one model replica and worker each over one shared "
         "queue (a batch goes to whichever is free): a comma list such as 'cuda:0,cuda:1' "
-        "(cpu, mps, cuda, cuda:N; a name may repeat), or 'auto' for every visible CUDA GPU "
+        "(cpu, mps, cuda, cuda:N; a name may repeat, and a repeat is a device of its own that "
+        "does not take turns with the first, as the benchmark's simulated devices need), or "
+        "'auto' for every visible CUDA GPU "
         "(one device, DEVICE, when none is visible). Empty: one device, DEVICE.",
     )
     jpeg_quality: int = Field(

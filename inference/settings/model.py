@@ -33,6 +33,16 @@ class ModelSettings(BaseModel):
         "on its first request and the least recently used one is unloaded to make room; unset "
         "keeps every version loaded once used.",
     )
+    host_cached_models: int = Field(
+        0,
+        ge=0,
+        description="With MAX_LOADED_MODELS: how many unloaded versions keep their weights in "
+        "host memory (RAM), least recently unloaded dropped first, so loading one again only "
+        "copies them to the device instead of reading them from disk (docs/fleet.md has the "
+        "measured cost of both). Each costs its weights' size in RAM, read again from disk in "
+        "the background after it unloads; backends without preload() (the mock's weights are "
+        "tiny) ignore it. 0 keeps nothing.",
+    )
     model_revision: str | None = Field(
         None, description="Hub revision (commit hash or tag) to pin a hub model to."
     )
