@@ -28,13 +28,7 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inference.registry import Registry, RegistryError, UnknownModel, VersionRef
-from inference.registry.pools import (
-    BUFFER_CONTAINERS,
-    GPU_PATTERN,
-    MAX_CONTAINERS,
-    MIN_CONTAINERS,
-    SCALEDOWN_S,
-)
+from inference.registry.pools import GPU_PATTERN
 from inference.registry.shared import DictWeights, WeightsRefresher
 from inference.settings import Settings, describe_settings_errors, env_names
 
@@ -59,10 +53,10 @@ class DeploySettings(BaseSettings):
     timeout_s: int = Field(600, ge=10, le=86_400)
     startup_timeout_s: int = Field(1200, ge=10, le=86_400)
     # The pool settings: a registry version's [models.versions.modal] table overrides each.
-    scaledown_window_s: SCALEDOWN_S = 300
-    min_containers: MIN_CONTAINERS = 0
-    max_containers: MAX_CONTAINERS = 10
-    buffer_containers: BUFFER_CONTAINERS = 0
+    scaledown_window_s: int = Field(300, ge=2, le=3600)
+    min_containers: int = Field(0, ge=0, le=100)
+    max_containers: int = Field(10, ge=1, le=1000)
+    buffer_containers: int = Field(0, ge=0, le=100)
     max_inputs: int = Field(32, ge=1, le=1000)
     target_inputs: int = Field(16, ge=1, le=1000)
     volume: str = Field("diffusion-serve-weights", pattern=r"^[A-Za-z0-9._-]{1,64}$")

@@ -6,9 +6,9 @@ it is tried beside. So a version may carry a ``[models.versions.modal]`` table; 
 out takes the deployment's ``MODAL_*`` setting of the same name, resolved in deploy.py, which
 alone knows those settings (this package never imports modal).
 
-The ranges are the deployment settings' own (``GPU_REQUEST``, ``SCALEDOWN_S``, ...: deploy.py's
-``DeploySettings`` declares its fields with these same types), so a value the registry accepts is
-one ``MODAL_*`` would accept too. Elsewhere (one process: local, the Space) the table is read,
+The ranges are the deployment settings' own (deploy.py's ``DeploySettings``, whose ``gpu``
+uses ``GPU_PATTERN``; deploy.py checks each pool's merged settings with it again), so a
+value the registry accepts is one ``MODAL_*`` would accept too. Elsewhere (one process: local, the Space) the table is read,
 checked and ignored: there is no pool to size.
 """
 
