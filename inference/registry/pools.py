@@ -8,8 +8,8 @@ alone knows those settings (this package never imports modal).
 
 The ranges are the deployment settings' own (deploy.py's ``DeploySettings``, whose ``gpu``
 uses ``GPU_PATTERN``; deploy.py checks each pool's merged settings with it again), so a
-value the registry accepts is one ``MODAL_*`` would accept too. Elsewhere (one process: local, the Space) the table is read,
-checked and ignored: there is no pool to size.
+value the registry accepts is one ``MODAL_*`` would accept too. Elsewhere (one process:
+local, the Space) the table is read, checked and ignored: there is no pool to size.
 """
 
 from __future__ import annotations
