@@ -14,11 +14,12 @@ Every resource below (GPU, timeouts, scale-down, containers, volume) comes from
 ``python -m tools.check`` verifies that no decorator bypasses it.
 """
 
-from __future__ import annotations
-
 import os
 import re
 import tomllib
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,13 @@ import modal
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from inference.registry import Registry, RegistryError, UnknownModel, VersionRef
+from inference.registry.pools import GPU_PATTERN
+from inference.registry.shared import DictWeights, WeightsRefresher
 from inference.settings import Settings, describe_settings_errors, env_names
 
 # -- settings: plain data, overridable at deploy time ----------------------------------------
 
-_GPU = r"[A-Za-z0-9!+-]+(:[1-8])?"
 #: Modal's Blackwell GPUs (compute capability 10.0 / 12.0): they need a CUDA 12.8+ torch build.
 BLACKWELL_GPUS = {"B200", "B200+", "RTX-PRO-6000"}
 MIN_BLACKWELL_CUDA = (12, 8)
@@ -46,9 +49,10 @@ class DeploySettings(BaseSettings):
 
     app_name: str = Field("diffusion-serve", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     #: One GPU type, or fallbacks in order of preference ("H100, A100-80GB").
-    gpu: str = Field("L40S", pattern=rf"^{_GPU}(\s*,\s*{_GPU})*$")
+    gpu: str = Field("L40S", pattern=GPU_PATTERN)
     timeout_s: int = Field(600, ge=10, le=86_400)
     startup_timeout_s: int = Field(1200, ge=10, le=86_400)
+    # The pool settings: a registry version's [models.versions.modal] table overrides each.
     scaledown_window_s: int = Field(300, ge=2, le=3600)
     min_containers: int = Field(0, ge=0, le=100)
     max_containers: int = Field(10, ge=1, le=1000)
@@ -80,6 +84,9 @@ class DeploySettings(BaseSettings):
     python_sources: str = Field("", pattern=r"^([A-Za-z_]\w*(,[A-Za-z_]\w*)*)?$")
     #: Unset: chosen from the GPUs (``torch_index``); empty: PyPI's default (CUDA 13) build.
     torch_index_url: str | None = None
+    #: With MODELS_FILE: how often each container reads the fleet's traffic weights from their
+    #: modal.Dict, so a re-weight on one container is routed by every other within this long.
+    weights_refresh_s: float = Field(1.0, ge=0.1, le=60)
 
     @property
     def gpus(self) -> list[str]:
@@ -121,13 +128,25 @@ class DeploySettings(BaseSettings):
         return {"enable_gpu_snapshot": True} if self.gpu_snapshot else {}
 
     @property
+    def pool_options(self) -> dict[str, Any]:
+        """What ``Cls.with_options`` takes for a pool sized by these settings (a registry
+        version's: ``pool_settings``), its DTYPE the one its GPUs run natively."""
+        return {
+            "gpu": self.gpu_request,
+            "env": {"DTYPE": gpu_dtype(self.gpus)},
+            "scaledown_window": self.scaledown_window_s,
+            "max_containers": self.max_containers,
+            "buffer_containers": self.buffer_containers,
+        }
+
+    @property
     def batch_retry_policy(self) -> modal.Retries:
         return modal.Retries(
             max_retries=self.batch_retries, initial_delay=1.0, backoff_coefficient=2.0
         )
 
     @model_validator(mode="after")
-    def _consistent(self) -> DeploySettings:
+    def _consistent(self) -> "DeploySettings":
         for low, high in (("min_containers", "max_containers"), ("target_inputs", "max_inputs")):
             if getattr(self, low) > getattr(self, high):
                 raise ValueError(
@@ -211,8 +230,14 @@ COMPILE_CACHE_ENV = {
 #: load before the memory snapshot, when no GPU is visible to ask (a DTYPE you set wins). One
 #: such GPU in the fallback list makes it float16, which every GPU runs.
 FLOAT16_GPUS = {"T4", "V100", "P100"}
-_KINDS = {gpu.split(":")[0] for gpu in SETTINGS.gpus}
-GPU_DTYPE = "float16" if _KINDS & FLOAT16_GPUS else "bfloat16"
+
+
+def gpu_dtype(gpus: list[str]) -> str:
+    """The DTYPE every GPU of ``gpus`` (a fallback list) runs natively."""
+    return "float16" if {gpu.split(":")[0] for gpu in gpus} & FLOAT16_GPUS else "bfloat16"
+
+
+GPU_DTYPE = gpu_dtype(SETTINGS.gpus)
 #: Several GPUs a container ("H100:2"): one model replica per GPU over one queue (DEVICES=auto).
 MULTI_GPU = (
     {"DEVICES": "auto"} if any(int(g.partition(":")[2] or 1) > 1 for g in SETTINGS.gpus) else {}
@@ -235,6 +260,84 @@ _OWN_MODEL = re.match(r"^([A-Za-z_]\w*)[\w.]*:", os.environ.get("MODEL", ""))
 _SOURCES = {s for s in SETTINGS.python_sources.split(",") if s}
 PYTHON_SOURCES = sorted((_SOURCES | ({_OWN_MODEL[1]} if _OWN_MODEL else set())) - {"inference"})
 
+# -- the registry (MODELS_FILE): one pool of GPU containers per version ----------------------
+
+#: Where the registry file's folder (the file, and the weights files it names relative to it)
+#: lies in the image; the containers read MODELS_FILE there.
+REGISTRY_DIR = "/registry"
+
+
+def load_registry() -> Registry | None:
+    """MODELS_FILE's registry, checked on your machine before a deploy; None without one (one
+    model, served as before registries). An exit naming every problem of a bad file."""
+    engine = Settings()
+    if engine.models_file is None:
+        return None
+    try:
+        return Registry.from_settings(engine)
+    except RegistryError as exc:
+        raise SystemExit("invalid registry:\n  " + "\n  ".join(exc.problems)) from None
+
+
+def pool_settings(registry: Registry) -> dict[VersionRef, DeploySettings]:
+    """Each version's pool: the MODAL_* settings with its ``[models.versions.modal]`` table
+    applied, checked as MODAL_* is, against the torch build of the one image every pool runs
+    (a Blackwell GPU for one version needs the image's CUDA to have its kernels)."""
+    pools: dict[VersionRef, DeploySettings] = {}
+    problems: list[str] = []
+    image_index = {"torch_index_url": SETTINGS.torch_index}
+    for spec in registry.models.values():
+        for version in spec.versions:
+            values = {**SETTINGS.model_dump(), **image_index, **version.pool.overrides()}
+            try:
+                pools[version.ref] = DeploySettings(**values)
+            except ValidationError as exc:
+                found = describe_settings_errors(exc, "MODAL_")
+                problems += [f"version {version.ref} ([models.versions.modal]): {p}" for p in found]
+    if problems:
+        raise SystemExit("invalid registry pools:\n  " + "\n  ".join(problems))
+    return pools
+
+
+def served_ref(registry: Registry, version: str) -> VersionRef:
+    """The version a container serves: its pool's ``version`` parameter, else the default."""
+    from inference.fleet import default_ref
+
+    if not version:
+        return default_ref(registry)
+    model, _, name = version.partition("@")
+    registry.version(VersionRef(model, name))  # KeyError: a pool of no registry version
+    return VersionRef(model, name)
+
+
+def served_settings(settings: Settings, version: str) -> Settings:
+    """The engine settings of the version a container serves (``settings`` without MODELS_FILE)."""
+    if settings.models_file is None:
+        return settings
+    registry = Registry.from_settings(settings)
+    return registry.version(served_ref(registry, version)).settings
+
+
+def served_fleet(settings: Settings, version: str, service: Any, store: Any) -> Any:
+    """The HTTP app's fleet in a pool's container: ``service`` serves requests naming no model
+    (this pool's version), and the weights live in ``store``, shared with every container."""
+    from inference.fleet import Fleet
+
+    spec = Registry.from_settings(settings)
+    ref = served_ref(spec, version)
+    registry = Registry(
+        list(spec.models.values()), ref.model, ref.version, weights_backend=DictWeights(store)
+    )
+    return Fleet(registry, service, max_loaded=settings.max_loaded_models)
+
+
+REGISTRY = load_registry()
+POOLS = pool_settings(REGISTRY) if REGISTRY is not None else {}
+if REGISTRY is not None:
+    _MODELS_FILE = Settings().models_file
+    assert _MODELS_FILE is not None
+    CONTAINER_ENV["MODELS_FILE"] = f"{REGISTRY_DIR}/{_MODELS_FILE.name}"
+
 # -- app and image ---------------------------------------------------------------------------
 
 app = modal.App(SETTINGS.app_name)
@@ -246,6 +349,8 @@ prediction_records = modal.Dict.from_name(
 prediction_meta = modal.Dict.from_name(
     f"{SETTINGS.app_name}-prediction-meta", create_if_missing=True
 )
+# With a registry: each model's live traffic weights, read by every container (registry.shared).
+model_weights = modal.Dict.from_name(f"{SETTINGS.app_name}-weights", create_if_missing=True)
 # With required_keys Modal refuses the deploy when the secret lacks one (AUTH_TOKEN with
 # MODAL_AUTH=1), instead of the app starting open or failing on every request.
 secrets = (
@@ -282,6 +387,8 @@ image = (
     .env(MULTI_GPU)
     .add_local_python_source("inference", *PYTHON_SOURCES)
 )
+if REGISTRY is not None:  # the registry file and the weights files beside it
+    image = image.add_local_dir(_MODELS_FILE.resolve().parent, REGISTRY_DIR)
 
 # -- the GPU class: one engine per container, shared by .map() inputs and HTTP ---------------
 
@@ -303,7 +410,16 @@ image = (
 )
 @modal.concurrent(max_inputs=SETTINGS.max_inputs, target_inputs=SETTINGS.target_inputs)
 class Model:
-    """The engine on a GPU. Concurrent inputs reach its dynamic batcher (no @modal.batched)."""
+    """The engine on a GPU. Concurrent inputs reach its dynamic batcher (no @modal.batched).
+
+    With a registry each version is its own pool of containers (``pool``): Modal scales every
+    parameter set of a class on its own. Without one, ``version`` is empty and the class is
+    the one pool of MODEL, exactly as before registries.
+    """
+
+    #: The registry version this pool serves (``draft@v2``); empty: the registry's default
+    #: version, or MODEL without a registry.
+    version: str = modal.parameter(default="")
 
     @modal.enter(snap=SETTINGS.memory_snapshot)
     def build(self) -> None:
@@ -323,7 +439,7 @@ class Model:
         # Heavy imports (fastapi, the engine, torch with the backend) happen once, pre-snapshot.
         importlib.import_module("inference.http.app")
 
-        settings = Settings()
+        settings = served_settings(Settings(), self.version)
         configure_logging(settings.log_level)
         self.model = build_model(settings)
         started = time.perf_counter()
@@ -348,8 +464,14 @@ class Model:
         from inference.service import Service
 
         settings = Settings()  # now with the secret's AUTH_TOKEN / HF_TOKEN / WEBHOOK_SECRET
-        self.service = Service(self.model, settings).start()
-        self.app = create_app(settings, self.service)
+        self.service = Service(self.model, served_settings(settings, self.version)).start()
+        self.refresher = None
+        if settings.models_file is None:
+            self.app = create_app(settings, self.service)
+        else:  # this version serves requests naming no model; re-weights reach every container
+            fleet = served_fleet(settings, self.version, self.service, model_weights)
+            self.refresher = WeightsRefresher(fleet.registry, SETTINGS.weights_refresh_s).start()
+            self.app = create_app(settings, fleet=fleet)
         records, meta = SharedDict(prediction_records), SharedDict(prediction_meta)
         webhooks = WebhookSender(settings)
         self.jobs = ModalRunner(self.service, records, meta, webhooks)
@@ -362,6 +484,8 @@ class Model:
         """The server's shutdown path: drain for SHUTDOWN_GRACE_S, then fail what is left."""
         self.service.stop(grace_s=self.service.settings.shutdown_grace_s)
         self.jobs.webhooks.close(timeout_s=10)
+        if self.refresher is not None:
+            self.refresher.stop()
 
     @modal.method()
     def generate(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -464,18 +588,105 @@ def download(model: str = "", revision: str = "") -> None:
     print(f"{model} is in volume {SETTINGS.volume!r} at {path}")
 
 
+def pool(ref: VersionRef | None = None, *, retried: bool = False, cls: Any = None) -> Any:
+    """The class instance that is ``ref``'s pool of containers (None: the one pool of a
+    deployment without a registry), sized by its ``[models.versions.modal]`` table.
+
+    ``with_options`` takes the GPU, the scale-down window and max/buffer containers per
+    variant; ``min_containers`` it does not take in modal 1.6, so ``scale`` sets it through
+    ``update_autoscaler`` on the deployed pool. Batch requests are retried where a failure may
+    be passing (a preempted or crashed container): a request with its seed gives the same image
+    on a retry; the web endpoint is never retried.
+    """
+    cls = Model if cls is None else cls
+    if ref is not None:
+        cls = cls.with_options(**POOLS[ref].pool_options)
+    if retried:
+        cls = cls.with_options(retries=SETTINGS.batch_retry_policy)
+    return cls(version=str(ref)) if ref is not None else cls()
+
+
+@app.local_entrypoint()
+def scale() -> None:
+    """``modal run deploy.py::scale`` after ``modal deploy``: each version's warm containers."""
+    if REGISTRY is None:
+        raise SystemExit(
+            "scale sizes the pools of a registry's versions; set MODELS_FILE (without one, "
+            "MODAL_MIN_CONTAINERS and MODAL_BUFFER_CONTAINERS apply at deploy)"
+        )
+    for version, sizes in scale_pools().items():
+        print(f"{version}: {sizes}")
+
+
 def batch_model() -> Any:
-    """The class for batch requests, retried where a failure may be passing (a preempted or
-    crashed container): a request with its seed gives the same image on a retry. It scales
-    apart from the web endpoint's containers, which are never retried."""
-    return Model.with_options(retries=SETTINGS.batch_retry_policy)()
+    """The class for batch requests without a registry, retried (``pool``). It scales apart
+    from the web endpoint's containers, which are never retried."""
+    return pool(retried=True)
+
+
+def route_lines(
+    registry: Registry, requests: list[dict[str, Any]]
+) -> tuple[dict[VersionRef, list[int]], dict[int, UnknownModel]]:
+    """Each line's version (its ``model``: a name, ``name@version``, or none for the default),
+    as line numbers by version, and the lines naming no model this registry has."""
+    routed: dict[VersionRef, list[int]] = defaultdict(list)
+    unknown: dict[int, UnknownModel] = {}
+    for position, request in enumerate(requests):
+        try:
+            routed[registry.route(request.get("model"))].append(position)
+        except UnknownModel as exc:
+            unknown[position] = exc
+    return routed, unknown
+
+
+def map_on_pools(registry: Registry, requests: list[dict[str, Any]]) -> Iterator[Any]:
+    """``run_batch``'s map over a registry: each line on its version's pool, the pools in
+    parallel, each in input order so a failure is attributed to its line. A line naming an
+    unknown model fails before any GPU call; ``model`` stays out of what a pool receives (the
+    pool serves exactly its version)."""
+    routed, unknown = route_lines(registry, requests)
+    yield from unknown.items()
+    if not routed:
+        return
+
+    def run(ref: VersionRef, lines: list[int]) -> list[tuple[int, Any]]:
+        sent = [{k: v for k, v in requests[i].items() if k != "model"} for i in lines]
+        results = pool(ref, retried=True).generate.map(sent, return_exceptions=True)
+        return list(zip(lines, results, strict=True))
+
+    with ThreadPoolExecutor(len(routed), thread_name_prefix="pool-map") as threads:
+        for done in [threads.submit(run, ref, lines) for ref, lines in routed.items()]:
+            yield from done.result()
 
 
 def map_on_modal(requests: list[dict[str, Any]]) -> Any:
     """``run_batch``'s map: in input order, so every failure is attributed to its line (an
     exception returned out of order carries no trace of its input); images are written as
-    they come."""
+    they come. With a registry each line goes to its model's pool (``map_on_pools``)."""
+    if REGISTRY is not None:
+        return map_on_pools(batch_registry(), requests)
     return enumerate(batch_model().generate.map(requests, return_exceptions=True))
+
+
+def batch_registry() -> Registry:
+    """The registry a batch routes by: the live weights every container routes by."""
+    return Registry.from_settings(Settings(), weights_backend=DictWeights(model_weights))
+
+
+def scale_pools() -> dict[str, dict[str, int]]:
+    """Give each deployed version's pool its ``min_containers`` and ``buffer_containers`` (the
+    settings ``with_options`` cannot carry); Modal resets them at each deploy, so run this
+    after one: ``modal run deploy.py::scale``."""
+    deployed = modal.Cls.from_name(SETTINGS.app_name, "Model")
+    applied = {}
+    for ref, settings in POOLS.items():
+        sizes = {
+            "min_containers": settings.min_containers,
+            "buffer_containers": settings.buffer_containers,
+        }
+        pool(ref, cls=deployed).update_autoscaler(**sizes)
+        applied[str(ref)] = sizes
+    return applied
 
 
 @app.function(

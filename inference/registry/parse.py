@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from inference.registry.backends import classify
+from inference.registry.pools import pool_options
 from inference.registry.problems import RegistryError, did_you_mean, listed
 from inference.registry.spec import ModelSpec, Version
 from inference.registry.weights import weight_problems
@@ -57,7 +58,7 @@ OVERRIDES: dict[str, type[BaseModel]] = {
 }
 TOP_KEYS = ("models",)
 MODEL_KEYS = ("name", "description", "default", "versions")
-VERSION_KEYS = ("name", "backend", "revision", "weights_path", "weight", *OVERRIDES)
+VERSION_KEYS = ("name", "backend", "revision", "weights_path", "weight", "modal", *OVERRIDES)
 #: Backends that read ``weights_path`` (the mock's gamma and beta, or your own class's file).
 READS_WEIGHTS_PATH = ("mock", "class", "entry_point")
 
@@ -202,9 +203,10 @@ def _version(
         problems.append(f"{where}: weight must be a number, got {weight!r}")
     overrides = {key: raw[key] for key in OVERRIDES if key in raw}
     settings = _settings(where, base, overrides, backend, revision, path, problems)
+    pool = pool_options(where, raw.get("modal"), problems)
     if len(problems) > start or kind is None or settings is None:
         return None
-    return Version(model, name, backend, kind, revision, path, float(weight), settings)
+    return Version(model, name, backend, kind, revision, path, float(weight), settings, pool)
 
 
 def _settings(

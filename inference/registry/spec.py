@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from inference.registry.pools import PoolOptions
 from inference.settings import Settings
 
 #: How a version's backend string is read, in the order ``models.build_model`` tries them.
@@ -44,6 +45,8 @@ class Version:
     #: The traffic weight the registry started with; live weights are ``Registry.weights()``.
     weight: float
     settings: Settings = field(compare=False, repr=False)
+    #: Its own pool of containers where a runtime scales one per version (Modal).
+    pool: PoolOptions = field(default_factory=PoolOptions)
 
     @property
     def ref(self) -> VersionRef:
