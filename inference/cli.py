@@ -32,6 +32,7 @@ examples:
   python -m inference serve                      API, docs and UI on http://127.0.0.1:8000
   python -m inference serve --port 8080 --model stabilityai/sd-turbo
   python -m inference predict --prompt "a red fox in the snow" -o fox.png
+  python -m inference predict --models-file examples/models.toml --model draft@v2 --prompt "a fox"
   python -m inference batch prompts.txt --output-dir out/
 
 python -m inference COMMAND --help shows a command's own flags."""
@@ -53,8 +54,29 @@ def settings_from(**fields: Any) -> Settings:
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="'mock' (default), a diffusers folder or a hub id")
+    parser.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="'mock' (default), a diffusers folder or a hub id; with a registry (--models-file "
+        "or MODELS_FILE), one of its models: NAME, or NAME@VERSION to pin a version",
+    )
     parser.add_argument("--weights-path", type=Path, help="mock weights (JSON or safetensors)")
+    parser.add_argument(
+        "--models-file",
+        type=Path,
+        metavar="PATH",
+        help="a registry of models and versions (TOML, e.g. examples/models.toml; MODELS_FILE)",
+    )
+
+
+def model_settings(args: argparse.Namespace) -> tuple[Settings, str | None]:
+    """The settings ``add_model_flags``' flags describe, and the registry model ``--model``
+    chooses: with a registry, ``--model`` names one of its models (a name the registry's
+    router checks, listing its names when unknown); without one it is ``MODEL``, as ever."""
+    settings = settings_from(models_file=args.models_file, weights_path=args.weights_path)
+    if settings.models_file is None:
+        return settings_from(model=args.model, weights_path=args.weights_path), None
+    return settings, args.model
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -63,6 +85,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = settings_from(
         model=args.model,
         weights_path=args.weights_path,
+        models_file=args.models_file,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
@@ -98,12 +121,17 @@ def _output_paths(output: Path, count: int, fmt: str) -> list[Path]:
 def _predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from inference.registry import Registry
     from inference.service import Service
 
     request = {f.name: getattr(args, f.name) for f in request_fields()}
     request = {name: value for name, value in request.items() if value is not None}
     request["output_format"] = _output_format(args.output, args.output_format)
-    service = Service.from_settings(settings_from(model=args.model, weights_path=args.weights_path))
+    settings, choice = model_settings(args)
+    # The version is chosen (an unknown name refused) before any weights load.
+    registry = Registry.from_settings(settings)
+    ref = registry.route(choice)
+    service = Service.from_settings(registry.version(ref).settings)
     service.start()
     try:
         job = service.job(request)
@@ -124,7 +152,9 @@ def _predict(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise SystemExit(f"error: cannot write {path}: {exc.strerror or exc}") from None
         flagged = "  nsfw: flagged by the safety checker" if image.nsfw else ""
-        sys.stdout.write(f"{path}  seed={image.seed}  {image.width}x{image.height}{flagged}\n")
+        version = "" if registry.implicit else f"  version={ref}"
+        line = f"{path}  seed={image.seed}  {image.width}x{image.height}{version}{flagged}"
+        sys.stdout.write(line + "\n")
     return 0
 
 

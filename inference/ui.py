@@ -5,6 +5,11 @@ batcher, one queue bound, one set of limits and one set of metrics, and the same
 the same PNG bytes through either door (a test compares them). Gradio is an optional extra
 (``pip install 'diffusion-serve[ui]'``) that adds ~270 MB and seconds of import time, so it is
 imported only here, only when the app mounts the UI; without it /ui says how to enable it.
+
+With a registry of more than one model or version, a model picker chooses what serves the
+request (a name routes by weight, ``name@version`` pins), and the page's API (``/generate``,
+as gradio_client calls it) gains ``model`` as its optional last parameter. With one model the
+picker and the parameter are absent, so the API stays exactly what it was.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from inference.schema import IMAGE_FIELDS
 if TYPE_CHECKING:
     import gradio as gr
 
+    from inference.fleet import Fleet
     from inference.service import Service
     from inference.settings import Settings
 
@@ -44,6 +50,8 @@ UPLOAD_PATH = f"{UI_PATH}/gradio_api/upload"
 INSTALL_HINT = f"{MissingExtra('the web UI', 'ui').message}, then restart the server"
 #: Generated images stay in Gradio's cache this long (seconds) before it deletes them.
 CACHE_MAX_AGE_S = 3600
+#: The model picker's input (and /generate's parameter) where the registry offers a choice.
+MODEL_INPUT = "model"
 EXAMPLE_FIELDS = ("prompt", "negative_prompt", "seed", "randomize_seed")
 EXAMPLES = [
     ["a red fox in the snow, watercolor", "", 42, False],
@@ -57,6 +65,24 @@ def gradio_available() -> bool:
     return installed("gradio")
 
 
+def model_choices(fleet: Fleet) -> list[str]:
+    """The picker's choices: the version served by default first (what a call that names no
+    model gets), then each model's name (routed by weight) followed by its versions pinned;
+    empty when there is nothing to choose (one model with one version)."""
+    registry = fleet.registry
+    if registry.implicit:
+        return []
+    ordered = [
+        choice
+        for spec in registry.models.values()
+        for choice in (spec.name, *(str(version.ref) for version in spec.versions))
+    ]
+    if len(ordered) <= 2:  # one model, one version: its name and its pin are the same thing
+        return []
+    default = str(fleet.default_ref)
+    return [default, *(choice for choice in ordered if choice != default)]
+
+
 def _describe(result: GenerateResult) -> str:
     t = result.timings
     images = "image" if result.batch_size == 1 else "images"
@@ -65,7 +91,8 @@ def _describe(result: GenerateResult) -> str:
     if flagged:  # the checker blacked them out: say so rather than show black squares as art
         notes += f"  \n**{flagged} of {len(result.images)} flagged by the safety checker**"
     return (
-        f"Seed **{result.seed}** · model `{result.model}` · "
+        f"Seed **{result.seed}** · model `{result.model}`"
+        f"{f' · version `{result.version}`' if result.version else ''} · "
         f"batch of {result.batch_size} {images}  \n"
         f"queue {t.queue_ms:.0f} ms · inference {t.inference_ms:.0f} ms · "
         f"encode {t.encode_ms:.0f} ms · total {t.total_ms:.0f} ms{notes}"
@@ -242,8 +269,9 @@ def _seed_box(randomize: bool, seed: int | None, seed_used: int | None) -> Any:
     return gr.Number(value=seed if seed is not None else seed_used or FIRST_SEED, visible=True)
 
 
-def build_ui(service: Service) -> gr.Blocks:
-    """The Blocks page: one input per request field, bounded by the service's own limits.
+def build_ui(service: Service, fleet: Fleet | None = None) -> gr.Blocks:
+    """The Blocks page: one input per request field, bounded by the service's own limits
+    (``service``: the default version's), and a model picker where ``fleet`` has a choice.
 
     Generate sits under the prompt, so it shows without scrolling on a laptop screen; the
     image inputs sit in a folded section, where a mask can be painted on the uploaded picture.
@@ -252,6 +280,15 @@ def build_ui(service: Service) -> gr.Blocks:
 
     names: list[str] = []
     progress_bar = gr.Progress()
+    choices = model_choices(fleet) if fleet is not None else []
+
+    async def submit(request: dict[str, Any], choice: str | None, step: Any) -> GenerateResult:
+        """``request`` on the version ``choice`` names (None: the default one)."""
+        if fleet is None or not choices:
+            return await service.submit(request, progress=step)
+        async with fleet.serving(choice or choices[0]) as routed:
+            result = await routed.service.submit(request, progress=step)
+        return result.model_copy(update={"version": str(routed.ref)})
 
     async def generate(progress: Any = progress_bar, *values: Any) -> tuple[list[str], int, str]:
         # The engine's per-step progress (what a prediction's logs and SSE stream show), from
@@ -262,8 +299,10 @@ def build_ui(service: Service) -> gr.Blocks:
         def step(done: int, total: int) -> None:
             loop.call_soon_threadsafe(progress, (done, total), "Denoising", context=context)
 
+        form = dict(zip(names, values, strict=True))
+        choice = form.pop(MODEL_INPUT, None)
         try:
-            result = await service.submit(_request(names, values), progress=step)
+            result = await submit(_request(list(form), tuple(form.values())), choice, step)
         except InferenceError as exc:  # the user's typo or a server limit: no traceback
             raise gr.Error(exc.message, print_exception=False) from None
         paths = [
@@ -292,6 +331,15 @@ def build_ui(service: Service) -> gr.Blocks:
         inputs: dict[str, Any] = {}
         with gr.Row():
             with gr.Column(scale=2):
+                if choices:  # the last input of the API (after the fields), first on the page
+                    picker = gr.Dropdown(
+                        choices,
+                        value=choices[0],
+                        label="Model",
+                        info="A model's name shares its traffic among its versions by weight; "
+                        "name@version pins a version.",
+                        elem_id="model",
+                    )
                 for field in request_fields():
                     if field.name in FIXED or field.name in IMAGE_CONTROLS:
                         continue
@@ -331,6 +379,8 @@ def build_ui(service: Service) -> gr.Blocks:
                     label="Seed used", precision=0, interactive=False, visible=False
                 )
                 timings = gr.Markdown(elem_id="timings")
+        if choices:
+            inputs[MODEL_INPUT] = picker
         names.extend(inputs)
         # Named parameters, each optional: gradio_client then fills what a caller leaves out
         # (the uploads, for a call written before they existed) with the form's defaults.
@@ -409,7 +459,8 @@ def mount_ui(app: FastAPI, service: Service, settings: Settings, path: str = UI_
 
     gr.mount_gradio_app(
         app,
-        build_ui(service),
+        # The app's fleet (app.state.fleet, set before the UI is mounted) offers the models.
+        build_ui(service, getattr(app.state, "fleet", None)),
         path=path,
         auth=auth,
         auth_message="Log in with any user name and the server's AUTH_TOKEN as the password.",

@@ -9,6 +9,12 @@ or an http(s) URL passes through as in the API). Paths that lead outside that fo
 ``..``, an absolute path or a symbolic link, are refused: a job file must not read what its
 author could not put next to it. The file's bytes join the request, so the key changes when
 the image does, and the whole job's images are held in memory while it runs.
+
+A JSON line may name its ``model`` (a name, or ``name@version`` to pin a version) as
+``/predict`` does, so one job can mix models. The model is not a request field (which model
+serves a request is decided before each version validates it with its own limits), so it is
+kept beside the request; it joins the key, so the same prompt on two models is two images.
+An optional ``check_model`` (the registry's router) refuses an unknown name before anything runs.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import hashlib
 import json
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +34,8 @@ from inference.schema import IMAGE_FIELDS, GenerateRequest
 from inference.validation import parse
 
 InputFormat = Literal["auto", "jsonl", "text"]
+#: Raises ``InvalidRequest`` (the registry's ``UnknownModel``) for a model this job cannot use.
+ModelCheck = Callable[[str], object]
 
 
 @dataclass
@@ -38,6 +47,8 @@ class Item:
     request: GenerateRequest | None = None
     key: str | None = None
     error: dict[str, Any] | None = None
+    #: The model the line names (``name`` or ``name@version``); None: the default model.
+    model: str | None = None
 
 
 def detect_format(path: Path, text: str) -> Literal["jsonl", "text"]:
@@ -51,12 +62,21 @@ def detect_format(path: Path, text: str) -> Literal["jsonl", "text"]:
     return "jsonl" if first.startswith("{") else "text"
 
 
-def _canonical(request: GenerateRequest) -> str:
-    return json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+def _canonical(request: GenerateRequest, model: str | None) -> str:
+    fields = request.model_dump(mode="json")
+    if model is not None:  # absent for a line without one: its key is what it always was
+        fields["model"] = model
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
 
-def read_items(path: Path, fmt: InputFormat = "auto") -> list[Item]:
-    """Parse and validate every non-blank line; bad lines become items with an error."""
+def read_items(
+    path: Path,
+    fmt: InputFormat = "auto",
+    check_model: ModelCheck | None = None,
+    default_model: str | None = None,
+) -> list[Item]:
+    """Parse and validate every non-blank line; bad lines become items with an error. A line
+    without a ``model`` gets ``default_model`` (None: the server's default model)."""
     try:
         text = path.read_text(encoding="utf-8-sig")  # a BOM from a Windows editor is no error
     except FileNotFoundError:
@@ -89,16 +109,31 @@ def read_items(path: Path, fmt: InputFormat = "auto") -> list[Item]:
                 bad(number, raw, "invalid_request", message)
                 continue
         try:
-            request = parse(with_files(raw, path.parent))
+            model = _model_of(raw.get("model", default_model), check_model)
+            fields = {name: value for name, value in raw.items() if name != "model"}
+            request = parse(with_files(fields, path.parent))
         except InvalidRequest as exc:
             bad(number, raw, exc.code, exc.message, exc.field)
             continue
-        canonical = _canonical(request)
+        canonical = _canonical(request, model)
         occurrence = seen.get(canonical, 0)
         seen[canonical] = occurrence + 1
         key = hashlib.sha256(f"{canonical}#{occurrence}".encode()).hexdigest()[:20]
-        items.append(Item(number, raw, request=request, key=key))
+        items.append(Item(number, raw, request=request, key=key, model=model))
     return items
+
+
+def _model_of(model: Any, check_model: ModelCheck | None) -> str | None:
+    """The line's ``model``, checked by ``check_model`` where the job has a registry."""
+    if model is None:
+        return None
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequest(
+            "model", f"model must be a model name or name@version, got {json.dumps(model)}"
+        )
+    if check_model is not None:
+        check_model(model)
+    return model
 
 
 def with_files(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -133,6 +168,8 @@ def shown_request(item: Item, **update: Any) -> dict[str, Any]:
     (a path, not megabytes of base64)."""
     assert item.request is not None
     shown = item.request.model_copy(update=update).model_dump(mode="json")
+    if item.model is not None:
+        shown["model"] = item.model
     for name in IMAGE_FIELDS:
         if shown.get(name) is not None and isinstance(item.raw, dict):
             shown[name] = item.raw.get(name)

@@ -6,6 +6,10 @@
   interrupted job keeps everything it finished. The manifest is an append-only log during the
   run and is compacted to one record per input line at the end; a request still in flight
   when the job stops is recorded as ``pending`` with its seed.
+- A line may name its model (``reading``); the map function receives it as the request's
+  ``model`` and routes on it, and the manifest records the ``version`` that served each line
+  (``name@version``), so a job mixing models, or a model's weighted versions, says which
+  version drew each image.
 """
 
 from __future__ import annotations
@@ -20,26 +24,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from inference import blocking
 from inference.jobs.reading import (
     InputFormat,
     Item,
+    ModelCheck,
     describe_exception,
     error_record,
     output_names,
     read_items,
     shown_request,
 )
+from inference.results import GenerateResult
 from inference.schema import random_seed
 
 if TYPE_CHECKING:
+    from inference.fleet import Fleet
     from inference.service import Service
 
 log = logging.getLogger(__name__)
 
 #: ``(position in the request list, result dict or the exception that request raised)``.
 Outcome = tuple[int, "dict[str, Any] | BaseException"]
-#: Runs every request (GenerateRequest fields, seed fixed) and yields one outcome per request,
-#: in any order. Result dicts are ``GenerateResult.model_dump()``: image data as bytes.
+#: Runs every request (GenerateRequest fields, seed fixed, and ``model`` where the line named
+#: one) and yields one outcome per request, in any order. Result dicts are
+#: ``GenerateResult.model_dump()``: image data as bytes, ``version`` the version that served it.
 MapFunction = Callable[[list[dict[str, Any]]], Iterable[Outcome]]
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -50,11 +59,37 @@ def service_map(service: Service, max_in_flight: int | None = None) -> MapFuncti
 
     In-flight requests stay below the engine's queue bound, so none is refused as overloaded.
     """
-    s = service.settings
-    workers = max_in_flight or max(1, min(s.max_queue_size, 2 * s.max_batch_size))
 
     def generate(request: dict[str, Any]) -> dict[str, Any]:
         return service.generate(request).model_dump()
+
+    return _pooled(generate, _workers(service, max_in_flight))
+
+
+def fleet_map(fleet: Fleet, max_in_flight: int | None = None) -> MapFunction:
+    """A map function over a fleet: each request on the version its ``model`` names (the
+    default model without one), loaded on first use and held while it runs, exactly as
+    ``/predict`` routes; each result's ``version`` says which version served it."""
+
+    async def serve(request: dict[str, Any]) -> GenerateResult:
+        fields = {name: value for name, value in request.items() if name != "model"}
+        async with fleet.serving(request.get("model")) as routed:
+            result = await routed.service.submit(fields)
+        return result.model_copy(update={"version": str(routed.ref)})
+
+    def generate(request: dict[str, Any]) -> dict[str, Any]:
+        return blocking.run(serve(request)).model_dump()
+
+    return _pooled(generate, _workers(fleet.default, max_in_flight))
+
+
+def _workers(service: Service, max_in_flight: int | None) -> int:
+    s = service.settings
+    return max_in_flight or max(1, min(s.max_queue_size, 2 * s.max_batch_size))
+
+
+def _pooled(generate: Callable[[dict[str, Any]], dict[str, Any]], workers: int) -> MapFunction:
+    """``generate`` on each request from a pool of ``workers`` threads, results as they come."""
 
     def map_fn(requests: list[dict[str, Any]]) -> Iterator[Outcome]:
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batch")
@@ -126,9 +161,13 @@ def run_batch(
     *,
     input_format: InputFormat = "auto",
     progress: bool = True,
+    check_model: ModelCheck | None = None,
+    default_model: str | None = None,
 ) -> BatchSummary:
-    """Run every request of ``input_path`` not already done, through ``map_fn``."""
-    items = read_items(input_path, input_format)
+    """Run every request of ``input_path`` not already done, through ``map_fn``. A line
+    without a ``model`` is for ``default_model`` (None: the server's default); a line naming
+    a model ``check_model`` refuses is a failed line before anything runs."""
+    items = read_items(input_path, input_format, check_model, default_model)
     output_dir.mkdir(parents=True, exist_ok=True)
     _remove_partials(output_dir)
     manifest_path = output_dir / MANIFEST_NAME
@@ -138,7 +177,7 @@ def run_batch(
 
     def record(item: Item, status: str, **fields: Any) -> dict[str, Any]:
         entry = {"line": item.line, "key": item.key, "status": status, "request": item.raw}
-        entry.update(seed=None, outputs=[], model=None, error=None)
+        entry.update(seed=None, outputs=[], model=None, version=None, error=None)
         entry.update(fields)
         records[item.line] = entry
         return entry
@@ -157,8 +196,8 @@ def run_batch(
         names = output_names(item)
         if all((output_dir / name).exists() for name in names):
             request = shown_request(item, seed=seed)
-            model = earlier.get("model")
-            record(item, "skipped", request=request, seed=seed, outputs=names, model=model)
+            served = {name: earlier.get(name) for name in ("model", "version")}
+            record(item, "skipped", request=request, seed=seed, outputs=names, **served)
             summary.skipped += 1
             continue
         if seed is None:  # fix the seed once, reuse it on every re-run
@@ -204,7 +243,10 @@ def run_batch(
 def _payload(item: Item) -> dict[str, Any]:
     """What the map function receives: the validated request, seed fixed, defaults left out."""
     assert item.request is not None
-    return item.request.model_dump(exclude_none=True)
+    payload = item.request.model_dump(exclude_none=True)
+    if item.model is not None:
+        payload["model"] = item.model
+    return payload
 
 
 def _finish(
@@ -226,10 +268,10 @@ def _finish(
         data = image["data"]  # bytes from Python callers; base64 if it came through JSON
         _write_atomic(output_dir / name, base64.b64decode(data) if isinstance(data, str) else data)
     seed = outcome.get("seed", seed)
-    model = outcome.get("model")
+    served = {name: outcome.get(name) for name in ("model", "version")}
     # What the model's safety checker said of each output (null: none ran).
     nsfw = [image.get("nsfw") for image in images]
-    return record(item, "ok", request=request, seed=seed, outputs=names, model=model, nsfw=nsfw)
+    return record(item, "ok", request=request, seed=seed, outputs=names, nsfw=nsfw, **served)
 
 
 def _compact(manifest_path: Path, records: dict[int, dict[str, Any]]) -> None:

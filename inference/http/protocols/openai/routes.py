@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from inference.fleet import Fleet
 from inference.http.deps import (
     PROTECTED,
     VERSION_HEADER,
@@ -29,6 +29,7 @@ from inference.http.deps import (
 )
 from inference.http.forms import read_form
 from inference.http.openapi import IMAGE_FILE, event_stream
+from inference.http.protocols.catalog import model_list
 from inference.http.protocols.openai.image_store import (
     ImageStore,
     OverBudget,
@@ -47,6 +48,7 @@ from inference.http.protocols.openai.stream import (
     b64,
     cache_header,
     final_images,
+    outlive,
     stream_images,
 )
 from inference.schema import Job
@@ -87,11 +89,15 @@ async def generations(
 ) -> Response:
     """OpenAI's image generation: ImagesResponse JSON, or server-sent events with stream=true."""
     params = parse_params(await request.body())
-    async with fleet.serving(params.model, sticky(request, params)) as routed:
+    async with AsyncExitStack() as held:
+        routed = await held.enter_async_context(
+            fleet.serving(params.model, sticky(request, params))
+        )
         job = await routed.service.job_async(params.native())
         response = await _answer(
             request, routed.service, settings, store, params, job, "image_generation"
         )
+        outlive(response, held)
     response.headers[VERSION_HEADER] = str(routed.ref)
     return response
 
@@ -126,11 +132,15 @@ async def edits(
         )
     parts = await read_form(request, MAX_EDIT_FILES, MAX_EDIT_PARTS, settings)
     params = parse_edit(parts)
-    async with fleet.serving(params.model, sticky(request, params)) as routed:
+    async with AsyncExitStack() as held:
+        routed = await held.enter_async_context(
+            fleet.serving(params.model, sticky(request, params))
+        )
         service = routed.service
         # OpenAI's mask becomes ours by reading pixels: blocking work, in the service's pool.
         job = await service.job_async(await service.run_blocking(params.native_edit, settings))
         response = await _answer(request, service, settings, store, params, job, "image_edit")
+        outlive(response, held)
     response.headers[VERSION_HEADER] = str(routed.ref)
     return response
 
@@ -144,22 +154,9 @@ def sticky(request: Request, params: GenerationParams) -> str | None:
 @router.get("/models", dependencies=PROTECTED, responses=ERRORS.responses(401, 429))
 async def list_models(fleet: FleetDep) -> dict[str, Any]:
     """OpenAI's model list, as ``client.models.list()`` reads it: each model this server has
-    (its name selects it), then each version as ``name@version`` (which pins it)."""
-    return {"object": "list", "data": [_model_object(name) for name in model_ids(fleet)]}
-
-
-def model_ids(fleet: Fleet) -> list[str]:
-    """The ids ``model`` may take: without a registry, the served model's own name (any name
-    selects it); with one, each model, then each of its versions pinned."""
-    registry = fleet.registry
-    if registry.implicit:
-        return [fleet.default.model.name]
-    pins = [str(v.ref) for spec in registry.models.values() for v in spec.versions]
-    return [*registry.models, *pins]
-
-
-def _model_object(model_id: str) -> dict[str, Any]:
-    return {"id": model_id, "object": "model", "created": 0, "owned_by": "diffusion-serve"}
+    (its name selects it), then each version as ``name@version`` (which pins it); the same
+    body is Replicate's page of models, as ``replicate.models.list()`` reads it."""
+    return model_list(fleet)
 
 
 async def _answer(

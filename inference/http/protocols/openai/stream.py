@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from inference import codec
@@ -102,11 +103,20 @@ class _SubmissionStream(StreamingResponse):
     """A stream that owns its submission: however the response ends (done, the client gone
     mid-stream, or gone before the first event, when the events never start), the submission
     is cancelled, which abandons the request, and awaited, so no task outlives the response
-    (asyncio logs "Task was destroyed but it is pending" for one that does)."""
+    (asyncio logs "Task was destroyed but it is pending" for one that does).
+
+    The route returns before the stream runs, so what the route held for the request (the
+    fleet's lease on its version, which keeps the version from being unloaded under it) is
+    handed to the stream with ``hold`` and let go only when the stream ends."""
 
     def __init__(self, task: asyncio.Future[GenerateResult], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.task = task
+        self._held = AsyncExitStack()
+
+    def hold(self, held: AsyncExitStack) -> None:
+        """Keep ``held`` open (its contexts entered) until the stream ends."""
+        self._held.push_async_exit(held)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -116,6 +126,14 @@ class _SubmissionStream(StreamingResponse):
             await asyncio.wait({self.task})
             if not self.task.cancelled():
                 self.task.exception()  # read: a failure nobody streamed is not logged as lost
+            await self._held.aclose()
+
+
+def outlive(response: Response, held: AsyncExitStack) -> None:
+    """Let ``held`` go with ``response``: at once for a complete response, when the stream
+    ends for a stream (``_SubmissionStream.hold``)."""
+    if isinstance(response, _SubmissionStream):
+        response.hold(held.pop_all())
 
 
 async def final_images(

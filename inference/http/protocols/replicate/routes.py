@@ -13,9 +13,7 @@ client raises as ``ReplicateError``.
 
 from __future__ import annotations
 
-import hashlib
 import re
-import time
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -24,11 +22,16 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import Field, StrictBool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from inference import __version__
 from inference.errors import InvalidRequest
 from inference.fleet import Fleet
 from inference.http.deps import PROTECTED, FleetDep, SettingsDep, session_key
 from inference.http.openapi import IMAGE_FILE, event_stream
+from inference.http.protocols.catalog import (
+    replicate_model,
+    served_version_id,
+    version_ids,
+    version_object,
+)
 from inference.http.protocols.predictions import (
     PredictionBody,
     StoreDep,
@@ -49,18 +52,14 @@ from inference.predictions.envelopes import (
     PREFIX,
     STREAM_PATH,
     replicate_object,
-    timestamp,
 )
 from inference.predictions.events import stream
 from inference.predictions.record import CURSOR
 from inference.registry import UnknownModel, VersionRef
 from inference.registry.problems import listed
-from inference.schema import GenerateRequest
-from inference.service import Service
 
 PAGE_SIZE = 100
 #: The Cog release whose envelopes these routes follow (tests run coglet 0.23.1 beside them).
-COG_VERSION = "0.23.1"
 _WAIT_WORD = "[Ww][Aa][Ii][Tt]"
 _NOT_WAIT = f"\\s*(?!\\s|{_WAIT_WORD})[^,;]*(?:;[^,]*)?"
 _WAIT = f"\\s*{_WAIT_WORD}(?: *= *0*(?:[1-9]|[1-5][0-9]|60))?\\s*(?:;[^,]*)?"
@@ -108,11 +107,6 @@ def wait_seconds(prefer: str | None, limit_s: float) -> float | None:
         if token.startswith("wait"):
             return min(limit_s, float(token.partition("=")[2] or limit_s))
     return None
-
-
-def _version(service: Service) -> str:
-    """A stable 64-hex version id for the served model (Replicate's version ids look so)."""
-    return hashlib.sha256(f"{service.model.name}@{__version__}".encode()).hexdigest()
 
 
 def pinned(fleet: Fleet, version: str | None) -> str | None:
@@ -182,7 +176,7 @@ def _version_id(fleet: Fleet, ref: VersionRef, given: str | None) -> str:
     """The prediction's ``version``: the registry version that serves it (``name@version``);
     without a registry, the version the client gave or the served model's id, as before."""
     if fleet.registry.implicit:
-        return given or _version(fleet.default)
+        return given or served_version_id(fleet.default)
     return str(ref)
 
 
@@ -243,24 +237,7 @@ async def create_model_prediction(
 async def get_model(owner: str, name: str, fleet: FleetDep) -> dict[str, Any]:
     """The model ``name`` as ``client.models.get`` reads it, its latest version the one most
     of its traffic reaches (without a registry any name is the served model)."""
-    ids = _version_ids(fleet, name)
-    spec = None if fleet.registry.implicit else fleet.registry.models[name]
-    weights = {} if spec is None else fleet.registry.weights(name)
-    latest = max(ids, key=lambda ref: weights.get(ref.partition("@")[2], 0.0))
-    return {
-        "url": f"https://replicate.com/{owner}/{name}",
-        "owner": owner,
-        "name": name,
-        "description": spec.description if spec is not None else None,
-        "visibility": "private",
-        "github_url": None,
-        "paper_url": None,
-        "license_url": None,
-        "run_count": 0,
-        "cover_image_url": None,
-        "default_example": None,
-        "latest_version": _version_object(latest),
-    }
+    return replicate_model(fleet, owner, name)
 
 
 @router.get("/models/{owner}/{name}/versions", responses=NOT_FOUND)
@@ -269,40 +246,15 @@ async def list_versions(owner: str, name: str, fleet: FleetDep) -> dict[str, Any
     return {
         "next": None,
         "previous": None,
-        "results": [_version_object(v) for v in _version_ids(fleet, name)],
+        "results": [version_object(v) for v in version_ids(fleet, name)],
     }
-
-
-def _version_ids(fleet: Fleet, name: str) -> list[str]:
-    """The Replicate version ids of model ``name``: ``name@version`` each, or without a
-    registry the served model's one id; ``UnknownModel`` for a name the registry lacks."""
-    if fleet.registry.implicit:
-        return [_version(fleet.default)]
-    weights = fleet.registry.weights(name)  # UnknownModel, listing the names, if none
-    return [f"{name}@{version}" for version in weights]
 
 
 @router.get("/models/{owner}/{name}/versions/{version_id}")
 async def get_version(owner: str, name: str, version_id: str) -> dict[str, Any]:
     """Any version is the served model: its input and output schema (``run`` reads them for
     an ``owner/name:version`` reference)."""
-    return _version_object(version_id)
-
-
-def _version_object(version_id: str) -> dict[str, Any]:
-    """A version as Replicate describes it: the input and output schema."""
-    output = {"type": "array", "items": {"type": "string", "format": "uri"}, "title": "Output"}
-    return {
-        "id": version_id,
-        "created_at": timestamp(time.time()),
-        "cog_version": COG_VERSION,
-        "openapi_schema": {
-            "openapi": "3.0.2",
-            "components": {
-                "schemas": {"Input": GenerateRequest.model_json_schema(), "Output": output}
-            },
-        },
-    }
+    return version_object(version_id)
 
 
 async def _found(store: StoreDep, prediction_id: str) -> Prediction:
