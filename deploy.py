@@ -652,7 +652,11 @@ def map_on_pools(registry: Registry, requests: list[dict[str, Any]]) -> Iterator
     def run(ref: VersionRef, lines: list[int]) -> list[tuple[int, Any]]:
         sent = [{k: v for k, v in requests[i].items() if k != "model"} for i in lines]
         results = pool(ref, retried=True).generate.map(sent, return_exceptions=True)
-        return list(zip(lines, results, strict=True))
+        served = str(ref)  # the manifest's ``version``, as a local fleet's batch records it
+        return [
+            (line, {**result, "version": served} if isinstance(result, dict) else result)
+            for line, result in zip(lines, results, strict=True)
+        ]
 
     with ThreadPoolExecutor(len(routed), thread_name_prefix="pool-map") as threads:
         for done in [threads.submit(run, ref, lines) for ref, lines in routed.items()]:

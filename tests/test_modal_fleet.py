@@ -245,6 +245,8 @@ def test_map_lines_land_on_their_versions_pool_by_weight_pin_and_model(
     assert [outcomes[i]["served_by"] for i in range(2000, 2005)] == ["draft@v2"] * 5
     assert outcomes[2005]["served_by"] == "final@v1"
     assert outcomes[2006]["served_by"] in ("draft@v1", "draft@v2")  # the default model
+    # the manifest's ``version``: the pool that drew each line, as a local fleet's batch says
+    assert all(o["version"] == o["served_by"] for o in outcomes.values())
     assert all("model" not in r for rs in received.values() for r in rs)  # pools serve their own
     assert len({p.version for p in fake_model.pools}) == len(fake_model.pools)  # one map a pool
 
