@@ -344,14 +344,18 @@ class Pending:
         return max(0.0, self.ticket.deadline - time.monotonic())
 
     def result(self) -> GenerateResult:
+        return self.encode(self.output())
+
+    def output(self) -> Output:
+        """The job's pixels, not encoded (blocking): for a pool that answers a router, which
+        encodes them itself (``models.remote``)."""
         try:
-            output = self.ticket.future.result(timeout=self._left_s())
+            return self.ticket.future.result(timeout=self._left_s())
         except concurrent.futures.TimeoutError:
             raise self._timed_out() from None
         except BaseException:
             self.batcher.abandon(self.ticket)
             raise
-        return self.encode(output)
 
     async def wait(self) -> GenerateResult:
         future = asyncio.wrap_future(self.ticket.future)
