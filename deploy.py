@@ -27,7 +27,7 @@ import modal
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from inference.registry import Registry, RegistryError, UnknownModel, VersionRef
+from inference.registry import Registry, RegistryError, UnknownModel, Version, VersionRef
 from inference.registry.pools import GPU_PATTERN
 from inference.registry.shared import DictWeights, WeightsRefresher
 from inference.settings import Settings, describe_settings_errors, env_names
@@ -360,16 +360,10 @@ def remote_builder(registry: Registry) -> Any:
     from inference.models.remote import RemoteVersion, stand_ins
     from inference.service import Service
 
-    # Fleet hands over a version's settings object; the registry holds one per version.
-    refs = {
-        id(version.settings): version.ref
-        for model in registry.models.values()
-        for version in model.versions
-    }
     versions: dict[VersionRef, RemoteVersion] = {}  # described once, however often loaded
 
-    def build(settings: Settings) -> Service:
-        ref = refs[id(settings)]
+    def build(version: Version) -> Service:
+        ref, settings = version.ref, version.settings
         sized = POOLS[ref]
         count = min(sized.max_inputs * sized.max_containers, MAX_REMOTE_CALLS)
         device = f"modal:{ref}"

@@ -90,6 +90,9 @@ class RemoteModel:
     """The ``Model`` protocol over a ``RemoteVersion``; see the module docstring."""
 
     size_multiple = 8
+    #: The engine skips its warm-up call: the pool's containers warm their own model, and a
+    #: router must not spend a generation per stand-in to warm a network call.
+    needs_warm_up = False
 
     def __init__(self, version: RemoteVersion, name: str, defaults: Defaults) -> None:
         """``name`` and ``defaults`` stand until ``load`` reads the pool's own."""
@@ -99,7 +102,6 @@ class RemoteModel:
         self.revision: str | None = None
         self.safety_checker: SafetyChecker | None = None
         self._defaults = defaults
-        self._warmed = False
         self._ids = itertools.count()
 
     @property
@@ -112,7 +114,6 @@ class RemoteModel:
         self.name, self.size_multiple = found.name, found.size_multiple
         self._defaults, self.revision = found.defaults, found.revision
         self.safety_checker = found.safety_checker
-        self._warmed = False
 
     def check(self, job: Job) -> None:
         """Nothing beyond the router's limits: the pool's model checks the rest, per job."""
@@ -124,12 +125,7 @@ class RemoteModel:
     def generate(
         self, jobs: Sequence[Job], progress: ProgressCallback | None = None
     ) -> list[list[np.ndarray | ModelImage]]:
-        """The jobs' images from the pool. The engine's warm-up call, the first after
-        ``load``, is answered here in blank pixels: the pool's containers warm up their own
-        model, and a router must not spend a generation per stand-in to warm a network call."""
-        if not self._warmed:
-            self._warmed = True
-            return [[blank(job) for _ in range(job.num_outputs)] for job in jobs]
+        """The jobs' images from the pool, run through its engine."""
         results = self.version.pool.generate(list(jobs))
         return [
             [
@@ -138,10 +134,6 @@ class RemoteModel:
             ]
             for images, flags in results
         ]
-
-
-def blank(job: Job) -> np.ndarray:
-    return np.zeros((job.height, job.width, 3), np.uint8)
 
 
 def stand_ins(version: RemoteVersion, template: Model, count: int) -> list[RemoteModel]:
