@@ -27,7 +27,7 @@ import modal
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from inference.registry import Registry, RegistryError, UnknownModel, VersionRef
+from inference.registry import Registry, RegistryError, UnknownModel, Version, VersionRef
 from inference.registry.pools import GPU_PATTERN
 from inference.registry.shared import DictWeights, WeightsRefresher
 from inference.settings import Settings, describe_settings_errors, env_names
@@ -320,7 +320,10 @@ def served_settings(settings: Settings, version: str) -> Settings:
 
 def served_fleet(settings: Settings, version: str, service: Any, store: Any) -> Any:
     """The HTTP app's fleet in a pool's container: ``service`` serves requests naming no model
-    (this pool's version), and the weights live in ``store``, shared with every container."""
+    (this pool's version), every other version runs in its own pool (``remote_service``), and
+    the weights live in ``store``, shared with every container.
+
+    No memory budget applies: nothing but ``service`` holds weights in this container."""
     from inference.fleet import Fleet
 
     spec = Registry.from_settings(settings)
@@ -328,7 +331,60 @@ def served_fleet(settings: Settings, version: str, service: Any, store: Any) -> 
     registry = Registry(
         list(spec.models.values()), ref.model, ref.version, weights_backend=DictWeights(store)
     )
-    return Fleet(registry, service, max_loaded=settings.max_loaded_models)
+    return Fleet(registry, service, build=remote_builder(registry))
+
+
+#: At most this many calls in flight from one router to one version's pool: each is a thread
+#: blocked on its call, so the pool's own capacity (max_inputs x max_containers) is capped.
+MAX_REMOTE_CALLS = 32
+
+
+class ModalPool:
+    """A version's pool (``pool``) as ``inference.models.remote`` calls it."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def describe(self) -> Any:
+        return self.handle.describe.remote()
+
+    def generate(self, jobs: list[Any]) -> list[Any]:
+        return self.handle.generate_jobs.remote(jobs)
+
+
+def remote_builder(registry: Registry) -> Any:
+    """``Fleet``'s builder in a router: a version's ``Service`` over stand-ins for its pool,
+    as many as calls may be in flight to it (each its own device, so none waits on another's
+    turn). Validation, the result cache and metrics stay here with the version's settings."""
+    from inference.models import build_model
+    from inference.models.remote import RemoteVersion, stand_ins
+    from inference.service import Service
+
+    versions: dict[VersionRef, RemoteVersion] = {}  # described once, however often loaded
+
+    def build(version: Version) -> Service:
+        ref, settings = version.ref, version.settings
+        sized = POOLS[ref]
+        count = min(sized.max_inputs * sized.max_containers, MAX_REMOTE_CALLS)
+        device = f"modal:{ref}"
+        remote = versions.setdefault(ref, RemoteVersion(ModalPool(pool(ref)), device))
+        # A device per call in flight, one job per call: no local batching wait.
+        routed = settings.model_copy(
+            update={"devices": ",".join([device] * count), "max_wait_ms": 0}
+        )
+        first, *others = stand_ins(remote, build_model(settings), count)
+        return Service(first, routed, replicas=others)
+
+    return build
+
+
+def serve_jobs(service: Any, jobs: list[Any]) -> list[Any]:
+    """A router's jobs (validated there, with this version's settings) through this pool's
+    engine, batched with everything else it runs; each job's raw pixels and safety flags."""
+    for job in jobs:
+        service.model.check(job)  # what the router's stand-in cannot know (InvalidRequest)
+    pending = [service.engine.queue(job) for job in jobs]
+    return [(output.pixels, output.nsfw) for output in (each.output() for each in pending)]
 
 
 REGISTRY = load_registry()
@@ -494,6 +550,18 @@ class Model:
         An invalid request raises ``InvalidRequest`` (a ``ValueError``) naming the field and value.
         """
         return self.service.generate(request).model_dump()
+
+    @modal.method()
+    def describe(self) -> Any:
+        """This pool's loaded model as a router validates for it (``models.remote``)."""
+        from inference.models.remote import Description
+
+        return Description.of(self.service.model)
+
+    @modal.method()
+    def generate_jobs(self, jobs: list[Any]) -> list[Any]:
+        """A router's validated jobs -> each one's raw pixels and safety flags (``serve_jobs``)."""
+        return serve_jobs(self.service, jobs)
 
     @modal.method()
     async def run_prediction(self, prediction: Any, job: Any) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from inference.engine.batcher import Progress
 from inference.errors import NotReady, RequestTimeout
 from inference.models import Model, build_model
 from inference.models.devices import visible_gpus
-from inference.registry import Registry, VersionRef
+from inference.registry import Registry, Version, VersionRef
 from inference.results import GenerateResult
 from inference.schema import Job
 from inference.service import Service, Submit
@@ -89,12 +89,15 @@ class Fleet:
         default: Service,
         *,
         max_loaded: int | None = None,
-        build: Callable[[Settings], Service] = Service.from_settings,
+        build: Callable[[Version], Service] = lambda version: Service.from_settings(
+            version.settings
+        ),
         host_cached: int = 0,
     ) -> None:
         """``default`` serves ``default_ref(registry)``; others are built with ``build`` from
-        their version's settings on first use, at most ``max_loaded`` of them at once, and
-        ``host_cached`` unloaded ones keep their weights in host memory."""
+        their ``Version`` (its settings, and which one it is) on first use, at most
+        ``max_loaded`` of them at once, and ``host_cached`` unloaded ones keep their weights
+        in host memory."""
         self.registry = registry
         self.default_ref = default_ref(registry)
         self.default = default
@@ -226,11 +229,13 @@ class Fleet:
         requests waiting for it, and the next request tries again."""
         log.info("loading version %s", ref)
         service: Service | None = None
-        settings = self.registry.version(ref).settings
+        version = self.registry.version(ref)
         with self._lock:
             parked = self._parked.pop(ref, None)
         try:
-            service = Service(parked, settings) if parked is not None else self._build(settings)
+            service = (
+                Service(parked, version.settings) if parked is not None else self._build(version)
+            )
             service.start()
         except Exception as exc:
             if service is not None:

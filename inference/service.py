@@ -11,7 +11,7 @@ requests that give a seed are reused through ``result_cache.ResultCache``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -36,13 +36,20 @@ Submit = Callable[[Job, Progress | None], Awaitable[GenerateResult]]
 class Service:
     """One model, validated and batched, behind one small API shared by every runtime."""
 
-    def __init__(self, model: Model, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        settings: Settings | None = None,
+        replicas: Sequence[Model] | None = None,
+    ) -> None:
         """``model`` serves on the first device; with DEVICES naming several, a replica is
-        built for each further one (the adapters build ``model`` before the service)."""
+        built for each further one (the adapters build ``model`` before the service), unless
+        ``replicas`` are given (stand-ins for a remote pool: ``models.remote``)."""
         self.settings = settings or Settings()
         self.model = model
         devices = replica_settings(self.settings)
-        replicas = [build_model(each) for each in devices[1:]]
+        if replicas is None:
+            replicas = [build_model(each) for each in devices[1:]]
         # Named devices: versions of a fleet that share one take turns on it (engine.arbiter).
         names = [each.device for each in devices]
         self._engine = Engine(model, self.settings, replicas, device_names=names)

@@ -31,7 +31,7 @@ from PIL import Image
 
 from inference.errors import NotReady
 from inference.fleet import Fleet
-from inference.registry import UnknownModel, VersionRef
+from inference.registry import UnknownModel, Version, VersionRef
 from inference.service import Service
 from inference.settings import Settings
 from tests.servers import ROOT, inference_server
@@ -156,9 +156,9 @@ def test_lru_with_a_budget_of_one_loads_each_alternating_version_again() -> None
     built: Counter[str] = Counter()
     loaded_at_once: list[int] = []
 
-    def build(settings: Settings) -> Service:
-        built[str(settings.weights_path)] += 1
-        return Service.from_settings(settings)
+    def build(version: Version) -> Service:
+        built[str(version.settings.weights_path)] += 1
+        return Service.from_settings(version.settings)
 
     fleet = example_fleet(max_loaded=1)
     fleet._build = build  # count the builds: the only way a version comes back after unloading
@@ -195,10 +195,10 @@ def test_a_version_that_fails_to_load_fails_only_its_requests_and_is_retried(
     attempts = 0
     real_build = fleet._build
 
-    def build(settings: Settings) -> Service:
+    def build(version: Version) -> Service:
         nonlocal attempts
         attempts += 1
-        return real_build(settings)
+        return real_build(version)
 
     fleet._build = build
     try:

@@ -180,13 +180,15 @@ class Engine:
                 # devices: the second replica takes the name's second arbiter, not the first's.
                 repeat = self._device_names[:index].count(self._device_names[index])
                 self.arbiters[index] = DeviceArbiter.of(f"{device}#{repeat}" if repeat else device)
-            job = warm_up()
             # One small generation at the size actually served, so the first request is not
-            # the one that pays for lazy initialisation (kernels, allocator, caches).
-            started = time.perf_counter()
-            with self.arbiters[index]:
-                checked([job], model.generate([job]))
-            self.stats.warmup_s = time.perf_counter() - started
+            # the one that pays for lazy initialisation (kernels, allocator, caches); a model
+            # computing elsewhere (``models.remote``) says it has nothing here to warm.
+            if getattr(model, "needs_warm_up", True):
+                job = warm_up()
+                started = time.perf_counter()
+                with self.arbiters[index]:
+                    checked([job], model.generate([job]))
+                self.stats.warmup_s = time.perf_counter() - started
         except BaseException as exc:
             with self._lock:
                 if self.phase == "loading":
@@ -344,14 +346,18 @@ class Pending:
         return max(0.0, self.ticket.deadline - time.monotonic())
 
     def result(self) -> GenerateResult:
+        return self.encode(self.output())
+
+    def output(self) -> Output:
+        """The job's pixels, not encoded (blocking): for a pool that answers a router, which
+        encodes them itself (``models.remote``)."""
         try:
-            output = self.ticket.future.result(timeout=self._left_s())
+            return self.ticket.future.result(timeout=self._left_s())
         except concurrent.futures.TimeoutError:
             raise self._timed_out() from None
         except BaseException:
             self.batcher.abandon(self.ticket)
             raise
-        return self.encode(output)
 
     async def wait(self) -> GenerateResult:
         future = asyncio.wrap_future(self.ticket.future)

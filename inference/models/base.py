@@ -22,7 +22,9 @@ backend without it simply loads everything in ``load()``. ``cost(batch_size) -> 
 callable ``cost_model`` attribute) declares what one call of that many images takes; the
 batcher's cost policy (BATCH_POLICY=cost, ``engine.policy``) then uses it instead of learning
 the curve from the calls it makes, so it waits for company well from the first batch. Only its
-shape matters (the fixed part, read off ``cost(1)`` and ``cost(MAX_BATCH_SIZE)``).
+shape matters (the fixed part, read off ``cost(1)`` and ``cost(MAX_BATCH_SIZE)``). A
+``needs_warm_up = False`` attribute skips the engine's warm-up generation after ``load`` (a
+model that computes elsewhere, ``models.remote``, has nothing local to warm).
 """
 
 from __future__ import annotations
