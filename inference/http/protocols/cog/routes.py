@@ -82,6 +82,13 @@ async def _answer(store: PredictionStore, prediction: Prediction, prefer: str | 
         if waited is None:  # gone from the store (another container's): never spin on it
             raise InferenceError(f"prediction {prediction.id!r} is no longer kept; create it again")
         prediction = waited
+    return _envelope(prediction, prediction.id)
+
+
+def _envelope(prediction: Prediction | None, prediction_id: str) -> Response:
+    """Cog's envelope, its outputs streamed from the record; 404 for a prediction not kept."""
+    if prediction is None:
+        raise StarletteHTTPException(404, f"prediction {prediction_id!r} not found")
     return shared_json(lambda uri: cog_envelope(prediction, uri=uri))
 
 
@@ -152,19 +159,13 @@ async def put_prediction(
 @predictions.get("/predictions/{prediction_id}", responses=NOT_FOUND)
 async def get_prediction(prediction_id: str, store: StoreDep) -> Response:
     """The prediction now (an addition: Cog's own server has no such route)."""
-    prediction = await store.get(prediction_id)
-    if prediction is None:
-        raise StarletteHTTPException(404, f"prediction {prediction_id!r} not found")
-    return shared_json(lambda uri: cog_envelope(prediction, uri=uri))
+    return _envelope(await store.get(prediction_id), prediction_id)
 
 
 @predictions.post("/predictions/{prediction_id}/cancel", responses=NOT_FOUND)
 async def cancel_prediction(prediction_id: str, store: StoreDep) -> Response:
     """Cancel it if it is still running; a finished one is returned as it is."""
-    prediction = await store.cancel(prediction_id)
-    if prediction is None:
-        raise StarletteHTTPException(404, f"prediction {prediction_id!r} not found")
-    return shared_json(lambda uri: cog_envelope(prediction, uri=uri))
+    return _envelope(await store.cancel(prediction_id), prediction_id)
 
 
 @router.get("/health-check")
