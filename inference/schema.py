@@ -54,6 +54,22 @@ Scheduler = Literal[
 ]
 
 
+def decode_base64(text: str) -> bytes:
+    """Base64 ``text`` (whitespace anywhere is dropped) as bytes.
+
+    pybase64 decodes text without whitespace in ~2 ms where ``base64`` and the whitespace pass
+    take ~45 ms for a 7 MB image, one call each that holds the GIL (the event loop waits that
+    long although the decode runs in a worker thread); whatever pybase64 refuses goes the
+    standard way, which decides (a test compares the two on every short input).
+    """
+    import pybase64
+
+    try:
+        return pybase64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return base64.b64decode("".join(text.split()), validate=True)
+
+
 def image_input(value: Any, info: ValidationInfo) -> bytes | str:
     """An image field's value as the file's bytes, or an http(s) URL left for the server to
     fetch (only where INPUT_URL_HOSTS allows it: that needs settings, so validation does it).
@@ -77,7 +93,7 @@ def image_input(value: Any, info: ValidationInfo) -> bytes | str:
             if not comma or not header.lower().endswith(";base64"):
                 raise ValueError(f"{name}: a data: URI must be base64-encoded; {how}")
         try:
-            data = base64.b64decode("".join(text.split()), validate=True)
+            data = decode_base64(text)
         except (binascii.Error, ValueError):
             shown = f"{text[:20]!r}..." if len(text) > 20 else repr(text)
             raise ValueError(f"{name} is not base64 image data (got {shown}); {how}") from None

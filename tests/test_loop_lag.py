@@ -5,12 +5,16 @@ GET /health is timed from outside (issue 21, "one async seam").
 The server is ``python -m inference serve`` started through ``tests/lag_probe.py``, whose task
 on the loop prints every wake-up more than 5 ms late with the CPU the loop's own thread spent
 meanwhile. Before the seam, Replicate's and Cog's creation decoded on the loop (~180 ms of the
-loop's CPU per request) and a slow image host froze every request for 5 s.
+loop's CPU per request) and a slow image host froze every request for 5 s; before large JSON
+bodies were parsed off the loop and Replicate's echoed input written once, a data: URI cost
+the loop ~30 ms of CPU per request.
 
-Robust on a loaded 2-core machine: what the loop computes itself is asserted at 20 ms; the
-wall-clock lateness and /health's time also hold the waits of a machine too busy to schedule
-the server and of workers holding the GIL, so they are asserted at what only a blocking wait
-on the loop reaches (the slow host's 5 s).
+Robust on a loaded 2-core machine: what the loop computes itself is asserted at the issue's
+20 ms, for every front door. The wall-clock lateness and /health's time also hold the waits of
+a machine too busy to schedule the server and of workers holding the GIL (a C call such as a
+9 MB JSON parse does not let go of it), so their worst is asserted at what only a blocking wait
+on the loop reaches (the slow host's 5 s), and /health's median at the issue's 50 ms. Run with
+``-s`` for the figures (``figures``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import asyncio
 import base64
 import http.server
 import io
+import statistics
 import subprocess
 import sys
 import threading
@@ -38,18 +43,14 @@ from tests.servers import ROOT, free_port, output, server_process
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="one monotonic clock")
 
-#: CPU the loop's own thread may spend in one stall.
+#: CPU the loop's own thread may spend in one stall (issue 21: the loop never stalls > 20 ms).
 MAX_LOOP_CPU_MS = 20.0
 #: Wall-clock lateness of the loop, and a concurrent GET /health, that only a blocking wait on
 #: the loop reaches (the slow host's 5 s before the seam). Below it, wall-clock figures on a
-#: shared 2-core machine measure its load and the GIL: a worker's 9 MB JSON parse or base64
-#: decode is one C call that holds it (issue 21's report has the figures).
+#: shared 2-core machine measure its load and the GIL as much as the server.
 MAX_STALL_MS = 1000.0
-#: Replicate and Cog echo a prediction's input in every answer, so a 7 MB data: URI is parsed
-#: from JSON and written back as JSON on the loop: two 9 MB JSON passes, each one C call that
-#: holds the GIL (a thread would not shorten the stall). A cost of those protocols' envelopes,
-#: not of validation, which the seam keeps off the loop.
-MAX_ECHO_CPU_MS = 60.0
+#: What most /health answers take while the images go through (issue 21: within 50 ms).
+MAX_HEALTH_MEDIAN_MS = 50.0
 SLOW_HOST_S = 5.0
 SMALL = {"steps": 2, "width": 64, "height": 64, "seed": 7}
 
@@ -189,31 +190,52 @@ def under_load(url: str, process: Any, calls: dict[str, Call]) -> dict[str, Any]
     return {"stalls": stalls, "health": health, "seconds": end - start}
 
 
-def test_images_and_a_slow_image_host_never_stall_the_loop(
-    server: tuple[str, Any], slow_host: str
-) -> None:
-    url, process = server
-    calls = image_requests(url, seven_megabyte_png())
-    del calls["replicate data uri"], calls["cog data uri"]  # see MAX_ECHO_CPU_MS
-    seen = under_load(url, process, {**calls, **url_requests(url, slow_host)})
-    assert seen["seconds"] >= SLOW_HOST_S  # the slow host's requests ran while we watched
+def figures(name: str, seen: dict[str, Any]) -> str:
+    """One line of the figures the report quotes: the loop's worst stall (wall and CPU) and
+    /health's worst and median time."""
+    stalls, health = seen["stalls"], seen["health"]
+    late = max((late for late, _ in stalls), default=0.0)
+    cpu = max((cpu for _, cpu in stalls), default=0.0)
+    return (
+        f"{name:20} loop stall max {late:6.1f} ms wall, {cpu:5.1f} ms CPU; "
+        f"/health max {max(health):6.1f} ms, median {statistics.median(health):5.1f} ms"
+    )
+
+
+def assert_bounds(seen: dict[str, Any]) -> None:
     stalls = seen["stalls"]
     assert max((cpu for _, cpu in stalls), default=0.0) <= MAX_LOOP_CPU_MS, stalls
     assert max((late for late, _ in stalls), default=0.0) <= MAX_STALL_MS, stalls
-    assert len(seen["health"]) >= 50
     assert max(seen["health"]) <= MAX_STALL_MS, seen["health"]
+    assert statistics.median(seen["health"]) <= MAX_HEALTH_MEDIAN_MS, seen["health"]
 
 
-def test_replicate_and_cog_data_uris_cost_the_loop_only_their_json(
-    server: tuple[str, Any],
+def test_images_and_a_slow_image_host_never_stall_the_loop(
+    server: tuple[str, Any], slow_host: str
 ) -> None:
+    """Every front door at once, two of them waiting on the slow host meanwhile."""
     url, process = server
     calls = image_requests(url, seven_megabyte_png())
-    echoing = {name: calls[name] for name in ("replicate data uri", "cog data uri")}
-    for _ in range(3):  # predictions already stored must not add to the next one's cost
-        stalls = under_load(url, process, echoing)["stalls"]
-        assert max((cpu for _, cpu in stalls), default=0.0) <= MAX_ECHO_CPU_MS, stalls
-        assert max((late for late, _ in stalls), default=0.0) <= MAX_STALL_MS, stalls
+    seen = under_load(url, process, {**calls, **url_requests(url, slow_host)})
+    print(figures("all at once", seen))
+    assert seen["seconds"] >= SLOW_HOST_S  # the slow host's requests ran while we watched
+    assert len(seen["health"]) >= 50
+    assert_bounds(seen)
+
+
+@pytest.mark.parametrize(
+    "door",
+    ["native json", "native multipart", "openai edits", "replicate data uri", "cog data uri"],
+)
+def test_each_front_door_alone(server: tuple[str, Any], door: str) -> None:
+    """Each door by itself, three times: its own figures, and predictions already stored
+    (their inputs echoed by Replicate) must not add to the next one's cost."""
+    url, process = server
+    call = image_requests(url, seven_megabyte_png())[door]
+    for _ in range(3):
+        seen = under_load(url, process, {door: call})
+        print(figures(door, seen))
+        assert_bounds(seen)
 
 
 def test_validation_with_images_runs_in_the_bounded_pool_and_nowhere_else() -> None:

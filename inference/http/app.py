@@ -119,7 +119,9 @@ def create_app(
     for protocol in protocols:
         for router in protocol.routers:
             app.include_router(router)
-    install_openapi(app, service.validator.limits, settings, protocols)
+    errors = [p.errors.model for p in protocols if p.errors is not None]
+    edits = [p.openapi for p in protocols if p.openapi is not None]
+    install_openapi(app, service.validator.limits, settings, errors, edits)
 
     # The browser UI at /ui calls this same service (gradio is imported only inside mount_ui).
     from inference.ui import UPLOAD_PATH, mount_ui

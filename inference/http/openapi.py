@@ -4,12 +4,13 @@ a client generated from /openapi.json is right about what this server accepts.
 
 The protocols (``inference.http.protocols``) answer errors in their own shapes and document
 them with their ``ErrorShape``; ``install_openapi`` adds each one's error body and runs its
-edits (what its hand-read bodies, headers and query strings accept), with the helpers here."""
+edits (what its hand-read bodies, headers and query strings accept), with the helpers here. It
+takes those as plain values, so this module knows nothing of ``Protocol``, which imports it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel
@@ -19,8 +20,8 @@ from inference.http.forms import request_schemas
 from inference.schema import Limits
 from inference.settings import Settings
 
-if TYPE_CHECKING:
-    from inference.http.protocols import Protocol
+#: Edits the OpenAPI document in place, with this deployment's limits and settings.
+OpenAPIEdit = Callable[[dict[str, Any], Limits, Settings], None]
 
 
 class FieldError(BaseModel):
@@ -153,11 +154,16 @@ def _bound(schema: dict[str, Any], maximum: int) -> None:
 
 
 def install_openapi(
-    app: FastAPI, limits: Limits, settings: Settings, protocols: Sequence[Protocol]
+    app: FastAPI,
+    limits: Limits,
+    settings: Settings,
+    error_models: Iterable[type[BaseModel]],
+    edits: Iterable[OpenAPIEdit],
 ) -> None:
-    """Build the document once, with ``limits`` written into the request schema, each
-    protocol's error body and edits, and the bearer-token requirement only where this server
-    has one (AUTH_TOKEN set)."""
+    """Build the document once, with ``limits`` written into the request schema, the
+    protocols' error bodies (``error_models``) and ``edits``, and the bearer-token requirement
+    only where this server has one (AUTH_TOKEN set)."""
+    error_models, edits = tuple(error_models), tuple(edits)
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -179,10 +185,9 @@ def install_openapi(
                 for branch in loras.get("anyOf", [loras]):
                     if branch.get("type") == "array":
                         branch["maxItems"] = settings.max_loras
-            schemas.update(components(*(p.errors.model for p in protocols if p.errors)))
-            for protocol in protocols:
-                if protocol.openapi is not None:
-                    protocol.openapi(document, limits, settings)
+            schemas.update(components(*error_models))
+            for edit in edits:
+                edit(document, limits, settings)
             _drop_framework_422(document)
             if settings.auth_token is None:
                 for operations in document["paths"].values():

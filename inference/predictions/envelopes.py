@@ -22,6 +22,8 @@ from inference.predictions.record import OutputFile, Prediction
 
 #: Writes one output's data: URI.
 URI = Callable[[OutputFile], str]
+#: Places JSON text already written (``Prediction.input_json``) into a body.
+Text = Callable[[bytes], str]
 # Where this server serves a prediction. Replicate's router is declared with these very
 # strings (its prefix and each route's path), and the envelopes write their links from them
 # (Replicate's ``urls``, every protocol's outputs in ``PREDICTIONS_OUTPUT=url`` mode): one
@@ -75,14 +77,22 @@ def replicate_urls(prediction: Prediction) -> dict[str, str]:
 
 
 def replicate_object(
-    prediction: Prediction, *, summary: bool = False, uri: URI = data_uri
+    prediction: Prediction,
+    *,
+    summary: bool = False,
+    uri: URI = data_uri,
+    text: Text | None = None,
 ) -> dict[str, Any]:
-    """Replicate's prediction object; ``summary`` (for lists) leaves out output and logs."""
+    """Replicate's prediction object; ``summary`` (for lists) leaves out output and logs.
+    With ``text`` (``bodies.json_body``'s marker) a large input is echoed from its JSON."""
+    echoed: Any = prediction.input
+    if text is not None and prediction.input_json is not None:
+        echoed = text(prediction.input_json)
     return {
         "id": prediction.id,
         "model": prediction.model,
         "version": prediction.version,
-        "input": prediction.input,
+        "input": echoed,
         "logs": None if summary else prediction.logs,
         "output": None if summary else output_value(prediction, uri),
         "data_removed": False,

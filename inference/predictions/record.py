@@ -79,6 +79,10 @@ class Prediction:
     #: prediction's size on each creation, and re-serialising a 9 MB image input each time
     #: held the event loop for 80 ms per stored prediction.
     input_bytes: int = -1
+    #: The input as the JSON an answer echoes, written once off the loop when it is large
+    #: (``bodies.keep_input_json``): Replicate's every answer echoes the input, and writing a
+    #: 9 MB image string as JSON on the loop held it for ~30 ms per answer. Not in ``to_dict``.
+    input_json: bytes | None = field(default=None, repr=False)
     #: Bumped by the store on every change, so a reader can wait for the next one.
     revision: int = 0
 
@@ -92,9 +96,8 @@ class Prediction:
         images = sum(len(o.data) for o in self.outputs or ())
         if self.input_bytes < 0:
             self.input_bytes = json_size(self.input)
-        return (
-            self.input_bytes + len(self.logs) + max(images, 0 if self.done else self.reserved_bytes)
-        )
+        held = self.input_bytes + len(self.input_json or b"") + len(self.logs)
+        return held + max(images, 0 if self.done else self.reserved_bytes)
 
     def copy(self) -> Prediction:
         """A snapshot for a reader on another task or thread (outputs are immutable)."""
@@ -168,6 +171,8 @@ class Prediction:
 
     #: The schema version of ``to_dict``; bump it when a field changes meaning (not a field).
     RECORD_VERSION = 1
+    #: Bytes, not JSON types: the images, and the input's JSON (rewritten from ``input``).
+    NOT_IN_DICT = frozenset({"outputs", "input_json"})
 
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON types with its schema version, without the images.
@@ -177,7 +182,8 @@ class Prediction:
         """
         from dataclasses import fields  # here, to keep this section self-contained
 
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "outputs"}
+        kept = [f.name for f in fields(self) if f.name not in self.NOT_IN_DICT]
+        data = {name: getattr(self, name) for name in kept}
         return {
             "v": self.RECORD_VERSION,
             **data,
@@ -189,7 +195,7 @@ class Prediction:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Prediction:
         """A record written by ``to_dict`` of this or an earlier schema version (a field added
-        later takes its default); the images are not in it."""
+        later takes its default); the images and the input's JSON are not in it."""
         from dataclasses import fields
 
         version = data.get("v")
@@ -201,7 +207,7 @@ class Prediction:
         missing = [name for name in ("id", "protocol", "input") if name not in data]
         if missing:
             raise ValueError(f"prediction record lacks {', '.join(missing)}: {sorted(data)}")
-        known = {f.name for f in fields(cls)} - {"outputs"}
+        known = {f.name for f in fields(cls)} - cls.NOT_IN_DICT
         values = {name: value for name, value in data.items() if name in known}
         if "events" in values:
             values["events"] = frozenset(values["events"])

@@ -24,15 +24,11 @@ from starlette.responses import Response
 from inference.errors import InferenceError
 from inference.http.bodies import BoundedBodyRoute
 from inference.http.errors import CLIENT_GONE, INTERNAL_ERROR, log_unexpected
-from inference.http.openapi import ENVELOPE, PROTOCOL_DESCRIPTIONS
-from inference.schema import Limits
-from inference.settings import Settings
+from inference.http.openapi import ENVELOPE, PROTOCOL_DESCRIPTIONS, OpenAPIEdit
 
 #: Turns an exception raised in a route (body validation, auth, domain errors) into the
 #: protocol's response, or None to leave it to the app's handlers.
 ErrorRenderer = Callable[[Exception], Response | None]
-#: Edits the OpenAPI document in place, with this deployment's limits and settings.
-OpenAPIEdit = Callable[[dict[str, Any], Limits, Settings], None]
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 

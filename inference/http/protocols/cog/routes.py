@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -82,35 +82,52 @@ async def _answer(store: PredictionStore, prediction: Prediction, prefer: str | 
         if waited is None:  # gone from the store (another container's): never spin on it
             raise InferenceError(f"prediction {prediction.id!r} is no longer kept; create it again")
         prediction = waited
+    return _envelope(prediction, prediction.id)
+
+
+def _envelope(prediction: Prediction | None, prediction_id: str) -> Response:
+    """Cog's envelope, its outputs streamed from the record; 404 for a prediction not kept."""
+    if prediction is None:
+        raise StarletteHTTPException(404, f"prediction {prediction_id!r} not found")
     return shared_json(lambda uri: cog_envelope(prediction, uri=uri))
 
 
-async def _create(
-    body: PredictionRequest,
-    prediction_id: str,
-    request: Request,
-    service: ServiceDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    prefer: str | None,
-) -> Response:
-    # The request is checked first: an id already known answers its prediction only for a
-    # request that could have created it.
-    await check_webhook(body.webhook, settings)
-    job, unknown = await to_job(service, body.input)
-    if (existing := await store.get(prediction_id)) is not None:
-        return await _answer(store, existing, prefer)
-    prediction = new_prediction(
-        "cog",
-        body.input,
-        unknown,
-        base_url(request, settings),
-        settings,
-        body.webhook,
-        body.webhook_events_filter,
-        id=prediction_id,
-    )
-    return await _answer(store, await store.create(prediction, job), prefer)
+class Creation:
+    """What both create routes take besides the body and the id; builds the prediction."""
+
+    def __init__(
+        self,
+        request: Request,
+        service: ServiceDep,
+        settings: SettingsDep,
+        store: StoreDep,
+        prefer: Prefer = None,
+    ) -> None:
+        self.request, self.service, self.settings, self.store = request, service, settings, store
+        self.prefer = prefer
+
+    async def __call__(self, body: PredictionRequest, prediction_id: str) -> Response:
+        # The request is checked first: an id already known answers its prediction only for a
+        # request that could have created it.
+        settings, store = self.settings, self.store
+        await check_webhook(body.webhook, settings)
+        job, unknown = await to_job(self.service, body.input)
+        if (existing := await store.get(prediction_id)) is not None:
+            return await _answer(store, existing, self.prefer)
+        prediction = new_prediction(
+            "cog",
+            body.input,
+            unknown,
+            base_url(self.request, settings),
+            settings,
+            body.webhook,
+            body.webhook_events_filter,
+            id=prediction_id,
+        )
+        return await _answer(store, await store.create(prediction, job), self.prefer)
+
+
+CreationDep = Annotated[Creation, Depends()]
 
 
 def _checked_id(prediction_id: str) -> str:
@@ -124,52 +141,31 @@ def _checked_id(prediction_id: str) -> str:
 
 
 @predictions.post("/predictions", responses=CREATE_RESPONSES)
-async def create_prediction(
-    body: PredictionRequest,
-    request: Request,
-    service: ServiceDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    prefer: Prefer = None,
-) -> Response:
+async def create_prediction(body: PredictionRequest, create: CreationDep) -> Response:
     """Run a prediction; with ``Prefer: respond-async``, answer 202 and run it in the background."""
-    prediction_id = _checked_id(body.id) if body.id is not None else new_id()
-    return await _create(body, prediction_id, request, service, settings, store, prefer)
+    return await create(body, _checked_id(body.id) if body.id is not None else new_id())
 
 
 @predictions.put("/predictions/{prediction_id}", responses=CREATE_RESPONSES)
 async def put_prediction(
-    prediction_id: str,
-    body: PredictionRequest,
-    request: Request,
-    service: ServiceDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    prefer: Prefer = None,
+    prediction_id: str, body: PredictionRequest, create: CreationDep
 ) -> Response:
     """Create a prediction under this id, or answer the one that already has it."""
     if body.id is not None and body.id != prediction_id:
         raise InvalidRequest("id", "prediction ID must match the ID supplied in the URL")
-    prediction_id = _checked_id(prediction_id)
-    return await _create(body, prediction_id, request, service, settings, store, prefer)
+    return await create(body, _checked_id(prediction_id))
 
 
 @predictions.get("/predictions/{prediction_id}", responses=NOT_FOUND)
 async def get_prediction(prediction_id: str, store: StoreDep) -> Response:
     """The prediction now (an addition: Cog's own server has no such route)."""
-    prediction = await store.get(prediction_id)
-    if prediction is None:
-        raise StarletteHTTPException(404, f"prediction {prediction_id!r} not found")
-    return shared_json(lambda uri: cog_envelope(prediction, uri=uri))
+    return _envelope(await store.get(prediction_id), prediction_id)
 
 
 @predictions.post("/predictions/{prediction_id}/cancel", responses=NOT_FOUND)
 async def cancel_prediction(prediction_id: str, store: StoreDep) -> Response:
     """Cancel it if it is still running; a finished one is returned as it is."""
-    prediction = await store.cancel(prediction_id)
-    if prediction is None:
-        raise StarletteHTTPException(404, f"prediction {prediction_id!r} not found")
-    return shared_json(lambda uri: cog_envelope(prediction, uri=uri))
+    return _envelope(await store.cancel(prediction_id), prediction_id)
 
 
 @router.get("/health-check")

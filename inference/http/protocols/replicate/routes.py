@@ -17,8 +17,8 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import Response, StreamingResponse
 from pydantic import Field, StrictBool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -45,6 +45,7 @@ from inference.http.protocols.replicate.errors import ERRORS
 from inference.http.protocols.replicate.file_store import get_file_store, resolve
 from inference.http.shared_body import shared_file, shared_json
 from inference.predictions import Prediction, new_id
+from inference.predictions.bodies import keep_input_json
 from inference.predictions.envelopes import (
     CANCEL_PATH,
     OUTPUT_PATH,
@@ -125,61 +126,6 @@ def pinned(fleet: Fleet, version: str | None) -> str | None:
     )
 
 
-async def _create(
-    body: CreatePrediction,
-    model: str,
-    choice: str | None,
-    request: Request,
-    fleet: Fleet,
-    settings: SettingsDep,
-    store: StoreDep,
-    prefer: str | None,
-    cancel_after: str | None,
-) -> Response:
-    wait = wait_seconds(prefer, settings.predictions_wait_max_s)
-    deadline_s = cancel_after_s(cancel_after)
-    webhook, events = body.webhook, body.webhook_events_filter
-    if webhook is None and body.webhook_completed is not None:
-        webhook, events = body.webhook_completed, ["completed"]
-    await check_webhook(body.webhook, settings)
-    await check_webhook(body.webhook_completed, settings, "webhook_completed")
-    base = base_url(request, settings)
-    given = resolve(body.input, base, get_file_store(request))
-    async with fleet.serving(choice, session_key(request)) as routed:
-        job, unknown = await to_job(routed.service, given)
-    prediction = new_prediction(
-        "replicate",
-        body.input,
-        unknown,
-        base,
-        settings,
-        webhook,
-        events,
-        id=new_id(),
-        model=model,
-        version=_version_id(fleet, routed.ref, body.version),
-    )
-    run = None if routed.ref == fleet.default_ref else fleet.runner(routed.ref)
-    prediction = await store.create(prediction, job, run)
-    if deadline_s is not None and not prediction.done:
-        cancel_at_deadline(request.app, store, prediction.id, deadline_s)
-    if wait is not None:
-        prediction = await store.wait(prediction.id, wait) or prediction
-        if not prediction.done:
-            # Replicate's blocking API reports "starting" when the wait runs out, and the
-            # official client's run() polls only on that status.
-            prediction.status = "starting"
-    return shared_json(lambda uri: replicate_object(prediction, uri=uri), status_code=201)
-
-
-def _version_id(fleet: Fleet, ref: VersionRef, given: str | None) -> str:
-    """The prediction's ``version``: the registry version that serves it (``name@version``);
-    without a registry, the version the client gave or the served model's id, as before."""
-    if fleet.registry.implicit:
-        return given or served_version_id(fleet.default)
-    return str(ref)
-
-
 Prefer = Annotated[str | None, Header(description="'wait' or 'wait=N' (seconds) to block.")]
 CancelAfter = Annotated[
     str | None,
@@ -191,46 +137,101 @@ CancelAfter = Annotated[
 ]
 
 
+class Creation:
+    """What both create routes take besides the body and the model; builds the prediction."""
+
+    def __init__(
+        self,
+        request: Request,
+        fleet: FleetDep,
+        settings: SettingsDep,
+        store: StoreDep,
+        prefer: Prefer = None,
+        cancel_after: CancelAfter = None,
+    ) -> None:
+        self.request, self.fleet, self.settings, self.store = request, fleet, settings, store
+        self.prefer, self.cancel_after = prefer, cancel_after
+
+    async def __call__(self, body: CreatePrediction, model: str, choice: str | None) -> Response:
+        """Create a prediction of ``model`` on the version ``choice`` pins (None: default)."""
+        request, fleet, settings, store = self.request, self.fleet, self.settings, self.store
+        wait = wait_seconds(self.prefer, settings.predictions_wait_max_s)
+        deadline_s = cancel_after_s(self.cancel_after)
+        webhook, events = body.webhook, body.webhook_events_filter
+        if webhook is None and body.webhook_completed is not None:
+            webhook, events = body.webhook_completed, ["completed"]
+        await check_webhook(body.webhook, settings)
+        await check_webhook(body.webhook_completed, settings, "webhook_completed")
+        base = base_url(request, settings)
+        given = resolve(body.input, base, get_file_store(request))
+        async with fleet.serving(choice, session_key(request)) as routed:
+            job, unknown = await to_job(routed.service, given)
+        prediction = new_prediction(
+            "replicate",
+            body.input,
+            unknown,
+            base,
+            settings,
+            webhook,
+            events,
+            id=new_id(),
+            model=model,
+            version=_version_id(fleet, routed.ref, body.version),
+        )
+        await keep_input_json(prediction)
+        run = None if routed.ref == fleet.default_ref else fleet.runner(routed.ref)
+        prediction = await store.create(prediction, job, run)
+        if deadline_s is not None and not prediction.done:
+            cancel_at_deadline(request.app, store, prediction.id, deadline_s)
+        if wait is not None:
+            prediction = await store.wait(prediction.id, wait) or prediction
+            if not prediction.done:
+                # Replicate's blocking API reports "starting" when the wait runs out, and the
+                # official client's run() polls only on that status.
+                prediction.status = "starting"
+        return answer(prediction, status_code=201)
+
+
+def answer(prediction: Prediction, status_code: int = 200) -> Response:
+    """The prediction object, its outputs and a large input streamed from the record."""
+    return shared_json(
+        lambda mark: replicate_object(prediction, uri=mark, text=mark), status_code=status_code
+    )
+
+
+def _version_id(fleet: Fleet, ref: VersionRef, given: str | None) -> str:
+    """The prediction's ``version``: the registry version that serves it (``name@version``);
+    without a registry, the version the client gave or the served model's id, as before."""
+    if fleet.registry.implicit:
+        return given or served_version_id(fleet.default)
+    return str(ref)
+
+
+CreationDep = Annotated[Creation, Depends()]
+
+
 @router.post("/predictions", status_code=201, responses=CREATE_ERRORS)
-async def create_prediction(
-    body: CreatePrediction,
-    request: Request,
-    fleet: FleetDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    prefer: Prefer = None,
-    cancel_after: CancelAfter = None,
-) -> Response:
+async def create_prediction(body: CreatePrediction, create: CreationDep) -> Response:
     """Create a prediction of a version (without a registry any version maps to the served
     model)."""
+    fleet = create.fleet
     choice = pinned(fleet, body.version)
     if fleet.registry.implicit:
         name = fleet.default.model.name
     else:
         name = choice.partition("@")[0] if choice else fleet.default_ref.model
-    model = name if "/" in name else f"local/{name}"
-    return await _create(body, model, choice, request, fleet, settings, store, prefer, cancel_after)
+    return await create(body, name if "/" in name else f"local/{name}", choice)
 
 
 @router.post("/models/{owner}/{name}/predictions", status_code=201, responses=CREATE_ERRORS)
 @router.post("/deployments/{owner}/{name}/predictions", status_code=201, include_in_schema=False)
 async def create_model_prediction(
-    owner: str,
-    name: str,
-    body: CreatePrediction,
-    request: Request,
-    fleet: FleetDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    prefer: Prefer = None,
-    cancel_after: CancelAfter = None,
+    owner: str, name: str, body: CreatePrediction, create: CreationDep
 ) -> Response:
     """Create a prediction of ``owner/name``: the registry's model ``name`` (without a
     registry any name maps to the served model)."""
-    choice = None if fleet.registry.implicit else name
-    return await _create(
-        body, f"{owner}/{name}", choice, request, fleet, settings, store, prefer, cancel_after
-    )
+    choice = None if create.fleet.registry.implicit else name
+    return await create(body, f"{owner}/{name}", choice)
 
 
 @router.get("/models/{owner}/{name}", responses=NOT_FOUND)
@@ -267,8 +268,7 @@ async def _found(store: StoreDep, prediction_id: str) -> Prediction:
 @router.get(PREDICTION_PATH, responses=NOT_FOUND)
 async def get_prediction(prediction_id: str, store: StoreDep) -> Response:
     """The prediction now."""
-    prediction = await _found(store, prediction_id)
-    return shared_json(lambda uri: replicate_object(prediction, uri=uri))
+    return answer(await _found(store, prediction_id))
 
 
 @router.post(CANCEL_PATH, responses=NOT_FOUND)
@@ -277,7 +277,7 @@ async def cancel_prediction(prediction_id: str, store: StoreDep) -> Response:
     prediction = await store.cancel(prediction_id)
     if prediction is None:
         raise StarletteHTTPException(404, f"prediction {prediction_id!r} not found")
-    return shared_json(lambda uri: replicate_object(prediction, uri=uri))
+    return answer(prediction)
 
 
 def _cursor(prediction: Prediction) -> str:
@@ -307,8 +307,13 @@ async def list_predictions(
     if len(page) > PAGE_SIZE:
         page = page[:PAGE_SIZE]
         following = f"{base_url(request, settings)}/v1/predictions?cursor={_cursor(page[-1])}"
-    results = [replicate_object(p, summary=True) for p in page]
-    return JSONResponse({"previous": None, "next": following, "results": results})
+    return shared_json(
+        lambda mark: {
+            "previous": None,
+            "next": following,
+            "results": [replicate_object(p, summary=True, text=mark) for p in page],
+        }
+    )
 
 
 @router.get(
