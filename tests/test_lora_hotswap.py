@@ -36,12 +36,14 @@ TOLERANCE = 1
 
 @pytest.fixture(scope="module")
 def lora_dir(tiny_pipeline_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tools.tiny_lora import build_tiny_lora
+    from tools.tiny_lora import TARGETS, build_tiny_lora
 
     folder = tmp_path_factory.mktemp("hotswap-loras")
     build_tiny_lora(tiny_pipeline_dir, folder / "a", seed=1, rank=MAX_RANK)
     build_tiny_lora(tiny_pipeline_dir, folder / "b", seed=2, rank=2)  # padded to MAX_RANK
     build_tiny_lora(tiny_pipeline_dir, folder / "big", seed=3, rank=2 * MAX_RANK)
+    wide = (*TARGETS, "ff.net.2")  # also the feed-forward layers: more than slot 0 holds
+    build_tiny_lora(tiny_pipeline_dir, folder / "wide", seed=4, targets=wide)
     return folder
 
 
@@ -161,3 +163,12 @@ def test_text_encoder_adapters_are_refused_for_hot_swapping(tmp_path: Path) -> N
         check_file("local:te", path, MAX_RANK)
     save_file({"unet.to_q.lora_A.weight": torch.zeros(2, 8)}, str(path))
     check_file("local:te", path, MAX_RANK)  # the denoiser only: accepted
+
+
+def test_an_adapter_wider_than_its_slot_fails_alone(compiled: Service, eager: Service) -> None:
+    pixels(compiled, ("local:a", 1.0))  # slot 0 exists, holding an attention-only adapter
+    with pytest.raises(InvalidRequest, match=r"'local:wide' does not fit the hot-swap slots"):
+        pixels(compiled, ("local:wide", 1.0))
+    assert compiled.engine.ready
+    reference = pixels(eager, ("local:a", 1.0))
+    assert np.abs(pixels(compiled, ("local:a", 1.0)) - reference).max() <= TOLERANCE

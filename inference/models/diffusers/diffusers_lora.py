@@ -70,7 +70,7 @@ class PipelineAdapters:
     def activate(self, loras: Sequence[LoraAdapter]) -> None:
         """Make exactly ``loras`` (with their scales) active; none: the base model."""
         if self.slots is not None:
-            self._activate_slots(loras)
+            self._activate_slots(self.slots, loras)
             return
         if not loras:
             if self._enabled:
@@ -82,17 +82,12 @@ class PipelineAdapters:
         self._enabled = True
         self.pipe.set_adapters([name for name, _ in loaded], [scale for _, scale in loaded])
 
-    def _activate_slots(self, loras: Sequence[LoraAdapter]) -> None:
-        assert self.slots is not None
+    def _activate_slots(self, slots: HotswapSlots, loras: Sequence[LoraAdapter]) -> None:
         loaded = self.adapters.load(loras, read_weights) if loras else []
         try:
-            self.slots.activate(loaded)
+            slots.activate(loaded)
         except (RuntimeError, ValueError, KeyError) as exc:  # other layers, not a LoRA
-            held = self.slots.held
-            ref = next(
-                w.ref for i, (w, _) in enumerate(loaded) if i >= len(held) or held[i] != w.ref
-            )
-            raise self._misfit(ref, exc, slots=True) from None
+            raise self._misfit(slots.failed, exc, slots=True) from None
 
     def _load(self, ref: str, path: Path) -> str:
         """Load the file into the pipeline under a fresh name; refuse one that does not fit."""
@@ -120,7 +115,7 @@ class PipelineAdapters:
 
     def _misfit(self, ref: str, exc: Exception, *, slots: bool = False) -> InvalidRequest:
         """The refusal of an adapter whose load raised ``exc``, with the error's telling line."""
-        log.info("adapter %s failed to load: %s", ref, exc)
+        log.info("adapter %r failed to load: %s", ref, exc)
         first = str(exc).strip().splitlines() or [type(exc).__name__]
         detail = next((line.strip() for line in first[1:] if line.strip()), first[0])
         fit = FIT

@@ -14,7 +14,8 @@ exactly zero, instead of ``disable_lora`` (another graph).
 
 Limits (peft's): an adapter must target the same layers as the slot's first adapter, or a
 subset; rank at most LORA_MAX_RANK (refused at validation); the denoiser only (adapters with
-text-encoder weights are refused). Every adapter costs the compute of LORA_MAX_RANK.
+text-encoder weights are refused). Every adapter costs the compute of LORA_MAX_RANK. An adapter
+that fails to swap in (other layers) empties the slots: the next adapter recompiles once.
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ class HotswapSlots:
         self.pipe = pipe
         self.max_rank = max_rank
         self.denoiser = getattr(pipe, "unet", None) or pipe.transformer
-        self.held: list[str | None] = []  # the adapter ref in each slot
+        self.held: list[str] = []  # the adapter ref in each slot
         self._scalings: list[list[tuple[Any, float]]] = []  # per slot: (scale tensor, alpha/r)
+        self.failed = ""
 
     @staticmethod
     def name(slot: int) -> str:
@@ -96,6 +98,7 @@ class HotswapSlots:
         for slot, (weights, _) in enumerate(loaded):
             if slot < len(self.held) and self.held[slot] == weights.ref:
                 continue
+            self.failed = weights.ref  # what to name if this load raises
             if slot == len(self.held):
                 self._create(weights)
             else:
@@ -113,19 +116,34 @@ class HotswapSlots:
         # recompilation per slot is expected.
         self.pipe.enable_lora_hotswap(target_rank=self.max_rank, check_compiled="ignore")
         self.pipe.load_lora_weights(weights.copy(), adapter_name=self.name(slot))
+        scalings = self._read_scalings(slot)
+        if not scalings:
+            raise ValueError("it matches no layer of the denoiser")
         self.held.append(weights.ref)
-        self._scalings.append([])
+        self._scalings.append(scalings)
         # Loading activates only the new adapter; every slot stays active (unused ones at 0).
         self.denoiser.set_adapter([self.name(i) for i in range(len(self.held))])
-        self._scalings[slot] = self._read_scalings(slot)
         log.info("adapter %r created hot-swap slot %d (rank %d)", weights.ref, slot, self.max_rank)
 
     def _swap(self, slot: int, weights: Weights) -> None:
-        self.held[slot] = None  # unknown if the copy fails half-way: reload it next time
-        self.pipe.load_lora_weights(weights.copy(), adapter_name=self.name(slot), hotswap=True)
+        try:
+            self.pipe.load_lora_weights(weights.copy(), adapter_name=self.name(slot), hotswap=True)
+        except Exception:
+            self._clear()
+            raise
         self.held[slot] = weights.ref
         self._scalings[slot] = self._read_scalings(slot)
         log.info("adapter %r hot-swapped into slot %d", weights.ref, slot)
+
+    def _clear(self) -> None:
+        """Remove every slot: diffusers deletes a slot whose swap failed, and the slots are
+        numbered by position, so the next adapter starts again from slot 0 (one recompile)."""
+        present = {n for names in self.pipe.get_list_adapters().values() for n in names}
+        names = [self.name(i) for i in range(len(self.held)) if self.name(i) in present]
+        if names:
+            self.pipe.delete_adapters(names)
+        self.held, self._scalings = [], []
+        log.warning("a failed hot-swap emptied the adapter slots; the next adapter recompiles")
 
     def _read_scalings(self, slot: int) -> list[tuple[Any, float]]:
         """Each layer's scale tensor for ``slot`` and its value at scale 1 (alpha / rank), as
