@@ -172,3 +172,16 @@ def test_an_adapter_wider_than_its_slot_fails_alone(compiled: Service, eager: Se
     assert compiled.engine.ready
     reference = pixels(eager, ("local:a", 1.0))
     assert np.abs(pixels(compiled, ("local:a", 1.0)) - reference).max() <= TOLERANCE
+
+
+def test_over_http_the_refusal_is_a_422_naming_adapter_rank_and_setting(compiled: Service) -> None:
+    import httpx
+
+    from inference.http.app import create_app
+    from tests.servers import serving_in_thread
+
+    body = {**REQUEST, "loras": [{"ref": "local:big", "scale": 0.5}]}
+    with serving_in_thread(create_app(compiled.settings, compiled)) as url:
+        response = httpx.post(f"{url}/predict", json=body, timeout=60)
+    assert response.status_code == 422, response.text
+    assert "'local:big' has rank 8, above LORA_MAX_RANK=4" in response.text
