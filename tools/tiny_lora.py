@@ -19,11 +19,13 @@ def build_tiny_lora(
     seed: int = 0,
     rank: int = 4,
     cross_attention_dim: int | None = None,
+    targets: tuple[str, ...] = TARGETS,
 ) -> Path:
     """A LoRA for the UNet of ``pipeline_dir``, saved in ``folder``; its file's path.
 
     ``cross_attention_dim`` other than the pipeline's builds the adapter on a UNet of another
-    shape: a LoRA that does not fit (as an SDXL LoRA does not fit SD 1.5).
+    shape: a LoRA that does not fit (as an SDXL LoRA does not fit SD 1.5). ``targets``: the
+    UNet modules it adapts.
     """
     import torch
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
@@ -36,7 +38,7 @@ def build_tiny_lora(
         config["cross_attention_dim"] = cross_attention_dim
         unet = UNet2DConditionModel.from_config(config)
     unet.add_adapter(
-        LoraConfig(r=rank, lora_alpha=rank, target_modules=list(TARGETS), init_lora_weights=False)
+        LoraConfig(r=rank, lora_alpha=rank, target_modules=list(targets), init_lora_weights=False)
     )
     folder.mkdir(parents=True, exist_ok=True)
     StableDiffusionPipeline.save_lora_weights(

@@ -69,6 +69,15 @@ class InputSettings(BaseModel):
     max_loras: int = Field(
         3, ge=0, le=LORAS_MAX, description="Most adapters in one request (0: adapters off)."
     )
+    lora_max_rank: int = Field(
+        64,
+        ge=1,
+        le=1024,
+        description="With TORCH_COMPILE=1: the highest LoRA rank an adapter may have. Adapters "
+        "hot-swap into slots of this rank in the compiled denoiser (no recompilation per "
+        "adapter); smaller ones are zero-padded, so every adapter costs the compute of this "
+        "rank, and one above it is refused (422). Unused without TORCH_COMPILE.",
+    )
     default_loras: Annotated[list[LoraAdapter], NoDecode] = Field(
         default_factory=list,
         description="Adapters for requests that omit 'loras': comma-separated REF[:SCALE].",

@@ -16,7 +16,8 @@ Why requests map the way they do:
   prompt support), so a request the model cannot run is refused with a named field before it
   is queued, instead of failing a whole batch later.
 - LoRA adapters (``loras``) are loaded once each and switched per batch with diffusers' adapter
-  API (``diffusers_lora``); the adapter set and scales are part of ``batch_key``.
+  API (``diffusers_lora``); the adapter set and scales are part of ``batch_key``. With
+  TORCH_COMPILE=1 they hot-swap into the compiled denoiser instead (``hotswap``).
 - Progress and previews (the latents through ``previews.LatentPreviewer``) go through the
   call's ``callback_on_step_end``, which stops the pipeline once every caller has gone.
 - A pipeline's safety checker (SD 1.x ships one) is kept or removed at load, as SAFETY_CHECKER
@@ -182,7 +183,7 @@ class DiffusersModel:
         (folder, pipe), self._host_pipe = self._host_pipe, None
         self._apply_safety_setting(pipe)
         self._accepts = place(pipe, self.device, self.dtype, self.source)
-        optimize(
+        compiled = optimize(
             pipe, self.device, torch_compile=self.torch_compile, channels_last=self.channels_last
         )
         self.samplers.attach(pipe, self.source)
@@ -190,7 +191,7 @@ class DiffusersModel:
         self.size_multiple = size_multiple(pipe)
         self._defaults = model_defaults(pipe, self.source)
         self.previewer = LatentPreviewer(pipe)
-        self.lora.attach(pipe, self.source)
+        self.lora.attach(pipe, self.source, compiled=compiled)
         self.pipe = pipe
         log.info(
             "loaded %s from %s on %s (%s); defaults %s; sizes multiple of %d",

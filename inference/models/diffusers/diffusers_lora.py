@@ -7,6 +7,10 @@ and scales (``set_adapters``), and a batch without adapters turns them all off
 so switching never reloads the model. Eviction deletes the adapter's layers
 (``delete_adapters``). All of this runs on the engine's worker thread, the only one that calls
 the pipeline.
+
+A compiled denoiser (TORCH_COMPILE=1) would recompile for each new adapter that way, so there
+the adapters hot-swap into fixed slots instead (``hotswap``), and the LRU holds their tensors
+in host memory.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ from typing import Any
 from inference.errors import InvalidRequest
 from inference.lora.support import Adapters
 from inference.lora_spec import LoraAdapter
+from inference.models.diffusers.hotswap import HotswapSlots, check_file, read_weights
 from inference.settings import Settings
 
 log = logging.getLogger(__name__)
+
+FIT = "use an adapter trained for this model's architecture"
 
 
 class PipelineAdapters:
@@ -30,14 +37,18 @@ class PipelineAdapters:
 
     def __init__(self, settings: Settings) -> None:
         self.adapters = Adapters(settings, on_evict=self._unload)
+        self.max_rank = settings.lora_max_rank
+        self.slots: HotswapSlots | None = None  # with a compiled denoiser
         self.pipe: Any = None
         self.model = ""
         self._names = (f"lora_{i}" for i in itertools.count())
         self._enabled = False
 
-    def attach(self, pipe: Any, model: str) -> None:
+    def attach(self, pipe: Any, model: str, *, compiled: bool = False) -> None:
+        """Serve adapters on ``pipe``; hot-swapped into slots when its denoiser is compiled."""
         self.pipe = pipe
         self.model = model
+        self.slots = HotswapSlots(pipe, self.max_rank) if compiled and self.supported else None
 
     @property
     def supported(self) -> bool:
@@ -52,9 +63,15 @@ class PipelineAdapters:
                 "omit loras",
             )
         self.adapters.check(loras)
+        if self.slots is not None:
+            for adapter in loras:
+                check_file(adapter.ref, self.adapters.sources.fetch(adapter.ref), self.max_rank)
 
     def activate(self, loras: Sequence[LoraAdapter]) -> None:
         """Make exactly ``loras`` (with their scales) active; none: the base model."""
+        if self.slots is not None:
+            self._activate_slots(self.slots, loras)
+            return
         if not loras:
             if self._enabled:
                 self.pipe.disable_lora()
@@ -65,26 +82,26 @@ class PipelineAdapters:
         self._enabled = True
         self.pipe.set_adapters([name for name, _ in loaded], [scale for _, scale in loaded])
 
+    def _activate_slots(self, slots: HotswapSlots, loras: Sequence[LoraAdapter]) -> None:
+        loaded = self.adapters.load(loras, read_weights) if loras else []
+        try:
+            slots.activate(loaded)
+        except (RuntimeError, ValueError, KeyError) as exc:  # other layers, not a LoRA
+            raise self._misfit(slots.failed, exc, slots=True) from None
+
     def _load(self, ref: str, path: Path) -> str:
         """Load the file into the pipeline under a fresh name; refuse one that does not fit."""
         name = next(self._names)
-        fit = "use an adapter trained for this model's architecture"
         try:
             self.pipe.load_lora_weights(str(path), adapter_name=name)
         except (RuntimeError, ValueError, KeyError) as exc:  # size mismatch, not a LoRA
-            log.info("adapter %r failed to load: %s", ref, exc)
             self._forget(name)
-            first = str(exc).strip().splitlines()
-            detail = next((line.strip() for line in first[1:] if line.strip()), first[0])
-            raise InvalidRequest(
-                "loras",
-                f"loras: adapter {ref!r} does not fit model {self.model!r} ({detail[:200]}); {fit}",
-            ) from None
+            raise self._misfit(ref, exc) from None
         if name not in self._present():
             raise InvalidRequest(
                 "loras",
                 f"loras: adapter {ref!r} matches no layer of this model (no LoRA weights were "
-                f"loaded); {fit}",
+                f"loaded); {FIT}",
             )
         log.info("loaded adapter %r as %s", ref, name)
         return name
@@ -96,5 +113,20 @@ class PipelineAdapters:
         if name in self._present():
             self.pipe.delete_adapters(name)
 
-    def _unload(self, ref: str, name: str) -> None:
-        self._forget(name)
+    def _misfit(self, ref: str, exc: Exception, *, slots: bool = False) -> InvalidRequest:
+        """The refusal of an adapter whose load raised ``exc``, with the error's telling line."""
+        log.info("adapter %r failed to load: %s", ref, exc)
+        first = str(exc).strip().splitlines() or [type(exc).__name__]
+        detail = next((line.strip() for line in first[1:] if line.strip()), first[0])
+        fit = FIT
+        where = f"model {self.model!r}"
+        if slots:
+            fit += " that targets the layers of the first adapter in its hot-swap slot"
+            where = f"the hot-swap slots of {where}"
+        return InvalidRequest(
+            "loras", f"loras: adapter {ref!r} does not fit {where} ({detail[:200]}); {fit}"
+        )
+
+    def _unload(self, ref: str, value: Any) -> None:
+        if self.slots is None:  # hot-swapped adapters are only host tensors: nothing to delete
+            self._forget(value)

@@ -100,15 +100,16 @@ def place(pipe: Any, device: str, dtype: Any, source: str) -> set[str]:
     return accepts
 
 
-def optimize(pipe: Any, device: str, *, torch_compile: bool, channels_last: bool) -> None:
-    """channels_last and torch.compile, CUDA only (elsewhere they cost more than they give)."""
+def optimize(pipe: Any, device: str, *, torch_compile: bool, channels_last: bool) -> bool:
+    """channels_last and torch.compile, CUDA only (elsewhere they cost more than they give);
+    True if the denoiser is compiled (its LoRA adapters must then hot-swap)."""
     import torch
 
     if not (torch_compile or channels_last):
-        return
+        return False
     if device != "cuda":
         log.warning("TORCH_COMPILE/CHANNELS_LAST apply on CUDA only; ignored on %s", device)
-        return
+        return False
     denoiser_name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
     denoiser = getattr(pipe, denoiser_name)
     if channels_last:
@@ -120,6 +121,7 @@ def optimize(pipe: Any, device: str, *, torch_compile: bool, channels_last: bool
         # batch size compiles once more (dynamic shapes after the first recompile).
         denoiser.compile()
         log.info("torch.compile enabled for the %s", denoiser_name)
+    return torch_compile
 
 
 def size_multiple(pipe: Any) -> int:
