@@ -61,6 +61,9 @@ class GateFileModel(MockModel):
     def __init__(self, weights_path: Path | None = None, settings: Settings | None = None) -> None:
         super().__init__()
         self.gate = Path(os.environ[GATE_ENV])
+        # A device of its own: on the shared "cpu" the other version would wait its turn
+        # behind the gated call (versions take turns on a device: test_device_share.py).
+        self.device = "gated"
 
     def generate(
         self, jobs: Sequence[Job], progress: ProgressCallback | None = None
