@@ -141,8 +141,8 @@ class Arrivals:
 
 
 class Returns:
-    """How long after a batch ends its callers' next requests start arriving: the median of
-    recent delays from a batch's end to the first arrival after it. Under open traffic that is
+    """How long after a batch ends its callers' next requests start arriving: recent delays
+    from a batch's end to the first arrival after it. Under open traffic that is
     an ordinary gap between arrivals; under closed-loop clients, their turnaround."""
 
     def __init__(self) -> None:
@@ -163,11 +163,12 @@ class Returns:
             self._ended = None
 
     def due(self, last_done: float) -> float:
-        """When arrivals are expected back after the batch that ended at ``last_done``; minus
+        """The earliest arrivals are expected back after the batch that ended at ``last_done``:
+        the quickest recent return, so a hold that has caught one lately is kept; minus
         infinity until two delays are known."""
         if len(self._delays) < 2:
             return float("-inf")
-        return last_done + statistics.median(self._delays)
+        return last_done + min(self._delays)
 
 
 __all__ = [
