@@ -8,7 +8,7 @@ import pytest
 
 from inference.engine.batcher import Batcher
 from inference.engine.policy import Returns, wait_s
-from inference.schema import Job
+from tests.test_batch_policy import FakeClock, job
 
 
 def decide(queued: int, returns_at: float) -> float:
@@ -43,27 +43,6 @@ def test_returns_are_due_after_the_quickest_recent_delay_from_a_batch_end() -> N
     assert returns.due(5.0) == pytest.approx(5.013)
     returns.batch_ended(4.0, first_arrival_after=4.004)  # already queued when the end is seen
     assert returns.due(5.0) == pytest.approx(5.004)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def job(seed: int) -> Job:
-    return Job(
-        prompt="p",
-        negative_prompt="",
-        seeds=(seed,),
-        prompt_weight=1.0,
-        steps=1,
-        width=64,
-        height=64,
-        output_format="png",
-    )
 
 
 @pytest.mark.parametrize(("turnaround_s", "held"), [(0.013, False), (0.003, True)])
