@@ -26,7 +26,14 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference.engine.policy import Arrivals, BatchPolicy, CostModel, DeclaredCost, wait_s
+from inference.engine.policy import (
+    Arrivals,
+    BatchPolicy,
+    CostModel,
+    DeclaredCost,
+    Returns,
+    wait_s,
+)
 from inference.errors import Overloaded, RequestTimeout
 from inference.schema import Job
 
@@ -75,6 +82,7 @@ class Batcher:
         self.policy = policy
         self.costs = CostModel(declared_cost, max_batch_size)
         self._arrivals = Arrivals()
+        self._returns = Returns()
         self._last_done = 0.0
         self._clock = clock
         self.max_wait_s = max_wait_s
@@ -110,6 +118,7 @@ class Batcher:
         ticket = Ticket(job, key, now, deadline, progress=progress, preview=preview)
         with self._cond:
             self._arrivals.record(now)
+            self._returns.arrived(now)
             if self._closed:
                 raise Closed
             if len(self._pending) >= self.max_queue_size:
@@ -175,6 +184,8 @@ class Batcher:
         ended = started + seconds if seconds is not None else self._clock()
         with self._cond:
             arrived = any(ticket.enqueued <= ended for ticket in self._pending)
+            since = [ticket.enqueued for ticket in self._pending if ticket.enqueued >= ended]
+            self._returns.batch_ended(ended, min(since, default=None))
             self._company_likely = len(batch) > 1 or arrived
             self._last_done = max(self._last_done, ended)
             if seconds is not None:
@@ -230,6 +241,7 @@ class Batcher:
             last_event=max(self._arrivals.last or 0.0, self._last_done),
             now=now,
             hold_until=could_run + self.max_wait_s,
+            returns_at=self._returns.due(self._last_done),
         )
 
     def _compatible(self, first: Ticket) -> list[Ticket]:

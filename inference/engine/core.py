@@ -25,7 +25,7 @@ from inference import codec
 from inference.engine.arbiter import DeviceArbiter
 from inference.engine.batcher import Batcher, Closed, Preview, Progress, Ticket
 from inference.engine.calls import BatchListener, EngineStats, ModelCalls, StepListener
-from inference.engine.encoding import Output, encode_result
+from inference.engine.encoding import Output, encode_result, encode_when_done
 from inference.engine.outputs import checked
 from inference.errors import InferenceError, ModelError, NotReady
 from inference.models.base import Model
@@ -332,7 +332,8 @@ class Pending:
     Both give up at the request's deadline (REQUEST_TIMEOUT_S) and abandon the request when
     their caller does: it leaves the queue at once, or its batch stops between two steps once
     every request in it is abandoned; the others in its batch are not disturbed. Encoding runs
-    off the event loop for an awaiting caller, on the caller's thread for a blocking one.
+    in the encoding pool for an awaiting caller, starting as soon as the batch has run, on
+    the caller's thread for a blocking one.
     """
 
     def __init__(
@@ -360,15 +361,14 @@ class Pending:
             raise
 
     async def wait(self) -> GenerateResult:
-        future = asyncio.wrap_future(self.ticket.future)
+        encoded = asyncio.wrap_future(encode_when_done(self.ticket.future, self.encode))
         try:
-            output = await asyncio.wait_for(future, timeout=self._left_s())
+            return await asyncio.wait_for(encoded, timeout=self._left_s())
         except TimeoutError:
             raise self._timed_out() from None
         except BaseException:
             self.batcher.abandon(self.ticket)
             raise
-        return await asyncio.to_thread(self.encode, output)
 
     def _timed_out(self) -> Exception:
         self.batcher.abandon(self.ticket)

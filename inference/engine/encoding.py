@@ -1,12 +1,16 @@
 """Result encoding: a job's pixels into the ``GenerateResult`` every front door returns.
 
-It runs on the caller's side of the queue (a thread of the caller's, never the engine worker),
-so encoding one batch's images overlaps the model call of the next.
+It runs on the caller's side of the queue (a thread of the caller's or the encoding pool, never
+the engine worker), so encoding one batch's images overlaps the model call of the next.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,3 +69,54 @@ def encode_result(
             total_ms=(done - started) * 1000,
         ),
     )
+
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def encoding_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that encode results for awaiting callers, sized like asyncio's default pool
+    (Pillow's JPEG and WebP encoders release the GIL, so they spread over the cores). Its own
+    pool, not the loop's: a slow validation or a protocol's own work never queues ahead of an
+    answer, and a batch's encodings can start from the engine worker's thread."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            workers = min(32, (os.cpu_count() or 1) + 4)
+            _pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="encode")
+        return _pool
+
+
+def encode_when_done(
+    output: concurrent.futures.Future[Output], encode: Callable[[Output], GenerateResult]
+) -> concurrent.futures.Future[GenerateResult]:
+    """A future of ``encode(output)``, whose encoding starts the moment ``output`` is set.
+
+    The engine worker sets a batch's outputs one after another; each one's encoding is handed
+    to the pool from that thread at once, so all of a batch's images encode in parallel while
+    the event loop is still waking the callers, and each caller wakes once, to an encoded
+    result. With eight callers sharing one call, that turnaround is the accelerator's idle time
+    (BENCHMARKS.md, batching). The output's error, or its cancellation, passes through.
+    """
+    encoded: concurrent.futures.Future[GenerateResult] = concurrent.futures.Future()
+
+    def run(done: concurrent.futures.Future[Output]) -> None:
+        if not encoded.set_running_or_notify_cancel():
+            return  # the caller has gone: nothing to encode for
+        try:
+            encoded.set_result(encode(done.result()))
+        except BaseException as exc:
+            encoded.set_exception(exc)
+
+    def start(done: concurrent.futures.Future[Output]) -> None:
+        if done.cancelled():
+            encoded.cancel()
+        elif (error := done.exception()) is not None:
+            if encoded.set_running_or_notify_cancel():
+                encoded.set_exception(error)
+        else:
+            encoding_pool().submit(run, done)
+
+    output.add_done_callback(start)
+    return encoded

@@ -11,6 +11,13 @@ before the next request is shorter than ``a / n``, the batch is not full, and th
 (MAX_WAIT_MS) has not passed. The expected gap is the median of recent gaps between arrivals,
 but never less than the silence since the last arrival or the last finished batch (clients
 answered a moment ago tend to come back; once they are late, the burst is over).
+
+Clients answered a moment ago come back no sooner than their turnaround: encoding, the
+response, the client, the next request, which the batcher learns as the usual delay from a
+batch's end to the first arrival after it (``Returns``). When that return is due only after the
+hold bound, waiting cannot catch it and the batch goes at once: with 8 closed-loop clients
+split into two groups (each queued while the other's call runs), the hold would otherwise idle
+the device for the whole bound before every call, for nobody.
 """
 
 from __future__ import annotations
@@ -82,14 +89,17 @@ def wait_s(
     last_event: float,
     now: float,
     hold_until: float,
+    returns_at: float = float("-inf"),
 ) -> float:
     """How long to wait before taking a batch of ``queued`` images now; 0: take it now.
 
     ``last_event`` is the later of the last arrival and the last finished batch; waiting ends
     at ``hold_until`` or when the silence since ``last_event`` reaches ``fixed_s / queued``,
-    whichever is first (a new arrival wakes the caller to decide again).
+    whichever is first (a new arrival wakes the caller to decide again). ``returns_at``: the
+    earliest the callers of the last batch are expected back; at or after ``hold_until``,
+    nobody is expected while waiting is allowed, so the batch goes now.
     """
-    if queued >= max_batch or queued <= 0 or now >= hold_until:
+    if queued >= max_batch or queued <= 0 or now >= hold_until or returns_at >= hold_until:
         return 0.0
     budget = fixed_s / queued  # the longest gap that one more image is worth
     if expected_gap(typical_gap_s, now - last_event) >= budget:
@@ -130,4 +140,44 @@ class Arrivals:
         return statistics.median(self._gaps) if len(self._gaps) >= 2 else None
 
 
-__all__ = ["Arrivals", "BatchPolicy", "Cost", "CostModel", "DeclaredCost", "fit_cost", "wait_s"]
+class Returns:
+    """How long after a batch ends its callers' next requests start arriving: recent delays
+    from a batch's end to the first arrival after it. Under open traffic that is
+    an ordinary gap between arrivals; under closed-loop clients, their turnaround."""
+
+    def __init__(self) -> None:
+        self._delays: deque[float] = deque(maxlen=ARRIVAL_SAMPLES)
+        self._ended: float | None = None  # a batch's end that no arrival has followed yet
+
+    def batch_ended(self, at: float, first_arrival_after: float | None) -> None:
+        """A batch ended at ``at``; ``first_arrival_after``: an arrival already queued since."""
+        if first_arrival_after is None:
+            self._ended = at
+        else:
+            self._delays.append(first_arrival_after - at)
+            self._ended = None
+
+    def arrived(self, at: float) -> None:
+        if self._ended is not None and at >= self._ended:
+            self._delays.append(at - self._ended)
+            self._ended = None
+
+    def due(self, last_done: float) -> float:
+        """The earliest arrivals are expected back after the batch that ended at ``last_done``:
+        the quickest recent return, so a hold that has caught one lately is kept; minus
+        infinity until two delays are known."""
+        if len(self._delays) < 2:
+            return float("-inf")
+        return last_done + min(self._delays)
+
+
+__all__ = [
+    "Arrivals",
+    "BatchPolicy",
+    "Cost",
+    "CostModel",
+    "DeclaredCost",
+    "Returns",
+    "fit_cost",
+    "wait_s",
+]

@@ -21,15 +21,20 @@ from inference.settings import Settings
 T = TypeVar("T")
 
 
-def get_service(request: Request) -> Service:
+# Every dependency below only reads memory, so each is ``async def``: FastAPI runs a plain
+# ``def`` dependency in its thread pool, and those hops (four per generating request) cost more
+# than the work, and most under load, when the loop waits on the GIL for each thread's answer.
+
+
+async def get_service(request: Request) -> Service:
     return request.app.state.service
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_fleet(request: Request) -> Fleet:
+async def get_fleet(request: Request) -> Fleet:
     return request.app.state.fleet
 
 
@@ -54,7 +59,7 @@ BearerToken = Annotated[
 ]
 
 
-def require_token(settings: SettingsDep, credentials: BearerToken) -> None:
+async def require_token(settings: SettingsDep, credentials: BearerToken) -> None:
     """401 unless AUTH_TOKEN is unset or the request carries it as a bearer token."""
     if settings.auth_token is None:
         return
@@ -68,7 +73,7 @@ def require_token(settings: SettingsDep, credentials: BearerToken) -> None:
         )
 
 
-def rate_limit(request: Request) -> None:
+async def rate_limit(request: Request) -> None:
     """429 once this client has used its share (RATE_LIMIT_PER_MINUTE; off when 0)."""
     limit = request.app.state.rate_limit
     if limit is not None:

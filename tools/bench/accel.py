@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tools.bench.data import Workload
 from tools.bench.processes import (
+    ROOT,
     free_port,
     machine_info,
     server_command,
@@ -41,11 +42,12 @@ from tools.bench.standin import ENV, ideal_images_per_s, parse_cost
 from tools.bench.wrk import group_cpu_s, run_wrk, wrk_path
 
 MODEL = "tools.bench.standin:StandInModel"
-SERVERS = ("ours", "litserve", "naive", "ours-greedy", "ours-2dev")
+SERVERS = ("ours", "litserve", "naive", "ours-greedy", "ours-2dev", "ours-before")
 #: Variants of ours: (server to start, settings it gets).
 VARIANTS = {
     "ours-greedy": ("ours", {"BATCH_POLICY": "greedy"}),
     "ours-2dev": ("ours", {"DEVICES": "cpu,cpu"}),
+    "ours-before": ("ours", {}),  # served from the checkout given as --before
 }
 FORMATS = ("png", "jpeg", "webp")
 GOAL_SHARE = 0.95
@@ -82,12 +84,13 @@ def measure(args: argparse.Namespace) -> list[AccelLevel]:
         for name in args.servers:
             port = free_port()
             base, settings = VARIANTS.get(name, (name, {}))
+            root = args.before if name == "ours-before" else ROOT
             cmd, extra, ready = server_command(base, port, args.max_batch_size, args.max_wait_ms)
             # DEFAULT_*: the stand-in computes its images at this size in load(), not per request.
             sides = (("DEFAULT_WIDTH", str(size)), ("DEFAULT_HEIGHT", str(size)))
             workload = Workload("stand-in", MODEL, size, size, 1, ((ENV, args.cost), *sides))
-            env = server_env(workload, {**extra, **settings})
-            with server_process(name, cmd, env, port, ready, log_dir) as (url, pid):
+            env = server_env(workload, {**extra, **settings}, root)
+            with server_process(name, cmd, env, port, ready, log_dir, root) as (url, pid):
                 for fmt in args.formats:
                     body = {**workload.payload(), "output_format": fmt}
                     for concurrency in args.concurrency:
@@ -169,6 +172,7 @@ def quick_verdicts(levels: Sequence[AccelLevel], formats: Sequence[str]) -> list
         for c in sorted({x.concurrency for x in levels}):
             ours, before = at.get(("ours", fmt, c)), at.get(("ours-greedy", fmt, c))
             peer, two = at.get(("litserve", fmt, c)), at.get(("ours-2dev", fmt, c))
+            earlier = at.get(("ours-before", fmt, c))
             if ours is None:
                 continue
             where = f"{fmt} 512x512 c={c}"
@@ -191,6 +195,13 @@ def quick_verdicts(levels: Sequence[AccelLevel], formats: Sequence[str]) -> list
                     ours.p50_ms <= before.p50_ms + GOAL_C1_P50_MS,
                     f"p50 at most {GOAL_C1_P50_MS:g} ms above greedy's, {where}: "
                     f"{ours.p50_ms:.1f} vs {before.p50_ms:.1f} ms",
+                )
+            if ours is not None and earlier is not None:
+                lines.append(
+                    f"- ours against ours-before (--before), {fmt} 512x512 c={c}: "
+                    f"{ours.images_per_s / max(earlier.images_per_s, 1e-9):.2f} x images/s "
+                    f"({ours.images_per_s:.1f} vs {earlier.images_per_s:.1f}), p50 "
+                    f"{ours.p50_ms:.0f} vs {earlier.p50_ms:.0f} ms"
                 )
             if two is not None:
                 ratio = two.images_per_s / max(ours.images_per_s, 1e-9)
@@ -269,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="issue 25's run (~6 min): 512x512, png and jpeg, c=1,8,64, ours-greedy, ours, "
         "litserve and ours-2dev, 2 repeats of 4 s; other flags given after it still apply",
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of the code before a change (git worktree add DIR COMMIT), served "
+        "as ours-before in the same run, at every level",
+    )
     parser.add_argument("-q", "--quiet", action="store_true")
     return parser
 
@@ -285,11 +302,21 @@ QUICK = {
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """The flags; ``--quick`` sets QUICK's values as defaults, so a flag given still wins."""
+    """The flags; ``--quick`` sets QUICK's values as defaults, so a flag given still wins.
+    ``--before`` adds ours-before to the servers (it needs the checkout, so it is never a
+    default); a checkout without the package is refused before any server starts."""
     parser = build_parser()
     if parser.parse_args(argv).quick:
         parser.set_defaults(**QUICK)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.before is not None:
+        if not (args.before / "inference" / "__main__.py").is_file():
+            parser.error(f"--before {args.before}: not a checkout of this project (no inference/)")
+        if "ours-before" not in args.servers:
+            args.servers = ["ours-before", *args.servers]
+    elif "ours-before" in args.servers:
+        parser.error("the server ours-before needs --before DIR, a checkout of the code before")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -62,11 +62,12 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def server_env(workload: Workload, extra: dict[str, str]) -> dict[str, str]:
-    """This process's environment for a server, minus every setting it would otherwise inherit."""
+def server_env(workload: Workload, extra: dict[str, str], root: Path = ROOT) -> dict[str, str]:
+    """This process's environment for a server, minus every setting it would otherwise inherit;
+    ``root``: the checkout whose code it serves (another one measures code before a change)."""
     setting_names = _setting_names()
     env = {k: v for k, v in os.environ.items() if k.upper() not in setting_names}
-    pythonpath = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    pythonpath = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
     return {
         **env,
         "PYTHONPATH": pythonpath,
@@ -93,11 +94,14 @@ def fetch(method: str, url: str, body: dict[str, Any] | None = None, timeout: fl
     return httpx.request(method, url, json=body, timeout=timeout)
 
 
-def start_server(command: list[str], env: dict[str, str], log: TextIO) -> subprocess.Popen[Any]:
-    """Start a server from the repository root, its output to ``log``."""
+def start_server(
+    command: list[str], env: dict[str, str], log: TextIO, root: Path = ROOT
+) -> subprocess.Popen[Any]:
+    """Start a server from the repository root (``python -m`` imports from there first), its
+    output to ``log``."""
     return subprocess.Popen(
         command,
-        cwd=ROOT,
+        cwd=root,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -107,9 +111,16 @@ def start_server(command: list[str], env: dict[str, str], log: TextIO) -> subpro
 
 @contextmanager
 def server_process(
-    name: str, command: list[str], env: dict[str, str], port: int, ready_path: str, log_dir: Path
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    ready_path: str,
+    log_dir: Path,
+    root: Path = ROOT,
 ) -> Iterator[tuple[str, int]]:
-    """Run a server subprocess until ``ready_path`` answers 200; its output goes to a log file.
+    """Run a server subprocess (from checkout ``root``) until ``ready_path`` answers 200; its
+    output goes to a log file.
 
     Yields its URL and pid, which is also its process group's id (for ``wrk.group_cpu_s``).
     """
@@ -119,7 +130,7 @@ def server_process(
     log_path = log_dir / f"{name}.log"
     url = f"http://127.0.0.1:{port}"
     with log_path.open("w") as log:
-        process = start_server(command, env, log)
+        process = start_server(command, env, log, root)
         try:
             deadline = time.monotonic() + 300
             while True:
