@@ -199,11 +199,12 @@ class Engine:
             else:
                 log.exception("model %r failed to load", model.name)
             raise
+        warm = self.stats.warmup_s
         log.info(
-            "model %r ready (load %.2fs, warm-up %.2fs)",
+            "model %r ready (load %.2fs, %s)",
             model.name,
             self.stats.load_s,
-            self.stats.warmup_s,
+            "no warm-up" if warm is None else f"warm-up {warm:.2f}s",
         )
 
     def drain(self, grace_s: float) -> bool:

@@ -19,6 +19,18 @@ from inference.settings import Settings
 REF = "#/components/schemas/{}"
 #: What the document shows ``model`` as: a model's name, and a version of it pinned.
 MODEL_EXAMPLES = ["draft", "draft@v2"]
+#: A batch item: a RoutedRequest, but any object is accepted, since an invalid item is answered
+#: as that item's error beside the others' results (200), not as a 422 for the whole batch.
+BATCH_ITEM = {
+    "anyOf": [
+        {"$ref": REF.format("RoutedRequest")},
+        {
+            "type": "object",
+            "description": "Any other object: validated on its own and answered as this "
+            "item's error in the results.",
+        },
+    ]
+}
 
 
 def document(document: dict[str, Any], limits: Limits, settings: Settings) -> None:
@@ -36,6 +48,6 @@ def document(document: dict[str, Any], limits: Limits, settings: Settings) -> No
     routed["properties"]["model"] = model
     schemas["RoutedRequest"] = routed
     schemas["GenerateRequestForm"]["properties"]["model"] = copy.deepcopy(model)
-    batch["items"] = {"$ref": REF.format("RoutedRequest")}
+    batch["items"] = BATCH_ITEM
     body = document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
     body["schema"] = {"$ref": REF.format("RoutedRequest")}
