@@ -31,6 +31,7 @@ from inference.predictions.bodies import (
     input_json,
     json_body,
     keep_input_json,
+    unwritable,
 )
 from inference.predictions.envelopes import replicate_object
 from inference.predictions.record import Prediction
@@ -122,7 +123,7 @@ def test_errors_are_the_same_down_both_paths(
 
 def test_a_large_input_is_echoed_byte_for_byte(base: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Replicate echoes the input: from the JSON written once at creation, the same bytes as
-    the input written with each answer (and NaN, which JSON cannot carry, fails both ways)."""
+    the input written with each answer."""
     given = {"input": {**SMALL, "prompt": 'é \u2028 " \\ \n' * 20, "pad": PAD}}
 
     def create() -> httpx.Response:
@@ -226,3 +227,31 @@ def test_the_fast_base64_decode_agrees_with_the_standard_one_on_every_short_inpu
     texts = ["".join(t) for n in range(7) for t in itertools.product("AQ=+ -", repeat=n)]
     texts += ["QQ==QQ==", "QUJD\nREVG", " QUJD ", "QUJD=", "é"]
     assert [fast(t) for t in texts] == [standard(t) for t in texts]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"NaN", b"-Infinity", b'"\\ud800"', b"1e400"],
+    ids=["nan", "inf", "surrogate", "1e400"],
+)
+@pytest.mark.parametrize("pad", ["", PAD], ids=["small", "large"])
+def test_an_input_json_cannot_echo_is_refused_not_a_500(base: str, value: bytes, pad: str) -> None:
+    """Replicate echoes the input in every answer (and the list): a value JSON cannot carry is
+    a 422 naming it, before any prediction is kept, not a 500 on each read of it."""
+    body = b'{"input": {"steps": 2, "width": 64, "height": 64, "odd": ' + value
+    body += b', "pad": "' + pad.encode() + b'"}}'
+    before = httpx.get(f"{base}/v1/predictions").json()["results"]
+    answer = httpx.post(
+        f"{base}/v1/predictions", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 422, answer.text[:300]
+    assert "input.odd" in answer.text
+    listed = httpx.get(f"{base}/v1/predictions")
+    assert listed.status_code == 200 and listed.json()["results"] == before
+
+
+def test_unwritable_finds_the_first_value_json_cannot_carry() -> None:
+    assert unwritable({"a": [1.5, "é", {"b": None}], "c": 2**70}) is None
+    assert unwritable({"a": [1, {"b": float("-inf")}]}) == "input.a[1].b"
+    assert unwritable({"a": "ok", "b": "x\udc00"}) == "input.b"
+    assert unwritable({"\ud800": 1}) == "input"

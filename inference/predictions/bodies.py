@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -76,6 +77,36 @@ def orjson_writes_alike(value: Any) -> bool:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return True
     return isinstance(value, int) and -(2**63) <= value < 2**64
+
+
+def unwritable(value: Any, where: str = "input") -> str | None:
+    """Where in ``value`` the first value JSON cannot carry is (NaN, an infinity, a lone
+    surrogate in a string or a key: ``json.loads`` reads them, an answer cannot write them),
+    as ``input.<key>...``; None where there is none. Long ASCII strings cost a memory scan."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    if isinstance(value, str):
+        return None if value.isascii() or _encodes(value) else where
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not _encodes(str(key)):
+                return where
+            if (found := unwritable(item, f"{where}.{key}")) is not None:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            if (found := unwritable(item, f"{where}[{i}]")) is not None:
+                return found
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def keep_input_json(prediction: Prediction) -> None:

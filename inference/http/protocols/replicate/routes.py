@@ -45,7 +45,7 @@ from inference.http.protocols.replicate.errors import ERRORS
 from inference.http.protocols.replicate.file_store import get_file_store, resolve
 from inference.http.shared_body import shared_file, shared_json
 from inference.predictions import Prediction, new_id
-from inference.predictions.bodies import keep_input_json
+from inference.predictions.bodies import keep_input_json, unwritable
 from inference.predictions.envelopes import (
     CANCEL_PATH,
     OUTPUT_PATH,
@@ -155,6 +155,12 @@ class Creation:
     async def __call__(self, body: CreatePrediction, model: str, choice: str | None) -> Response:
         """Create a prediction of ``model`` on the version ``choice`` pins (None: default)."""
         request, fleet, settings, store = self.request, self.fleet, self.settings, self.store
+        if (where := unwritable(body.input)) is not None:
+            raise InvalidRequest(
+                where,
+                f"{where} is NaN, an infinity or a lone surrogate, which JSON cannot carry "
+                "(every answer echoes the input); send a finite number or valid text",
+            )
         wait = wait_seconds(self.prefer, settings.predictions_wait_max_s)
         deadline_s = cancel_after_s(self.cancel_after)
         webhook, events = body.webhook, body.webhook_events_filter
