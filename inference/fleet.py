@@ -118,6 +118,7 @@ class Fleet:
         }
         self.counts[self.default_ref].loads = 1
         self._listeners: list[RequestListener] = []
+        self._stopped = False
         # One loader: versions load one at a time, so two first requests never put two
         # models' weights on the device at once on top of the budget.
         self._loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model-load")
@@ -252,10 +253,15 @@ class Fleet:
             raise NotReady(message) from None
         with self._lock:
             self._loading.pop(ref, None)
-            self._load_errors.pop(ref, None)
-            self._loaded[ref] = service
-            self.counts[ref].loads += 1
-            evicted = self._evict(keep=ref)
+            stopped = self._stopped
+            if not stopped:
+                self._load_errors.pop(ref, None)
+                self._loaded[ref] = service
+                self.counts[ref].loads += 1
+                evicted = self._evict(keep=ref)
+        if stopped:  # stop() came while it loaded and could not see it: nobody else stops it
+            service.stop()
+            raise NotReady("the server is shutting down; retry on another replica or later")
         self._unload_later(evicted)
         return service
 
@@ -322,6 +328,7 @@ class Fleet:
     def stop(self, grace_s: float = 0.0) -> None:
         """Stop every loaded version but the default, whose owner stops it."""
         with self._lock:
+            self._stopped = True
             services = list(self._loaded.values())
             self._loaded.clear()
             self._parked.clear()

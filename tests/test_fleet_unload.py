@@ -18,7 +18,7 @@ from pathlib import Path
 from inference.engine.arbiter import DeviceArbiter
 from inference.fleet import Fleet
 from inference.models.mock import MockModel
-from inference.registry import Registry, Version
+from inference.registry import Registry, Version, VersionRef
 from inference.service import Service
 from inference.settings import Settings
 from tests.fakes import GatedModel
@@ -92,4 +92,51 @@ def test_evicting_a_version_whose_worker_waits_for_the_device_leaves_the_loop_fr
         watchdog.cancel()
         holder.gate.set()
         fleet.stop()
+        default.stop()
+
+
+def test_a_version_that_finishes_loading_after_the_fleet_stopped_is_stopped_too(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text(
+        '[[models]]\nname = "base"\ndefault = true\n'
+        '  [[models.versions]]\n  name = "v1"\n  backend = "mock"\n'
+        '[[models]]\nname = "late"\n'
+        '  [[models.versions]]\n  name = "v1"\n  backend = "mock"\n'
+    )
+    settings = Settings(models_file=path, result_cache_mb=0)
+    building, go_on = threading.Event(), threading.Event()
+    built: list[Service] = []
+
+    def build(version: Version) -> Service:
+        building.set()
+        go_on.wait(20)  # the weights take a while: the server shuts down meanwhile
+        built.append(Service(MockModel(), version.settings))
+        return built[-1]
+
+    default = Service(MockModel(), settings).start()
+    fleet = Fleet(Registry.from_settings(settings), default, build=build)
+
+    async def first_request() -> None:
+        async with fleet.serving("late"):
+            pass
+
+    async def scenario() -> None:
+        request = asyncio.ensure_future(first_request())
+        await asyncio.to_thread(building.wait, 20)
+        fleet.stop()
+        go_on.set()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await request
+
+    try:
+        asyncio.run(scenario())
+        wait_until(lambda: bool(built) and built[0].engine.phase != "loading")
+        assert built[0].engine.phase == "stopped"  # not serving on, unowned, after shutdown
+        assert fleet.service(VersionRef("late", "v1")) is None
+    finally:
+        go_on.set()
+        for service in built:
+            service.stop()
         default.stop()
