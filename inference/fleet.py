@@ -118,9 +118,14 @@ class Fleet:
         }
         self.counts[self.default_ref].loads = 1
         self._listeners: list[RequestListener] = []
+        self._stopped = False
         # One loader: versions load one at a time, so two first requests never put two
         # models' weights on the device at once on top of the budget.
         self._loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model-load")
+        # Evicted versions stop here, never on the caller's thread: a request lets go of its
+        # version on the event loop, and a stop joins the version's worker, which may be
+        # waiting its turn on the device behind another version's long call.
+        self._unloader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model-unload")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Fleet:
@@ -218,7 +223,7 @@ class Fleet:
             else:
                 counts.failed += 1
             evicted = self._evict()
-        self._unload(evicted)
+        self._unload_later(evicted)
         for listener in self._listeners:
             listener(ref, seconds, outcome)
 
@@ -248,11 +253,16 @@ class Fleet:
             raise NotReady(message) from None
         with self._lock:
             self._loading.pop(ref, None)
-            self._load_errors.pop(ref, None)
-            self._loaded[ref] = service
-            self.counts[ref].loads += 1
-            evicted = self._evict(keep=ref)
-        self._unload(evicted)
+            stopped = self._stopped
+            if not stopped:
+                self._load_errors.pop(ref, None)
+                self._loaded[ref] = service
+                self.counts[ref].loads += 1
+                evicted = self._evict(keep=ref)
+        if stopped:  # stop() came while it loaded and could not see it: nobody else stops it
+            service.stop()
+            raise NotReady("the server is shutting down; retry on another replica or later")
+        self._unload_later(evicted)
         return service
 
     def _evict(self, keep: VersionRef | None = None) -> list[tuple[VersionRef, Service]]:
@@ -269,14 +279,26 @@ class Fleet:
                 log.info("unloading version %s (MAX_LOADED_MODELS=%d)", ref, self.max_loaded)
         return evicted
 
-    def _unload(self, evicted: list[tuple[VersionRef, Service]]) -> None:
-        for ref, service in evicted:
-            # Nothing is in flight on it (leases), so nothing waits for this stop.
-            service.stop()
+    def _unload_later(self, evicted: list[tuple[VersionRef, Service]]) -> None:
+        """Stop ``evicted`` on the unloader thread (see ``__init__``; at once after ``stop``),
+        and with ``host_cached`` queue their weights' read on the loader now, so it comes
+        before any later load of them."""
+        if not evicted:
+            return
+        try:
+            self._unloader.submit(self._unload, evicted)
+        except RuntimeError:  # the fleet stopped: nothing else will stop them
+            self._unload(evicted)
+        for ref, _ in evicted:
             if self.host_cached:
                 # After stop() the loader refuses: nothing will load the version again.
                 with contextlib.suppress(RuntimeError):
                     self._loader.submit(self._park, ref)
+
+    def _unload(self, evicted: list[tuple[VersionRef, Service]]) -> None:
+        for _, service in evicted:
+            # Nothing is in flight on it (leases), so nothing waits for this stop.
+            service.stop()
 
     def _park(self, ref: VersionRef) -> None:
         """Read ``ref``'s weights into host memory again (on the loader thread, so before any
@@ -306,12 +328,14 @@ class Fleet:
     def stop(self, grace_s: float = 0.0) -> None:
         """Stop every loaded version but the default, whose owner stops it."""
         with self._lock:
+            self._stopped = True
             services = list(self._loaded.values())
             self._loaded.clear()
             self._parked.clear()
         for service in services:
             service.stop(grace_s)
         self._loader.shutdown(wait=False, cancel_futures=True)
+        self._unloader.shutdown(wait=False)  # versions already evicted still stop
 
     # -- what an operator sees ---------------------------------------------------------------
 

@@ -19,6 +19,7 @@ progress jumps from nothing to done.
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import threading
 from collections.abc import Hashable, Sequence
@@ -76,14 +77,34 @@ class RemoteVersion:
         #: The device name of every stand-in: its own arbiter, never a local GPU's.
         self.device = device
         self._description: Description | None = None
+        #: The ask in progress, which every stand-in loading meanwhile shares.
+        self._asking: concurrent.futures.Future[Description] | None = None
         self._lock = threading.Lock()
 
     def description(self) -> Description:
-        """The pool's description, asked once (the first load; the pool starts if it must)."""
+        """The pool's description, asked once (the first load; the pool starts if it must).
+
+        The stand-ins of one load (up to MAX_REMOTE_CALLS) all wait for the one ask in
+        progress and share its answer or its failure: a pool that fails to start is asked
+        again by the next load, not once per stand-in, one after the other."""
         with self._lock:
-            if self._description is None:
-                self._description = self.pool.describe()
-            return self._description
+            if self._description is not None:
+                return self._description
+            asking, mine = self._asking, self._asking is None
+            if asking is None:
+                asking = self._asking = concurrent.futures.Future()
+        if mine:
+            try:
+                found = self.pool.describe()
+            except BaseException as exc:
+                with self._lock:
+                    self._asking = None
+                asking.set_exception(exc)
+                raise
+            with self._lock:
+                self._description, self._asking = found, None
+            asking.set_result(found)
+        return asking.result()
 
 
 class RemoteModel:
