@@ -115,15 +115,25 @@ class HotswapSlots:
         # slot asks again; "ignore": the denoiser is compiled by now, and this one
         # recompilation per slot is expected.
         self.pipe.enable_lora_hotswap(target_rank=self.max_rank, check_compiled="ignore")
-        self.pipe.load_lora_weights(weights.copy(), adapter_name=self.name(slot))
-        scalings = self._read_scalings(slot)
-        if not scalings:
-            raise ValueError("it matches no layer of the denoiser")
+        try:
+            self.pipe.load_lora_weights(weights.copy(), adapter_name=self.name(slot))
+            scalings = self._read_scalings(slot)
+            if not scalings:
+                raise ValueError("it matches no layer of the denoiser")
+        except Exception:
+            # The load made the new slot the only active adapter; a failed one is deleted,
+            # and peft then activates the first slot alone: the others would stop applying.
+            self._activate_held()
+            raise
         self.held.append(weights.ref)
         self._scalings.append(scalings)
-        # Loading activates only the new adapter; every slot stays active (unused ones at 0).
-        self.denoiser.set_adapter([self.name(i) for i in range(len(self.held))])
+        self._activate_held()
         log.info("adapter %r created hot-swap slot %d (rank %d)", weights.ref, slot, self.max_rank)
+
+    def _activate_held(self) -> None:
+        """Every slot active (unused ones at scale 0): loading activates only the new one."""
+        if self.held:
+            self.denoiser.set_adapter([self.name(i) for i in range(len(self.held))])
 
     def _swap(self, slot: int, weights: Weights) -> None:
         try:
