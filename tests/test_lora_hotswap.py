@@ -199,3 +199,26 @@ def test_a_slot_that_fails_to_be_created_leaves_the_others_active(
         pixels(compiled, a, b, ("local:sdxl-like", 1.0))
     reference = pixels(eager, a, b)
     assert np.abs(pixels(compiled, a, b) - reference).max() <= TOLERANCE
+
+
+def test_validation_fetches_an_adapter_once_and_a_loaded_one_not_at_all(
+    compiled: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As without hot-swapping: a fetch of a hub adapter asks the Hub whether the file changed
+    (a round trip), which must not be paid twice per new adapter nor on every request."""
+    sources = compiled.model.lora.adapters.sources
+    fetched: list[str] = []
+    real = sources.fetch
+
+    def fetch(ref: str) -> Path:
+        fetched.append(ref)
+        return real(ref)
+
+    monkeypatch.setattr(sources, "fetch", fetch)
+    pixels(compiled, ("local:a", 1.0))  # loaded (the LRU's newest) from here on
+    fetched.clear()
+    compiled.job({**REQUEST, "loras": [{"ref": "local:a"}]})
+    assert fetched == []
+    with pytest.raises(InvalidRequest, match="above LORA_MAX_RANK"):
+        compiled.job({**REQUEST, "loras": [{"ref": "local:big"}]})
+    assert fetched == ["local:big"]
