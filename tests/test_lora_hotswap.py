@@ -222,3 +222,17 @@ def test_validation_fetches_an_adapter_once_and_a_loaded_one_not_at_all(
     with pytest.raises(InvalidRequest, match="above LORA_MAX_RANK"):
         compiled.job({**REQUEST, "loras": [{"ref": "local:big"}]})
     assert fetched == ["local:big"]
+
+
+def test_a_down_matrix_that_is_no_matrix_is_refused_not_a_500(tmp_path: Path) -> None:
+    """The rank is a down matrix's first dimension: a client's file with a scalar there is
+    refused by name (it raised IndexError, a 500, while the request was validated)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from inference.models.diffusers.hotswap import check_file
+
+    path = tmp_path / "scalar.safetensors"
+    save_file({"unet.to_q.lora_A.weight": torch.tensor(1.0)}, str(path))
+    with pytest.raises(InvalidRequest, match=r"'local:s' is not a LoRA: .*has shape \[\]"):
+        check_file("local:s", path, MAX_RANK)

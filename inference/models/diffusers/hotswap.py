@@ -60,7 +60,14 @@ def check_file(ref: str, path: Path, max_rank: int) -> None:
 
     with safe_open(str(path), framework="pt") as f:
         keys = list(f.keys())
-        ranks = [f.get_slice(k).get_shape()[0] for k in keys if k.endswith(DOWN_SUFFIXES)]
+        downs = {k: f.get_slice(k).get_shape() for k in keys if k.endswith(DOWN_SUFFIXES)}
+    for key, shape in downs.items():
+        if len(shape) < 2:  # a matrix (or a conv kernel) is rank x inputs: this is no LoRA
+            raise InvalidRequest(
+                "loras",
+                f"loras: adapter {ref!r} is not a LoRA: its down matrix {key!r} has shape "
+                f"{list(shape)}; use a LoRA adapter (safetensors of lora_A/lora_B matrices)",
+            )
     if any(k.startswith(TEXT_ENCODER_PREFIXES) for k in keys):
         raise InvalidRequest(
             "loras",
@@ -68,7 +75,7 @@ def check_file(ref: str, path: Path, max_rank: int) -> None:
             "a compiled model (TORCH_COMPILE=1); use a denoiser-only adapter or unset "
             "TORCH_COMPILE",
         )
-    rank = max(ranks, default=0)
+    rank = max((shape[0] for shape in downs.values()), default=0)
     if rank > max_rank:
         raise InvalidRequest(
             "loras",
