@@ -145,7 +145,8 @@ def test_a_generating_request_sends_no_dependency_through_the_thread_pool(
 
 
 def test_the_token_and_rate_limit_still_guard_the_route() -> None:
-    settings = Settings(ui=False, auth_token="s3cret", rate_limit_per_minute=60, rate_limit_burst=1)
+    # One token a minute: the third request is refused however slowly the second one ran.
+    settings = Settings(ui=False, auth_token="s3cret", rate_limit_per_minute=1, rate_limit_burst=1)
     service = Service(MockModel(), settings).start()
     try:
         with TestClient(create_app(settings, service)) as http:
