@@ -44,6 +44,7 @@ def lora_dir(tiny_pipeline_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     build_tiny_lora(tiny_pipeline_dir, folder / "big", seed=3, rank=2 * MAX_RANK)
     wide = (*TARGETS, "ff.net.2")  # also the feed-forward layers: more than slot 0 holds
     build_tiny_lora(tiny_pipeline_dir, folder / "wide", seed=4, targets=wide)
+    build_tiny_lora(tiny_pipeline_dir, folder / "sdxl-like", seed=5, cross_attention_dim=48)
     return folder
 
 
@@ -53,8 +54,8 @@ def start(tiny_pipeline_dir: Path, lora_dir: Path) -> Service:
         device="cpu",
         lora_dir=lora_dir,
         max_wait_ms=0,
-        max_loras=2,
-        lora_cache_max_count=2,
+        max_loras=3,
+        lora_cache_max_count=3,
         lora_max_rank=MAX_RANK,
         result_cache_mb=0,  # every request reaches the pipeline
     )
@@ -185,3 +186,53 @@ def test_over_http_the_refusal_is_a_422_naming_adapter_rank_and_setting(compiled
         response = httpx.post(f"{url}/predict", json=body, timeout=60)
     assert response.status_code == 422, response.text
     assert "'local:big' has rank 8, above LORA_MAX_RANK=4" in response.text
+
+
+def test_a_slot_that_fails_to_be_created_leaves_the_others_active(
+    compiled: Service, eager: Service
+) -> None:
+    """A third adapter whose shapes do not fit fails while its slot is created; peft then
+    falls back to the first slot alone, and the second would silently stop applying."""
+    a, b = ("local:a", 1.0), ("local:b", 1.0)
+    pixels(compiled, a, b)  # slots 0 and 1
+    with pytest.raises(InvalidRequest, match=r"'local:sdxl-like' does not fit"):
+        pixels(compiled, a, b, ("local:sdxl-like", 1.0))
+    reference = pixels(eager, a, b)
+    assert np.abs(pixels(compiled, a, b) - reference).max() <= TOLERANCE
+
+
+def test_validation_fetches_an_adapter_once_and_a_loaded_one_not_at_all(
+    compiled: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As without hot-swapping: a fetch of a hub adapter asks the Hub whether the file changed
+    (a round trip), which must not be paid twice per new adapter nor on every request."""
+    sources = compiled.model.lora.adapters.sources
+    fetched: list[str] = []
+    real = sources.fetch
+
+    def fetch(ref: str) -> Path:
+        fetched.append(ref)
+        return real(ref)
+
+    monkeypatch.setattr(sources, "fetch", fetch)
+    pixels(compiled, ("local:a", 1.0))  # loaded (the LRU's newest) from here on
+    fetched.clear()
+    compiled.job({**REQUEST, "loras": [{"ref": "local:a"}]})
+    assert fetched == []
+    with pytest.raises(InvalidRequest, match="above LORA_MAX_RANK"):
+        compiled.job({**REQUEST, "loras": [{"ref": "local:big"}]})
+    assert fetched == ["local:big"]
+
+
+def test_a_down_matrix_that_is_no_matrix_is_refused_not_a_500(tmp_path: Path) -> None:
+    """The rank is a down matrix's first dimension: a client's file with a scalar there is
+    refused by name (it raised IndexError, a 500, while the request was validated)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from inference.models.diffusers.hotswap import check_file
+
+    path = tmp_path / "scalar.safetensors"
+    save_file({"unet.to_q.lora_A.weight": torch.tensor(1.0)}, str(path))
+    with pytest.raises(InvalidRequest, match=r"'local:s' is not a LoRA: .*has shape \[\]"):
+        check_file("local:s", path, MAX_RANK)

@@ -29,8 +29,14 @@ class Adapters:
             settings.lora_cache_max_count, settings.lora_cache_max_bytes, on_evict
         )
 
-    def check(self, loras: Sequence[LoraAdapter]) -> None:
-        """Refuse, naming the adapter, what is wrong; loaded ones pass, others are fetched now.
+    def check(
+        self,
+        loras: Sequence[LoraAdapter],
+        inspect: Callable[[str, Path], None] | None = None,
+    ) -> None:
+        """Refuse, naming the adapter, what is wrong; loaded ones pass, others are fetched now
+        and handed to ``inspect(ref, path)``, the backend's own look at the file (which a
+        loaded adapter has passed already: no second fetch, no Hub round trip per request).
 
         This runs while the request is validated (off the event loop, in the service's blocking
         pool), so a slow adapter host holds up only its own request: the engine's one worker,
@@ -39,7 +45,9 @@ class Adapters:
         loaded = {entry["ref"] for entry in self.cache.loaded()}
         for adapter in loras:
             if adapter.ref not in loaded:
-                self.sources.fetch(adapter.ref)
+                path = self.sources.fetch(adapter.ref)
+                if inspect is not None:
+                    inspect(adapter.ref, path)
 
     def load(
         self, loras: Sequence[LoraAdapter], read: Callable[[str, Path], Any]

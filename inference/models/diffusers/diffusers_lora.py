@@ -15,6 +15,7 @@ in host memory.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections.abc import Sequence
@@ -62,10 +63,8 @@ class PipelineAdapters:
                 f"loras: model {self.model!r} ({type(self.pipe).__name__}) takes no LoRA adapters; "
                 "omit loras",
             )
-        self.adapters.check(loras)
-        if self.slots is not None:
-            for adapter in loras:
-                check_file(adapter.ref, self.adapters.sources.fetch(adapter.ref), self.max_rank)
+        hotswap = functools.partial(check_file, max_rank=self.max_rank)
+        self.adapters.check(loras, hotswap if self.slots is not None else None)
 
     def activate(self, loras: Sequence[LoraAdapter]) -> None:
         """Make exactly ``loras`` (with their scales) active; none: the base model."""

@@ -60,7 +60,14 @@ def check_file(ref: str, path: Path, max_rank: int) -> None:
 
     with safe_open(str(path), framework="pt") as f:
         keys = list(f.keys())
-        ranks = [f.get_slice(k).get_shape()[0] for k in keys if k.endswith(DOWN_SUFFIXES)]
+        downs = {k: f.get_slice(k).get_shape() for k in keys if k.endswith(DOWN_SUFFIXES)}
+    for key, shape in downs.items():
+        if len(shape) < 2:  # a matrix (or a conv kernel) is rank x inputs: this is no LoRA
+            raise InvalidRequest(
+                "loras",
+                f"loras: adapter {ref!r} is not a LoRA: its down matrix {key!r} has shape "
+                f"{list(shape)}; use a LoRA adapter (safetensors of lora_A/lora_B matrices)",
+            )
     if any(k.startswith(TEXT_ENCODER_PREFIXES) for k in keys):
         raise InvalidRequest(
             "loras",
@@ -68,7 +75,7 @@ def check_file(ref: str, path: Path, max_rank: int) -> None:
             "a compiled model (TORCH_COMPILE=1); use a denoiser-only adapter or unset "
             "TORCH_COMPILE",
         )
-    rank = max(ranks, default=0)
+    rank = max((shape[0] for shape in downs.values()), default=0)
     if rank > max_rank:
         raise InvalidRequest(
             "loras",
@@ -115,15 +122,25 @@ class HotswapSlots:
         # slot asks again; "ignore": the denoiser is compiled by now, and this one
         # recompilation per slot is expected.
         self.pipe.enable_lora_hotswap(target_rank=self.max_rank, check_compiled="ignore")
-        self.pipe.load_lora_weights(weights.copy(), adapter_name=self.name(slot))
-        scalings = self._read_scalings(slot)
-        if not scalings:
-            raise ValueError("it matches no layer of the denoiser")
+        try:
+            self.pipe.load_lora_weights(weights.copy(), adapter_name=self.name(slot))
+            scalings = self._read_scalings(slot)
+            if not scalings:
+                raise ValueError("it matches no layer of the denoiser")
+        except Exception:
+            # The load made the new slot the only active adapter; a failed one is deleted,
+            # and peft then activates the first slot alone: the others would stop applying.
+            self._activate_held()
+            raise
         self.held.append(weights.ref)
         self._scalings.append(scalings)
-        # Loading activates only the new adapter; every slot stays active (unused ones at 0).
-        self.denoiser.set_adapter([self.name(i) for i in range(len(self.held))])
+        self._activate_held()
         log.info("adapter %r created hot-swap slot %d (rank %d)", weights.ref, slot, self.max_rank)
+
+    def _activate_held(self) -> None:
+        """Every slot active (unused ones at scale 0): loading activates only the new one."""
+        if self.held:
+            self.denoiser.set_adapter([self.name(i) for i in range(len(self.held))])
 
     def _swap(self, slot: int, weights: Weights) -> None:
         try:
