@@ -96,7 +96,7 @@ def test_invalid_input_is_422_naming_the_field(servers: dict[str, str]) -> None:
     assert [a.status_code for a in filters.values()] == [422, 422]
 
 
-def _deliveries(receiver: Receiver, prediction_id: str, timeout_s: float = 20) -> list[Delivery]:
+def _deliveries(receiver: Receiver, prediction_id: str, timeout_s: float = 60) -> list[Delivery]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         mine = [d for d in receiver.answered() if d.json["id"] == prediction_id]
