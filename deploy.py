@@ -522,11 +522,13 @@ class Model:
         settings = Settings()  # now with the secret's AUTH_TOKEN / HF_TOKEN / WEBHOOK_SECRET
         self.service = Service(self.model, served_settings(settings, self.version)).start()
         self.refresher = None
+        self.fleet = None
         if settings.models_file is None:
             self.app = create_app(settings, self.service)
         else:  # this version serves requests naming no model; re-weights reach every container
             fleet = served_fleet(settings, self.version, self.service, model_weights)
             self.refresher = WeightsRefresher(fleet.registry, SETTINGS.weights_refresh_s).start()
+            self.fleet = fleet
             self.app = create_app(settings, fleet=fleet)
         records, meta = SharedDict(prediction_records), SharedDict(prediction_meta)
         webhooks = WebhookSender(settings)
@@ -547,9 +549,15 @@ class Model:
     def generate(self, request: dict[str, Any]) -> dict[str, Any]:
         """One request (GenerateRequest fields) -> GenerateResult as a dict with image bytes.
 
-        An invalid request raises ``InvalidRequest`` (a ``ValueError``) naming the field and value.
+        With a registry the request may name its ``model`` (a name or ``name@version``), routed
+        as /predict routes it (another version runs in its own pool), and the result's
+        ``version`` says which version served it; without one, the pool's version serves it.
+        An invalid request raises ``InvalidRequest`` (a ``ValueError``) naming the field and value;
+        an unknown model, ``UnknownModel`` (one too) listing the names.
         """
-        return self.service.generate(request).model_dump()
+        if self.fleet is None:
+            return self.service.generate(request).model_dump()
+        return self.fleet.generate(request).model_dump()
 
     @modal.method()
     def describe(self) -> Any:

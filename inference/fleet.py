@@ -29,11 +29,12 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from inference import blocking
 from inference.engine.batcher import Progress
 from inference.errors import NotReady, RequestTimeout
 from inference.models import Model, build_model
@@ -178,6 +179,19 @@ class Fleet:
             outcome = "ok"
         finally:
             self._release(ref, time.perf_counter() - start, outcome)
+
+    async def submit(self, request: Mapping[str, Any], sticky: str | None = None) -> GenerateResult:
+        """A request's fields with the ``model`` it may name (a name, ``name@version``, or none
+        for the default model), served by the version it routes to and marked with it
+        (``version``): how batch lines and Modal's ``generate`` reach a fleet, as /predict does."""
+        fields = {name: value for name, value in request.items() if name != "model"}
+        async with self.serving(request.get("model"), sticky) as routed:
+            result = await routed.service.submit(fields)
+        return result.model_copy(update={"version": str(routed.ref)})
+
+    def generate(self, request: Mapping[str, Any], sticky: str | None = None) -> GenerateResult:
+        """Blocking ``submit``, for callers without an event loop; safe from any thread."""
+        return blocking.run(self.submit(request, sticky))
 
     def runner(self, ref: VersionRef) -> Submit:
         """``submit`` on ``ref``'s version for work that outlives its request (a prediction):

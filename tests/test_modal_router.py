@@ -133,6 +133,24 @@ def test_the_default_version_is_served_here_without_a_hop(router: tuple[Any, Poo
     assert calls.calls == []  # no pool was asked anything
 
 
+def test_modal_generate_routes_a_request_naming_its_model_through_the_fleet(
+    router: tuple[Any, PoolCalls],
+) -> None:
+    """``Model.generate`` (and so ``.remote()`` callers) with a registry: the router's fleet
+    serves a request naming another version in that version's pool, one naming none here."""
+    client, calls = router
+    fleet = client.app.state.fleet
+    result = fleet.generate({**SMALL, "model": "final"})
+    assert result.version == "final@v1"
+    [(version, _)] = generated(calls)
+    assert version == "final@v1"
+    assert result.images[0].data == calls.service("final@v1").generate(SMALL).images[0].data
+    assert fleet.generate(dict(SMALL)).version == "draft@v1"
+    assert len(generated(calls)) == 1  # the default version: served here, no hop
+    with pytest.raises(InvalidRequest, match="did you mean 'final'"):
+        fleet.generate({**SMALL, "model": "finale"})
+
+
 def test_an_invalid_request_is_refused_before_any_generation_in_a_pool(
     router: tuple[Any, PoolCalls],
 ) -> None:

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inference import blocking
 from inference.jobs.reading import (
     InputFormat,
     Item,
@@ -35,7 +34,6 @@ from inference.jobs.reading import (
     read_items,
     shown_request,
 )
-from inference.results import GenerateResult
 from inference.schema import random_seed
 
 if TYPE_CHECKING:
@@ -71,14 +69,8 @@ def fleet_map(fleet: Fleet, max_in_flight: int | None = None) -> MapFunction:
     default model without one), loaded on first use and held while it runs, exactly as
     ``/predict`` routes; each result's ``version`` says which version served it."""
 
-    async def serve(request: dict[str, Any]) -> GenerateResult:
-        fields = {name: value for name, value in request.items() if name != "model"}
-        async with fleet.serving(request.get("model")) as routed:
-            result = await routed.service.submit(fields)
-        return result.model_copy(update={"version": str(routed.ref)})
-
     def generate(request: dict[str, Any]) -> dict[str, Any]:
-        return blocking.run(serve(request)).model_dump()
+        return fleet.generate(request).model_dump()
 
     return _pooled(generate, _workers(fleet.default, max_in_flight))
 
