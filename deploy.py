@@ -320,7 +320,7 @@ def served_settings(settings: Settings, version: str) -> Settings:
 
 def served_fleet(settings: Settings, version: str, service: Any, store: Any) -> Any:
     """The HTTP app's fleet in a pool's container: ``service`` serves requests naming no model
-    (this pool's version), every other version runs in its own pool (``remote_service``), and
+    (this pool's version), every other version runs in its own pool (``remote_builder``), and
     the weights live in ``store``, shared with every container.
 
     No memory budget applies: nothing but ``service`` holds weights in this container."""
