@@ -5,10 +5,12 @@ same bytes: that is what makes "same request, same PNG" testable. PNG is written
 ``fpng`` package), not Pillow: about 0.7 ms for a 512x512 photo-like image against Pillow's
 40-100 ms at its default level, at +14% size (``python -m tools.bench.encoders`` compares the
 candidates; BENCHMARKS.md quotes it). fpng's output depends only on the pixels (its SIMD code
-computes checksums, not the deflate stream). It holds the GIL, but at under a millisecond an
-image it needs no pool of its own (a process pool would spend more copying pixels than fpng
-spends encoding them); JPEG and WebP go through Pillow, which releases the GIL while it
-encodes, so the threads that encode results (``engine.encoding``) spread them over the cores.
+computes checksums, not the deflate stream). Its binding holds the GIL; a process pool was tried
+and lost on a small host (BENCHMARKS.md, "The GIL"). JPEG and WebP go through Pillow, and every
+Pillow encode writes to a per-thread scratch file: Pillow holds the GIL for a whole JPEG encode
+into a ``BytesIO`` but releases it while it encodes to a file descriptor (``encode_to_file``),
+with the same bytes, so the threads that encode results (``engine.encoding``) spread JPEGs over
+the cores and the event loop runs meanwhile.
 Every front door (JSON, ``Accept`` negotiation, CLI file suffixes, batch-job file names, Cog
 outputs) reads this table, so a new format is one row here plus its name in
 ``schema.OutputFormat`` (a test keeps the two equal).
@@ -17,6 +19,9 @@ outputs) reads this table, so a new format is one row here plus its name in
 from __future__ import annotations
 
 import io
+import os
+import tempfile
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -100,15 +105,11 @@ def encode(
     if fmt == "png":
         return _fpng(pixels)
     options = lossy.pillow_options(fmt, quality)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="RGB").save(buffer, format=FORMATS[fmt].pillow, **options)
-    return buffer.getvalue()
-
-
-def transcode(png: bytes, fmt: str, quality: int, lossy: LossyEncoding = DEFAULT_LOSSY) -> bytes:
-    """This server's own lossless PNG as ``fmt`` at ``quality``: the same bytes as encoding
-    the pixels at that quality in the first place (PNG keeps every pixel)."""
-    return encode(decode(png), fmt, quality, lossy)
+    scratch = _scratch_file()
+    os.ftruncate(scratch.fileno(), 0)
+    scratch.seek(0)
+    Image.fromarray(pixels, mode="RGB").save(scratch, format=FORMATS[fmt].pillow, **options)
+    return os.pread(scratch.fileno(), scratch.seek(0, os.SEEK_END), 0)
 
 
 def _fpng(pixels: np.ndarray) -> bytes:
@@ -119,6 +120,31 @@ def _fpng(pixels: np.ndarray) -> bytes:
     if not data:  # the binding signals failure with empty bytes, never an exception
         raise ValueError(f"fpng could not encode an image of shape {pixels.shape}")
     return data
+
+
+_scratch = threading.local()
+
+
+def _scratch_file() -> io.FileIO:
+    held: _ScratchFile | None = getattr(_scratch, "held", None)
+    if held is None:
+        held = _scratch.held = _ScratchFile()
+    return held.file
+
+
+class _ScratchFile:
+    """A thread's scratch file for Pillow to encode into, in memory (a memfd) where the OS has
+    them: unbuffered, so what Pillow's C code writes to its descriptor and what Python reads
+    back agree. One per thread, reused, closed when its thread ends."""
+
+    def __init__(self) -> None:
+        if hasattr(os, "memfd_create"):
+            self.file = io.FileIO(os.memfd_create("inference-encode", os.MFD_CLOEXEC), "w+b")
+        else:
+            self.file = tempfile.TemporaryFile("w+b", buffering=0)  # noqa: SIM115 (kept open)
+
+    def __del__(self) -> None:
+        self.file.close()
 
 
 def decode(data: bytes) -> np.ndarray:

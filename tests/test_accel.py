@@ -25,7 +25,7 @@ from tests.servers import ROOT
 from tools.bench import encoders
 from tools.bench.images import photo_like
 from tools.bench.standin import StandInModel, ideal_images_per_s, parse_cost
-from tools.bench.wrk import group_cpu_s
+from tools.bench.wrk import group_cpu_s, steady_rate
 
 MODEL = "tools.bench.standin:StandInModel"
 
@@ -94,7 +94,8 @@ def test_the_lossy_settings_comparison_runs(capsys: pytest.CaptureFixture[str]) 
 def test_a_smoke_run_reports_every_server_and_format(tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "tools.bench.accel", "--sizes", "512", "--formats", "png,jpeg",
-        "--concurrency", "4", "--seconds", "1", "--warmup-s", "1", "--cost", "a=0.01,b=0.002",
+        "--concurrency", "4", "--seconds", "1", "--warmup-s", "1", "--lead-s", "0",
+        "--cost", "a=0.01,b=0.002",
         "-q", "--out", str(tmp_path),
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
@@ -108,11 +109,36 @@ def test_a_smoke_run_reports_every_server_and_format(tmp_path: Path) -> None:
     assert len(data["verdicts"]) == 4  # two formats: share of ideal, and against LitServe
 
 
+def test_the_steady_rate_leaves_out_the_runs_ends() -> None:
+    # seconds 100 (partial) and 101 (the clients' start) and 105 (cut off) are left out; 103
+    # saw no response and counts as 0
+    assert steady_rate({100: 3, 101: 40, 102: 60, 104: 66, 105: 20}) == pytest.approx(42)
+    assert steady_rate({100: 3, 101: 40, 102: 60}) is None  # no whole second of steady load
+    assert steady_rate({}) is None
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk: scripts/install-system-deps.sh")
+def test_a_steady_run_counts_whole_seconds_and_keeps_the_whole_runs_rate(tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "tools.bench.accel", "--sizes", "64", "--formats", "jpeg",
+        "--servers", "ours", "--concurrency", "4", "--seconds", "1", "--warmup-s", "0.5",
+        "--lead-s", "3", "--repeats", "1", "--cost", "a=0.01,b=0.002", "-q",
+        "--out", str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (level,) = json.loads((tmp_path / "accel.json").read_text())["levels"]
+    steady, whole = level["images_per_s"], level["whole_run_images_per_s"]
+    assert steady > 0 and 0.7 < steady / whole < 1.3, level  # the same load, measured apart
+    assert "whole run images/s" in (tmp_path / "accel.md").read_text()
+
+
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk: scripts/install-system-deps.sh")
 def test_the_quick_run_compares_both_policies_litserve_and_two_devices(tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "tools.bench.accel", "--quick", "--formats", "png",
         "--concurrency", "1,8", "--seconds", "0.5", "--warmup-s", "0.5", "--repeats", "2",
+        "--lead-s", "0",
         "--cost", "a=0.01,b=0.002", "-q", "--out", str(tmp_path),
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)

@@ -9,6 +9,7 @@ pinned hash below is the one place that says which bytes a given image becomes.
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import numpy as np
 import pytest
@@ -125,3 +126,31 @@ def test_the_engine_encodes_with_the_deployments_settings() -> None:
         assert len(tuned.images[0].data) < len(plain.images[0].data)  # quality 50 < 90
     finally:
         service.stop(), default.stop()
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "webp"])
+def test_pillow_encodes_into_a_file_descriptor_from_every_thread(
+    fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow releases the GIL while it encodes a JPEG to a file descriptor, and holds it for
+    the whole encode into a BytesIO (BENCHMARKS.md, "The GIL": 8 JPEGs on 2 threads take as
+    long as on one that way). So every Pillow encode gets a real descriptor, each thread its
+    own, and the bytes are Pillow's all the same (the test above)."""
+    from PIL import Image
+
+    targets: list[tuple[str, int]] = []
+    save = Image.Image.save
+
+    def recording_save(image: Image.Image, fp: object, *args: object, **kwargs: object) -> None:
+        targets.append((threading.current_thread().name, fp.fileno()))  # type: ignore[attr-defined]
+        save(image, fp, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image.Image, "save", recording_save)
+    pixels = photo_like(64, 1)
+    first = codec.encode(pixels, fmt)
+    other = threading.Thread(target=lambda: codec.encode(pixels, fmt), name="other")
+    other.start()
+    other.join()
+    assert codec.encode(pixels, fmt) == first  # a reused scratch file leaves nothing behind
+    (_, fd), (theirs, their_fd), (_, fd_again) = targets
+    assert theirs == "other" and their_fd != fd and fd_again == fd

@@ -4,7 +4,9 @@ The stand-in model (``standin.py``: a + b x n seconds a call, GIL free, photo-li
 plays the GPU, so the host's CPU does only the serving: HTTP, JSON, queueing, encoding. Each
 server (ours, LitServe, naive) serves it for every output format at each concurrency, loaded by
 ``wrk`` (``wrk.py``: a compiled client, so the client's CPU does not decide the result). Reported
-per level: images/s, its share of the ideal (the model alone at max batch, B / (a + b x B)),
+per level: images/s in steady load (whole clock seconds after the clients' start and before the
+run's cut-off end: ``--lead-s``; the whole run's rate is its own column), its share of the
+ideal (the model alone at max batch, B / (a + b x B)),
 latency p50/p95, mean batch, the server's CPU ms per image (its whole process group, from
 /proc) and wrk's own. Writes ``<out>/accel.md`` and ``<out>/accel.json``.
 
@@ -39,7 +41,7 @@ from tools.bench.processes import (
 )
 from tools.bench.report import ahead_verdict, noise_band
 from tools.bench.standin import ENV, ideal_images_per_s, parse_cost
-from tools.bench.wrk import group_cpu_s, run_wrk, wrk_path
+from tools.bench.wrk import STEADY_LEAD_S, group_cpu_s, run_wrk, wrk_path
 
 MODEL = "tools.bench.standin:StandInModel"
 SERVERS = ("ours", "litserve", "naive", "ours-greedy", "ours-2dev", "ours-before")
@@ -74,6 +76,9 @@ class AccelLevel:
     client_cpu_ms_per_image: float
     #: Every repeat's images/s; the other fields are the median repeat's.
     images_per_s_runs: list[float]
+    #: Responses over the run's whole length, its ends included (``images_per_s`` is the steady
+    #: rate when ``--lead-s`` gave the run a steady window: ``wrk.steady_rate``).
+    whole_run_images_per_s: float
 
 
 def measure(args: argparse.Namespace) -> list[AccelLevel]:
@@ -121,15 +126,16 @@ def measure_level(
     runs = []
     for _ in range(args.repeats):
         cpu = group_cpu_s(pid)
-        result = run_wrk(url + "/predict", body, concurrency, args.seconds)
+        result = run_wrk(url + "/predict", body, concurrency, args.seconds, args.lead_s)
         cpu = group_cpu_s(pid) - cpu
-        rate = result.ok / result.wall_s
+        whole_run = result.ok / result.wall_s
+        rate = whole_run if result.steady_per_s is None else result.steady_per_s
         images = max(1, result.ok)
         runs.append(
             AccelLevel(
                 name, size, str(body["output_format"]), concurrency, rate, rate / ideal,
                 result.p50_ms, result.p95_ms, result.mean_batch, result.errors,
-                cpu * 1000 / images, result.client_cpu_s * 1000 / images, [rate],
+                cpu * 1000 / images, result.client_cpu_s * 1000 / images, [rate], whole_run,
             )
         )  # fmt: skip
     runs.sort(key=lambda run: run.images_per_s)
@@ -222,7 +228,7 @@ def render(levels: Sequence[AccelLevel], header: dict[str, object], lines: list[
         f"| {x.size} | {x.output_format} | {x.server} | {x.concurrency} | {x.images_per_s:.1f} | "
         f"{x.share_of_ideal:.2f} | {x.p50_ms:,.0f} | {x.p95_ms:,.0f} | {x.mean_batch:.2f} | "
         f"{x.errors} | {x.server_cpu_ms_per_image:.1f} | {x.client_cpu_ms_per_image:.2f} | "
-        f"{', '.join(f'{r:.1f}' for r in x.images_per_s_runs)} |"
+        f"{', '.join(f'{r:.1f}' for r in x.images_per_s_runs)} | {x.whole_run_images_per_s:.1f} |"
         for x in levels
     ]
     return "\n".join(
@@ -233,8 +239,8 @@ def render(levels: Sequence[AccelLevel], header: dict[str, object], lines: list[
             "",
             "| size | format | server | concurrency | images/s | share of ideal | p50 ms | "
             "p95 ms | mean batch | errors | server CPU ms/image | wrk CPU ms/image | "
-            "images/s of each repeat |",
-            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "images/s of each repeat | whole run images/s |",
+            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
             *rows,
             "",
             "## Verdicts",
@@ -270,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=ints, default=[8, 64])
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per level")
     parser.add_argument("--warmup-s", type=float, default=2.0, help="uncounted, before each")
+    parser.add_argument(
+        "--lead-s",
+        type=float,
+        default=STEADY_LEAD_S,
+        help="each measured run is this much longer, and images/s counts only its whole "
+        "seconds of steady load (the first two and the last left out); 0: the whole run",
+    )
     parser.add_argument("--max-batch-size", type=int, default=8, help="ours and LitServe")
     parser.add_argument("--max-wait-ms", type=float, default=10.0, help="ours and LitServe")
     parser.add_argument("--repeats", type=int, default=1, help="measured runs per level")
