@@ -109,12 +109,15 @@ def test_a_smoke_run_reports_every_server_and_format(tmp_path: Path) -> None:
     assert len(data["verdicts"]) == 4  # two formats: share of ideal, and against LitServe
 
 
-def test_the_steady_rate_leaves_out_the_runs_ends() -> None:
-    # seconds 100 (partial) and 101 (the clients' start) and 105 (cut off) are left out; 103
-    # saw no response and counts as 0
-    assert steady_rate({100: 3, 101: 40, 102: 60, 104: 66, 105: 20}) == pytest.approx(42)
-    assert steady_rate({100: 3, 101: 40, 102: 60}) is None  # no whole second of steady load
-    assert steady_rate({}) is None
+def test_the_steady_rate_leaves_out_the_runs_ends_and_reads_through_batches() -> None:
+    # 8 clients answered together every 0.12 s (66.7/s), after a slow start (the first call
+    # waits 0.5 s for its clients), up to a cut-off end
+    stamps = [0.5 + 0.12 * call + 0.0001 * i for call in range(60) for i in range(8)]
+    assert steady_rate(stamps) == pytest.approx(8 / 0.12, rel=0.01)
+    whole_run = len(stamps) / (stamps[-1] + 0.1)
+    assert whole_run < 0.95 * 8 / 0.12  # what counting over the whole run says (0.94)
+    assert steady_rate(stamps[:100]) is None  # no steady window in a 1.5 s run
+    assert steady_rate([]) is None
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk: scripts/install-system-deps.sh")
