@@ -93,10 +93,10 @@ lock: | $(BIN)/python  ## re-resolve requirements.lock and requirements-cog.txt 
 bench: install-bench  ## throughput, latency, cold start vs the ceiling, a naive server, LitServe
 	$(BIN)/python -m tools.bench $(BENCH_ARGS)
 
-bench-accel: install-bench  ## a stand-in fast accelerator served by ours, LitServe, naive (~8 min)
+bench-accel: install-bench  ## a stand-in fast accelerator served by ours, LitServe, naive (~10 min)
 	$(BIN)/python -m tools.bench.accel $(BENCH_ARGS)
 
-bench-accel-quick: install-bench  ## issue 25: batch policies, LitServe, 2 devices; 1/8/64 clients (~6 min)
+bench-accel-quick: install-bench  ## issue 25: batch policies, LitServe, 2 devices; 1/8/64 clients (~8 min)
 	$(BIN)/python -m tools.bench.accel --quick --out results/accel-quick $(BENCH_ARGS)
 
 # The linters alone, at the lock's pins: lint and format need nothing else (no torch), and a

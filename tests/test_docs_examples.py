@@ -62,7 +62,7 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ): "benchmarks run for minutes; the shortest, --quick, about one (tests/test_bench.py runs it)",
     (
         "docs/benchmarks.md",
-        "make bench-accel                                        # ~8 min on 2 cores: results/accel.md",  # noqa: E501
+        "make bench-accel                                        # ~10 min on 2 cores: results/accel.md",  # noqa: E501
     ): "benchmarks run for minutes (about 8 on 2 cores; tools/gpu_bench.sh needs a CUDA GPU)",
     (
         "docs/byom.md",

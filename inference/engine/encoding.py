@@ -77,7 +77,8 @@ _pool_lock = threading.Lock()
 
 def encoding_pool() -> concurrent.futures.ThreadPoolExecutor:
     """The threads that encode results for awaiting callers, sized like asyncio's default pool
-    (Pillow's JPEG and WebP encoders release the GIL, so they spread over the cores). Its own
+    (JPEG and WebP encode with the GIL released, ``codec``'s scratch files, so they spread over
+    the cores; fpng's PNG holds it, under a millisecond at 512x512). Its own
     pool, not the loop's: a slow validation or a protocol's own work never queues ahead of an
     answer, and a batch's encodings can start from the engine worker's thread."""
     global _pool

@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="issue 25's run (~6 min): 512x512, png and jpeg, c=1,8,64, ours-greedy, ours, "
+        help="issue 25's run (~8 min): 512x512, png and jpeg, c=1,8,64, ours-greedy, ours, "
         "litserve and ours-2dev, 2 repeats of 4 s; other flags given after it still apply",
     )
     parser.add_argument(
