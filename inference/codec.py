@@ -112,6 +112,12 @@ def encode(
     return os.pread(scratch.fileno(), scratch.seek(0, os.SEEK_END), 0)
 
 
+def transcode(png: bytes, fmt: str, quality: int, lossy: LossyEncoding = DEFAULT_LOSSY) -> bytes:
+    """This server's own lossless PNG as ``fmt`` at ``quality``: the same bytes as encoding
+    the pixels at that quality in the first place (PNG keeps every pixel)."""
+    return encode(decode(png), fmt, quality, lossy)
+
+
 def _fpng(pixels: np.ndarray) -> bytes:
     import numpy as np
     from fpng import fpng_ext
@@ -127,7 +133,7 @@ _scratch = threading.local()
 
 def _scratch_file() -> io.FileIO:
     held: _ScratchFile | None = getattr(_scratch, "held", None)
-    if held is None:
+    if held is None or held.pid != os.getpid():  # a forked child shares its parent's file
         held = _scratch.held = _ScratchFile()
     return held.file
 
@@ -135,9 +141,10 @@ def _scratch_file() -> io.FileIO:
 class _ScratchFile:
     """A thread's scratch file for Pillow to encode into, in memory (a memfd) where the OS has
     them: unbuffered, so what Pillow's C code writes to its descriptor and what Python reads
-    back agree. One per thread, reused, closed when its thread ends."""
+    back agree. One per thread and process, reused, closed when its thread ends."""
 
     def __init__(self) -> None:
+        self.pid = os.getpid()
         if hasattr(os, "memfd_create"):
             self.file = io.FileIO(os.memfd_create("inference-encode", os.MFD_CLOEXEC), "w+b")
         else:

@@ -9,6 +9,7 @@ pinned hash below is the one place that says which bytes a given image becomes.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 
 import numpy as np
@@ -99,6 +100,17 @@ def test_lossy_defaults_write_the_bytes_this_server_always_wrote() -> None:
     assert codec.encode(pixels, "webp") == _pillow(pixels, "WEBP", quality=90)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (7, 4), (512, 509)])
+@pytest.mark.parametrize("quality", [0, 100])
+def test_the_scratch_file_writes_pillows_bytes_at_any_size_and_quality(
+    shape: tuple[int, int], quality: int
+) -> None:
+    """Big files after small ones in the same thread's scratch file, and the reverse."""
+    pixels = np.ascontiguousarray(photo_like(512, 2)[: shape[0], : shape[1]])
+    for fmt, name in (("jpeg", "JPEG"), ("webp", "WEBP")):
+        assert codec.encode(pixels, fmt, quality) == _pillow(pixels, name, quality=quality)
+
+
 def test_webp_effort_and_per_call_quality_change_the_bytes_as_asked() -> None:
     pixels = photo_like(128, 2)
     fast = codec.LossyEncoding(webp_method=0)
@@ -154,3 +166,26 @@ def test_pillow_encodes_into_a_file_descriptor_from_every_thread(
     assert codec.encode(pixels, fmt) == first  # a reused scratch file leaves nothing behind
     (_, fd), (theirs, their_fd), (_, fd_again) = targets
     assert theirs == "other" and their_fd != fd and fd_again == fd
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_encodes_into_a_scratch_file_of_its_own() -> None:
+    """After a fork the thread's scratch file is shared with the parent (one open file):
+    a parent and child encoding at once would write into each other's bytes."""
+    pixels = photo_like(64, 1)
+    expected = codec.encode(pixels, "jpeg")
+    parent_file = os.fstat(codec._scratch_file().fileno()).st_ino
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child reports through the pipe)
+        try:
+            same = codec.encode(pixels, "jpeg") == expected
+            own = os.fstat(codec._scratch_file().fileno()).st_ino != parent_file
+            os.write(writer, b"ok" if same and own else b"shared")
+        finally:
+            os._exit(0)
+    os.close(writer)
+    answer = os.read(reader, 16)
+    os.waitpid(child, 0)
+    os.close(reader)
+    assert answer == b"ok"
