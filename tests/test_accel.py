@@ -121,7 +121,7 @@ def test_the_steady_rate_leaves_out_the_runs_ends_and_reads_through_batches() ->
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk: scripts/install-system-deps.sh")
-def test_a_steady_run_counts_whole_seconds_and_keeps_the_whole_runs_rate(tmp_path: Path) -> None:
+def test_a_steady_run_measures_its_middle_and_keeps_the_whole_runs_rate(tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "tools.bench.accel", "--sizes", "64", "--formats", "jpeg",
         "--servers", "ours", "--concurrency", "4", "--seconds", "1", "--warmup-s", "0.5",

@@ -4,11 +4,11 @@ The stand-in model (``standin.py``: a + b x n seconds a call, GIL free, photo-li
 plays the GPU, so the host's CPU does only the serving: HTTP, JSON, queueing, encoding. Each
 server (ours, LitServe, naive) serves it for every output format at each concurrency, loaded by
 ``wrk`` (``wrk.py``: a compiled client, so the client's CPU does not decide the result). Reported
-per level: images/s in steady load (whole clock seconds after the clients' start and before the
-run's cut-off end: ``--lead-s``; the whole run's rate is its own column), its share of the
-ideal (the model alone at max batch, B / (a + b x B)),
-latency p50/p95, mean batch, the server's CPU ms per image (its whole process group, from
-/proc) and wrk's own. Writes ``<out>/accel.md`` and ``<out>/accel.json``.
+per level: images/s in steady load (the rate of responses from 2 s after the first to 1 s
+before the last, leaving out the clients' start and the run's cut-off end: ``--lead-s``; the
+whole run's rate is its own column), its share of the ideal (the model alone at max batch,
+B / (a + b x B)), latency p50/p95, mean batch, the server's CPU ms per image (its whole process
+group, from /proc) and wrk's own. Writes ``<out>/accel.md`` and ``<out>/accel.json``.
 
 Goal checked at the highest concurrency and 512x512: ours >= 0.95 x ideal and ahead of LitServe,
 for every format.
@@ -280,8 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--lead-s",
         type=float,
         default=STEADY_LEAD_S,
-        help="each measured run is this much longer, and images/s counts only its whole "
-        "seconds of steady load (the first two and the last left out); 0: the whole run",
+        help="each measured run is this much longer, and images/s is its rate from 2 s after "
+        "its first response to 1 s before its last (wrk.steady_rate); 0: the whole run",
     )
     parser.add_argument("--max-batch-size", type=int, default=8, help="ours and LitServe")
     parser.add_argument("--max-wait-ms", type=float, default=10.0, help="ours and LitServe")

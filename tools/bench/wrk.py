@@ -131,7 +131,7 @@ def run_wrk(
     """``connections`` clients, each with one request in flight, for ``seconds`` (closed loop).
 
     ``lead_s`` (``STEADY_LEAD_S``): run that much longer, so that ``steady_per_s`` covers about
-    ``seconds`` whole seconds of steady load. A closed loop's first call waits for its clients
+    ``seconds`` of steady load. A closed loop's first call waits for its clients
     to connect and its last one is cut off: over a 4 s run at 64 clients those ends cost
     ~3% of the count (a server at 0.99 of ideal in its own trace read 0.96).
     """
