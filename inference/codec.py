@@ -140,14 +140,15 @@ def _scratch_file() -> io.FileIO:
 
 class _ScratchFile:
     """A thread's scratch file for Pillow to encode into, in memory (a memfd) where the OS has
-    them: unbuffered, so what Pillow's C code writes to its descriptor and what Python reads
-    back agree. One per thread and process, reused, closed when its thread ends."""
+    them and lets us (a sandbox may refuse the call), else a temporary file: unbuffered, so what
+    Pillow's C code writes to its descriptor and what Python reads back agree. One per thread
+    and process, reused, closed when its thread ends."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        if hasattr(os, "memfd_create"):
+        try:
             self.file = io.FileIO(os.memfd_create("inference-encode", os.MFD_CLOEXEC), "w+b")
-        else:
+        except (AttributeError, OSError):
             self.file = tempfile.TemporaryFile("w+b", buffering=0)  # noqa: SIM115 (kept open)
 
     def __del__(self) -> None:

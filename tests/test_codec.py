@@ -189,3 +189,21 @@ def test_a_forked_child_encodes_into_a_scratch_file_of_its_own() -> None:
     os.waitpid(child, 0)
     os.close(reader)
     assert answer == b"ok"
+
+
+def test_without_memfd_the_scratch_file_is_a_temporary_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A sandbox that refuses memfd_create (or an OS without it) still encodes, the same bytes."""
+
+    def refused(*args: object) -> int:
+        raise PermissionError(1, "Operation not permitted")
+
+    pixels = photo_like(64, 1)
+    expected = codec.encode(pixels, "jpeg")
+    monkeypatch.setattr(os, "memfd_create", refused)
+    done: list[bytes] = []
+    worker = threading.Thread(target=lambda: done.append(codec.encode(pixels, "jpeg")))
+    worker.start()
+    worker.join()
+    assert done == [expected]
