@@ -32,6 +32,20 @@ class OwnDeviceModel(MockModel):
     device = "review-own-device"
 
 
+def mock_models(tmp_path: Path, *others: str) -> Path:
+    """A models file: the default model "base" and ``others``, each one mock version "v1"."""
+    path = tmp_path / "models.toml"
+    path.write_text(
+        "".join(
+            f'[[models]]\nname = "{name}"\n'
+            + ("default = true\n" if name == "base" else "")
+            + '  [[models.versions]]\n  name = "v1"\n  backend = "mock"\n'
+            for name in ("base", *others)
+        )
+    )
+    return path
+
+
 def wait_until(condition, timeout_s: float = 20.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -42,15 +56,7 @@ def wait_until(condition, timeout_s: float = 20.0) -> None:  # type: ignore[no-u
 def test_evicting_a_version_whose_worker_waits_for_the_device_leaves_the_loop_free(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "models.toml"
-    path.write_text(
-        '[[models]]\nname = "base"\ndefault = true\n'
-        '  [[models.versions]]\n  name = "v1"\n  backend = "mock"\n'
-        '[[models]]\nname = "b"\n'
-        '  [[models.versions]]\n  name = "v1"\n  backend = "mock"\n'
-        '[[models]]\nname = "c"\n'
-        '  [[models.versions]]\n  name = "v1"\n  backend = "mock"\n'
-    )
+    path = mock_models(tmp_path, "b", "c")
     settings = Settings(models_file=path, result_cache_mb=0, max_loaded_models=1)
     holder = GatedModel()  # the default version: holds the shared "cpu" for a long call
 
@@ -98,13 +104,7 @@ def test_evicting_a_version_whose_worker_waits_for_the_device_leaves_the_loop_fr
 def test_a_version_that_finishes_loading_after_the_fleet_stopped_is_stopped_too(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "models.toml"
-    path.write_text(
-        '[[models]]\nname = "base"\ndefault = true\n'
-        '  [[models.versions]]\n  name = "v1"\n  backend = "mock"\n'
-        '[[models]]\nname = "late"\n'
-        '  [[models.versions]]\n  name = "v1"\n  backend = "mock"\n'
-    )
+    path = mock_models(tmp_path, "late")
     settings = Settings(models_file=path, result_cache_mb=0)
     building, go_on = threading.Event(), threading.Event()
     built: list[Service] = []
