@@ -362,9 +362,10 @@ class Pending:
             raise
 
     async def wait(self) -> GenerateResult:
-        encoded = asyncio.wrap_future(encode_when_done(self.ticket.future, self.encode))
+        encoded = encode_when_done(self.ticket.future, self.encode)
         try:
-            return await asyncio.wait_for(encoded, timeout=self._left_s())
+            async with asyncio.timeout(self._left_s()):
+                return await asyncio.wrap_future(encoded)
         except TimeoutError:
             raise self._timed_out() from None
         except BaseException:
