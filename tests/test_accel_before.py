@@ -48,3 +48,18 @@ def test_the_checkout_before_is_the_code_that_serves_ours_before(tmp_path: Path)
     batch = {x["server"]: x["mean_batch"] for x in data["levels"]}
     assert batch == {"ours-before": pytest.approx(99, rel=0.01), "ours": pytest.approx(1.0)}
     assert any("against ours-before" in line for line in data["verdicts"])
+
+
+def test_loop_cpu_runs_the_code_of_each_checkout(tmp_path: Path) -> None:
+    """``python -m tools.bench.loop``: a run measures the checkout it is given; a copy whose
+    app cannot be built fails with that copy's own error."""
+    from tools.bench.loop import one_run
+
+    assert 0 < one_run(ROOT, "jpeg", 16, 8) < 100
+    before = tmp_path / "before"
+    shutil.copytree(ROOT / "inference", before / "inference")
+    shutil.copytree(ROOT / "tools", before / "tools")
+    app = before / "inference" / "http" / "app.py"
+    app.write_text(app.read_text() + "\nraise ImportError('the copy before')\n")
+    with pytest.raises(RuntimeError, match="the copy before"):
+        one_run(before, "jpeg", 16, 8)

@@ -1,11 +1,12 @@
 """A route served without FastAPI's per-request machinery, for the hottest path (POST /predict).
 
-FastAPI's request handler spends ~0.2 ms of event-loop CPU per request solving a dependency tree
-whose dependencies only read memory (the tree walk, its caches and checks, two exit stacks), and
-~0.3 ms for /predict's seven dependencies. With eight clients sharing one accelerator call,
-eight of those sit between the end of one call and the start of the next, on the loop that also
-has to write the eight answers: that is accelerator time lost (BENCHMARKS.md, "A lean
-/predict").
+FastAPI's request handler solves a route's dependency tree on every request, with its caches,
+checks and exit stacks, even when every dependency only reads memory: for /predict's seven that
+was about a third of the route's Python time (``cProfile``). With eight clients sharing one
+accelerator call, eight of those sit between the end of one call and the start of the next, on
+the loop that also writes the eight answers, and that is accelerator time lost (BENCHMARKS.md,
+"A lean /predict": with ``deps.until_disconnect``'s fewer loop turns, 0.72-0.79x the loop's CPU
+per request, ``python -m tools.bench.loop``).
 
 A ``LeanRoute`` is declared like any route, so its OpenAPI operation, security and responses
 come from the one declaration, and it runs the same dependencies in the same order, with the
