@@ -1,5 +1,6 @@
-"""``until_disconnect``: the awaited call runs in the caller's task; a client that leaves
-cancels it and surfaces as ``ClientDisconnected``; any other cancellation stays one."""
+"""``until_disconnect``: the call's result comes back and no task outlives it; a client that
+leaves cancels the call and surfaces as ``ClientDisconnected``; any other cancellation of the
+caller stays a cancellation."""
 
 import asyncio
 from typing import Any

@@ -362,10 +362,9 @@ class Pending:
             raise
 
     async def wait(self) -> GenerateResult:
-        encoded = encode_when_done(self.ticket.future, self.encode)
+        encoded = asyncio.wrap_future(encode_when_done(self.ticket.future, self.encode))
         try:
-            async with asyncio.timeout(self._left_s()):
-                return await asyncio.wrap_future(encoded)
+            return await asyncio.wait_for(encoded, timeout=self._left_s())
         except TimeoutError:
             raise self._timed_out() from None
         except BaseException:

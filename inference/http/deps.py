@@ -88,31 +88,20 @@ async def until_disconnect(request: Request, awaitable: Awaitable[T]) -> T:
     """Await ``awaitable`` unless the client disconnects first, in which case cancel it.
 
     Cancelling the service call abandons the request, so the batcher drops it (or stops its
-    batch between steps) instead of computing images nobody will read. ``awaitable`` runs in
-    the calling task, which a watcher cancels if the client goes: a task of its own and
-    ``asyncio.wait`` would add two loop turns between a result and its answer, and under
-    load each turn lets a busy encoding thread take the GIL first (BENCHMARKS.md, "A lean
-    /predict").
+    batch between steps) instead of computing images nobody will read.
     """
-    caller = asyncio.current_task()
-    if caller is None:
-        raise RuntimeError("until_disconnect runs in a task")
-    gone = False
+    task = asyncio.ensure_future(awaitable)
 
-    async def watch() -> None:
-        nonlocal gone
+    async def disconnected() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
-        gone = True
-        caller.cancel()
 
-    watcher = asyncio.ensure_future(watch())
+    watcher = asyncio.ensure_future(disconnected())
     try:
-        return await awaitable
-    except asyncio.CancelledError:
-        if not gone:
-            raise
-        caller.uncancel()
-        raise ClientDisconnected from None
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    raise ClientDisconnected

@@ -4,9 +4,8 @@ FastAPI's request handler solves a route's dependency tree on every request, wit
 checks and exit stacks, even when every dependency only reads memory: for /predict's seven that
 was about a third of the route's Python time (``cProfile``). With eight clients sharing one
 accelerator call, eight of those sit between the end of one call and the start of the next, on
-the loop that also writes the eight answers, and that is accelerator time lost (BENCHMARKS.md,
-"A lean /predict": with ``deps.until_disconnect``'s fewer loop turns, 0.72-0.79x the loop's CPU
-per request, ``python -m tools.bench.loop``).
+the loop that also writes the eight answers (BENCHMARKS.md, "A lean /predict": 0.67-0.79x the
+loop's CPU per request, ``python -m tools.bench.loop``).
 
 A ``LeanRoute`` is declared like any route, so its OpenAPI operation, security and responses
 come from the one declaration, and it runs the same dependencies in the same order, with the
