@@ -87,7 +87,7 @@ def plan(dependant: Dependant, where: str) -> Call:
         raise TypeError(f"{label} needs {', '.join(needs)}, which a LeanRoute does not resolve")
     if call is None or not (
         inspect.iscoroutinefunction(call)
-        or inspect.iscoroutinefunction(getattr(call, "__call__", None))  # noqa: B004
+        or inspect.iscoroutinefunction(type(call).__call__)  # an instance with async __call__
     ):
         raise TypeError(f"{label} is not an async def, which a LeanRoute needs")
     return Call(
@@ -104,9 +104,10 @@ def plan(dependant: Dependant, where: str) -> Call:
 
 
 def _effective(route: fastapi.routing.APIRoute) -> Any:
-    """What FastAPI's own ``get_route_handler`` reads: since FastAPI 0.16x, a route included
-    in a router is built inside an "effective route" context that adds the including router's
-    dependencies; before, inclusion copied the route with them."""
+    """What FastAPI's own ``get_route_handler`` reads: recent FastAPI (0.165 in the lock) builds
+    a route included in a router inside an "effective route" context that adds the including
+    router's dependencies; older releases copied the route with them. A test includes a router
+    with dependencies of its own, so a FastAPI that changes this fails it."""
     context_var = getattr(fastapi.routing, "_effective_route_context_var", None)
     context = context_var.get() if context_var is not None else None
     if context is not None and getattr(context, "original_route", None) is route:
